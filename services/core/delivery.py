@@ -1,0 +1,96 @@
+"""Delivery rules: who may see which event, and what a resuming client is sent.
+
+Pure: the notifier, the desktop bridge and the command-line client share these rules.
+A subscription belongs to one principal and remembers the last seq it was given; events
+are delivered in seq order, each at most once per subscription.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from services.core.events import Event
+
+
+def visible_to(event: Event, principal: str) -> bool:
+    """A principal sees the events of its own tasks and nothing else."""
+    return event.principal == principal
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePlan:
+    """Where to start replaying for a client.
+
+    Attributes:
+        after: replay events with seq > after (then live ones).
+        reset: the client's seq is ahead of the log (it was reset): it must drop what it
+            knew and take the full replay.
+    """
+
+    after: int
+    reset: bool
+
+
+def plan_resume(since: int | None, head: int) -> ResumePlan:
+    """What to replay for a client that last saw `since` when the log's head is `head`.
+
+    No `since`: live events only. A `since` beyond the head means the log was recreated,
+    so everything is replayed and the client told to reset.
+    """
+    if since is None:
+        return ResumePlan(after=head, reset=False)
+    if since > head:
+        return ResumePlan(after=0, reset=True)
+    return ResumePlan(after=since, reset=False)
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One connected client's view of the log."""
+
+    principal: str
+    cursor: int = 0
+
+    def accept(self, events: Iterable[Event]) -> list[Event]:
+        """The events this subscription must be sent now, in order; advances the cursor."""
+        out = []
+        for ev in events:
+            if ev.seq > self.cursor and visible_to(ev, self.principal):
+                out.append(ev)
+                self.cursor = ev.seq
+        return out
+
+
+@dataclass
+class Router:
+    """Fans events out to the subscriptions of their principal."""
+
+    _by_principal: dict[str, set[Subscription]] = field(default_factory=dict)
+
+    def add(self, sub: Subscription) -> None:
+        self._by_principal.setdefault(sub.principal, set()).add(sub)
+
+    def remove(self, sub: Subscription) -> None:
+        subs = self._by_principal.get(sub.principal)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._by_principal[sub.principal]
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._by_principal.values())
+
+    def route(self, events: Iterable[Event]) -> list[tuple[Subscription, list[Event]]]:
+        """For each subscription with something new, the events to send it, in order."""
+        grouped: dict[str, list[Event]] = {}
+        for ev in events:
+            if ev.principal in self._by_principal:
+                grouped.setdefault(ev.principal, []).append(ev)
+        out = []
+        for principal, evs in grouped.items():
+            for sub in self._by_principal[principal]:
+                sent = sub.accept(evs)
+                if sent:
+                    out.append((sub, sent))
+        return out

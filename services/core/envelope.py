@@ -1,0 +1,167 @@
+"""The one JSON envelope every side uses on the WebSocket, and its codec.
+
+Server to client (every message carries "v" and "type"):
+    {"v": 1, "type": "welcome", "principal": P, "head": N, "reset": bool}
+    {"v": 1, "type": "event", "seq": N, "task": ID, "event": TYPE, "ts": T,
+     "attempt": A, "data": {...}}
+    {"v": 1, "type": "caught_up", "seq": N}     after the replay of missed events
+    {"v": 1, "type": "pong"}
+Client to server:
+    {"v": 1, "type": "ping"}
+    {"v": 1, "type": "resume", "since": N}      replay every later event, then live ones
+
+The resume point may also be given at the handshake (`?since=N` or a `Herald-Since` header).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from services.core.events import Event, EventType
+
+VERSION = 1
+
+# WebSocket close codes and reasons for protocol errors.
+CLOSE_UNSUPPORTED_DATA = 1003  # binary frame
+CLOSE_INVALID_PAYLOAD = 1007  # not JSON, not an object, wrong version or fields
+CLOSE_UNKNOWN_TYPE = 4400  # a message type the server does not know
+CLOSE_GOING_AWAY = 1001
+
+
+class ProtocolError(Exception):
+    """A client message that breaks the protocol; closes the connection with `code`."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_event(event: Event) -> str:
+    """The wire text of one event."""
+    return _dumps(
+        {
+            "v": VERSION,
+            "type": "event",
+            "seq": event.seq,
+            "task": event.task_id,
+            "event": event.type.value,
+            "ts": event.ts,
+            "attempt": event.attempt,
+            "data": event.data,
+        }
+    )
+
+
+def encode_welcome(principal: str, head: int, reset: bool) -> str:
+    return _dumps(
+        {"v": VERSION, "type": "welcome", "principal": principal, "head": head, "reset": reset}
+    )
+
+
+def encode_caught_up(seq: int) -> str:
+    return _dumps({"v": VERSION, "type": "caught_up", "seq": seq})
+
+
+def encode_pong() -> str:
+    return _dumps({"v": VERSION, "type": "pong"})
+
+
+def encode_ping() -> str:
+    return _dumps({"v": VERSION, "type": "ping"})
+
+
+def encode_resume(since: int) -> str:
+    return _dumps({"v": VERSION, "type": "resume", "since": since})
+
+
+@dataclass(frozen=True, slots=True)
+class ServerMessage:
+    """A decoded server message. `event` is set when type == "event"."""
+
+    type: str
+    body: dict[str, Any]
+    event: Event | None = None
+
+
+def decode_server_message(text: str | bytes) -> ServerMessage:
+    """Decode a message from the notifier (used by every client).
+
+    Raises:
+        ProtocolError: the text is not a valid server message.
+    """
+    obj = _load_object(text)
+    mtype = obj.get("type")
+    if mtype == "event":
+        try:
+            event = Event(
+                seq=int(obj["seq"]),
+                task_id=str(obj["task"]),
+                principal="",
+                type=EventType(obj["event"]),
+                ts=float(obj["ts"]),
+                attempt=int(obj.get("attempt", 0)),
+                data=dict(obj.get("data") or {}),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ProtocolError(CLOSE_INVALID_PAYLOAD, f"malformed event: {exc}") from None
+        return ServerMessage("event", obj, event)
+    if mtype in ("welcome", "caught_up", "pong", "ping"):
+        return ServerMessage(str(mtype), obj)
+    raise ProtocolError(CLOSE_UNKNOWN_TYPE, f"unknown message type {mtype!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMessage:
+    """A decoded client message: "ping" or "resume" (with `since`)."""
+
+    type: str
+    since: int | None = None
+
+
+def decode_client_message(data: str | bytes) -> ClientMessage:
+    """Decode a message from a client.
+
+    Raises:
+        ProtocolError: binary frame, not JSON, wrong shape or an unknown type.
+    """
+    if isinstance(data, bytes | bytearray | memoryview):
+        raise ProtocolError(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported")
+    obj = _load_object(data)
+    mtype = obj.get("type")
+    if mtype == "ping":
+        return ClientMessage("ping")
+    if mtype == "resume":
+        return ClientMessage("resume", parse_since(obj.get("since")))
+    if not isinstance(mtype, str):
+        raise ProtocolError(CLOSE_INVALID_PAYLOAD, "message has no string 'type'")
+    raise ProtocolError(CLOSE_UNKNOWN_TYPE, f"unknown message type {mtype[:40]!r}")
+
+
+def parse_since(value: Any) -> int:
+    """A resume point: a non-negative integer (or its decimal text)."""
+    if isinstance(value, bool):
+        raise ProtocolError(CLOSE_INVALID_PAYLOAD, "'since' must be a non-negative integer")
+    if isinstance(value, str) and value.isdigit() and len(value) <= 18:
+        value = int(value)
+    if not isinstance(value, int) or value < 0:
+        raise ProtocolError(CLOSE_INVALID_PAYLOAD, "'since' must be a non-negative integer")
+    return value
+
+
+def _load_object(text: str | bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError(CLOSE_INVALID_PAYLOAD, "message is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(CLOSE_INVALID_PAYLOAD, "message must be a JSON object")
+    if obj.get("v", VERSION) != VERSION:
+        raise ProtocolError(CLOSE_INVALID_PAYLOAD, f"unsupported protocol version {obj.get('v')!r}")
+    return obj

@@ -1,0 +1,271 @@
+"""Declared task parameters: their types and constraints, validation and text coercion.
+
+Pure: the catalog declares parameters with `Param`, the web service validates submitted
+arguments with `validate_args`, the command line turns `key=value` text into typed values
+with `Param.from_text`, and the catalog endpoint publishes `Param.to_json()`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from services.core.errors import ValidationFailed
+
+
+class ParamType(StrEnum):
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    PATH = "path"
+    CHOICE = "choice"
+    STRING_LIST = "string_list"
+
+
+class PathKind(StrEnum):
+    FILE = "file"
+    DIRECTORY = "directory"
+    ANY = "any"  # an existing file or folder
+    NEW_FILE = "new_file"  # a file to be written; its folder must exist
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter of a task.
+
+    Args:
+        name: the argument's key.
+        type: its type.
+        title: a short label for forms.
+        description: one sentence of help.
+        default: the value used when the argument is absent; REQUIRED if it must be given.
+        minimum, maximum: bounds for numbers; length bounds for strings and lists.
+        choices: the allowed values of a CHOICE parameter.
+        path_kind: what a PATH must point at.
+        pattern: a regular expression a STRING must match in full.
+    """
+
+    name: str
+    type: ParamType
+    title: str = ""
+    description: str = ""
+    default: Any = REQUIRED
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    path_kind: PathKind | None = None
+    pattern: str | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def to_json(self) -> dict[str, Any]:
+        """The parameter as published by the catalog."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type.value,
+            "title": self.title or self.name.replace("_", " ").capitalize(),
+            "description": self.description,
+            "required": self.required,
+        }
+        if not self.required:
+            out["default"] = self.default
+        for key in ("minimum", "maximum", "pattern"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.choices is not None:
+            out["choices"] = list(self.choices)
+        if self.path_kind is not None:
+            out["path_kind"] = self.path_kind.value
+        return out
+
+    def json_schema(self) -> dict[str, Any]:
+        """The parameter as a JSON Schema (for the OpenAPI document)."""
+        t = self.type
+        schema: dict[str, Any]
+        if t is ParamType.INTEGER:
+            schema = {"type": "integer"}
+        elif t is ParamType.NUMBER:
+            schema = {"type": "number"}
+        elif t is ParamType.BOOLEAN:
+            schema = {"type": "boolean"}
+        elif t is ParamType.CHOICE:
+            schema = {"type": "string", "enum": list(self.choices or ())}
+        elif t is ParamType.STRING_LIST:
+            schema = {"type": "array", "items": {"type": "string"}}
+        else:
+            schema = {"type": "string"}
+        if t in (ParamType.INTEGER, ParamType.NUMBER):
+            if self.minimum is not None:
+                schema["minimum"] = self.minimum
+            if self.maximum is not None:
+                schema["maximum"] = self.maximum
+        elif t in (ParamType.STRING, ParamType.PATH):
+            if self.minimum is not None:
+                schema["minLength"] = int(self.minimum)
+            if self.maximum is not None:
+                schema["maxLength"] = int(self.maximum)
+            if self.pattern is not None:
+                schema["pattern"] = self.pattern
+        elif t is ParamType.STRING_LIST:
+            if self.minimum is not None:
+                schema["minItems"] = int(self.minimum)
+            if self.maximum is not None:
+                schema["maxItems"] = int(self.maximum)
+        if self.description:
+            schema["description"] = self.description
+        if not self.required:
+            schema["default"] = self.default
+        return schema
+
+    def validate(self, value: Any) -> Any:
+        """The value, checked against the type and constraints.
+
+        Raises:
+            ValueError: with a message for the user.
+        """
+        t = self.type
+        if t is ParamType.BOOLEAN:
+            if not isinstance(value, bool):
+                raise ValueError("must be true or false")
+            return value
+        if t is ParamType.INTEGER:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError("must be an integer")
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError("must be an integer")
+                value = int(value)
+            self._check_bounds(value)
+            return value
+        if t is ParamType.NUMBER:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError("must be a number")
+            if not math.isfinite(value):
+                raise ValueError("must be a finite number")
+            self._check_bounds(value)
+            return value
+        if t is ParamType.STRING_LIST:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError("must be a list of strings")
+            if any("\x00" in v for v in value):
+                raise ValueError("must not contain NUL characters")
+            self._check_length(len(value), "items")
+            return value
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        if t is ParamType.CHOICE:
+            if value not in (self.choices or ()):
+                raise ValueError("must be one of: " + ", ".join(self.choices or ()))
+            return value
+        if t is ParamType.PATH:
+            if not value.strip():
+                raise ValueError("must not be empty")
+            if not (value.startswith("/") or value.startswith("~") or _is_windows_abs(value)):
+                raise ValueError("must be an absolute path")
+            self._check_length(len(value), "characters")
+            return value
+        self._check_length(len(value), "characters")
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            raise ValueError(f"must match {self.pattern}")
+        return value
+
+    def from_text(self, text: str) -> Any:
+        """A typed value from command-line text (`key=value`), not yet validated.
+
+        Raises:
+            ValueError: the text cannot be read as this parameter's type.
+        """
+        t = self.type
+        if t is ParamType.BOOLEAN:
+            low = text.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError("must be true or false")
+        if t is ParamType.INTEGER:
+            try:
+                return int(text)
+            except ValueError:
+                raise ValueError("must be an integer") from None
+        if t is ParamType.NUMBER:
+            try:
+                return float(text)
+            except ValueError:
+                raise ValueError("must be a number") from None
+        if t is ParamType.STRING_LIST:
+            import shlex
+
+            return shlex.split(text)
+        return text
+
+    def _check_bounds(self, value: float) -> None:
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"must be at least {_num(self.minimum)}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"must be at most {_num(self.maximum)}")
+
+    def _check_length(self, n: int, unit: str) -> None:
+        if self.minimum is not None and n < self.minimum:
+            raise ValueError(f"must have at least {_num(self.minimum)} {unit}")
+        if self.maximum is not None and n > self.maximum:
+            raise ValueError(f"must have at most {_num(self.maximum)} {unit}")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _is_windows_abs(value: str) -> bool:
+    return len(value) > 2 and value[1] == ":" and value[2] in "\\/"
+
+
+def validate_args(params: tuple[Param, ...] | list[Param], args: Any) -> dict[str, Any]:
+    """Check submitted arguments against declared parameters, filling in defaults.
+
+    Returns:
+        The complete, typed arguments.
+    Raises:
+        ValidationFailed: with one message per offending field.
+    """
+    if not isinstance(args, dict):
+        raise ValidationFailed({"args": "must be a JSON object"})
+    known = {p.name: p for p in params}
+    fields: dict[str, str] = {}
+    out: dict[str, Any] = {}
+    for key in args:
+        if key not in known:
+            fields[str(key)[:100]] = "unknown parameter"
+    for p in params:
+        if p.name not in args or args[p.name] is None:
+            if p.required:
+                fields[p.name] = "is required"
+            else:
+                out[p.name] = p.default
+            continue
+        try:
+            out[p.name] = p.validate(args[p.name])
+        except ValueError as exc:
+            fields[p.name] = str(exc)
+    if fields:
+        raise ValidationFailed(fields)
+    return out

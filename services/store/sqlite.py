@@ -1,0 +1,558 @@
+"""The task ledger and the append-only event log in one SQLite database (WAL).
+
+Each write is one short IMMEDIATE transaction that updates the ledger and appends the
+matching event together, so the ledger and the log never disagree. Sequence numbers come
+from an AUTOINCREMENT key: writes are serialised, so seq order is commit order and a reader
+that asks for "seq > N" never skips an event committed later with a smaller seq.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.core.events import Event, EventType
+from services.core.states import TaskState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    principal TEXT NOT NULL,
+    name TEXT NOT NULL,
+    args TEXT NOT NULL,
+    state TEXT NOT NULL,
+    progress REAL,
+    message TEXT,
+    result TEXT,
+    error TEXT,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT,
+    lease_owner TEXT,
+    lease_until REAL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_idempotency
+    ON tasks (principal, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_principal_n ON tasks (principal, n);
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    type TEXT NOT NULL,
+    ts REAL NOT NULL,
+    attempt INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_principal_seq ON events (principal, seq);
+CREATE INDEX IF NOT EXISTS events_task_seq ON events (task_id, seq);
+"""
+
+_TASK_COLUMNS = (
+    "n, id, principal, name, args, state, progress, message, result, error, attempt, "
+    "max_attempts, cancel_requested, idempotency_key, lease_owner, lease_until, created_at, "
+    "started_at, finished_at, updated_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """A task as the ledger knows it."""
+
+    n: int
+    id: str
+    principal: str
+    name: str
+    args: dict[str, Any]
+    state: TaskState
+    progress: float | None
+    message: str | None
+    result: Any
+    error: dict[str, Any] | None
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    idempotency_key: str | None
+    lease_owner: str | None
+    lease_until: float | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> TaskRecord:
+        (n, id_, principal, name, args, state, progress, message, result, error, attempt,
+         max_attempts, cancel_requested, idem, lease_owner, lease_until, created_at,
+         started_at, finished_at, updated_at) = row  # fmt: skip
+        return cls(
+            n=n,
+            id=id_,
+            principal=principal,
+            name=name,
+            args=json.loads(args),
+            state=TaskState(state),
+            progress=progress,
+            message=message,
+            result=json.loads(result) if result is not None else None,
+            error=json.loads(error) if error is not None else None,
+            attempt=attempt,
+            max_attempts=max_attempts,
+            cancel_requested=bool(cancel_requested),
+            idempotency_key=idem,
+            lease_owner=lease_owner,
+            lease_until=lease_until,
+            created_at=created_at,
+            started_at=started_at,
+            finished_at=finished_at,
+            updated_at=updated_at,
+        )
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def worker_identity() -> str:
+    """A lease owner name for this process: host, pid and a random nonce."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def lease_owner_alive(owner: str) -> bool | None:
+    """Whether the process named by a lease owner still runs (None: another host)."""
+    try:
+        host, pid_text, _ = owner.split(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return None
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class TaskStore:
+    """The ledger and the log. Thread-safe; one instance per process is enough.
+
+    Args:
+        path: the SQLite file; created with owner-only permissions if missing.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        fresh = not self.path.exists()
+        self._conn = sqlite3.connect(
+            str(self.path), timeout=10, isolation_level=None, check_same_thread=False
+        )
+        if fresh:
+            os.chmod(self.path, 0o600)
+        self._lock = threading.RLock()
+        c = self._conn
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=NORMAL")
+        c.execute("PRAGMA foreign_keys=OFF")
+        # executescript commits by itself: run it outside an explicit transaction.
+        with self._lock:
+            c.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+
+    def _append(
+        self,
+        c: sqlite3.Connection,
+        task_id: str,
+        principal: str,
+        etype: EventType,
+        attempt: int,
+        data: dict[str, Any],
+        now: float,
+    ) -> Event:
+        cur = c.execute(
+            "INSERT INTO events (task_id, principal, type, ts, attempt, data) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (task_id, principal, etype.value, now, attempt, _dumps(data)),
+        )
+        return Event(cur.lastrowid or 0, task_id, principal, etype, now, attempt, data)
+
+    def _get(self, c: sqlite3.Connection, task_id: str) -> TaskRecord | None:
+        row = c.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return TaskRecord.from_row(row) if row else None
+
+    # ----------------------------------------------------------------- web side
+
+    def create_task(
+        self,
+        *,
+        principal: str,
+        name: str,
+        args: dict[str, Any],
+        max_attempts: int = 3,
+        idempotency_key: str | None = None,
+    ) -> tuple[TaskRecord, Event | None]:
+        """Record a new task and its "queued" event.
+
+        Returns:
+            The task and its queued event; with an idempotency key already used by this
+            principal, the existing task and None.
+        """
+        now = time.time()
+        task_id = uuid.uuid4().hex
+        with self._write() as c:
+            if idempotency_key is not None:
+                row = c.execute(
+                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE principal = ? "
+                    "AND idempotency_key = ?",
+                    (principal, idempotency_key),
+                ).fetchone()
+                if row:
+                    return TaskRecord.from_row(row), None
+            c.execute(
+                "INSERT INTO tasks (id, principal, name, args, state, max_attempts, "
+                "idempotency_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (task_id, principal, name, _dumps(args), TaskState.QUEUED.value, max_attempts,
+                 idempotency_key, now, now),
+            )  # fmt: skip
+            ev = self._append(
+                c, task_id, principal, EventType.QUEUED, 0, {"name": name, "args": args}, now
+            )
+            rec = self._get(c, task_id)
+        assert rec is not None
+        return rec, ev
+
+    def get_task(self, task_id: str, principal: str | None = None) -> TaskRecord | None:
+        """The task, or None if it does not exist or belongs to another principal."""
+        with self._lock:
+            rec = self._get(self._conn, task_id)
+        if rec is None or (principal is not None and rec.principal != principal):
+            return None
+        return rec
+
+    def list_tasks(
+        self,
+        principal: str,
+        *,
+        states: list[TaskState] | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> list[TaskRecord]:
+        """The principal's tasks, newest first; `before` is the `n` of the last one seen."""
+        sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE principal = ?"
+        params: list[Any] = [principal]
+        if states:
+            sql += " AND state IN (%s)" % ",".join("?" * len(states))
+            params.extend(s.value for s in states)
+        if before is not None:
+            sql += " AND n < ?"
+            params.append(before)
+        sql += " ORDER BY n DESC LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return [TaskRecord.from_row(r) for r in rows]
+
+    def request_cancel(self, task_id: str, principal: str) -> tuple[TaskRecord | None, Event | None]:
+        """Cancel a queued task at once; ask a running one to stop at its next checkpoint.
+
+        Returns:
+            The task after the request (None if unknown) and the event recorded, if any.
+        """
+        now = time.time()
+        with self._write() as c:
+            rec = self._get(c, task_id)
+            if rec is None or rec.principal != principal:
+                return None, None
+            if rec.state is TaskState.QUEUED:
+                c.execute(
+                    "UPDATE tasks SET state = ?, finished_at = ?, updated_at = ?, "
+                    "cancel_requested = 1, message = ? WHERE id = ?",
+                    (TaskState.CANCELLED.value, now, now, "Cancelled before it started", task_id),
+                )
+                ev = self._append(
+                    c, task_id, principal, EventType.CANCELLED, rec.attempt,
+                    {"reason": "cancelled before it started"}, now,
+                )  # fmt: skip
+            elif rec.state is TaskState.RUNNING and not rec.cancel_requested:
+                c.execute(
+                    "UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ?",
+                    (now, task_id),
+                )
+                ev = self._append(
+                    c, task_id, principal, EventType.CANCEL_REQUESTED, rec.attempt, {}, now
+                )
+            else:
+                return rec, None
+            return self._get(c, task_id), ev
+
+    # -------------------------------------------------------------- worker side
+
+    def claim(
+        self, task_id: str, worker: str, lease_seconds: float
+    ) -> tuple[TaskRecord | None, Event | None]:
+        """Start the next attempt of a queued task, leased to `worker`.
+
+        Returns:
+            (task, "started" event), or (None, None) if the task is not queued (cancelled
+            meanwhile, already finished, or unknown): the caller must not run it.
+        """
+        now = time.time()
+        with self._write() as c:
+            rec = self._get(c, task_id)
+            if rec is None or rec.state is not TaskState.QUEUED:
+                return None, None
+            attempt = rec.attempt + 1
+            c.execute(
+                "UPDATE tasks SET state = ?, attempt = ?, lease_owner = ?, lease_until = ?, "
+                "started_at = ?, updated_at = ?, progress = NULL, message = NULL WHERE id = ?",
+                (TaskState.RUNNING.value, attempt, worker, now + lease_seconds, now, now, task_id),
+            )
+            ev = self._append(
+                c, task_id, rec.principal, EventType.STARTED, attempt, {"attempt": attempt}, now
+            )
+            return self._get(c, task_id), ev
+
+    def progress(
+        self, task_id: str, attempt: int, fraction: float | None, message: str | None
+    ) -> Event | None:
+        """Record progress of a running attempt (ignored if the attempt is no longer current)."""
+        now = time.time()
+        with self._write() as c:
+            row = c.execute(
+                "SELECT principal FROM tasks WHERE id = ? AND attempt = ? AND state = ?",
+                (task_id, attempt, TaskState.RUNNING.value),
+            ).fetchone()
+            if row is None:
+                return None
+            c.execute(
+                "UPDATE tasks SET progress = ?, message = ?, updated_at = ? WHERE id = ?",
+                (fraction, message, now, task_id),
+            )
+            return self._append(
+                c, task_id, row[0], EventType.PROGRESS, attempt,
+                {"fraction": fraction, "message": message}, now,
+            )  # fmt: skip
+
+    def output(self, task_id: str, attempt: int, lines: list[str]) -> Event | None:
+        """Record output lines of a running attempt."""
+        now = time.time()
+        with self._write() as c:
+            row = c.execute(
+                "SELECT principal FROM tasks WHERE id = ? AND attempt = ? AND state = ?",
+                (task_id, attempt, TaskState.RUNNING.value),
+            ).fetchone()
+            if row is None:
+                return None
+            return self._append(
+                c, task_id, row[0], EventType.OUTPUT, attempt, {"lines": lines}, now
+            )
+
+    def finish(
+        self,
+        task_id: str,
+        attempt: int,
+        state: TaskState,
+        *,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+        reason: str | None = None,
+    ) -> Event | None:
+        """End a running attempt in a terminal state with its result or error.
+
+        Returns the terminal event, or None if the attempt is no longer current (it was
+        reaped meanwhile): its outcome is then discarded.
+        """
+        assert state.terminal
+        now = time.time()
+        with self._write() as c:
+            row = c.execute(
+                "SELECT principal, progress, message FROM tasks "
+                "WHERE id = ? AND attempt = ? AND state = ?",
+                (task_id, attempt, TaskState.RUNNING.value),
+            ).fetchone()
+            if row is None:
+                return None
+            principal, progress, message = row
+            if state is TaskState.SUCCEEDED:
+                progress, message = 1.0, message
+                data: dict[str, Any] = {"result": result}
+                etype = EventType.SUCCEEDED
+            elif state is TaskState.FAILED:
+                data = {"error": error}
+                etype = EventType.FAILED
+                message = (error or {}).get("message", message)
+            else:
+                data = {"reason": reason or "cancelled"}
+                etype = EventType.CANCELLED
+                message = "Cancelled"
+            c.execute(
+                "UPDATE tasks SET state = ?, result = ?, error = ?, progress = ?, message = ?, "
+                "finished_at = ?, updated_at = ?, lease_owner = NULL, lease_until = NULL "
+                "WHERE id = ?",
+                (state.value, _dumps(result) if result is not None else None,
+                 _dumps(error) if error is not None else None, progress, message, now, now,
+                 task_id),
+            )  # fmt: skip
+            return self._append(c, task_id, principal, etype, attempt, data, now)
+
+    def renew_leases(self, worker: str, lease_seconds: float) -> None:
+        """Extend the leases of every task this worker is running."""
+        now = time.time()
+        with self._write() as c:
+            c.execute(
+                "UPDATE tasks SET lease_until = ? WHERE state = ? AND lease_owner = ?",
+                (now + lease_seconds, TaskState.RUNNING.value, worker),
+            )
+
+    def cancel_requested(self, worker: str) -> set[str]:
+        """Ids of tasks running under this worker whose cancellation was requested."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id FROM tasks WHERE state = ? AND lease_owner = ? AND cancel_requested = 1",
+                (TaskState.RUNNING.value, worker),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def reap(self, *, live_worker: str | None = None) -> tuple[list[TaskRecord], list[Event]]:
+        """Recover running tasks whose worker is gone.
+
+        A lease is dead when it expired, or when its owner is a process on this host that no
+        longer exists (and is not `live_worker`). Each such task is re-queued while attempts
+        remain (a "retrying" event), else failed with reason `worker_lost`; a task whose
+        cancellation was requested is cancelled instead.
+
+        Returns:
+            The tasks re-queued (the caller must enqueue them again) and every event recorded.
+        """
+        now = time.time()
+        requeued: list[TaskRecord] = []
+        events: list[Event] = []
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE state = ?", (TaskState.RUNNING.value,)
+            ).fetchall()
+        dead = []
+        for row in rows:
+            rec = TaskRecord.from_row(row)
+            if rec.lease_owner == live_worker:
+                continue
+            expired = rec.lease_until is None or rec.lease_until < now
+            gone = rec.lease_owner is None or lease_owner_alive(rec.lease_owner) is False
+            if expired or gone:
+                dead.append(rec)
+        for rec in dead:
+            with self._write() as c:
+                cur = c.execute(
+                    "SELECT state, attempt, lease_owner FROM tasks WHERE id = ?", (rec.id,)
+                ).fetchone()
+                if cur != (TaskState.RUNNING.value, rec.attempt, rec.lease_owner):
+                    continue  # it moved on meanwhile
+                if rec.cancel_requested:
+                    c.execute(
+                        "UPDATE tasks SET state = ?, finished_at = ?, updated_at = ?, "
+                        "lease_owner = NULL, lease_until = NULL, message = ? WHERE id = ?",
+                        (TaskState.CANCELLED.value, now, now, "Cancelled", rec.id),
+                    )
+                    events.append(self._append(
+                        c, rec.id, rec.principal, EventType.CANCELLED, rec.attempt,
+                        {"reason": "the worker stopped while the task was being cancelled"}, now,
+                    ))  # fmt: skip
+                elif rec.attempt < rec.max_attempts:
+                    c.execute(
+                        "UPDATE tasks SET state = ?, updated_at = ?, lease_owner = NULL, "
+                        "lease_until = NULL, message = ? WHERE id = ?",
+                        (TaskState.QUEUED.value, now, "Worker lost; retrying", rec.id),
+                    )
+                    events.append(self._append(
+                        c, rec.id, rec.principal, EventType.RETRYING, rec.attempt,
+                        {"reason": "worker_lost", "next_attempt": rec.attempt + 1}, now,
+                    ))  # fmt: skip
+                    requeued.append(rec)
+                else:
+                    error = {
+                        "code": "worker_lost",
+                        "message": f"The worker running this task was lost "
+                        f"{rec.attempt} times; giving up.",
+                    }
+                    c.execute(
+                        "UPDATE tasks SET state = ?, error = ?, finished_at = ?, updated_at = ?, "
+                        "lease_owner = NULL, lease_until = NULL, message = ? WHERE id = ?",
+                        (TaskState.FAILED.value, _dumps(error), now, now, error["message"],
+                         rec.id),
+                    )  # fmt: skip
+                    events.append(self._append(
+                        c, rec.id, rec.principal, EventType.FAILED, rec.attempt,
+                        {"error": error}, now,
+                    ))  # fmt: skip
+        return requeued, events
+
+    def queued_ids(self) -> list[str]:
+        """Ids of every queued task, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id FROM tasks WHERE state = ? ORDER BY n", (TaskState.QUEUED.value,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    # ----------------------------------------------------------------- the log
+
+    def head(self) -> int:
+        """The seq of the newest event (0 for an empty log)."""
+        with self._lock:
+            row = self._conn.execute("SELECT MAX(seq) FROM events").fetchone()
+        return row[0] or 0
+
+    def events_after(
+        self, after: int, *, principal: str | None = None, task_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:  # fmt: skip
+        """Events with seq > after, oldest first, optionally of one principal or task."""
+        sql = "SELECT seq, task_id, principal, type, ts, attempt, data FROM events WHERE seq > ?"
+        params: list[Any] = [after]
+        if principal is not None:
+            sql += " AND principal = ?"
+            params.append(principal)
+        if task_id is not None:
+            sql += " AND task_id = ?"
+            params.append(task_id)
+        sql += " ORDER BY seq LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return [
+            Event(seq, tid, p, EventType(t), ts, attempt, json.loads(data))
+            for seq, tid, p, t, ts, attempt, data in rows
+        ]

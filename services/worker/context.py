@@ -1,0 +1,112 @@
+"""What a running task is handed: report progress, emit output, check for cancellation.
+
+`TaskContext` keeps what it was told in memory, which is all a test of a task needs; the
+worker's subclass also records each report in the event log. Progress reports are merged so
+that at most `progress_interval` seconds pass between recorded ones (the last one always
+counts when the task ends); output lines are grouped the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from services.core.errors import TaskCancelled
+
+
+class TaskContext:
+    """Handed to every task function as its first argument.
+
+    Args:
+        task_id: the task's id.
+        attempt: which attempt this is (1 for the first run).
+        progress_interval: minimum seconds between two recorded progress reports.
+
+    Task authors call `progress()`, `output()`, `check_cancelled()` and `sleep()`; each of
+    `progress()`, `check_cancelled()` and `sleep()` is a checkpoint that raises
+    `TaskCancelled` once cancellation was requested, so a task stops cleanly there.
+    """
+
+    def __init__(self, task_id: str = "local", attempt: int = 1,
+                 progress_interval: float = 0.1) -> None:  # fmt: skip
+        self.task_id = task_id
+        self.attempt = attempt
+        self.progress_interval = progress_interval
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._last_flush = 0.0
+        self._pending_progress: tuple[float | None, str | None] | None = None
+        self._pending_lines: list[str] = []
+        self.last_progress: tuple[float | None, str | None] | None = None
+        # Everything recorded, in order: ("progress", (fraction, message)) / ("output", [lines])
+        self.reports: list[tuple[str, Any]] = []
+
+    # -------------------------------------------------------------- for tasks
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether cancellation was requested."""
+        return self._cancel.is_set()
+
+    def check_cancelled(self) -> None:
+        """A checkpoint: raise TaskCancelled if cancellation was requested."""
+        if self._cancel.is_set():
+            raise TaskCancelled()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, waking at once (with TaskCancelled) if cancellation is requested."""
+        if self._cancel.wait(max(0.0, seconds)):
+            raise TaskCancelled()
+
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Block until cancellation is requested (True) or the timeout passes (False)."""
+        return self._cancel.wait(timeout)
+
+    def progress(self, fraction: float | None, message: str | None = None) -> None:
+        """Report progress: `fraction` in 0..1 (None when unknown) and a short message.
+
+        Also a checkpoint (raises TaskCancelled when cancelled).
+        """
+        if fraction is not None:
+            fraction = min(1.0, max(0.0, float(fraction)))
+        with self._lock:
+            self._pending_progress = (fraction, message)
+        self._maybe_flush()
+        self.check_cancelled()
+
+    def output(self, line: str) -> None:
+        """Emit one line of output (without its newline)."""
+        with self._lock:
+            self._pending_lines.append(line)
+        self._maybe_flush()
+
+    # ---------------------------------------------------------- for the worker
+
+    def request_cancel(self) -> None:
+        """Ask the task to stop at its next checkpoint."""
+        self._cancel.set()
+
+    def flush(self) -> None:
+        """Record whatever is pending now (called by the worker when the task ends)."""
+        with self._lock:
+            progress, self._pending_progress = self._pending_progress, None
+            lines, self._pending_lines = self._pending_lines, []
+            self._last_flush = time.monotonic()
+        if lines:
+            self.reports.append(("output", lines))
+            self._record_output(lines)
+        if progress is not None:
+            self.last_progress = progress
+            self.reports.append(("progress", progress))
+            self._record_progress(*progress)
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= self.progress_interval:
+            self.flush()
+
+    def _record_progress(self, fraction: float | None, message: str | None) -> None:
+        """Hook: record one progress report (the worker writes it to the event log)."""
+
+    def _record_output(self, lines: list[str]) -> None:
+        """Hook: record output lines (the worker writes them to the event log)."""

@@ -1,0 +1,1 @@
+"""Herald's built-in tasks; each module registers its tasks with `@task` on import."""
