@@ -51,6 +51,11 @@ class DataLayout:
         return self.root / "run"
 
     @property
+    def status_file(self) -> Path:
+        """The supervisor's view of each service (state, port, pid), for /api/health."""
+        return self.run_dir / "services.json"
+
+    @property
     def log_dir(self) -> Path:
         return self.root / "logs"
 

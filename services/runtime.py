@@ -1,0 +1,109 @@
+"""What every service process shares: its arguments, logging, readiness, parent guard.
+
+A service is started by the supervisor with `--data-dir` (and `--port`), never with a
+token on its command line. It announces readiness with one machine-readable line on
+stdout, `HERALD_READY {"service": ..., "port": ...}`. Its stdin is a pipe from the
+supervisor: end-of-file there means "stop now" (a request, or the parent died), and on
+Linux the kernel also signals it when the parent goes away (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from services.layout import DataLayout
+
+READY_PREFIX = "HERALD_READY "
+
+
+def announce_ready(service: str, **info: Any) -> None:
+    """Print the readiness line the supervisor waits for."""
+    sys.stdout.write(READY_PREFIX + json.dumps({"service": service, **info}) + "\n")
+    sys.stdout.flush()
+
+
+def parse_ready(line: str) -> dict[str, Any] | None:
+    """The details of a readiness line, or None if the line is something else."""
+    if not line.startswith(READY_PREFIX):
+        return None
+    try:
+        info = json.loads(line[len(READY_PREFIX):])
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def service_arguments(service: str, argv: list[str] | None) -> argparse.Namespace:
+    """Parse the arguments every service takes (plus `--port` and `--web-port`)."""
+    p = argparse.ArgumentParser(prog=f"herald service {service}")
+    p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free)")
+    p.add_argument("--web-port", type=int, default=None,
+                   help="the web service's port, whose page may connect")  # fmt: skip
+    p.add_argument("--workers", type=int, default=4, help="worker threads")
+    p.add_argument("--log-level", default=os.environ.get("HERALD_LOG_LEVEL", "INFO"))
+    return p.parse_args(argv)
+
+
+def setup_logging(service: str, level: str) -> None:
+    """Log to stderr, one line per record; the supervisor files them per service."""
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def layout_from(args: argparse.Namespace) -> DataLayout:
+    root = args.data_dir.expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return DataLayout(root)
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to send SIGTERM when the parent goes away (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except OSError:
+        return
+    if os.getppid() == 1:  # the parent died before we got here
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def watch_stdin(on_eof: Callable[[], None], grace: float = 10.0) -> None:
+    """Call `on_eof` when stdin reaches end-of-file; exit hard if it has not stopped us
+    within `grace` seconds. Does nothing when stdin is a terminal (run by hand)."""
+    try:
+        if os.isatty(0):
+            return
+    except OSError:
+        return
+
+    def run() -> None:
+        while True:
+            try:
+                chunk = os.read(0, 512)  # os.read: sys.stdin from a daemon thread can crash
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+        on_eof()
+        timer = threading.Timer(grace, lambda: os._exit(3))
+        timer.daemon = True
+        timer.start()
+
+    threading.Thread(target=run, name="stdin-watch", daemon=True).start()
