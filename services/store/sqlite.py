@@ -274,7 +274,7 @@ class TaskStore:
         sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE principal = ?"
         params: list[Any] = [principal]
         if states:
-            sql += " AND state IN (%s)" % ",".join("?" * len(states))
+            sql += " AND state IN ({})".format(",".join("?" * len(states)))
             params.extend(s.value for s in states)
         if before is not None:
             sql += " AND n < ?"
@@ -285,7 +285,9 @@ class TaskStore:
             rows = self._conn.execute(sql, params).fetchall()
         return [TaskRecord.from_row(r) for r in rows]
 
-    def request_cancel(self, task_id: str, principal: str) -> tuple[TaskRecord | None, Event | None]:
+    def request_cancel(
+        self, task_id: str, principal: str
+    ) -> tuple[TaskRecord | None, Event | None]:
         """Cancel a queued task at once; ask a running one to stop at its next checkpoint.
 
         Returns:
@@ -446,11 +448,14 @@ class TaskStore:
             ).fetchall()
         return {r[0] for r in rows}
 
-    def reap(self, *, live_worker: str | None = None) -> tuple[list[TaskRecord], list[Event]]:
+    def reap(
+        self, *, live_worker: str | None = None, release: str | None = None
+    ) -> tuple[list[TaskRecord], list[Event]]:
         """Recover running tasks whose worker is gone.
 
         A lease is dead when it expired, or when its owner is a process on this host that no
-        longer exists (and is not `live_worker`). Each such task is re-queued while attempts
+        longer exists (and is not `live_worker`), or when its owner is `release` (a worker
+        stopping with tasks it could not finish). Each such task is re-queued while attempts
         remain (a "retrying" event), else failed with reason `worker_lost`; a task whose
         cancellation was requested is cancelled instead.
 
@@ -467,6 +472,10 @@ class TaskStore:
         dead = []
         for row in rows:
             rec = TaskRecord.from_row(row)
+            if release is not None:
+                if rec.lease_owner == release:
+                    dead.append(rec)
+                continue
             if rec.lease_owner == live_worker:
                 continue
             expired = rec.lease_until is None or rec.lease_until < now
@@ -496,9 +505,10 @@ class TaskStore:
                         "lease_until = NULL, message = ? WHERE id = ?",
                         (TaskState.QUEUED.value, now, "Worker lost; retrying", rec.id),
                     )
+                    reason = "worker_stopped" if release is not None else "worker_lost"
                     events.append(self._append(
                         c, rec.id, rec.principal, EventType.RETRYING, rec.attempt,
-                        {"reason": "worker_lost", "next_attempt": rec.attempt + 1}, now,
+                        {"reason": reason, "next_attempt": rec.attempt + 1}, now,
                     ))  # fmt: skip
                     requeued.append(rec)
                 else:

@@ -1,0 +1,5 @@
+import sys
+
+from services.worker.server import main
+
+sys.exit(main())
