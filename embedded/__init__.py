@@ -1,0 +1,7 @@
+"""Running Herald's services on this machine: specs for each child, the one supervisor
+(used by the desktop app and by `herald serve` alike), tokens, the data dir, the runtime
+file, and the `herald` command line.
+
+Boundaries: never imports PySide6 or qasync (the desktop app drives the supervisor through
+its asyncio API and callbacks); never imports a service shell's internals, only starts them.
+"""

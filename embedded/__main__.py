@@ -1,0 +1,5 @@
+import sys
+
+from embedded.cli import main
+
+sys.exit(main())

@@ -1,0 +1,427 @@
+"""The `herald` command line.
+
+    herald                      open the desktop app
+    herald serve                run the services headless until Ctrl-C or SIGTERM
+    herald submit TASK k=v ...  submit a task (--wait: live progress, exit 0/1; --json)
+    herald tasks | show ID | cancel ID | catalog
+    herald token create NAME    a second principal, with its own token
+    herald service NAME ...     (internal) run one service; the frozen app's children
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from embedded.paths import default_data_dir
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def herald_version() -> str:
+    try:
+        return version("herald")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="herald",
+        description="Run slow jobs in the background; get progress and results pushed live.",
+    )
+    p.add_argument("--version", action="version", version=f"herald {herald_version()}")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="where Herald keeps its files (default: $HERALD_DATA_DIR or the "
+                        "user data dir)")  # fmt: skip
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the services headless until Ctrl-C or SIGTERM")
+    s.add_argument("--port", type=int, default=0, help="the API's port (default: a free one)")
+    s.add_argument("--ws-port", type=int, default=0, help="the WebSocket's port")
+    s.add_argument("--workers", type=int, default=None, help="tasks run at once")
+
+    s = sub.add_parser("submit", help="submit a task")
+    s.add_argument("task", help="the task's name (see `herald catalog`)")
+    s.add_argument("args", nargs="*", metavar="KEY=VALUE", help="the task's arguments")
+    s.add_argument("--wait", action="store_true", help="show live progress; exit 0 on success")
+    s.add_argument("--json", action="store_true", help="print the task as JSON")
+    s.add_argument("--idempotency-key", default=None,
+                   help="a retried submit with the same key returns the same task")  # fmt: skip
+
+    s = sub.add_parser("tasks", help="list your tasks, newest first")
+    s.add_argument("--state", default=None, help="only tasks in these states (comma separated)")
+    s.add_argument("--limit", type=int, default=20)
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("show", help="show one task")
+    s.add_argument("id")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("cancel", help="cancel a task")
+    s.add_argument("id")
+
+    s = sub.add_parser("catalog", help="list the tasks Herald can run")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("token", help="manage principals and their tokens")
+    tsub = s.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    t = tsub.add_parser("create", help="create a principal (or renew its token); prints it")
+    t.add_argument("name")
+
+    s = sub.add_parser("service", help=argparse.SUPPRESS)
+    s.add_argument("name", choices=["web", "worker", "notifier"])
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "service":  # fast path for children: no parsing of our own
+        return _service(argv[1:])
+    args = _parser().parse_args(argv)
+    data_dir = (args.data_dir.expanduser().resolve() if args.data_dir else default_data_dir())
+    cmd = args.command
+    if cmd is None:
+        return _gui(data_dir)
+    if cmd == "serve":
+        return _serve(data_dir, args)
+    if cmd == "token":
+        return _token(data_dir, args)
+    from embedded.client import ApiError, HeraldClient, NotRunning
+
+    try:
+        client = HeraldClient.for_data_dir(data_dir)
+        if cmd == "submit":
+            return _submit(client, args)
+        if cmd == "tasks":
+            return _tasks(client, args)
+        if cmd == "show":
+            task = client.get(args.id)
+            _print_task(task, args.json)
+            return EXIT_OK
+        if cmd == "cancel":
+            task = client.cancel(args.id)
+            print(f"{task['id']}: {task['state']}"
+                  + (" (cancel requested)" if task.get("cancel_requested")
+                     and task["state"] == "running" else ""))  # fmt: skip
+            return EXIT_OK
+        if cmd == "catalog":
+            return _catalog(client, args)
+    except NotRunning as exc:
+        print(f"herald: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ApiError as exc:
+        print(f"herald: {exc.message}", file=sys.stderr)
+        for field, msg in exc.fields.items():
+            print(f"  {field}: {msg}", file=sys.stderr)
+        return EXIT_USAGE if exc.status in (400, 404, 422) else EXIT_FAILED
+    except OSError as exc:
+        print(f"herald: cannot reach the running instance: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_USAGE
+
+
+# ----------------------------------------------------------------------- commands
+
+
+def _service(argv: list[str]) -> int:
+    if not argv:
+        print("herald service: which service? web, worker or notifier", file=sys.stderr)
+        return EXIT_USAGE
+    name, rest = argv[0], argv[1:]
+    if name == "web":
+        from services.web.server import main as web_main
+
+        return web_main(rest)
+    if name == "worker":
+        from services.worker.server import main as worker_main
+
+        return worker_main(rest)
+    if name == "notifier":
+        from services.notifier.server import main as notifier_main
+
+        return notifier_main(rest)
+    print(f"herald service: unknown service {name!r}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _gui(data_dir: Path) -> int:
+    try:
+        from desktop.app import main as gui_main  # type: ignore[import-not-found]
+    except ImportError:
+        print("herald: the desktop app is not part of this build yet.\n"
+              "Run the services headless with `herald serve` (or `make serve`) and use\n"
+              "`herald submit`, `herald tasks` and the HTTP API.", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    return int(gui_main(data_dir))
+
+
+def _token(data_dir: Path, args: argparse.Namespace) -> int:
+    from services.auth import create_principal
+    from services.layout import DataLayout
+
+    try:
+        token = create_principal(DataLayout(data_dir), args.name)
+    except ValueError as exc:
+        print(f"herald: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(token)
+    print(f"Principal {args.name!r} created. Keep this token secret: send it as "
+          "`Authorization: Bearer <token>`.", file=sys.stderr)  # fmt: skip
+    return EXIT_OK
+
+
+def _serve(data_dir: Path, args: argparse.Namespace) -> int:
+    import logging
+
+    from embedded.instance import InstanceInfo, read_instance, remove_instance, write_instance
+    from embedded.supervisor import ServiceState, Supervisor, SupervisorError
+    from services.auth import ensure_install_token
+    from services.layout import DataLayout
+
+    logging.basicConfig(level=os.environ.get("HERALD_LOG_LEVEL", "WARNING").upper(),
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")  # fmt: skip
+    running = read_instance(data_dir)
+    if running is not None:
+        print(f"herald: already running for {data_dir} (pid {running.pid}) at {running.api}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    layout = DataLayout(data_dir)
+    token = ensure_install_token(layout)
+
+    def on_state(st: Any) -> None:
+        if st.state is ServiceState.FAILED:
+            print(f"herald: {st.name} failed: {st.message}", file=sys.stderr, flush=True)
+        elif st.state is ServiceState.RESTARTING and st.message:
+            print(f"herald: {st.name} {st.message}", file=sys.stderr, flush=True)
+
+    async def run() -> int:
+        sup = Supervisor(layout, web_port=args.port, notifier_port=args.ws_port,
+                         worker_threads=args.workers, on_state=on_state)  # fmt: skip
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await sup.start()
+        except SupervisorError as exc:
+            print(f"herald: could not start the services: {exc}", file=sys.stderr)
+            print(f"herald: their logs are in {layout.log_dir}", file=sys.stderr)
+            return EXIT_FAILED
+        write_instance(InstanceInfo(pid=os.getpid(), data_dir=str(data_dir),
+                                    api=sup.api_url, ws=sup.ws_url, token=token,
+                                    version=herald_version(), started_at=time.time()))  # fmt: skip
+        print(f"Herald {herald_version()} is serving\n"
+              f"  API        {sup.api_url}/api\n"
+              f"  WebSocket  {sup.ws_url}\n"
+              f"  Data dir   {data_dir}\n"
+              f"  Token      {layout.token_file}\n"
+              f"  Logs       {layout.log_dir}\n"
+              "Press Ctrl-C to stop.", flush=True)  # fmt: skip
+        try:
+            await stop.wait()
+        finally:
+            print("Stopping...", flush=True)
+            await sup.stop()
+            remove_instance(data_dir, os.getpid())
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
+def _parse_kv(client: Any, task: str, pairs: list[str]) -> dict[str, Any]:
+    """Typed arguments from KEY=VALUE words, by the catalog's declared parameters."""
+    spec = next((t for t in client.catalog() if t["name"] == task), None)
+    if spec is None:
+        raise SystemExit(f"herald: unknown task {task!r}; see `herald catalog`")
+    from services.core.params import Param, ParamType
+
+    params = {p["name"]: p for p in spec["params"]}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"herald: expected KEY=VALUE, got {pair!r}")
+        p = params.get(key)
+        if p is None:
+            raise SystemExit(f"herald: {task} has no parameter {key!r}; it takes: "
+                             + ", ".join(params) if params else "nothing")  # fmt: skip
+        param = Param(key, ParamType(p["type"]))
+        try:
+            value = param.from_text(text)
+        except ValueError as exc:
+            raise SystemExit(f"herald: {key} {exc}") from None
+        if param.type is ParamType.PATH and text:
+            value = os.path.abspath(os.path.expanduser(text))
+        out[key] = value
+    return out
+
+
+def _submit(client: Any, args: argparse.Namespace) -> int:
+    task_args = _parse_kv(client, args.task, args.args)
+    if not args.wait:
+        task = client.submit(args.task, task_args, args.idempotency_key)
+        if args.json:
+            print(json.dumps(task, indent=2))
+        else:
+            print(task["id"])
+        return EXIT_OK
+    return _submit_and_wait(client, args, task_args)
+
+
+def _submit_and_wait(client: Any, args: argparse.Namespace, task_args: dict[str, Any]) -> int:
+    stream = client.events()
+    stream.open()  # before submitting, so no event of the task can be missed
+    bar = _ProgressBar(args.task, enabled=sys.stderr.isatty() and not args.json)
+    task = client.submit(args.task, task_args, args.idempotency_key)
+    task_id = task["id"]
+    interrupted_at: float | None = None
+    final: dict[str, Any] | None = None
+    try:
+        while final is None:
+            # A Ctrl-C inside the generator ends it: make a new one each time round.
+            try:
+                for msg in stream.messages(timeout=0.5):
+                    if interrupted_at is not None and time.monotonic() - interrupted_at > 15:
+                        final = client.get(task_id)  # the task ignores the cancel: stop waiting
+                        break
+                    ev = msg.event if msg is not None else None
+                    if ev is None or ev.task_id != task_id:
+                        continue
+                    if ev.type.value == "progress":
+                        bar.update(ev.data.get("fraction"), ev.data.get("message") or "")
+                    elif ev.type.value == "output" and not args.json:
+                        bar.clear()
+                        for line in ev.data.get("lines", []):
+                            print(line, flush=True)
+                    elif ev.type.value == "retrying":
+                        bar.message(f"worker lost; retrying (attempt {ev.attempt + 1})")
+                    elif ev.terminal:
+                        final = client.get(task_id)
+                        break
+            except KeyboardInterrupt:
+                if interrupted_at is not None:
+                    raise
+                interrupted_at = time.monotonic()
+                bar.clear()
+                print("Cancelling... (Ctrl-C again to stop waiting)", file=sys.stderr)
+                client.cancel(task_id)
+    except KeyboardInterrupt:
+        bar.clear()
+        return EXIT_INTERRUPTED
+    finally:
+        stream.close()
+    bar.clear()
+    if args.json:
+        print(json.dumps(final, indent=2))
+    elif final["state"] == "succeeded":
+        result = final.get("result")
+        print(result if isinstance(result, str | int | float) and not isinstance(result, bool)
+              else json.dumps(result, indent=2))  # fmt: skip
+    elif final["state"] == "failed":
+        err = final.get("error") or {}
+        print(f"herald: task failed: {err.get('message', 'unknown error')}", file=sys.stderr)
+    else:
+        print(f"herald: task {final['state']}", file=sys.stderr)
+    if interrupted_at is not None:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if final["state"] == "succeeded" else EXIT_FAILED
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr (only when it is a terminal)."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.label = label
+        self.enabled = enabled
+        self._shown = False
+
+    def update(self, fraction: float | None, message: str) -> None:
+        if not self.enabled:
+            return
+        width = max(10, min(30, shutil.get_terminal_size().columns - 60))
+        if fraction is None:
+            bar, pct = "." * width, "    "
+        else:
+            filled = int(round(fraction * width))
+            bar, pct = "#" * filled + "-" * (width - filled), f"{fraction * 100:3.0f}%"
+        line = f"{self.label} [{bar}] {pct} {message}"
+        cols = shutil.get_terminal_size().columns
+        sys.stderr.write("\r" + line[: cols - 1].ljust(cols - 1))
+        sys.stderr.flush()
+        self._shown = True
+
+    def message(self, text: str) -> None:
+        self.update(None, text)
+
+    def clear(self) -> None:
+        if self._shown:
+            cols = shutil.get_terminal_size().columns
+            sys.stderr.write("\r" + " " * (cols - 1) + "\r")
+            sys.stderr.flush()
+            self._shown = False
+
+
+def _fmt_time(iso: str | None) -> str:
+    return (iso or "")[:19].replace("T", " ")
+
+
+def _tasks(client: Any, args: argparse.Namespace) -> int:
+    tasks = client.list(state=args.state, limit=args.limit)
+    if args.json:
+        print(json.dumps(tasks, indent=2))
+        return EXIT_OK
+    if not tasks:
+        print("No tasks yet. Try `herald submit demo.answer seconds=1 --wait`.")
+        return EXIT_OK
+    print(f"{'ID':32}  {'TASK':16}  {'STATE':10}  {'PROGRESS':>8}  SUBMITTED")
+    for t in tasks:
+        prog = "" if t.get("progress") is None else f"{t['progress'] * 100:.0f}%"
+        print(f"{t['id']:32}  {t['task'][:16]:16}  {t['state']:10}  {prog:>8}  "
+              f"{_fmt_time(t.get('created_at'))}")  # fmt: skip
+    return EXIT_OK
+
+
+def _print_task(task: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(task, indent=2))
+        return
+    for key in ("id", "task", "state", "attempt", "created_at", "started_at", "finished_at"):
+        print(f"{key:12} {task.get(key)}")
+    print(f"{'args':12} {json.dumps(task.get('args'))}")
+    if task.get("message"):
+        print(f"{'message':12} {task['message']}")
+    if task.get("result") is not None:
+        print(f"{'result':12} {json.dumps(task['result'], indent=2)}")
+    if task.get("error"):
+        err = task["error"]
+        print(f"{'error':12} {err.get('code')}: {err.get('message')}")
+        if err.get("traceback"):
+            print(err["traceback"])
+
+
+def _catalog(client: Any, args: argparse.Namespace) -> int:
+    tasks = client.catalog()
+    if args.json:
+        print(json.dumps(tasks, indent=2))
+        return EXIT_OK
+    for t in tasks:
+        print(f"{t['name']}  {t['title']}")
+        for p in t["params"]:
+            default = "" if p["required"] else f" = {json.dumps(p.get('default'))}"
+            print(f"    {p['name']}: {p['type']}{default}  {p.get('description', '')}".rstrip())
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
