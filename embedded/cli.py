@@ -377,7 +377,7 @@ def _fmt_time(iso: str | None) -> str:
 
 
 def _tasks(client: Any, args: argparse.Namespace) -> int:
-    tasks = client.list(state=args.state, limit=args.limit)
+    tasks = client.list_tasks(state=args.state, limit=args.limit)
     if args.json:
         print(json.dumps(tasks, indent=2))
         return EXIT_OK

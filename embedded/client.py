@@ -109,7 +109,7 @@ class HeraldClient:
     def get(self, task_id: str) -> dict[str, Any]:
         return self._ok("GET", f"/api/tasks/{urllib.parse.quote(task_id)}")  # type: ignore[no-any-return]
 
-    def list(self, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    def list_tasks(self, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         query = {"limit": str(limit)}
         if state:
             query["state"] = state
