@@ -1,0 +1,5 @@
+import sys
+
+from bench.headless import main
+
+sys.exit(main())

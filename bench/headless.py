@@ -1,0 +1,234 @@
+"""Measure Herald headless: latency, throughput, CPU, memory, idle cost and start-up.
+
+Starts a real `herald serve` in a temp data dir and drives it like real clients do: tasks
+submitted over HTTP, results taken from the WebSocket. Prints each figure beside its target.
+
+    python -m bench [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from websockets.asyncio.client import ClientConnection, connect
+
+from services.core.envelope import decode_server_message
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVICES = ("web", "worker", "notifier")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used by a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Client:
+    """One benchmark client: an HTTP session and a WebSocket, results by task id."""
+
+    def __init__(self, api: str, ws: str, token: str) -> None:
+        self.api, self.ws, self.token = api, ws, token
+        self.done: dict[str, asyncio.Future[float]] = {}
+        self.early: dict[str, float] = {}
+        self.session: aiohttp.ClientSession | None = None
+        self.conn: ClientConnection | None = None
+        self.reader: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self.session = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {self.token}"},
+            connector=aiohttp.TCPConnector(limit=8),
+        )
+        self.conn = await connect(self.ws, additional_headers={
+            "Authorization": f"Bearer {self.token}"}, max_size=2**24)  # fmt: skip
+        await self.conn.recv()  # welcome
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        assert self.conn is not None
+        async for text in self.conn:
+            now = time.perf_counter()
+            msg = decode_server_message(text)
+            ev = msg.event
+            if ev is None or ev.type.value != "succeeded":
+                continue
+            fut = self.done.pop(ev.task_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(now)
+            else:
+                self.early[ev.task_id] = now
+
+    async def submit(self, seconds: float = 0) -> asyncio.Future[float]:
+        """Submit demo.answer; returns a future of the time its result arrived."""
+        assert self.session is not None
+        async with self.session.post(f"{self.api}/api/tasks",
+                                     json={"task": "demo.answer", "args": {"seconds": seconds}}
+                                     ) as resp:  # fmt: skip
+            body = await resp.json()
+            if resp.status != 202:
+                raise RuntimeError(f"submit failed: {resp.status} {body}")
+        task_id = body["id"]
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        if task_id in self.early:
+            fut.set_result(self.early.pop(task_id))
+        else:
+            self.done[task_id] = fut
+        return fut
+
+    async def round_trip(self) -> float:
+        t0 = time.perf_counter()
+        fut = await self.submit()
+        return (await fut) - t0
+
+    async def close(self) -> None:
+        if self.reader:
+            self.reader.cancel()
+        if self.conn:
+            await self.conn.close()
+        if self.session:
+            await self.session.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+
+
+def line(label: str, value: str, target: str = "", ok: bool | None = None) -> None:
+    mark = "" if ok is None else ("  ok" if ok else "  MISSED")
+    print(f"  {label:<44} {value:>14}   {target}{mark}", flush=True)
+
+
+async def run(args: argparse.Namespace) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="herald-bench-"))
+    runtime = tmp / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "HERALD_DATA_DIR": str(tmp / "data"),
+           "HERALD_LOG_LEVEL": "WARNING"}  # fmt: skip
+    herald = [sys.executable, "-m", "embedded"]
+    print(f"Herald benchmark ({os.cpu_count()} cores; data in {tmp})", flush=True)
+
+    t_launch = time.perf_counter()
+    serve = subprocess.Popen([*herald, "serve"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        for out in serve.stdout:
+            if "Press Ctrl-C" in out:
+                break
+        else:
+            print("herald serve did not start")
+            return 1
+        instance_file = next((runtime / "herald").glob("instance-*.json"))
+        info = json.loads(instance_file.read_text())
+        status = json.loads((tmp / "data" / "run" / "services.json").read_text())["services"]
+        pids = {name: status[name]["pid"] for name in SERVICES}
+        client = Client(info["api"], info["ws"], info["token"])
+        await client.open()
+        await client.round_trip()
+        startup = time.perf_counter() - t_launch
+
+        print("\nStart-up")
+        line("herald serve to first round trip", f"{startup:.2f} s", "target <= 1 s",
+             startup <= 1.0)  # fmt: skip
+
+        for _ in range(50):  # warm up
+            await client.round_trip()
+        n = 50 if args.quick else 200
+        lat = [await client.round_trip() for _ in range(n)]
+        print(f"\nLatency, submit to result, {n} sequential demo.answer seconds=0")
+        p50, p99 = pct(lat, 50) * 1000, pct(lat, 99) * 1000
+        line("p50", f"{p50:.2f} ms", "target <= 2 ms", p50 <= 2)
+        line("p99", f"{p99:.2f} ms", "target <= 5 ms", p99 <= 5)
+        line("mean", f"{statistics.mean(lat) * 1000:.2f} ms")
+
+        total = 400 if args.quick else 2000
+        nclients = 20
+        clients = [Client(info["api"], info["ws"], info["token"]) for _ in range(nclients)]
+        await asyncio.gather(*(c.open() for c in clients))
+        cpu0 = {n: cpu_seconds(p) for n, p in pids.items()}
+
+        async def drive(c: Client, count: int) -> int:
+            futs = []
+            sem = asyncio.Semaphore(8)
+
+            async def one() -> None:
+                async with sem:
+                    fut = await c.submit()
+                    futs.append(fut)
+                    await asyncio.wait_for(fut, 60)
+
+            results = await asyncio.gather(*(one() for _ in range(count)),
+                                           return_exceptions=True)  # fmt: skip
+            return sum(1 for r in results if isinstance(r, BaseException))
+
+        t0 = time.perf_counter()
+        lost = sum(await asyncio.gather(*(drive(c, total // nclients) for c in clients)))
+        elapsed = time.perf_counter() - t0
+        cpu1 = {n: cpu_seconds(p) for n, p in pids.items()}
+        await asyncio.gather(*(c.close() for c in clients))
+        rate = total / elapsed
+        cpu_per_task = sum(cpu1[n] - cpu0[n] for n in pids) / total * 1000
+        print(f"\nThroughput, {total} tasks from {nclients} concurrent clients")
+        line("tasks per second", f"{rate:.0f}/s", "target >= 600/s", rate >= 600)
+        line("results lost", f"{lost}", "target 0", lost == 0)
+        line("CPU per task, all services", f"{cpu_per_task:.2f} ms", "target <= 1.5 ms",
+             cpu_per_task <= 1.5)  # fmt: skip
+        for n in pids:
+            line(f"  of which {n}", f"{(cpu1[n] - cpu0[n]) / total * 1000:.2f} ms")
+
+        print("\nMemory")
+        rss = {n: rss_mb(p) for n, p in pids.items()}
+        for n, v in rss.items():
+            line(f"RSS {n}", f"{v:.1f} MB")
+        line("RSS of the three services", f"{sum(rss.values()):.1f} MB", "target <= 120 MB",
+             sum(rss.values()) <= 120)  # fmt: skip
+
+        idle = 10 if args.quick else 30
+        print(f"\nIdle for {idle} s")
+        cpu0 = {n: cpu_seconds(p) for n, p in pids.items()}
+        await asyncio.sleep(idle)
+        cpu1 = {n: cpu_seconds(p) for n, p in pids.items()}
+        idle_pct = sum(cpu1[n] - cpu0[n] for n in pids) / idle * 100
+        line("CPU of idle services", f"{idle_pct:.2f} % core", "target <= 0.5 %",
+             idle_pct <= 0.5)  # fmt: skip
+        first = await client.round_trip() * 1000
+        line(f"first task after {idle} s idle", f"{first:.2f} ms", "target <= 5 ms",
+             first <= 5)  # fmt: skip
+        await client.close()
+        return 0
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(20)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="fewer tasks and a shorter idle time")
+    return asyncio.run(run(p.parse_args(argv)))

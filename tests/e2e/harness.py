@@ -1,0 +1,138 @@
+"""Helpers for end-to-end tests: a real `herald serve` in a temp data dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from embedded.client import EventStream, HeraldClient
+from embedded.instance import read_instance
+from services.core.events import Event
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {predicate}")
+        time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still "exists": check its state
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@dataclass
+class Instance:
+    proc: subprocess.Popen[str]
+    data_dir: Path
+    env: dict[str, str]
+    lines: queue.Queue[str]
+
+    @property
+    def client(self) -> HeraldClient:
+        with os_environ(self.env):
+            return HeraldClient.for_data_dir(self.data_dir)
+
+    def status(self) -> dict[str, Any]:
+        return json.loads((self.data_dir / "run" / "services.json").read_text())["services"]
+
+    def service_pid(self, name: str) -> int:
+        return wait_for(lambda: self.status()[name].get("pid")
+                        if self.status()[name]["state"] == "ready" else None)  # fmt: skip
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "embedded", *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+
+class os_environ:
+    """Temporarily point XDG_RUNTIME_DIR (where runtime files live) at the test's."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    def __enter__(self) -> None:
+        self.saved = os.environ.get("XDG_RUNTIME_DIR")
+        os.environ["XDG_RUNTIME_DIR"] = self.env["XDG_RUNTIME_DIR"]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is None:
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = self.saved
+
+
+def start_serve(data_dir: Path, runtime: Path, *extra: str) -> Instance:
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "HERALD_DATA_DIR": str(data_dir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "embedded", "serve", *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen = []
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            proc.kill()
+            raise AssertionError("herald serve did not start: " + "".join(seen)) from None
+        seen.append(line)
+        if "Press Ctrl-C to stop" in line:
+            break
+    inst = Instance(proc, data_dir, env, lines)
+    with os_environ(env):
+        assert read_instance(data_dir) is not None
+    return inst
+
+
+def collect_until_terminal(stream: EventStream, task_id: str, timeout: float = 30) -> list[Event]:
+    """Every event of `task_id` from the stream until its terminal one."""
+    events: list[Event] = []
+    deadline = time.monotonic() + timeout
+    for msg in stream.messages(timeout=0.2):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no terminal event; got {[e.type for e in events]}")
+        if msg is None or msg.event is None or msg.event.task_id != task_id:
+            continue
+        events.append(msg.event)
+        if msg.event.terminal:
+            return events
+    raise AssertionError("stream ended")
