@@ -74,6 +74,8 @@ class TaskSpec:
             value = clean.get(p.name)
             if p.type is not ParamType.PATH or not isinstance(value, str):
                 continue
+            if not p.required and value == p.default:
+                continue  # an optional path left out: the task picks its own
             path = os.path.expanduser(value)
             clean[p.name] = path
             kind = p.path_kind or PathKind.ANY
