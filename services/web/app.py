@@ -1,0 +1,406 @@
+"""The HTTP API: `make_app` wires the routes to the ledger, the queue and the wake-ups.
+
+Choices a client can rely on:
+- Request bodies are JSON. `Content-Type` must be `application/json` (or `...+json`); a
+  request without any Content-Type is read as JSON too (simple clients); anything else is
+  415 `unsupported_media_type`. Bodies over 1 MiB are 413 `too_large`.
+- Times in task JSON are ISO 8601 UTC strings with milliseconds ("...Z") or null. Events
+  are the WebSocket envelope exactly (`services.core.envelope.encode_event`, so "ts" is
+  Unix time there, as on the WebSocket) and can be decoded with the same codec.
+- Cancelling a task that already finished is 409 `already_finished`, with the task in the
+  body next to the error. Cancelling a running task twice is harmless (202 again).
+- An `Idempotency-Key` already used by the caller answers 200 with the original task and
+  `Idempotent-Replayed: true`; no second task is created. Reusing a key with a different
+  task or arguments is 409 `idempotency_conflict`.
+- A task of another principal is indistinguishable from a task that does not exist (404).
+
+The store and queue calls are short synchronous SQLite transactions (~0.1 ms): they run
+directly on the event loop, because a thread hop would cost more than the call itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from services.auth import Authenticator
+from services.core.envelope import encode_event
+from services.core.errors import HeraldError
+from services.core.events import EventType
+from services.core.states import TaskState
+from services.layout import DataLayout
+from services.store.sqlite import TaskRecord, TaskStore
+from services.web.errors import JSON_HEADERS, dumps, error_middleware, error_response
+from services.web.openapi import openapi_document
+from services.web.security import PRINCIPAL, security_middleware
+from services.worker.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024**2
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 200
+EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX = 1000, 1000
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,200}")
+_SUBMIT_KEYS = frozenset({"task", "args"})
+_JSON_TYPES = ("application/json",)
+
+
+class Waker(Protocol):
+    """What wakes another service (a `services.wake.WakeSender`)."""
+
+    def wake(self, payload: bytes = ...) -> None: ...
+
+
+class Queue(Protocol):
+    """Where task ids go to be run (a `services.worker.queue.TaskQueue`)."""
+
+    def enqueue(self, task_id: str) -> None: ...
+
+
+def herald_version() -> str:
+    """The installed Herald version, or "0+unknown" when running from a bare checkout."""
+    try:
+        return version("herald")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix time as an ISO 8601 UTC string with milliseconds, e.g. 2025-01-31T12:00:00.000Z."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def task_json(rec: TaskRecord) -> dict[str, Any]:
+    """A task as the API shows it to its owner."""
+    self_link = "/api/tasks/" + rec.id
+    return {
+        "id": rec.id,
+        "task": rec.name,
+        "args": rec.args,
+        "state": rec.state.value,
+        "progress": rec.progress,
+        "message": rec.message,
+        "result": rec.result,
+        "error": rec.error,
+        "attempt": rec.attempt,
+        "max_attempts": rec.max_attempts,
+        "cancel_requested": rec.cancel_requested,
+        "created_at": iso(rec.created_at),
+        "started_at": iso(rec.started_at),
+        "finished_at": iso(rec.finished_at),
+        "updated_at": iso(rec.updated_at),
+        "links": {
+            "self": self_link,
+            "cancel": self_link + "/cancel",
+            "events": self_link + "/events",
+        },
+    }
+
+
+def bad_request(message: str, fields: dict[str, str] | None = None) -> HeraldError:
+    return HeraldError("bad_request", message, 400, fields)
+
+
+def _not_found() -> HeraldError:
+    return HeraldError("not_found", "No such task.", 404)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# NaN and Infinity are not JSON. One decoder: json.loads with options builds one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter in [low, high]; 400 with a field error otherwise."""
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 18) or not low <= int(text) <= high:
+        raise bad_request(
+            "Invalid query parameter.", {name: f"must be an integer from {low} to {high}"}
+        )
+    return int(text)
+
+
+def _query_states(request: web.Request) -> list[TaskState]:
+    """`state` filters: repeatable and/or comma separated."""
+    states: list[TaskState] = []
+    for raw in request.query.getall("state", ()):
+        for part in raw.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                state = TaskState(part)
+            except ValueError:
+                known = ", ".join(s.value for s in TaskState)
+                raise bad_request(
+                    "Invalid query parameter.", {"state": f"unknown state; one of: {known}"}
+                ) from None
+            if state not in states:
+                states.append(state)
+    return states
+
+
+class TaskApi:
+    """The route handlers, holding what they need (passed in, never looked up).
+
+    Args:
+        layout: the data dir (for the services' status file).
+        catalog: the tasks that may be submitted.
+        store: the ledger and event log.
+        queue: where submitted task ids are enqueued.
+        worker_wake: wakes the worker after an enqueue (b"cancel" after a cancel request).
+        notifier_wake: wakes the notifier after every recorded event.
+        max_attempts: the cap on a task's attempts (the config's worker.max_attempts).
+    """
+
+    def __init__(
+        self,
+        layout: DataLayout,
+        catalog: Catalog,
+        store: TaskStore,
+        queue: Queue,
+        worker_wake: Waker,
+        notifier_wake: Waker,
+        max_attempts: int,
+    ) -> None:
+        self.layout = layout
+        self.catalog = catalog
+        self.store = store
+        self.queue = queue
+        self.worker_wake = worker_wake
+        self.notifier_wake = notifier_wake
+        self.max_attempts = max_attempts
+        self.version = herald_version()
+        # The catalog does not change while the service runs: encode its views once.
+        self._catalog_body = dumps({"tasks": [spec.to_json() for spec in catalog]})
+        self._openapi_body = dumps(openapi_document(catalog, self.version))
+
+    # ------------------------------------------------------------------ tasks
+
+    async def submit(self, request: web.Request) -> web.Response:
+        """POST /api/tasks: validate, record, enqueue, wake."""
+        principal = request[PRINCIPAL]
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+            raise bad_request(
+                "Invalid Idempotency-Key header.",
+                {"Idempotency-Key": "must be 1-200 printable ASCII characters"},
+            )
+        name, args = await self._read_submit(request)
+        spec = self.catalog.get(name)
+        if spec is None:
+            raise HeraldError("unknown_task", f"There is no task named {name[:100]!r}.", 404)
+        clean = spec.validate(args)
+        rec, event = self.store.create_task(
+            principal=principal,
+            name=name,
+            args=clean,
+            max_attempts=min(spec.max_attempts, self.max_attempts),
+            idempotency_key=key,
+        )
+        headers = {**JSON_HEADERS, "Location": "/api/tasks/" + rec.id}
+        if event is None:  # the key was used before: answer with the original task
+            if rec.name != name or rec.args != clean:
+                raise HeraldError(
+                    "idempotency_conflict",
+                    "This Idempotency-Key was already used for a different submit.",
+                    409,
+                )
+            headers["Idempotent-Replayed"] = "true"
+            return web.Response(body=dumps(task_json(rec)), status=200, headers=headers)
+        self.queue.enqueue(rec.id)
+        self.worker_wake.wake()
+        self.notifier_wake.wake()
+        return web.Response(body=dumps(task_json(rec)), status=202, headers=headers)
+
+    async def _read_submit(self, request: web.Request) -> tuple[str, dict[str, Any]]:
+        """The task name and raw arguments of a submit body."""
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise HeraldError("too_large", "The request body is too large.", 413)
+        if "Content-Type" in request.headers and not (
+            request.content_type in _JSON_TYPES or request.content_type.endswith("+json")
+        ):
+            raise HeraldError(
+                "unsupported_media_type", "The request body must be application/json.", 415
+            )
+        raw = await request.read()  # raises 413 past client_max_size (chunked bodies)
+        try:
+            body = _DECODER.decode(raw.decode())
+        except (ValueError, RecursionError):
+            raise bad_request("The request body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise bad_request("The request body must be a JSON object.")
+        extra = body.keys() - _SUBMIT_KEYS
+        if extra:
+            raise bad_request(
+                "Unknown members in the request body.",
+                {str(k)[:100]: "unknown member" for k in sorted(extra)[:20]},
+            )
+        name = body.get("task")
+        if not isinstance(name, str) or not name:
+            raise bad_request("The request body needs a task name.", {"task": "must be a string"})
+        args = body.get("args", {})
+        if not isinstance(args, dict):
+            raise bad_request("Invalid task arguments.", {"args": "must be a JSON object"})
+        return name, args
+
+    async def list_tasks(self, request: web.Request) -> web.Response:
+        """GET /api/tasks: the caller's tasks, newest first, a page at a time."""
+        limit = _query_int(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
+        before = _query_int(request, "before", 0, 0, 2**62) if "before" in request.query else None
+        states = _query_states(request)
+        recs = self.store.list_tasks(
+            request[PRINCIPAL], states=states or None, before=before, limit=limit + 1
+        )
+        next_link = None
+        if len(recs) > limit:
+            recs = recs[:limit]
+            query: list[tuple[str, Any]] = [("limit", limit), ("before", recs[-1].n)]
+            if states:
+                query.append(("state", ",".join(s.value for s in states)))
+            next_link = "/api/tasks?" + urlencode(query, safe=",")
+        return web.Response(
+            body=dumps({"tasks": [task_json(r) for r in recs], "next": next_link}),
+            headers=JSON_HEADERS,
+        )
+
+    async def get_task(self, request: web.Request) -> web.Response:
+        """GET /api/tasks/{task_id}."""
+        rec = self.store.get_task(request.match_info["task_id"], request[PRINCIPAL])
+        if rec is None:
+            raise _not_found()
+        return web.Response(body=dumps(task_json(rec)), headers=JSON_HEADERS)
+
+    async def task_events(self, request: web.Request) -> web.Response:
+        """GET /api/tasks/{task_id}/events?after=N: the task's timeline, oldest first."""
+        task_id = request.match_info["task_id"]
+        if self.store.get_task(task_id, request[PRINCIPAL]) is None:
+            raise _not_found()
+        after = _query_int(request, "after", 0, 0, 2**62)
+        limit = _query_int(request, "limit", EVENTS_LIMIT_DEFAULT, 1, EVENTS_LIMIT_MAX)
+        events = self.store.events_after(after, task_id=task_id, limit=limit + 1)
+        next_link = None
+        if len(events) > limit:
+            events = events[:limit]
+            query = urlencode([("after", events[-1].seq), ("limit", limit)])
+            next_link = f"/api/tasks/{task_id}/events?{query}"
+        # Each event is the WebSocket envelope's own text: spliced in, not re-encoded.
+        body = (
+            '{"task":'
+            + json.dumps(task_id)
+            + ',"events":['
+            + ",".join(encode_event(e) for e in events)
+            + '],"next":'
+            + json.dumps(next_link)
+            + "}"
+        )
+        return web.Response(body=body.encode(), headers=JSON_HEADERS)
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        """POST /api/tasks/{task_id}/cancel: queued -> cancelled; running -> asked to stop."""
+        rec, event = self.store.request_cancel(request.match_info["task_id"], request[PRINCIPAL])
+        if rec is None:
+            raise _not_found()
+        if event is not None:
+            if event.type is EventType.CANCEL_REQUESTED:
+                self.worker_wake.wake(b"cancel")
+            self.notifier_wake.wake()
+        elif rec.state.terminal:
+            return error_response(
+                HeraldError("already_finished", f"The task has already {rec.state.value}.", 409),
+                task=task_json(rec),
+            )
+        return web.Response(body=dumps(task_json(rec)), status=202, headers=JSON_HEADERS)
+
+    # --------------------------------------------------------------- the rest
+
+    async def catalog_view(self, request: web.Request) -> web.Response:
+        """GET /api/catalog: every task that may be submitted, with its parameters."""
+        return web.Response(body=self._catalog_body, headers=JSON_HEADERS)
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        """GET /api/openapi.json."""
+        return web.Response(body=self._openapi_body, headers=JSON_HEADERS)
+
+    async def health(self, request: web.Request) -> web.Response:
+        """GET /api/health: ok when every service the supervisor knows is ready."""
+        services = self._services_status()
+        ready = all(isinstance(s, dict) and s.get("state") == "ready" for s in services.values())
+        return web.Response(
+            body=dumps(
+                {
+                    "status": "ok" if ready else "degraded",
+                    "version": self.version,
+                    "services": services,
+                }
+            ),
+            headers=JSON_HEADERS,
+        )
+
+    def _services_status(self) -> dict[str, Any]:
+        """The supervisor's status file, or just this service when there is none."""
+        try:
+            data = json.loads(self.layout.status_file.read_bytes())
+            services = data["services"]
+            if isinstance(services, dict) and services:
+                return services
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("unreadable status file %s: %s", self.layout.status_file, exc)
+        return {"web": {"state": "ready"}}
+
+    def routes(self) -> Iterable[web.RouteDef]:
+        """Every route; `openapi.PATHS` documents exactly these (a test holds them equal)."""
+        return [
+            web.get("/api/health", self.health, allow_head=False),
+            web.get("/api/openapi.json", self.openapi, allow_head=False),
+            web.get("/api/catalog", self.catalog_view, allow_head=False),
+            web.get("/api/tasks", self.list_tasks, allow_head=False),
+            web.post("/api/tasks", self.submit),
+            web.get("/api/tasks/{task_id}", self.get_task, allow_head=False),
+            web.get("/api/tasks/{task_id}/events", self.task_events, allow_head=False),
+            web.post("/api/tasks/{task_id}/cancel", self.cancel),
+        ]
+
+
+def make_app(
+    layout: DataLayout,
+    catalog: Catalog,
+    store: TaskStore,
+    queue: Queue,
+    worker_wake: Waker,
+    notifier_wake: Waker,
+    max_attempts: int = 3,
+    *,
+    authenticator: Authenticator | None = None,
+) -> web.Application:
+    """The aiohttp application of the HTTP API, ready for an AppRunner.
+
+    Args:
+        layout: the data dir; its auth file is read unless `authenticator` is given.
+        catalog, store, queue, worker_wake, notifier_wake, max_attempts: see `TaskApi`.
+        authenticator: resolves bearer tokens to principals.
+    """
+    api = TaskApi(layout, catalog, store, queue, worker_wake, notifier_wake, max_attempts)
+    app = web.Application(
+        client_max_size=MAX_BODY,
+        middlewares=[error_middleware, security_middleware(authenticator or Authenticator(layout))],
+    )
+    app.add_routes(api.routes())
+    return app

@@ -1,0 +1,81 @@
+"""Every failure leaves the web service as a JSON error body, never as a bare 500 page.
+
+The body is always `{"error": {"code", "message", "fields"?}}` (see
+`services.core.errors.HeraldError`), with the matching HTTP status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from services.core.errors import HeraldError
+
+log = logging.getLogger(__name__)
+
+JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+
+# Codes for the HTTP errors aiohttp raises itself (routing, body size).
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+# One encoder for every response: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON, the one encoding of every response body."""
+    return _ENCODER.encode(obj).encode()
+
+
+def json_response(
+    obj: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A JSON response of `obj`."""
+    hdrs = JSON_HEADERS if headers is None else {**JSON_HEADERS, **headers}
+    return web.Response(body=dumps(obj), status=status, headers=hdrs)
+
+
+def error_response(
+    error: HeraldError, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
+    """The JSON error body of `error`; `extra` adds top-level members (e.g. the task)."""
+    body = error.to_body()
+    body.update(extra)
+    return json_response(body, error.status, headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn HeraldError, aiohttp's HTTP errors and anything unexpected into JSON bodies."""
+    try:
+        return await handler(request)
+    except HeraldError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
+        message = exc.reason if exc.status != 413 else "The request body is too large."
+        headers = {}
+        if exc.status == 405 and "Allow" in exc.headers:
+            headers["Allow"] = exc.headers["Allow"]
+        return error_response(HeraldError(code, message, exc.status), headers)
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return error_response(HeraldError("internal", "Internal server error.", 500))

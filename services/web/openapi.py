@@ -1,0 +1,404 @@
+"""The OpenAPI 3.1 document of the HTTP API, built from the routes' contract and the catalog.
+
+The submit body is a `oneOf` over the catalog's tasks, discriminated by `task`, each with
+its own `args` schema from `Param.json_schema()`. A test holds the document's paths and
+methods equal to the aiohttp router's routes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from services.core.events import EventType
+from services.core.params import Param
+from services.core.states import TaskState
+from services.worker.catalog import Catalog, TaskSpec
+
+_JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {_JSON: {"schema": schema}}
+
+
+def _response(
+    description: str, schema: str, headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": _content(_ref(schema))}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    """Error responses: the given statuses plus the ones every route can answer."""
+    texts = {
+        400: "Bad request: malformed body, query or header (code bad_request)",
+        401: "Missing or invalid bearer token (code unauthorized)",
+        403: "Host or Origin refused (code forbidden_host / forbidden_origin)",
+        404: "Not found (code not_found / unknown_task)",
+        409: "Conflict (code already_finished / idempotency_conflict)",
+        413: "Body over 1 MiB (code too_large)",
+        415: "Body is not application/json (code unsupported_media_type)",
+        422: "Task arguments are not valid (code validation_failed, with fields)",
+        500: "Unexpected server error (code internal)",
+    }
+    out: dict[str, Any] = {}
+    for status in sorted({*statuses, 403, 500}):
+        out[str(status)] = _response(texts[status], "Error")
+    if 401 in statuses:
+        out["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    return out
+
+
+_TASK_ID = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+}
+_LOCATION = {"Location": {"description": "The task's URL", "schema": {"type": "string"}}}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+            },
+            "task": _ref("Task"),
+        },
+    },
+    "Task": {
+        "type": "object",
+        "required": [
+            "id",
+            "task",
+            "args",
+            "state",
+            "progress",
+            "message",
+            "result",
+            "error",
+            "attempt",
+            "max_attempts",
+            "cancel_requested",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "updated_at",
+            "links",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "task": {"type": "string", "description": "The task's name in the catalog"},
+            "args": {"type": "object"},
+            "state": {"type": "string", "enum": [s.value for s in TaskState]},
+            "progress": {"type": ["number", "null"], "description": "0..1, or null if unknown"},
+            "message": {"type": ["string", "null"]},
+            "result": {"description": "The task's result once it succeeded (any JSON)"},
+            "error": {"type": ["object", "null"]},
+            "attempt": {"type": "integer", "minimum": 0},
+            "max_attempts": {"type": "integer", "minimum": 1},
+            "cancel_requested": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "started_at": _NULLABLE_TIME,
+            "finished_at": _NULLABLE_TIME,
+            "updated_at": {"type": "string", "format": "date-time"},
+            "links": {
+                "type": "object",
+                "required": ["self", "cancel", "events"],
+                "properties": {k: {"type": "string"} for k in ("self", "cancel", "events")},
+            },
+        },
+    },
+    "TaskList": {
+        "type": "object",
+        "required": ["tasks", "next"],
+        "properties": {
+            "tasks": {"type": "array", "items": _ref("Task")},
+            "next": {"type": ["string", "null"], "description": "The next page, if any"},
+        },
+    },
+    "Event": {
+        "type": "object",
+        "description": "Exactly the WebSocket event envelope ('ts' is Unix time).",
+        "required": ["v", "type", "seq", "task", "event", "ts", "attempt", "data"],
+        "properties": {
+            "v": {"const": 1},
+            "type": {"const": "event"},
+            "seq": {"type": "integer", "minimum": 1},
+            "task": {"type": "string"},
+            "event": {"type": "string", "enum": [e.value for e in EventType]},
+            "ts": {"type": "number"},
+            "attempt": {"type": "integer", "minimum": 0},
+            "data": {"type": "object"},
+        },
+    },
+    "EventList": {
+        "type": "object",
+        "required": ["task", "events", "next"],
+        "properties": {
+            "task": {"type": "string"},
+            "events": {"type": "array", "items": _ref("Event")},
+            "next": {"type": ["string", "null"]},
+        },
+    },
+    "Catalog": {
+        "type": "object",
+        "required": ["tasks"],
+        "properties": {
+            "tasks": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "title", "description", "params"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "title": {"type": "string"},
+                        "description": {"type": "string"},
+                        "params": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+            }
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "version", "services"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "degraded"]},
+            "version": {"type": "string"},
+            "services": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "state": {"type": "string"},
+                        "port": {"type": "integer"},
+                        "pid": {"type": "integer"},
+                        "url": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+}
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/api/health": {
+        "get": {
+            "operationId": "health",
+            "summary": "Whether every service is ready (no token needed)",
+            "security": [],
+            "responses": {"200": _response("The services' health", "Health"), **_errors()},
+        }
+    },
+    "/api/openapi.json": {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "responses": {
+                "200": {"description": "OpenAPI 3.1", "content": _content({"type": "object"})},
+                **_errors(401),
+            },
+        }
+    },
+    "/api/catalog": {
+        "get": {
+            "operationId": "catalog",
+            "summary": "The tasks that may be submitted, with their parameters",
+            "responses": {"200": _response("The catalog", "Catalog"), **_errors(401)},
+        }
+    },
+    "/api/tasks": {
+        "get": {
+            "operationId": "listTasks",
+            "summary": "The caller's tasks, newest first",
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+                },
+                {
+                    "name": "before",
+                    "in": "query",
+                    "description": "Opaque cursor: use the `next` link of the previous page",
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+                {
+                    "name": "state",
+                    "in": "query",
+                    "style": "form",
+                    "explode": True,
+                    "description": "Only tasks in these states (repeat it, or separate by commas)",
+                    "schema": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": [s.value for s in TaskState]},
+                    },
+                },
+            ],
+            "responses": {"200": _response("A page of tasks", "TaskList"), **_errors(400, 401)},
+        },
+        "post": {
+            "operationId": "submitTask",
+            "summary": "Submit a task",
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "description": "Submitting again with the same key returns the same task",
+                    "schema": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 200,
+                        "pattern": "^[ -~]+$",
+                    },
+                },
+            ],
+            "requestBody": {"required": True, "content": _content(_ref("SubmitRequest"))},
+            "responses": {
+                "202": _response("Accepted and queued", "Task", _LOCATION),
+                "200": _response(
+                    "Replay of an earlier submit with the same Idempotency-Key",
+                    "Task",
+                    {**_LOCATION, "Idempotent-Replayed": {"schema": {"const": "true"}}},
+                ),
+                **_errors(400, 401, 404, 409, 413, 415, 422),
+            },
+        },
+    },
+    "/api/tasks/{task_id}": {
+        "get": {
+            "operationId": "getTask",
+            "summary": "One of the caller's tasks",
+            "parameters": [_TASK_ID],
+            "responses": {"200": _response("The task", "Task"), **_errors(401, 404)},
+        }
+    },
+    "/api/tasks/{task_id}/events": {
+        "get": {
+            "operationId": "taskEvents",
+            "summary": "The task's events after a sequence number, oldest first",
+            "parameters": [
+                _TASK_ID,
+                {
+                    "name": "after",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 0, "default": 0},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000},
+                },
+            ],
+            "responses": {
+                "200": _response("The task's events", "EventList"),
+                **_errors(400, 401, 404),
+            },
+        }
+    },
+    "/api/tasks/{task_id}/cancel": {
+        "post": {
+            "operationId": "cancelTask",
+            "summary": "Cancel a queued task, or ask a running one to stop",
+            "parameters": [_TASK_ID],
+            "responses": {
+                "202": _response("Cancelled, or cancellation requested", "Task"),
+                **_errors(401, 404, 409),
+            },
+        }
+    },
+}
+
+
+def args_schema(params: tuple[Param, ...]) -> dict[str, Any]:
+    """The JSON Schema of a task's `args` object."""
+    properties: dict[str, Any] = {}
+    for p in params:
+        schema = p.json_schema()
+        if not p.required:
+            # An optional argument given as null takes its default (as validate_args does).
+            schema = {"anyOf": [schema, {"type": "null"}], "default": p.default}
+        properties[p.name] = schema
+    out: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    required = [p.name for p in params if p.required]
+    if required:
+        out["required"] = required
+    return out
+
+
+def _schema_name(spec: TaskSpec) -> str:
+    return "Submit." + re.sub(r"[^A-Za-z0-9._-]", "_", spec.name)
+
+
+def submit_schemas(catalog: Catalog) -> dict[str, Any]:
+    """`SubmitRequest` (a oneOf discriminated by `task`) and one schema per task."""
+    schemas: dict[str, Any] = {}
+    mapping: dict[str, str] = {}
+    for spec in catalog:
+        args = args_schema(spec.params)
+        body: dict[str, Any] = {
+            "type": "object",
+            "title": spec.title,
+            "description": spec.description,
+            "properties": {"task": {"const": spec.name}, "args": args},
+            "required": ["task", "args"] if "required" in args else ["task"],
+            "additionalProperties": False,
+        }
+        name = _schema_name(spec)
+        schemas[name] = body
+        mapping[spec.name] = f"#/components/schemas/{name}"
+    if mapping:
+        schemas["SubmitRequest"] = {
+            "oneOf": [{"$ref": ref} for ref in mapping.values()],
+            "discriminator": {"propertyName": "task", "mapping": mapping},
+        }
+    else:  # an empty catalog: nothing can be submitted, but the shape stays documented
+        schemas["SubmitRequest"] = {
+            "type": "object",
+            "required": ["task"],
+            "properties": {"task": {"type": "string"}, "args": {"type": "object"}},
+            "additionalProperties": False,
+        }
+    return schemas
+
+
+def openapi_document(catalog: Catalog, version: str) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Herald",
+            "version": version,
+            "description": "Run slow jobs in the background; their events are pushed on the "
+            'notifier\'s WebSocket. Every error body is {"error": {"code", "message", '
+            '"fields"?}}.',
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": PATHS,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {**SCHEMAS, **submit_schemas(catalog)},
+        },
+    }

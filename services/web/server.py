@@ -1,0 +1,99 @@
+"""The web service process: wires the real store, queue and wake-ups into the app and serves.
+
+Binds 127.0.0.1 only, announces `HERALD_READY {"service": "web", "port": P, "url": ...}` once
+it listens, and stops cleanly (exit 0) on SIGTERM, SIGINT or end-of-file on stdin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+
+from services.auth import Authenticator
+from services.config import load_config
+from services.runtime import (
+    announce_ready,
+    die_with_parent,
+    layout_from,
+    service_arguments,
+    setup_logging,
+    watch_stdin,
+)
+from services.store.sqlite import TaskStore
+from services.wake import WakeSender
+from services.web.app import make_app
+from services.worker.catalog import load_catalog
+from services.worker.queue import TaskQueue
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+
+
+async def serve(app: web.Application, port: int, *, access_log: bool = False) -> None:
+    """Serve `app` on 127.0.0.1:`port` until SIGTERM, SIGINT or stdin end-of-file."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def request_stop() -> None:
+        # Called from the stdin watcher's thread, possibly after the loop has closed.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(stop.set)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    watch_stdin(request_stop)
+    # The access log costs a formatted record per request: only when debugging.
+    runner = web.AppRunner(
+        app,
+        access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        handle_signals=False,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, HOST, port)
+        await site.start()
+        actual = runner.addresses[0][1]
+        log.info("listening on http://%s:%d", HOST, actual)
+        announce_ready("web", port=actual, url=f"http://{HOST}:{actual}")
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the web service; returns the exit status."""
+    args = service_arguments("web", argv)
+    setup_logging("web", args.log_level)
+    die_with_parent()
+    layout = layout_from(args)
+    config = load_config(layout)
+    catalog = load_catalog(config.task_modules)
+    store = TaskStore(layout.ledger_db)
+    queue = TaskQueue(layout)
+    worker_wake = WakeSender(layout.wake_address("worker"))
+    notifier_wake = WakeSender(layout.wake_address("notifier"))
+    app = make_app(
+        layout,
+        catalog,
+        store,
+        queue,
+        worker_wake,
+        notifier_wake,
+        max_attempts=config.max_attempts,
+        authenticator=Authenticator(layout),
+    )
+    try:
+        asyncio.run(serve(app, args.port, access_log=args.log_level.upper() == "DEBUG"))
+    finally:
+        worker_wake.close()
+        notifier_wake.close()
+        store.close()
+    return 0
