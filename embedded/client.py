@@ -135,6 +135,12 @@ class HeraldClient:
             self._conn.close()
             self._conn = None
 
+    def __enter__(self) -> HeraldClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def events(self, since: int | None = None) -> EventStream:
         return EventStream(self.ws, self.token, since)
 
@@ -159,8 +165,9 @@ class EventStream:
         headers = {"Authorization": f"Bearer {self.token}"}
         if self.last_seq is not None:
             headers["Herald-Since"] = str(self.last_seq)
+        # Entered by hand: the stream outlives any one `with` block of the caller.
         self._conn = connect(self.url, additional_headers=headers, open_timeout=10,
-                             max_size=2**24)  # fmt: skip
+                             max_size=2**24).__enter__()  # fmt: skip
         welcome = decode_server_message(self._conn.recv(timeout=10))
         if self.last_seq is None:
             self.last_seq = int(welcome.body.get("head", 0))

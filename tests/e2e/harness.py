@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,17 @@ class Instance:
     data_dir: Path
     env: dict[str, str]
     lines: queue.Queue[str]
+    pumper: threading.Thread
+
+    clients: list[HeraldClient] = field(default_factory=list)
 
     @property
     def client(self) -> HeraldClient:
+        """A client of this instance (closed when the instance stops)."""
         with os_environ(self.env):
-            return HeraldClient.for_data_dir(self.data_dir)
+            client = HeraldClient.for_data_dir(self.data_dir)
+        self.clients.append(client)
+        return client
 
     def status(self) -> dict[str, Any]:
         return json.loads((self.data_dir / "run" / "services.json").read_text())["services"]
@@ -71,7 +77,11 @@ class Instance:
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(30)
+        for client in self.clients:
+            client.close()
+        code = self.proc.wait(30)
+        self.pumper.join(10)
+        return code
 
 
 class os_environ:
@@ -102,10 +112,12 @@ def start_serve(data_dir: Path, runtime: Path, *extra: str) -> Instance:
 
     def pump() -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
+        with proc.stdout:
+            for line in proc.stdout:
+                lines.put(line)
 
-    threading.Thread(target=pump, daemon=True).start()
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
     seen = []
     deadline = time.monotonic() + 30
     while True:
@@ -117,7 +129,7 @@ def start_serve(data_dir: Path, runtime: Path, *extra: str) -> Instance:
         seen.append(line)
         if "Press Ctrl-C to stop" in line:
             break
-    inst = Instance(proc, data_dir, env, lines)
+    inst = Instance(proc, data_dir, env, lines, pumper)
     with os_environ(env):
         assert read_instance(data_dir) is not None
     return inst
@@ -125,14 +137,25 @@ def start_serve(data_dir: Path, runtime: Path, *extra: str) -> Instance:
 
 def collect_until_terminal(stream: EventStream, task_id: str, timeout: float = 30) -> list[Event]:
     """Every event of `task_id` from the stream until its terminal one."""
-    events: list[Event] = []
+    return collect_all_until_terminal(stream, [task_id], timeout)[task_id]
+
+
+def collect_all_until_terminal(
+    stream: EventStream, task_ids: list[str], timeout: float = 30
+) -> dict[str, list[Event]]:
+    """Every event of each task from the stream until each one's terminal event."""
+    events: dict[str, list[Event]] = {t: [] for t in task_ids}
+    open_ids = set(task_ids)
     deadline = time.monotonic() + timeout
     for msg in stream.messages(timeout=0.2):
         if time.monotonic() > deadline:
-            raise AssertionError(f"no terminal event; got {[e.type for e in events]}")
-        if msg is None or msg.event is None or msg.event.task_id != task_id:
+            got = {t: [e.type.value for e in evs] for t, evs in events.items()}
+            raise AssertionError(f"no terminal event; got {got}")
+        if msg is None or msg.event is None or msg.event.task_id not in events:
             continue
-        events.append(msg.event)
+        events[msg.event.task_id].append(msg.event)
         if msg.event.terminal:
-            return events
+            open_ids.discard(msg.event.task_id)
+            if not open_ids:
+                return events
     raise AssertionError("stream ended")

@@ -11,7 +11,13 @@ import sys
 import zipfile
 
 from services.core.events import EventType
-from tests.e2e.harness import collect_until_terminal, pid_alive, start_serve, wait_for
+from tests.e2e.harness import (
+    collect_all_until_terminal,
+    collect_until_terminal,
+    pid_alive,
+    start_serve,
+    wait_for,
+)
 
 
 def test_submit_wait_prints_42(herald):
@@ -70,11 +76,12 @@ def test_every_builtin_task_round_trip(herald, tmp_path):
     }
     with client.events() as stream:
         ids = {name: client.submit(name, args)["id"] for name, args in cases.items()}
-        results = {}
-        for name, task_id in ids.items():
-            events = collect_until_terminal(stream, task_id)
-            assert events[-1].type is EventType.SUCCEEDED, (name, events[-1].data)
-            results[name] = client.get(task_id)["result"]
+        by_task = collect_all_until_terminal(stream, list(ids.values()))
+    results = {}
+    for name, task_id in ids.items():
+        events = by_task[task_id]
+        assert events[-1].type is EventType.SUCCEEDED, (name, events[-1].data)
+        results[name] = client.get(task_id)["result"]
     assert hashlib.sha256(b"hello").hexdigest() in json.dumps(results["files.checksum"])
     with zipfile.ZipFile(tmp_path / "out.zip") as z:
         assert sorted(n for n in z.namelist() if not n.endswith("/")) == ["a.txt", "sub/b.bin"]
@@ -153,6 +160,7 @@ def test_principals_never_see_each_other(herald):
     from embedded.client import HeraldClient
 
     b = HeraldClient(a.api, a.ws, token_b)
+    herald.clients.append(b)
     with b.events(since=0) as stream_b, a.events() as stream_a:
         mine = a.submit("demo.answer", {"seconds": 0})
         collect_until_terminal(stream_a, mine["id"])
@@ -188,7 +196,7 @@ def test_children_die_with_a_killed_parent(tmp_path, runtime_dir):
     inst = start_serve(tmp_path / "data", runtime_dir)
     pids = [inst.service_pid(n) for n in ("web", "worker", "notifier")]
     inst.proc.kill()
-    inst.proc.wait()
+    inst.stop()
     wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=15)
 
 
