@@ -166,7 +166,12 @@ async def run(args: argparse.Namespace) -> int:
 
         total = 400 if args.quick else 2000
         nclients = 20
-        clients = [Client(info["api"], info["ws"], info["token"]) for _ in range(nclients)]
+        # Each client is its own principal, as separate users or apps would be: a client's
+        # events go to its own connection only.
+        tokens = [subprocess.run([*herald, "token", "create", f"bench{i}"], env=env,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+                  for i in range(nclients)]  # fmt: skip
+        clients = [Client(info["api"], info["ws"], t) for t in tokens]
         await asyncio.gather(*(c.open() for c in clients))
         cpu0 = {n: cpu_seconds(p) for n, p in pids.items()}
 

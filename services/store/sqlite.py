@@ -152,14 +152,23 @@ def lease_owner_alive(owner: str) -> bool | None:
     return True
 
 
+# WAL pages after which a committing connection checkpoints by itself. The worker turns this
+# off for its own connection and checkpoints in a background thread instead, so no task
+# waits for a checkpoint's fsync; other writers keep a high threshold as a safety net.
+SAFETY_CHECKPOINT_PAGES = 10_000
+
+
 class TaskStore:
     """The ledger and the log. Thread-safe; one instance per process is enough.
 
     Args:
         path: the SQLite file; created with owner-only permissions if missing.
+        checkpoint_pages: WAL size (pages) at which a commit checkpoints; 0: never.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(
+        self, path: Path | str, *, checkpoint_pages: int = SAFETY_CHECKPOINT_PAGES
+    ) -> None:
         self.path = Path(path)
         fresh = not self.path.exists()
         self._conn = sqlite3.connect(
@@ -172,6 +181,7 @@ class TaskStore:
         c.execute("PRAGMA journal_mode=WAL")
         c.execute("PRAGMA synchronous=NORMAL")
         c.execute("PRAGMA foreign_keys=OFF")
+        c.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint_pages)}")
         # executescript commits by itself: run it outside an explicit transaction.
         with self._lock:
             c.executescript(SCHEMA)
@@ -179,6 +189,11 @@ class TaskStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database without blocking readers or writers."""
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -24,9 +24,12 @@ class _Storage(SqliteStorage):
     task of the ledger that the queue no longer holds when it starts.
     """
 
+    checkpoint_pages = 10_000  # see services.store.sqlite.SAFETY_CHECKPOINT_PAGES
+
     def _create_connection(self) -> sqlite3.Connection:
         conn = super()._create_connection()
         conn.execute("pragma synchronous=1")
+        conn.execute(f"pragma wal_autocheckpoint={int(self.checkpoint_pages)}")
         return conn
 
 
@@ -42,8 +45,10 @@ def _run(task_id: str) -> None:
 class TaskQueue:
     """Enqueue and dequeue task ids through Huey on SQLite."""
 
-    def __init__(self, layout: DataLayout) -> None:
+    def __init__(self, layout: DataLayout, *, checkpoint_pages: int | None = None) -> None:
         self.huey = _Huey(QUEUE_NAME, filename=str(layout.queue_db), results=False, utc=True)
+        if checkpoint_pages is not None:
+            self.huey.storage.checkpoint_pages = checkpoint_pages
         self._run = self.huey.task(name="herald.run")(_run)
 
     def enqueue(self, task_id: str) -> None:
@@ -53,6 +58,10 @@ class TaskQueue:
         """The next task id, or None; Huey deletes the message as it hands it out."""
         task = self.huey.dequeue()
         return str(task.args[0]) if task is not None else None
+
+    def checkpoint(self) -> None:
+        """Copy the queue's WAL into its database (see TaskStore.checkpoint)."""
+        self.huey.storage.sql("pragma wal_checkpoint(PASSIVE)")
 
     def pending_ids(self) -> set[str]:
         """Task ids waiting in the queue."""

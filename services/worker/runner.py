@@ -35,6 +35,7 @@ IDLE_TIMEOUT = 5.0  # fallback look at the queue when no wake-up came
 BUSY_TIMEOUT = 1.0  # while tasks run: notice cancel requests even if a wake-up was lost
 REAP_INTERVAL = 10.0
 STOP_GRACE = 3.0  # seconds running tasks get to finish when the worker stops
+CHECKPOINT_DELAY = 1.0  # seconds after a write before the WAL is checkpointed
 
 
 class RecordingContext(TaskContext):
@@ -66,8 +67,10 @@ class Runner:
         self.catalog = catalog
         self.threads = max(1, threads)
         self.identity = worker_identity()
-        self.store = TaskStore(layout.ledger_db)
-        self.queue = TaskQueue(layout)
+        # Commits here never checkpoint: the checkpointer thread does it off the hot path.
+        self.store = TaskStore(layout.ledger_db, checkpoint_pages=0)
+        self.queue = TaskQueue(layout, checkpoint_pages=0)
+        self._dirty = threading.Event()
         self._notifier = WakeSender(layout.wake_address("notifier"))
         self._receiver = WakeReceiver(layout.wake_address("worker"))
         self._self_wake = WakeSender(layout.wake_address("worker"))
@@ -82,12 +85,31 @@ class Runner:
     def stop(self) -> None:
         """Ask the loop to stop (thread- and signal-safe)."""
         self._stopping.set()
+        self._dirty.set()
         self._self_wake.wake(b"stop")
 
     def published(self, event: Event | None) -> None:
         """Tell the notifier that an event was recorded."""
         if event is not None:
             self._notifier.wake()
+            self._dirty.set()
+
+    def _checkpoints(self) -> None:
+        """Checkpoint both databases shortly after writes, on connections of its own, so
+        that no attempt waits for a checkpoint's fsync. Sleeps while nothing is written."""
+        store = TaskStore(self.layout.ledger_db, checkpoint_pages=0)
+        queue = TaskQueue(self.layout, checkpoint_pages=0)
+        while not self._stopping.is_set():
+            self._dirty.wait()
+            if self._stopping.wait(CHECKPOINT_DELAY):
+                break
+            self._dirty.clear()
+            try:
+                store.checkpoint()
+                queue.checkpoint()
+            except Exception:
+                log.exception("checkpoint failed")
+        store.close()
 
     def recover(self) -> None:
         """Re-queue or fail tasks whose worker died, and re-enqueue lost queue messages."""
@@ -111,6 +133,7 @@ class Runner:
     def run(self) -> None:
         """The main loop; returns after `stop()` once running tasks were handled."""
         self.recover()
+        threading.Thread(target=self._checkpoints, name="checkpoint", daemon=True).start()
         last_reap = last_renew = time.monotonic()
         while not self._stopping.is_set():
             self._dispatch()
