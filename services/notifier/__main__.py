@@ -1,0 +1,5 @@
+import sys
+
+from services.notifier.server import main
+
+sys.exit(main())

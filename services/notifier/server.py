@@ -1,0 +1,473 @@
+"""The notifier process: `herald service notifier --data-dir D [--port P] [--web-port W]`.
+
+One `Notifier` serves WebSocket connections on 127.0.0.1 at the path /ws. Each connection
+is one principal's `Subscription`: it is sent a welcome, the replay of the events it
+missed, `caught_up`, then live events. Live events are read from the log once per wake-up
+for everybody and fanned out by the core `Router`; each connection has its own outbox and
+sender task, so a slow client delays nobody else (and is closed with 1013 when it falls
+too far behind; it resumes losslessly from its last seq).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import signal
+import sqlite3
+import sys
+from collections import deque
+from collections.abc import Iterable
+from typing import cast
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from services.auth import Authenticator, bearer_token, host_allowed, origin_allowed
+from services.core.delivery import Router, Subscription, plan_resume
+from services.core.envelope import (
+    CLOSE_GOING_AWAY,
+    ProtocolError,
+    decode_client_message,
+    encode_caught_up,
+    encode_event,
+    encode_pong,
+    encode_welcome,
+    parse_since,
+)
+from services.core.events import Event
+from services.runtime import (
+    announce_ready,
+    die_with_parent,
+    layout_from,
+    service_arguments,
+    setup_logging,
+    watch_stdin,
+)
+from services.store.sqlite import TaskStore
+from services.wake import WakeReceiver
+
+log = logging.getLogger("herald.notifier")
+
+PATH = "/ws"
+PAGE = 1000  # events per read from the log
+PAGES_PER_TURN = 8  # a burst bigger than this is read over several loop turns
+FALLBACK_INTERVAL = 2.0  # seconds; covers a lost wake-up datagram
+MAX_BACKLOG = 10_000  # live messages queued for one client before it is dropped
+MAX_MESSAGE = 64 * 1024  # largest client message accepted
+CLOSE_TRY_AGAIN_LATER = 1013
+TOO_FAR_BEHIND = "try again later: too far behind; reconnect with your last seq"
+SINCE_HEADER = "Herald-Since"
+URL_TOKEN_PARAMS = ("token", "access_token")
+
+
+class _Connection(ServerConnection):
+    """A connection that carries what its handshake established."""
+
+    principal: str = ""
+    since: int | None = None
+
+
+class _Client:
+    """One connected client: its subscription, outbox and the task that sends the outbox.
+
+    Messages leave in the order they were queued. Replay pages are paced by `drained()`;
+    live messages are refused (`queue_live` returns False) beyond `max_backlog`.
+    """
+
+    def __init__(self, ws: ServerConnection, principal: str, max_backlog: int) -> None:
+        self.ws = ws
+        self.principal = principal
+        self.sub: Subscription | None = None
+        self.closed = False
+        self._max_backlog = max_backlog
+        self._outbox: deque[str] = deque()
+        self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def queue(self, texts: Iterable[str]) -> None:
+        if self.closed:
+            return
+        self._outbox.extend(texts)
+        self._idle.clear()
+        self._ready.set()
+
+    def queue_live(self, texts: list[str]) -> bool:
+        """Queue live messages; False if that would put the client too far behind."""
+        if len(self._outbox) + len(texts) > self._max_backlog:
+            return False
+        self.queue(texts)
+        return True
+
+    async def drained(self) -> None:
+        """Wait until everything queued has been handed to the connection (or it closed)."""
+        await self._idle.wait()
+
+    def stop(self) -> None:
+        """Drop whatever is queued and let the sender task end."""
+        self.closed = True
+        self._outbox.clear()
+        self._ready.set()
+        self._idle.set()
+
+    async def run_sender(self) -> None:
+        ws, outbox = self.ws, self._outbox
+        try:
+            while not self.closed:
+                await self._ready.wait()
+                self._ready.clear()
+                while outbox:
+                    # Returns without yielding unless the socket's buffer is full.
+                    await ws.send(outbox.popleft())
+                self._idle.set()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.stop()
+
+
+class Notifier:
+    """The WebSocket server and the fan-out of the event log to its connections.
+
+    Args:
+        store: the event log (read only).
+        authenticator: maps tokens to principals.
+        receiver: the wake-up socket that says "the log has grown".
+        web_port: the web service's port, whose page's Origin is allowed (None: no page).
+        host, port: where to listen (port 0: any free port; see `port` after `start`).
+        fallback_interval: seconds between cheap checks of the log's head, in case a
+            wake-up was lost.
+        max_backlog: live messages queued for one client before it is closed with 1013.
+        ping_interval, ping_timeout: WebSocket keepalive, in seconds.
+    """
+
+    def __init__(
+        self,
+        store: TaskStore,
+        authenticator: Authenticator,
+        receiver: WakeReceiver,
+        *,
+        web_port: int | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        fallback_interval: float = FALLBACK_INTERVAL,
+        max_backlog: int = MAX_BACKLOG,
+        ping_interval: float = 20.0,
+        ping_timeout: float = 20.0,
+    ) -> None:
+        self._store = store
+        self._auth = authenticator
+        self._receiver = receiver
+        self._web_port = web_port
+        self._host = host
+        self._port = port
+        self._fallback_interval = fallback_interval
+        self._max_backlog = max_backlog
+        self._ping = (ping_interval, ping_timeout)
+        self._router = Router()
+        self._client_of: dict[Subscription, _Client] = {}
+        self._cursor = 0  # every event up to here has been fanned out
+        self._server: Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._pump_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self._host}:{self._port}{PATH}"
+
+    @property
+    def connections(self) -> int:
+        """How many clients are subscribed to live events."""
+        return len(self._router)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Listen, and start following the log from its current head."""
+        self._loop = asyncio.get_running_loop()
+        self._cursor = self._store.head()
+        ping_interval, ping_timeout = self._ping
+        self._server = await serve(
+            self._handle,
+            self._host,
+            self._port,
+            process_request=self._check_handshake,
+            create_connection=_Connection,
+            # Small JSON messages on loopback: compression would cost CPU and memory only.
+            compression=None,
+            max_size=MAX_MESSAGE,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=3,
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+        self._loop.add_reader(self._receiver.fileno(), self._on_wake)
+        self._timer = self._loop.call_later(self._fallback_interval, self._on_timer)
+        log.info("listening on %s", self.url)
+
+    async def stop(self) -> None:
+        """Close every connection with 1001 (going away) and stop listening."""
+        if self._loop is not None:
+            self._loop.remove_reader(self._receiver.fileno())
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._server is not None:
+            self._server.close(code=CLOSE_GOING_AWAY, reason="notifier stopping")
+            await self._server.wait_closed()
+            self._server = None
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+
+    # ------------------------------------------------------------------ handshake
+
+    def _check_handshake(self, ws: ServerConnection, request: Request) -> Response | None:
+        """Refuse a handshake with the right HTTP status, or note who is connecting."""
+        url = urlsplit(request.path)
+        if url.path != PATH:
+            return self._refuse(ws, http.HTTPStatus.NOT_FOUND, "Not found: the WebSocket is at /ws")
+        headers = request.headers
+        hosts = headers.get_all("Host")
+        if len(hosts) != 1 or not host_allowed(hosts[0], self._port):
+            return self._refuse(ws, http.HTTPStatus.FORBIDDEN, "Forbidden: unexpected Host")
+        origins = headers.get_all("Origin")
+        if len(origins) > 1 or (origins and not origin_allowed(origins[0], self._web_port)):
+            return self._refuse(ws, http.HTTPStatus.FORBIDDEN, "Forbidden: foreign Origin")
+        query = parse_qs(url.query, keep_blank_values=True)
+        if any(name in query for name in URL_TOKEN_PARAMS):
+            # A token in a URL ends up in logs and histories: refuse it outright.
+            return self._refuse(
+                ws, http.HTTPStatus.UNAUTHORIZED,
+                "Unauthorized: send the token in the Authorization header, not the URL",
+            )  # fmt: skip
+        auths = headers.get_all("Authorization")
+        token = bearer_token(auths[0]) if len(auths) == 1 else None
+        principal = self._auth.principal_for(token)
+        if principal is None:
+            return self._refuse(
+                ws, http.HTTPStatus.UNAUTHORIZED,
+                "Unauthorized: send a valid token as 'Authorization: Bearer <token>'",
+            )  # fmt: skip
+        given = headers.get_all(SINCE_HEADER) + query.get("since", [])
+        since = None
+        if given:
+            try:
+                values = {parse_since(v) for v in given}
+            except ProtocolError:
+                values = set()
+            if len(values) != 1:
+                return self._refuse(
+                    ws, http.HTTPStatus.BAD_REQUEST,
+                    "Bad request: since must be one non-negative integer",
+                )  # fmt: skip
+            since = values.pop()
+        conn = cast(_Connection, ws)
+        conn.principal = principal
+        conn.since = since
+        return None
+
+    @staticmethod
+    def _refuse(ws: ServerConnection, status: http.HTTPStatus, reason: str) -> Response:
+        log.info("refused a handshake from %s: %d %s", ws.remote_address, status, reason)
+        response = ws.respond(status, reason + "\n")
+        if status == http.HTTPStatus.UNAUTHORIZED:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="herald"'
+        return response
+
+    # ---------------------------------------------------------------- connections
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        conn = cast(_Connection, ws)
+        client = _Client(ws, conn.principal, self._max_backlog)
+        sender = asyncio.create_task(client.run_sender())
+        log.info("%s connected from %s", client.principal, ws.remote_address)
+        try:
+            await self._stream(client, conn.since)
+            async for message in ws:
+                try:
+                    request = decode_client_message(message)
+                except ProtocolError as exc:
+                    await ws.close(exc.code, exc.reason)
+                    break
+                if request.type == "ping":
+                    client.queue((encode_pong(),))
+                elif request.type == "resume":
+                    await self._stream(client, request.since)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._unsubscribe(client)
+            client.stop()
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+            log.info("%s disconnected (%s)", client.principal, ws.close_code)
+
+    async def _stream(self, client: _Client, since: int | None) -> None:
+        """Send a welcome, replay the client's events after `since`, then go live."""
+        self._unsubscribe(client)
+        if client.closed:
+            return
+        head = self._store.head()
+        plan = plan_resume(since, head)
+        client.queue((encode_welcome(client.principal, head, plan.reset),))
+        cursor = plan.after
+        while True:
+            page = self._store.events_after(cursor, principal=client.principal, limit=PAGE)
+            if page:
+                cursor = page[-1].seq
+                client.queue([encode_event(ev) for ev in page])
+            if len(page) < PAGE:
+                break
+            # A long replay goes at the client's pace. Events appended meanwhile are
+            # found by the next read: the subscription does not exist yet.
+            await client.drained()
+            if client.closed:
+                return
+        # No await since the last read: the live fan-out takes over exactly after `cursor`
+        # (it reads events after its own cursor, and Subscription.accept drops any seq
+        # the replay already sent).
+        sub = Subscription(client.principal, cursor)
+        self._router.add(sub)
+        self._client_of[sub] = client
+        client.sub = sub
+        client.queue((encode_caught_up(cursor),))
+
+    def _unsubscribe(self, client: _Client) -> None:
+        if client.sub is not None:
+            self._router.remove(client.sub)
+            self._client_of.pop(client.sub, None)
+            client.sub = None
+
+    # -------------------------------------------------------------------- fan-out
+
+    def _on_wake(self) -> None:
+        self._receiver.drain()
+        self._pump()
+
+    def _on_timer(self) -> None:
+        assert self._loop is not None
+        self._timer = self._loop.call_later(self._fallback_interval, self._on_timer)
+        try:
+            behind = self._store.head() > self._cursor
+        except sqlite3.Error:
+            log.exception("cannot read the event log's head")
+            return
+        if behind:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Read what was appended since the last time and hand it to the subscribers."""
+        self._pump_scheduled = False
+        try:
+            if not self._router:
+                # Nobody to send to: skip the events (a subscriber replays its own).
+                self._cursor = max(self._cursor, self._store.head())
+                return
+            for _ in range(PAGES_PER_TURN):
+                events = self._store.events_after(self._cursor, limit=PAGE)
+                if events:
+                    self._cursor = events[-1].seq
+                    self._deliver(events)
+                if len(events) < PAGE:
+                    return
+        except sqlite3.Error:
+            # The next wake-up or the fallback timer tries again from the same cursor.
+            log.exception("cannot read the event log")
+            return
+        # A big burst: let connections breathe before reading on.
+        if not self._pump_scheduled and self._loop is not None:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump)
+
+    def _deliver(self, events: list[Event]) -> None:
+        texts: dict[int, str] = {}  # each event is encoded once, whoever it goes to
+        for sub, evs in self._router.route(events):
+            client = self._client_of[sub]
+            out = []
+            for ev in evs:
+                text = texts.get(ev.seq)
+                if text is None:
+                    text = texts[ev.seq] = encode_event(ev)
+                out.append(text)
+            if not client.queue_live(out):
+                self._drop_slow(client)
+
+    def _drop_slow(self, client: _Client) -> None:
+        log.warning("%s is too far behind; closing its connection", client.principal)
+        self._unsubscribe(client)
+        client.stop()
+        task = asyncio.get_running_loop().create_task(self._close_slow(client.ws))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _close_slow(ws: ServerConnection) -> None:
+        try:
+            async with asyncio.timeout(5):
+                await ws.close(CLOSE_TRY_AGAIN_LATER, TOO_FAR_BEHIND)
+        except TimeoutError:
+            # It does not even read the close frame.
+            ws.transport.abort()
+
+
+async def serve_until_stopped(notifier: Notifier, stop: asyncio.Event) -> None:
+    """Run `notifier` until `stop` is set, announcing readiness once it listens."""
+    await notifier.start()
+    announce_ready("notifier", port=notifier.port, url=notifier.url)
+    try:
+        await stop.wait()
+    finally:
+        await notifier.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = service_arguments("notifier", argv)
+    setup_logging("notifier", args.log_level)
+    if not log.isEnabledFor(logging.DEBUG):
+        # websockets logs every connection at INFO; ours says the same with the principal.
+        logging.getLogger("websockets.server").setLevel(logging.WARNING)
+    die_with_parent()
+    layout = layout_from(args)
+    store = TaskStore(layout.ledger_db)
+    receiver = WakeReceiver(layout.wake_address("notifier"))
+    notifier = Notifier(
+        store, Authenticator(layout), receiver, web_port=args.web_port, port=args.port
+    )
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+
+        def on_eof() -> None:
+            # The watcher runs in a thread: hand the request to the loop's own thread
+            # (which may already be gone if we stopped for another reason).
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+
+        watch_stdin(on_eof)
+        await serve_until_stopped(notifier, stop)
+
+    try:
+        asyncio.run(run())
+    finally:
+        receiver.close()
+        with contextlib.suppress(sqlite3.Error):
+            store.close()
+    log.info("notifier stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
