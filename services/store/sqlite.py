@@ -256,7 +256,7 @@ class TaskStore:
                 ).fetchone()
                 if row:
                     return TaskRecord.from_row(row), None
-            c.execute(
+            cur = c.execute(
                 "INSERT INTO tasks (id, principal, name, args, state, max_attempts, "
                 "idempotency_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (task_id, principal, name, _dumps(args), TaskState.QUEUED.value, max_attempts,
@@ -265,8 +265,13 @@ class TaskStore:
             ev = self._append(
                 c, task_id, principal, EventType.QUEUED, 0, {"name": name, "args": args}, now
             )
-            rec = self._get(c, task_id)
-        assert rec is not None
+        rec = TaskRecord(
+            n=cur.lastrowid or 0, id=task_id, principal=principal, name=name, args=args,
+            state=TaskState.QUEUED, progress=None, message=None, result=None, error=None,
+            attempt=0, max_attempts=max_attempts, cancel_requested=False,
+            idempotency_key=idempotency_key, lease_owner=None, lease_until=None,
+            created_at=now, started_at=None, finished_at=None, updated_at=now,
+        )  # fmt: skip
         return rec, ev
 
     def get_task(self, task_id: str, principal: str | None = None) -> TaskRecord | None:
@@ -348,19 +353,21 @@ class TaskStore:
         """
         now = time.time()
         with self._write() as c:
-            rec = self._get(c, task_id)
-            if rec is None or rec.state is not TaskState.QUEUED:
+            row = c.execute(
+                "UPDATE tasks SET state = ?, attempt = attempt + 1, lease_owner = ?, "
+                "lease_until = ?, started_at = ?, updated_at = ?, progress = NULL, "
+                f"message = NULL WHERE id = ? AND state = ? RETURNING {_TASK_COLUMNS}",
+                (TaskState.RUNNING.value, worker, now + lease_seconds, now, now, task_id,
+                 TaskState.QUEUED.value),
+            ).fetchone()  # fmt: skip
+            if row is None:
                 return None, None
-            attempt = rec.attempt + 1
-            c.execute(
-                "UPDATE tasks SET state = ?, attempt = ?, lease_owner = ?, lease_until = ?, "
-                "started_at = ?, updated_at = ?, progress = NULL, message = NULL WHERE id = ?",
-                (TaskState.RUNNING.value, attempt, worker, now + lease_seconds, now, now, task_id),
-            )
+            rec = TaskRecord.from_row(row)
             ev = self._append(
-                c, task_id, rec.principal, EventType.STARTED, attempt, {"attempt": attempt}, now
-            )
-            return self._get(c, task_id), ev
+                c, task_id, rec.principal, EventType.STARTED, rec.attempt,
+                {"attempt": rec.attempt}, now,
+            )  # fmt: skip
+            return rec, ev
 
     def progress(
         self, task_id: str, attempt: int, fraction: float | None, message: str | None
@@ -369,15 +376,12 @@ class TaskStore:
         now = time.time()
         with self._write() as c:
             row = c.execute(
-                "SELECT principal FROM tasks WHERE id = ? AND attempt = ? AND state = ?",
-                (task_id, attempt, TaskState.RUNNING.value),
+                "UPDATE tasks SET progress = ?, message = ?, updated_at = ? "
+                "WHERE id = ? AND attempt = ? AND state = ? RETURNING principal",
+                (fraction, message, now, task_id, attempt, TaskState.RUNNING.value),
             ).fetchone()
             if row is None:
                 return None
-            c.execute(
-                "UPDATE tasks SET progress = ?, message = ?, updated_at = ? WHERE id = ?",
-                (fraction, message, now, task_id),
-            )
             return self._append(
                 c, task_id, row[0], EventType.PROGRESS, attempt,
                 {"fraction": fraction, "message": message}, now,
@@ -414,36 +418,28 @@ class TaskStore:
         """
         assert state.terminal
         now = time.time()
+        if state is TaskState.SUCCEEDED:
+            data: dict[str, Any] = {"result": result}
+            etype, sets, values = EventType.SUCCEEDED, "progress = 1.0", []
+        elif state is TaskState.FAILED:
+            data = {"error": error}
+            etype, sets = EventType.FAILED, "message = ?"
+            values = [(error or {}).get("message")]
+        else:
+            data = {"reason": reason or "cancelled"}
+            etype, sets, values = EventType.CANCELLED, "message = ?", ["Cancelled"]
         with self._write() as c:
             row = c.execute(
-                "SELECT principal, progress, message FROM tasks "
-                "WHERE id = ? AND attempt = ? AND state = ?",
-                (task_id, attempt, TaskState.RUNNING.value),
-            ).fetchone()
+                f"UPDATE tasks SET state = ?, result = ?, error = ?, {sets}, finished_at = ?, "
+                "updated_at = ?, lease_owner = NULL, lease_until = NULL "
+                "WHERE id = ? AND attempt = ? AND state = ? RETURNING principal",
+                (state.value, _dumps(result) if result is not None else None,
+                 _dumps(error) if error is not None else None, *values, now, now, task_id,
+                 attempt, TaskState.RUNNING.value),
+            ).fetchone()  # fmt: skip
             if row is None:
                 return None
-            principal, progress, message = row
-            if state is TaskState.SUCCEEDED:
-                progress, message = 1.0, message
-                data: dict[str, Any] = {"result": result}
-                etype = EventType.SUCCEEDED
-            elif state is TaskState.FAILED:
-                data = {"error": error}
-                etype = EventType.FAILED
-                message = (error or {}).get("message", message)
-            else:
-                data = {"reason": reason or "cancelled"}
-                etype = EventType.CANCELLED
-                message = "Cancelled"
-            c.execute(
-                "UPDATE tasks SET state = ?, result = ?, error = ?, progress = ?, message = ?, "
-                "finished_at = ?, updated_at = ?, lease_owner = NULL, lease_until = NULL "
-                "WHERE id = ?",
-                (state.value, _dumps(result) if result is not None else None,
-                 _dumps(error) if error is not None else None, progress, message, now, now,
-                 task_id),
-            )  # fmt: skip
-            return self._append(c, task_id, principal, etype, attempt, data, now)
+            return self._append(c, task_id, row[0], etype, attempt, data, now)
 
     def renew_leases(self, worker: str, lease_seconds: float) -> None:
         """Extend the leases of every task this worker is running."""
