@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 import platformdirs
@@ -21,13 +23,28 @@ def default_data_dir() -> Path:
 
 
 def runtime_dir() -> Path:
-    """The user's runtime dir for Herald (owner-only), e.g. /run/user/UID/herald."""
+    """The user's runtime dir for Herald (owner-only), e.g. /run/user/UID/herald.
+
+    Without XDG_RUNTIME_DIR (a root shell, a container) it is /tmp/herald-UID, which must
+    be ours and private: another user could have created it first to read our token.
+
+    Raises:
+        PermissionError: the fallback dir belongs to someone else or is not private.
+    """
     base = os.environ.get("XDG_RUNTIME_DIR")
-    if base and os.path.isdir(base) and sys.platform.startswith("linux"):
+    if base and os.path.isdir(base):
         path = Path(base) / APP
+    elif sys.platform.startswith("linux") or sys.platform == "darwin":
+        path = Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
     else:
-        path = Path(platformdirs.user_runtime_dir(APP, appauthor=False))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            path = Path(platformdirs.user_runtime_dir(APP, appauthor=False))
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if hasattr(os, "getuid"):
+        st = path.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise PermissionError(f"{path} is not a private folder of this user; remove it")
     return path
 
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import zipfile
 
@@ -219,3 +220,17 @@ def test_a_crashing_service_is_restarted_on_the_same_port(herald):
     assert herald.status()["web"]["port"] == port
     assert herald.status()["web"]["restarts"] == 1
     assert herald.client.health()["status"] in ("ok", "degraded")
+
+
+def test_ctrl_c_during_submit_wait_cancels_the_task(herald):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "embedded", "submit", "demo.answer", "seconds=60", "--wait"],
+        env=herald.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    client = herald.client
+    task = wait_for(lambda: next(iter(client.list_tasks(state="running")), None))
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "Cancelling" in err
+    assert client.get(task["id"])["state"] == "cancelled"
