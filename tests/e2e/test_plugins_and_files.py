@@ -6,7 +6,7 @@ import re
 import stat
 from pathlib import Path
 
-from tests.e2e.harness import collect_until_terminal, start_serve
+from tests.e2e.harness import collect_all_until_terminal, start_serve
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -46,8 +46,9 @@ def test_readme_example_and_an_entry_point_join_the_catalog(tmp_path, runtime_di
         with client.events() as stream:
             words = client.submit("text.count_words", {"text": "one two three"})
             double = client.submit("ep.double", {"n": 21})
-            assert collect_until_terminal(stream, words["id"])[-1].data["result"] == {"words": 3}
-            assert collect_until_terminal(stream, double["id"])[-1].data["result"] == 42
+            events = collect_all_until_terminal(stream, [words["id"], double["id"]])
+        assert events[words["id"]][-1].data["result"] == {"words": 3}
+        assert events[double["id"]][-1].data["result"] == 42
     finally:
         inst.stop()
 
