@@ -55,7 +55,10 @@ log = logging.getLogger("herald.notifier")
 PATH = "/ws"
 PAGE = 1000  # events per read from the log
 PAGES_PER_TURN = 8  # a burst bigger than this is read over several loop turns
-FALLBACK_INTERVAL = 2.0  # seconds; covers a lost wake-up datagram
+# Seconds between checks of the log's head in case a wake-up datagram was lost (rare on
+# a local socket). Each check wakes an idle process, which is dearer than it looks: on a
+# cold CPU a few-microsecond check costs milliseconds.
+FALLBACK_INTERVAL = 10.0
 MAX_BACKLOG = 10_000  # live messages queued for one client before it is dropped
 MAX_MESSAGE = 64 * 1024  # largest client message accepted
 CLOSE_TRY_AGAIN_LATER = 1013

@@ -31,9 +31,12 @@ from services.worker.queue import TaskQueue
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 30.0
-IDLE_TIMEOUT = 5.0  # fallback look at the queue when no wake-up came
+# Fallback look at the queue when no wake-up came. Rarely useful (wake-ups on a local socket
+# are not lost) and each one wakes an idle process, which costs milliseconds of CPU on a
+# cold machine: keep it slow.
+IDLE_TIMEOUT = 30.0
 BUSY_TIMEOUT = 1.0  # while tasks run: notice cancel requests even if a wake-up was lost
-REAP_INTERVAL = 10.0
+REAP_INTERVAL = 30.0  # a new worker reaps at once; this catches other workers' expired leases
 STOP_GRACE = 3.0  # seconds running tasks get to finish when the worker stops
 CHECKPOINT_DELAY = 1.0  # seconds after a write before the WAL is checkpointed
 
