@@ -159,10 +159,10 @@ def _gui(data_dir: Path) -> int:
     try:
         from desktop.app import main as gui_main  # type: ignore[import-not-found]
     except ImportError:
-        print("herald: the desktop app is not part of this build yet.\n"
-              "Run the services headless with `herald serve` (or `make serve`) and use\n"
-              "`herald submit`, `herald tasks` and the HTTP API.", file=sys.stderr)  # fmt: skip
-        return EXIT_USAGE
+        print("herald: the desktop window is not part of this build yet; starting the\n"
+              "services headless instead (as `herald serve`). Use `herald submit`,\n"
+              "`herald tasks` and the HTTP API from another shell.\n", file=sys.stderr)  # fmt: skip
+        return _serve(data_dir, _parser().parse_args(["serve"]))
     return int(gui_main(data_dir))
 
 
