@@ -40,6 +40,10 @@ class _Required:
 
 REQUIRED: Any = _Required()
 
+# What validate() checks, as JSON Schema patterns for the published document.
+ABSOLUTE_PATH_PATTERN = r"^(/|~|[A-Za-z]:[\\/])[^\u0000]*$"
+NO_NUL_PATTERN = r"^[^\u0000]*$"
+
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
 
@@ -123,6 +127,11 @@ class Param:
                 schema["maxLength"] = int(self.maximum)
             if self.pattern is not None:
                 schema["pattern"] = self.pattern
+            elif t is ParamType.PATH:
+                schema["minLength"] = max(1, int(self.minimum or 1))
+                schema["pattern"] = ABSOLUTE_PATH_PATTERN
+            else:
+                schema["pattern"] = NO_NUL_PATTERN
         elif t is ParamType.STRING_LIST:
             if self.minimum is not None:
                 schema["minItems"] = int(self.minimum)

@@ -40,7 +40,7 @@ from services.core.states import TaskState
 from services.layout import DataLayout
 from services.store.sqlite import TaskRecord, TaskStore
 from services.web.errors import JSON_HEADERS, dumps, error_middleware, error_response
-from services.web.openapi import openapi_document
+from services.web.openapi import MAX_CURSOR, openapi_document
 from services.web.security import PRINCIPAL, security_middleware
 from services.worker.catalog import Catalog
 
@@ -265,7 +265,9 @@ class TaskApi:
     async def list_tasks(self, request: web.Request) -> web.Response:
         """GET /api/tasks: the caller's tasks, newest first, a page at a time."""
         limit = _query_int(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
-        before = _query_int(request, "before", 0, 0, 2**62) if "before" in request.query else None
+        before = None
+        if "before" in request.query:
+            before = _query_int(request, "before", 0, 0, MAX_CURSOR)
         states = _query_states(request)
         recs = self.store.list_tasks(
             request[PRINCIPAL], states=states or None, before=before, limit=limit + 1
@@ -294,7 +296,7 @@ class TaskApi:
         task_id = request.match_info["task_id"]
         if self.store.get_task(task_id, request[PRINCIPAL]) is None:
             raise _not_found()
-        after = _query_int(request, "after", 0, 0, 2**62)
+        after = _query_int(request, "after", 0, 0, MAX_CURSOR)
         limit = _query_int(request, "limit", EVENTS_LIMIT_DEFAULT, 1, EVENTS_LIMIT_MAX)
         events = self.store.events_after(after, task_id=task_id, limit=limit + 1)
         next_link = None

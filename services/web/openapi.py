@@ -15,6 +15,8 @@ from services.core.params import Param
 from services.core.states import TaskState
 from services.worker.catalog import Catalog, TaskSpec
 
+MAX_CURSOR = 2**62  # the largest `before`/`after` the API takes (SQLite's integers)
+
 _JSON = "application/json"
 
 
@@ -188,9 +190,12 @@ SCHEMAS: dict[str, Any] = {
                     "type": "object",
                     "properties": {
                         "state": {"type": "string"},
-                        "port": {"type": "integer"},
-                        "pid": {"type": "integer"},
-                        "url": {"type": "string"},
+                        # The worker listens on no port; a stopped service has no pid.
+                        "port": {"type": ["integer", "null"]},
+                        "pid": {"type": ["integer", "null"]},
+                        "url": {"type": ["string", "null"]},
+                        "restarts": {"type": "integer"},
+                        "message": {"type": "string"},
                     },
                 },
             },
@@ -238,7 +243,7 @@ PATHS: dict[str, dict[str, Any]] = {
                     "name": "before",
                     "in": "query",
                     "description": "Opaque cursor: use the `next` link of the previous page",
-                    "schema": {"type": "integer", "minimum": 0},
+                    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR},
                 },
                 {
                     "name": "state",
@@ -299,7 +304,8 @@ PATHS: dict[str, dict[str, Any]] = {
                 {
                     "name": "after",
                     "in": "query",
-                    "schema": {"type": "integer", "minimum": 0, "default": 0},
+                    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR,
+                               "default": 0},  # fmt: skip
                 },
                 {
                     "name": "limit",

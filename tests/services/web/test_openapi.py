@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.core.params import Param, ParamType
+from services.core.params import NO_NUL_PATTERN, Param, ParamType
 from services.web.openapi import openapi_document
 from services.worker.catalog import Catalog
 
@@ -92,7 +92,8 @@ async def test_submit_body_is_a_oneof_by_task(api: Any) -> None:
     args = echo["properties"]["args"]
     assert args["required"] == ["text"]
     assert args["additionalProperties"] is False
-    assert args["properties"]["text"] == {"type": "string", "maxLength": 20}
+    text = {"type": "string", "maxLength": 20, "pattern": NO_NUL_PATTERN}
+    assert args["properties"]["text"] == text
     count = args["properties"]["count"]
     assert count["default"] == 1
     assert {"type": "integer", "minimum": 1, "maximum": 5, "default": 1} in count["anyOf"]
