@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from embedded.paths import runtime_file
 from services.auth import write_private
+from services.runtime import pid_alive
 
 
 @dataclass(frozen=True)
@@ -50,20 +49,6 @@ def read_instance(data_dir: Path, *, check_alive: bool = True) -> InstanceInfo |
         info = InstanceInfo(**raw)
     except (FileNotFoundError, ValueError, TypeError):
         return None
-    if check_alive and not _alive(info.pid):
+    if check_alive and not pid_alive(info.pid):
         return None
     return info
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def now() -> float:
-    return time.time()

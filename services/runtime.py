@@ -70,6 +70,17 @@ def layout_from(args: argparse.Namespace) -> DataLayout:
     return DataLayout(root)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    return True
+
+
 def die_with_parent() -> None:
     """Ask the kernel to send SIGTERM when the parent goes away (Linux only)."""
     if not sys.platform.startswith("linux"):

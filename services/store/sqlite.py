@@ -23,6 +23,7 @@ from typing import Any
 
 from services.core.events import Event, EventType
 from services.core.states import TaskState
+from services.runtime import pid_alive
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -143,13 +144,7 @@ def lease_owner_alive(owner: str) -> bool | None:
         return None
     if host != socket.gethostname():
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 # WAL pages after which a committing connection checkpoints by itself. The worker turns this
