@@ -535,12 +535,14 @@ class TaskStore:
                     ))  # fmt: skip
         return requeued, events
 
-    def queued_ids(self) -> list[str]:
-        """Ids of every queued task, oldest first."""
+    def queued_ids(self, *, unchanged_since: float | None = None) -> list[str]:
+        """Ids of queued tasks, oldest first; optionally only those not updated since then."""
+        sql, params = "SELECT id FROM tasks WHERE state = ?", [TaskState.QUEUED.value]
+        if unchanged_since is not None:
+            sql += " AND updated_at < ?"
+            params.append(unchanged_since)
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT id FROM tasks WHERE state = ? ORDER BY n", (TaskState.QUEUED.value,)
-            ).fetchall()
+            rows = self._conn.execute(sql + " ORDER BY n", params).fetchall()
         return [r[0] for r in rows]
 
     # ----------------------------------------------------------------- the log

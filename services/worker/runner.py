@@ -114,8 +114,14 @@ class Runner:
                 log.exception("checkpoint failed")
         store.close()
 
-    def recover(self) -> None:
-        """Re-queue or fail tasks whose worker died, and re-enqueue lost queue messages."""
+    def recover(self, *, unchanged_for: float | None = None) -> None:
+        """Re-queue or fail tasks whose worker died, and re-enqueue lost queue messages.
+
+        Args:
+            unchanged_for: only look for lost messages of tasks queued at least this long
+                (None: all, as at start-up). A web service that died between recording a
+                task and enqueueing it leaves such a task behind.
+        """
         requeued, events = self.store.reap(live_worker=self.identity)
         for rec in requeued:
             log.warning("task %s lost its worker during attempt %d; re-queued", rec.id, rec.attempt)
@@ -123,11 +129,14 @@ class Runner:
         for ev in events:
             if ev.type.value == "failed":
                 log.error("task %s failed: worker lost too many times", ev.task_id)
-        pending = self.queue.pending_ids()
-        for task_id in self.store.queued_ids():
-            if task_id not in pending and task_id not in {r.id for r in requeued}:
-                log.warning("task %s was queued but not in the queue; re-enqueued", task_id)
-                self.queue.enqueue(task_id)
+        since = None if unchanged_for is None else time.time() - unchanged_for
+        queued = self.store.queued_ids(unchanged_since=since)
+        if queued:
+            pending = self.queue.pending_ids() | {r.id for r in requeued}
+            for task_id in queued:
+                if task_id not in pending:
+                    log.warning("task %s was queued but not in the queue; re-enqueued", task_id)
+                    self.queue.enqueue(task_id)
         if events:
             self._notifier.wake()
 
@@ -153,7 +162,7 @@ class Runner:
                 last_renew = now
             if now - last_reap >= REAP_INTERVAL:
                 last_reap = now
-                self._reap()
+                self.recover(unchanged_for=REAP_INTERVAL)
         self._shutdown()
 
     def _dispatch(self) -> None:
@@ -167,13 +176,6 @@ class Runner:
             with self._lock:
                 self._free -= 1
             self._pool.submit(self._attempt, task_id)
-
-    def _reap(self) -> None:
-        requeued, events = self.store.reap(live_worker=self.identity)
-        for rec in requeued:
-            self.queue.enqueue(rec.id)
-        if events:
-            self._notifier.wake()
 
     def _apply_cancel_requests(self) -> None:
         ids = self.store.cancel_requested(self.identity)
@@ -205,6 +207,10 @@ class Runner:
             log.info("stopped with %d task(s) put back in the queue", len(leftovers))
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._receiver.close()
+        # A leftover task thread may still try to wake someone: sending on a closed socket
+        # is ignored by WakeSender.
+        self._self_wake.close()
+        self._notifier.close()
 
     # ------------------------------------------------------------------ attempts
 
@@ -236,8 +242,10 @@ class Runner:
             self._running[rec.id] = ctx
         if rec.cancel_requested:
             ctx.request_cancel()
+        # Defaults for parameters added since the task was queued (an upgrade meanwhile).
+        args = {p.name: p.default for p in spec.params if not p.required} | rec.args
         try:
-            result = spec.func(ctx, **rec.args)
+            result = spec.func(ctx, **args)
             json.dumps(result)
         except TaskCancelled:
             ctx.flush()
