@@ -187,24 +187,26 @@ class Runner:
                     ctx.request_cancel()
 
     def _shutdown(self) -> None:
-        """Give running tasks a moment, then put the rest back in the queue."""
+        """Give attempts in flight a moment, then put the unfinished back in the queue."""
         deadline = time.monotonic() + STOP_GRACE
         while time.monotonic() < deadline:
             with self._lock:
-                if not self._running:
+                if self._free == self.threads:
                     break
             self._receiver.wait(0.05)
+        # Every task still leased to this worker goes back, whether its thread had got as
+        # far as registering its context or not.
+        requeued, events = self.store.reap(release=self.identity)
+        for rec in requeued:
+            self.queue.enqueue(rec.id)
         with self._lock:
             leftovers = list(self._running.values())
-        if leftovers:
-            requeued, events = self.store.reap(release=self.identity)
-            for rec in requeued:
-                self.queue.enqueue(rec.id)
-            for ctx in leftovers:
-                ctx.request_cancel()  # its outcome is discarded: the attempt is no longer current
-            if events:
-                self._notifier.wake()
-            log.info("stopped with %d task(s) put back in the queue", len(leftovers))
+        for ctx in leftovers:
+            ctx.request_cancel()  # its outcome is discarded: the attempt is no longer current
+        if events:
+            self._notifier.wake()
+        if requeued:
+            log.info("stopped with %d task(s) put back in the queue", len(requeued))
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._receiver.close()
         # A leftover task thread may still try to wake someone: sending on a closed socket
