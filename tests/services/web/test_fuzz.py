@@ -32,7 +32,7 @@ def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
              "--max-examples", "40", "--seed", "1", "--no-color",
              # A schema-valid path may still name a file that does not exist (422).
              "--exclude-checks", "positive_data_acceptance"],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
         )  # fmt: skip
     finally:
         reap(proc)
