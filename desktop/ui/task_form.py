@@ -1,0 +1,822 @@
+"""The form generated from a task's declared parameters: one editor per parameter, client-side
+checks before submitting, and the server's 422 field errors shown beside the fields.
+
+The input is one catalog entry as `GET /api/catalog` returns it:
+`{"name", "title", "description", "params": [...]}`, each parameter as `Param.to_json()`.
+Values are checked with `services.core.params.Param.validate`, the very code the web service
+runs, so the form and the server say the same thing about the same value.
+
+Empty means "not given": an optional parameter whose default is null shows empty, and such
+an empty field (or an emptied path) is left out of `values()` so the server fills in the
+default; emptying a text field whose default is a string sends "". A spin box shows
+"not given" as blank (its minimum is a sentinel one step below the real bound), a check box
+as partially checked, a combo box as a blank first item.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QEvent, QRegularExpression, Qt, Signal
+from PySide6.QtGui import QColor, QKeySequence, QPalette, QRegularExpressionValidator, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractSpinBox,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSpinBox,
+    QStackedWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from services.core.params import REQUIRED, Param, ParamType, PathKind
+
+PLACEHOLDER_TEXT = "Choose a task on the left"
+RUN_TEXT = "Run"
+BUSY_TEXT = "Submitting…"
+
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # QSpinBox holds a C int
+NUMBER_LIMIT = 1e9  # bounds of a number spin box when the parameter declares none
+DECIMALS = 3
+
+# The error red, readable on light and on dark palettes.
+_RED_ON_LIGHT = "#c62828"
+_RED_ON_DARK = "#ff6b6b"
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()  # a field left empty: "not given"
+
+
+def error_color(palette: QPalette) -> QColor:
+    """The red used for errors, chosen for the palette's background (light or dark)."""
+    dark = palette.color(QPalette.ColorRole.Window).lightness() < 128
+    return QColor(_RED_ON_DARK if dark else _RED_ON_LIGHT)
+
+
+def _blend(base: QColor, tint: QColor, amount: float) -> QColor:
+    """`base` moved `amount` (0..1) of the way towards `tint`."""
+    return QColor.fromRgbF(*(b + (t - b) * amount for b, t in
+                             zip(base.getRgbF()[:3], tint.getRgbF()[:3], strict=True)))
+
+
+def param_from_json(spec: dict[str, Any]) -> Param | None:
+    """The core `Param` a catalog entry's parameter describes, or None if it is not one we
+    know (a newer server's type): such a field is edited as text and left unchecked."""
+    try:
+        return Param(
+            name=spec["name"],
+            type=ParamType(spec["type"]),
+            title=spec.get("title", ""),
+            description=spec.get("description", ""),
+            default=REQUIRED if spec.get("required", "default" not in spec)
+            else spec.get("default"),
+            minimum=spec.get("minimum"),
+            maximum=spec.get("maximum"),
+            choices=tuple(spec["choices"]) if spec.get("choices") is not None else None,
+            path_kind=PathKind(spec["path_kind"]) if spec.get("path_kind") else None,
+            pattern=spec.get("pattern"),
+        )
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+# ------------------------------------------------------------------ one field per parameter
+
+
+class _Field:
+    """One parameter's editor, with its label and error label.
+
+    Subclasses build the editor and read and write its value; `read()` returns MISSING for an
+    empty field and raises ValueError for text that is not a value at all.
+    """
+
+    def __init__(self, spec: dict[str, Any], param: Param | None, parent: QWidget) -> None:
+        self.spec = spec
+        self.param = param
+        self.name: str = spec["name"]
+        self.title: str = spec.get("title") or self.name
+        self.description: str = spec.get("description", "")
+        self.required: bool = bool(spec.get("required", "default" not in spec))
+        self.default: Any = None if self.required else spec.get("default")
+        self.editor = self._build(parent)
+        self.widget: QWidget = self._wrap(self.editor, parent)  # what the form row holds
+        self.editor.setToolTip(self.description)
+        self.editor.setAccessibleName(self.title)
+        self.editor.setAccessibleDescription(self.description)
+        self.label = QLabel(self._label_text(), parent)
+        self.label.setBuddy(self.editor)
+        self.label.setToolTip(self.description)
+        self.error = QLabel(parent)
+        self.error.setWordWrap(True)
+        self.error.setTextFormat(Qt.TextFormat.PlainText)
+        self.error.setAccessibleName(f"{self.title}: error")
+        # Word-wrapped labels do not grow by themselves; without this the text wraps early.
+        self.error.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.error.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.error.setObjectName(f"error_{self.name}")
+        self.editor.setObjectName(f"field_{self.name}")
+        self.message = ""
+
+    def _label_text(self) -> str:
+        title = self.title.replace("&", "&&")  # a buddy label reads "&" as a mnemonic
+        return f"{title} *:" if self.required else f"{title}:"
+
+    def _build(self, parent: QWidget) -> QWidget:
+        raise NotImplementedError
+
+    def _wrap(self, editor: QWidget, parent: QWidget) -> QWidget:
+        return editor
+
+    def connect_changed(self, slot: Callable[[], None]) -> None:
+        """Call `slot` whenever the user (or the program) changes the value."""
+        raise NotImplementedError
+
+    def read(self) -> Any:
+        raise NotImplementedError
+
+    def write(self, value: Any) -> None:
+        """Show `value`; None or MISSING shows the field empty."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        self.write(MISSING if self.required else self.default)
+
+    def problem(self) -> str | None:
+        """What is wrong with the current input, checked as the server would; or None."""
+        try:
+            value = self.read()
+        except ValueError as exc:
+            return str(exc)
+        if value is MISSING:
+            return "is required" if self.required else None
+        if self.param is None:
+            return None
+        try:
+            self.param.validate(value)
+        except ValueError as exc:
+            return str(exc)
+        except re.error:  # a pattern Python cannot compile: the server's problem, not ours
+            return None
+        return None
+
+
+class _TextField(_Field):
+    """A string: a line edit; with a pattern, a validator that refuses impossible input."""
+
+    editor: QLineEdit
+
+    def _build(self, parent: QWidget) -> QWidget:
+        line = QLineEdit(parent)
+        line.setPlaceholderText(self.description)
+        line.setClearButtonEnabled(True)
+        maximum = self.spec.get("maximum")
+        if self.spec["type"] == ParamType.STRING and maximum is not None:
+            line.setMaxLength(max(1, min(int(maximum), 32767)))
+        pattern = self.spec.get("pattern")
+        if pattern:
+            regex = QRegularExpression(pattern)
+            if regex.isValid():
+                line.setValidator(QRegularExpressionValidator(regex, line))
+        return line
+
+    def connect_changed(self, slot: Callable[[], None]) -> None:
+        self.editor.textChanged.connect(slot)
+
+    def read(self) -> Any:
+        text = self.editor.text()
+        if text:
+            return text
+        # An empty string is a value only where the parameter has a string default.
+        return MISSING if self.required or self.default is None else ""
+
+    def write(self, value: Any) -> None:
+        self.editor.setText("" if value is None or value is MISSING else str(value))
+
+
+class _PathField(_TextField):
+    """A path: a line edit and a "Browse…" button asking the form's `choose_path`."""
+
+    def __init__(self, spec: dict[str, Any], param: Param | None, parent: QWidget,
+                 browse: Callable[[_PathField, str], None]) -> None:  # fmt: skip
+        self._browse = browse
+        super().__init__(spec, param, parent)
+
+    @property
+    def path_kind(self) -> str:
+        return self.spec.get("path_kind") or PathKind.ANY.value
+
+    def _wrap(self, editor: QWidget, parent: QWidget) -> QWidget:
+        box = QWidget(parent)
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(4)
+        row.addWidget(editor)
+        self.browse_button = button = QToolButton(box)
+        button.setText("Browse…")
+        button.setAccessibleName(f"Browse for {self.title}")
+        button.setToolTip(f"Choose {self.title.lower()} in a dialog")
+        button.setObjectName(f"browse_{self.name}")
+        kind = self.path_kind
+        if kind == PathKind.ANY:
+            # One dialog cannot pick "a file or a folder": the button picks a file, its menu
+            # either.
+            menu = QMenu(button)
+            menu.addAction("Choose a file…", lambda: self._browse(self, PathKind.FILE.value))
+            menu.addAction("Choose a folder…",
+                           lambda: self._browse(self, PathKind.DIRECTORY.value))  # fmt: skip
+            button.setMenu(menu)
+            button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
+            button.clicked.connect(lambda: self._browse(self, PathKind.FILE.value))
+        else:
+            button.clicked.connect(lambda: self._browse(self, kind))
+        row.addWidget(button)
+        return box
+
+    def read(self) -> Any:
+        text = self.editor.text().strip()  # pasted paths often carry a stray space
+        # An empty path is never valid: leaving it out lets the server use the default.
+        return text or MISSING
+
+    def problem(self) -> str | None:
+        found = super().problem()
+        if found is not None:
+            return found
+        value = self.read()
+        if value is MISSING:
+            return None
+        expanded = os.path.expanduser(value)
+        if not (os.path.isabs(expanded) or re.match(r"[A-Za-z]:[\\/]", expanded)):
+            return "must be an absolute path"
+        return None
+
+
+class _ListField(_TextField):
+    """A list of strings typed as shell-like words: `a "b c" d` is ["a", "b c", "d"]."""
+
+    def _build(self, parent: QWidget) -> QWidget:
+        line = super()._build(parent)
+        self.description = (self.description + "\n" if self.description else "") + (
+            "Separate items with spaces; quote an item that contains spaces.")  # fmt: skip
+        return line
+
+    def read(self) -> Any:
+        text = self.editor.text()
+        try:
+            items = shlex.split(text)
+        except ValueError as exc:  # "No closing quotation", "No escaped character"
+            raise ValueError(str(exc).lower()) from None
+        if items or text.strip():
+            return items
+        return MISSING if self.required or self.default is None else []
+
+    def write(self, value: Any) -> None:
+        if value is None or value is MISSING:
+            self.editor.setText("")
+        elif isinstance(value, list | tuple):
+            self.editor.setText(shlex.join(str(v) for v in value))
+        else:
+            self.editor.setText(str(value))
+
+
+class _SpinField(_Field):
+    """A number in a spin box. A parameter that may be left empty (required without a
+    default, or optional with a null default) gets a sentinel just below its minimum, shown
+    blank. Text typed beyond the bounds is read as typed, so the check can name the bound."""
+
+    editor: QSpinBox | QDoubleSpinBox
+    nullable: bool
+
+    def _bounds(self) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def _setup(self, spin: QSpinBox | QDoubleSpinBox, step: float) -> None:
+        low, high = self._bounds()
+        self.nullable = self.required or self.default is None
+        if self.nullable:
+            low -= step
+            spin.setSpecialValueText(" ")  # blank, yet non-empty: Qt ignores ""
+        spin.setRange(low, high)
+        spin.setSingleStep(step)
+        spin.setAccelerated(True)
+        spin.setCorrectionMode(QAbstractSpinBox.CorrectionMode.CorrectToNearestValue)
+        spin.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+
+    def connect_changed(self, slot: Callable[[], None]) -> None:
+        self.editor.textChanged.connect(slot)
+
+    def _parse(self, text: str) -> float:
+        raise NotImplementedError
+
+    def read(self) -> Any:
+        spin = self.editor
+        if self.nullable and spin.value() == spin.minimum() and spin.hasAcceptableInput():
+            return MISSING
+        text = spin.cleanText().strip()
+        if not text:
+            return MISSING
+        if spin.hasAcceptableInput():
+            return self._convert(spin.value())
+        return self._convert(self._parse(text))
+
+    def _convert(self, value: float) -> Any:
+        raise NotImplementedError
+
+    def write(self, value: Any) -> None:
+        spin = self.editor
+        if value is None or value is MISSING:
+            if self.nullable:
+                spin.setValue(spin.minimum())
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            try:
+                value = self._parse(str(value))
+            except ValueError:
+                return
+        spin.setValue(value)
+
+
+class _IntegerField(_SpinField):
+    editor: QSpinBox
+
+    def _bounds(self) -> tuple[float, float]:
+        low, high = self.spec.get("minimum"), self.spec.get("maximum")
+        low = INT_MIN + 1 if low is None else max(INT_MIN + 1, math.ceil(low))
+        high = INT_MAX if high is None else min(INT_MAX, math.floor(high))
+        return low, max(low, high)
+
+    def _build(self, parent: QWidget) -> QWidget:
+        spin = QSpinBox(parent)
+        self.editor = spin
+        self._setup(spin, 1)
+        return spin
+
+    def _parse(self, text: str) -> float:
+        value, ok = self.editor.locale().toLongLong(text)
+        if not ok:
+            try:
+                return int(text)
+            except ValueError:
+                raise ValueError("must be an integer") from None
+        return value
+
+    def _convert(self, value: float) -> Any:
+        return int(value)
+
+
+class _CompactDoubleSpinBox(QDoubleSpinBox):
+    """A double spin box that shows 5 rather than 5.000 (up to `decimals` when needed)."""
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 (Qt's name)
+        text = self.locale().toString(value, "f", self.decimals())
+        point = self.locale().decimalPoint()
+        if point in text:
+            text = text.rstrip("0").removesuffix(point)
+        return text
+
+
+class _NumberField(_SpinField):
+    editor: QDoubleSpinBox
+
+    def _bounds(self) -> tuple[float, float]:
+        low, high = self.spec.get("minimum"), self.spec.get("maximum")
+        low = -NUMBER_LIMIT if low is None else float(low)
+        high = NUMBER_LIMIT if high is None else float(high)
+        return low, max(low, high)
+
+    def _step(self) -> float:
+        low, high = self._bounds()
+        span = high - low
+        if span >= 10 or span <= 0:
+            return 1.0
+        # A tenth of the span's order of magnitude: 0..1 steps by 0.1, 0..0.05 by 0.001.
+        return max(10.0 ** -DECIMALS, 10.0 ** (math.floor(math.log10(span)) - 1))
+
+    def _build(self, parent: QWidget) -> QWidget:
+        spin = _CompactDoubleSpinBox(parent)
+        self.editor = spin
+        spin.setDecimals(DECIMALS)
+        self._setup(spin, self._step())
+        return spin
+
+    def _parse(self, text: str) -> float:
+        value, ok = self.editor.locale().toDouble(text)
+        if not ok:
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError("must be a number") from None
+        return value
+
+    def _convert(self, value: float) -> Any:
+        return float(value)
+
+
+class _BoolField(_Field):
+    """A check box; tri-state (partially checked = not given) when the default is null."""
+
+    editor: QCheckBox
+
+    def _build(self, parent: QWidget) -> QWidget:
+        box = QCheckBox(parent)
+        box.setTristate(not self.required and self.default is None)
+        return box
+
+    def connect_changed(self, slot: Callable[[], None]) -> None:
+        self.editor.checkStateChanged.connect(slot)
+
+    def read(self) -> Any:
+        state = self.editor.checkState()
+        if state == Qt.CheckState.PartiallyChecked:
+            return MISSING
+        return state == Qt.CheckState.Checked
+
+    def write(self, value: Any) -> None:
+        box = self.editor
+        if value is None or value is MISSING:
+            box.setCheckState(Qt.CheckState.PartiallyChecked if box.isTristate()
+                              else Qt.CheckState.Unchecked)  # fmt: skip
+        else:
+            box.setChecked(bool(value))
+
+
+class _ChoiceField(_Field):
+    """A combo box of the choices; a blank first item when it may be left empty."""
+
+    editor: QComboBox
+
+    def _build(self, parent: QWidget) -> QWidget:
+        combo = QComboBox(parent)
+        if not self.required and self.default is None:
+            combo.addItem("", None)
+        for choice in self.spec.get("choices") or ():
+            combo.addItem(str(choice), choice)
+        combo.setPlaceholderText("Choose…")  # shown while nothing is chosen (index -1)
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        return combo
+
+    def connect_changed(self, slot: Callable[[], None]) -> None:
+        self.editor.currentIndexChanged.connect(slot)
+
+    def read(self) -> Any:
+        data = self.editor.currentData()
+        return MISSING if data is None else data
+
+    def write(self, value: Any) -> None:
+        combo = self.editor
+        if value is None or value is MISSING:
+            blank = combo.count() > 0 and combo.itemData(0) is None
+            combo.setCurrentIndex(0 if blank else -1)
+            return
+        index = combo.findData(value)
+        if index >= 0:  # a value that is no longer a choice keeps the current one
+            combo.setCurrentIndex(index)
+
+
+_FIELD_TYPES: dict[str, type[_Field]] = {
+    ParamType.STRING.value: _TextField,
+    ParamType.INTEGER.value: _IntegerField,
+    ParamType.NUMBER.value: _NumberField,
+    ParamType.BOOLEAN.value: _BoolField,
+    ParamType.CHOICE.value: _ChoiceField,
+    ParamType.STRING_LIST.value: _ListField,
+}
+
+
+# ------------------------------------------------------------------ the form
+
+
+class TaskForm(QWidget):
+    """The form for one task: its title, description and one row per parameter.
+
+    Signals:
+        run_requested(name, args): the user asked to run the task `name` with `args` (checked
+            client-side already; JSON-able values, optional empty fields left out).
+    """
+
+    run_requested = Signal(str, dict)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("task_form")
+        self._spec: dict[str, Any] | None = None
+        self._fields: dict[str, _Field] = {}
+        self._busy = False
+        self._general_error: QLabel | None = None
+
+        self._stack = QStackedWidget(self)
+        self._placeholder = QLabel(PLACEHOLDER_TEXT, self)
+        self._placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._placeholder.setWordWrap(True)
+        self._placeholder.setEnabled(False)  # drawn in the palette's muted text colour
+        self._stack.addWidget(self._placeholder)
+
+        page = QWidget(self)
+        page_layout = QVBoxLayout(page)
+        page_layout.setContentsMargins(0, 0, 0, 0)
+        self._scroll = QScrollArea(page)
+        self._scroll.setWidgetResizable(True)
+        self._scroll.setFrameShape(QFrame.Shape.NoFrame)
+        page_layout.addWidget(self._scroll, 1)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        self.run_button = QPushButton(RUN_TEXT, page)
+        self.run_button.setObjectName("run_button")
+        self.run_button.setDefault(True)
+        self.run_button.setAccessibleName("Run task")
+        self.run_button.setToolTip("Run the task with these arguments (Ctrl+Enter)")
+        self.run_button.clicked.connect(self.submit)
+        buttons.addWidget(self.run_button)
+        page_layout.addLayout(buttons)
+        self._stack.addWidget(page)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self._stack)
+
+        # Ctrl+Return, and Ctrl+Enter on the keypad, from anywhere inside the form.
+        self.run_shortcuts: list[QShortcut] = []
+        for key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            shortcut = QShortcut(QKeySequence(Qt.KeyboardModifier.ControlModifier | key), self)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(self.submit)
+            self.run_shortcuts.append(shortcut)
+
+        self.set_spec(None)
+
+    # ---------------------------------------------------------------- building
+
+    def spec(self) -> dict[str, Any] | None:
+        """The catalog entry shown, or None."""
+        return self._spec
+
+    def set_spec(self, spec: dict[str, Any] | None) -> None:
+        """Show the form for `spec` (a catalog entry), or the placeholder for None.
+
+        The previous form's widgets are deleted (later, from the event loop)."""
+        old = self._scroll.takeWidget()
+        if old is not None:
+            old.deleteLater()
+        self._fields = {}
+        self._general_error = None
+        self._spec = spec
+        if spec is None:
+            self._stack.setCurrentIndex(0)
+            return
+        content = QWidget()
+        content.setObjectName("task_form_content")
+        column = QVBoxLayout(content)
+        title = QLabel(spec.get("title") or spec.get("name", ""), content)
+        title.setObjectName("task_title")
+        title.setTextFormat(Qt.TextFormat.PlainText)
+        title.setWordWrap(True)
+        font = title.font()
+        font.setBold(True)
+        if font.pointSizeF() > 0:
+            font.setPointSizeF(font.pointSizeF() * 1.25)
+        title.setFont(font)
+        title.setAccessibleName("Task")
+        column.addWidget(title)
+        description = QLabel(spec.get("description", ""), content)
+        description.setObjectName("task_description")
+        description.setTextFormat(Qt.TextFormat.PlainText)
+        description.setWordWrap(True)
+        description.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        description.setVisible(bool(spec.get("description")))
+        column.addWidget(description)
+        self._general_error = general = QLabel(content)
+        general.setObjectName("general_error")
+        general.setWordWrap(True)
+        general.setTextFormat(Qt.TextFormat.PlainText)
+        general.setAccessibleName("Form error")
+        general.hide()
+        column.addWidget(general)
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        for param_spec in spec.get("params", []):
+            field = self._make_field(param_spec, content)
+            self._fields[field.name] = field
+            form.addRow(field.label, field.widget)
+            form.addRow(None, field.error)
+            form.setRowVisible(field.error, False)
+            field.connect_changed(lambda *_args, f=field: self._clear_field_error(f))
+        column.addLayout(form)
+        column.addStretch(1)
+        self._form_layout = form
+        self._paint_errors()
+        self._scroll.setWidget(content)
+        self._stack.setCurrentIndex(1)
+
+    def _make_field(self, spec: dict[str, Any], parent: QWidget) -> _Field:
+        param = param_from_json(spec)
+        field: _Field
+        if spec.get("type") == ParamType.PATH.value:
+            field = _PathField(spec, param, parent, self._on_browse_clicked)
+        else:
+            field = _FIELD_TYPES.get(spec.get("type", ""), _TextField)(spec, param, parent)
+        field.reset()
+        return field
+
+    # ---------------------------------------------------------------- values
+
+    def values(self) -> dict[str, Any]:
+        """The arguments as JSON-able values of the declared types; empty optional fields
+        (and text that is no value at all) left out."""
+        out: dict[str, Any] = {}
+        for name, field in self._fields.items():
+            try:
+                value = field.read()
+            except ValueError:
+                continue
+            if value is not MISSING:
+                out[name] = value
+        return out
+
+    def set_values(self, args: dict[str, Any]) -> None:
+        """Fill the form with `args` (e.g. to run a task again); parameters not in `args`
+        get their defaults, unknown keys are ignored. Clears the errors."""
+        for name, field in self._fields.items():
+            if args.get(name) is None:
+                field.reset()
+            else:
+                field.write(args[name])
+        self.clear_errors()
+
+    # ---------------------------------------------------------------- errors
+
+    def validate(self) -> dict[str, str]:
+        """Check every field as the server would (required, bounds, lengths, patterns,
+        absolute paths), show each problem beside its field and clear the others.
+
+        Returns:
+            The problems by parameter name; empty when the form may be submitted.
+        """
+        errors: dict[str, str] = {}
+        for name, field in self._fields.items():
+            problem = field.problem()
+            if problem:
+                errors[name] = problem
+            self._show_field_error(field, problem or "")
+        self._focus_first_error(errors)
+        return errors
+
+    def set_field_errors(self, fields: dict[str, str]) -> None:
+        """Show the server's field errors (a 422 answer) beside the fields; a key that is no
+        field (e.g. "args") goes to the general error line at the top."""
+        self.clear_errors()
+        general = []
+        for key, message in fields.items():
+            field = self._fields.get(key)
+            if field is None:
+                general.append(f"{'Arguments' if key == 'args' else key}: {message}")
+            else:
+                self._show_field_error(field, message)
+        if general:
+            self.set_general_error("\n".join(general))
+        self._focus_first_error(fields)
+
+    def set_general_error(self, message: str) -> None:
+        """Show (or with "" hide) the error line at the top of the form."""
+        label = self._general_error
+        if label is None:
+            return
+        label.setText(message)
+        label.setVisible(bool(message))
+
+    def errors(self) -> dict[str, str]:
+        """The field errors shown now, by parameter name."""
+        return {name: f.message for name, f in self._fields.items() if f.message}
+
+    def clear_errors(self) -> None:
+        """Hide every error."""
+        for field in self._fields.values():
+            self._show_field_error(field, "")
+        self.set_general_error("")
+
+    def _show_field_error(self, field: _Field, message: str) -> None:
+        if field.message == message:
+            return
+        field.message = message
+        field.error.setText(message[:1].upper() + message[1:])  # "is required" -> "Is required"
+        self._form_layout.setRowVisible(field.error, bool(message))
+        self._mark_editor(field)
+        field.editor.setAccessibleDescription(
+            f"Error: {message}. {field.description}" if message else field.description)
+
+    def _clear_field_error(self, field: _Field) -> None:
+        self._show_field_error(field, "")
+
+    def _focus_first_error(self, errors: dict[str, str]) -> None:
+        for name, field in self._fields.items():
+            if name in errors:
+                field.editor.setFocus(Qt.FocusReason.OtherFocusReason)
+                self._scroll.ensureWidgetVisible(field.widget)
+                return
+
+    def _paint_errors(self) -> None:
+        """Colour the error labels and tint the invalid editors for the current palette."""
+        red = error_color(self.palette())
+        labels = [f.error for f in self._fields.values()]
+        if self._general_error is not None:
+            labels.append(self._general_error)
+        for label in labels:
+            palette = label.palette()
+            palette.setColor(QPalette.ColorRole.WindowText, red)
+            label.setPalette(palette)
+        for field in self._fields.values():
+            self._mark_editor(field, red)
+
+    def _mark_editor(self, field: _Field, red: QColor | None = None) -> None:
+        # A tinted background rather than a style-sheet border: a style sheet on a spin box
+        # or a combo box replaces its native arrows, and a tint reads in every style.
+        editor = field.editor
+        editor.setProperty("invalid", bool(field.message))
+        if not field.message:
+            editor.setPalette(QPalette())  # an empty palette inherits the form's again
+            return
+        red = red or error_color(self.palette())
+        palette = self.palette()
+        # Fusion draws the frame in a darker Window colour: a redder Window, a red frame.
+        for role, amount in ((QPalette.ColorRole.Window, 0.6), (QPalette.ColorRole.Base, 0.15),
+                             (QPalette.ColorRole.Button, 0.3)):  # fmt: skip
+            palette.setColor(role, _blend(palette.color(role), red, amount))
+        editor.setPalette(palette)
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt's name)
+        # Follow a switch between light and dark palettes.
+        if event.type() == QEvent.Type.PaletteChange:
+            self._paint_errors()
+        super().changeEvent(event)
+
+    # ---------------------------------------------------------------- running
+
+    def submit(self) -> None:
+        """Check the form and, if it is fine, emit `run_requested` (Run button, Ctrl+Enter)."""
+        if self._spec is None or self._busy:
+            return
+        self.set_general_error("")
+        if self.validate():
+            return
+        self.run_requested.emit(self._spec["name"], self.values())
+
+    def set_busy(self, busy: bool) -> None:
+        """While a submit is in flight: the Run button is disabled and says "Submitting…"."""
+        self._busy = busy
+        self.run_button.setEnabled(not busy)
+        self.run_button.setText(BUSY_TEXT if busy else RUN_TEXT)
+
+    def is_busy(self) -> bool:
+        return self._busy
+
+    # ---------------------------------------------------------------- paths
+
+    def choose_path(self, path_kind: str, start: str, caption: str) -> str:
+        """Ask the user for a path in a file dialog; "" if they cancel.
+
+        Args:
+            path_kind: "file", "directory" or "new_file" (see `PathKind`).
+            start: the folder (or file) the dialog opens at.
+            caption: the dialog's title.
+        """
+        if path_kind == PathKind.DIRECTORY:
+            return QFileDialog.getExistingDirectory(self, caption, start)
+        if path_kind == PathKind.NEW_FILE:
+            # The task's own "overwrite" parameter decides about an existing file.
+            path, _ = QFileDialog.getSaveFileName(
+                self, caption, start, options=QFileDialog.Option.DontConfirmOverwrite)
+            return path
+        path, _ = QFileDialog.getOpenFileName(self, caption, start)
+        return path
+
+    def _on_browse_clicked(self, field: _PathField, path_kind: str) -> None:
+        current = os.path.expanduser(field.editor.text().strip())
+        if current and os.path.isabs(current):
+            start = current if os.path.exists(current) else os.path.dirname(current)
+        else:
+            start = os.path.expanduser("~")
+        path = self.choose_path(path_kind, start, field.title)
+        if path:
+            field.editor.setText(path)
+            field.editor.setFocus(Qt.FocusReason.OtherFocusReason)
