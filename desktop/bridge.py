@@ -1,0 +1,113 @@
+"""The client bridge: Herald's HTTP API and event stream, turned into Qt signals.
+
+Uses the one client (`embedded.client`) on the app's qasync loop. On open it connects the
+event stream first (so nothing that happens meanwhile is missed), then loads the catalog
+and the task history, then applies live events. When the notifier drops, the stream
+reconnects by itself with the last seq it saw and the missed events arrive in order; when
+the app reopens the bridge (after "Restart services") it resumes from that seq too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from embedded.client import AsyncEventStream, AsyncHeraldClient, StreamClosed
+from services.core.stream import StreamState
+
+log = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 2000  # tasks loaded at start; older ones stay in the ledger
+
+
+class ClientBridge(QObject):
+    """HTTP + WebSocket to Qt signals.
+
+    Signals:
+        catalog_loaded(list): the catalog's task specs.
+        tasks_loaded(list): the caller's tasks from the API, newest first.
+        task_received(dict): a task as an HTTP answer gave it (after a submit or cancel).
+        event_received(object): one services.core.events.Event, in seq order, once.
+        connection_changed(str, float): the stream's state ("connecting", "connected",
+            "reconnecting", "closed") and seconds until the next attempt (-1: none).
+    """
+
+    catalog_loaded = Signal(list)
+    tasks_loaded = Signal(list)
+    task_received = Signal(dict)
+    event_received = Signal(object)
+    connection_changed = Signal(str, float)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._client: AsyncHeraldClient | None = None
+        self._stream: AsyncEventStream | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self.last_seq: int | None = None
+
+    @property
+    def client(self) -> AsyncHeraldClient:
+        if self._client is None:
+            raise RuntimeError("the bridge is not open")
+        return self._client
+
+    async def open(self, api: str, ws: str, token: str) -> None:
+        """Connect to an instance: stream first, then catalog and history, then live."""
+        await self.close()
+        self._client = AsyncHeraldClient(api, ws, token)
+        self._stream = self._client.events(since=self.last_seq, on_state=self._on_stream_state)
+        await self._stream.open()
+        await self._load()
+        self._reader = asyncio.ensure_future(self._read(self._stream))
+
+    async def _load(self) -> None:
+        client = self.client
+        self.catalog_loaded.emit(await client.catalog())
+        tasks = []
+        async for task in client.iter_tasks(page_size=200):
+            tasks.append(task)
+            if len(tasks) >= HISTORY_LIMIT:
+                break
+        self.tasks_loaded.emit(tasks)
+
+    async def _read(self, stream: AsyncEventStream) -> None:
+        try:
+            async for msg in stream:
+                if msg.event is not None:
+                    self.last_seq = stream.last_seq
+                    self.event_received.emit(msg.event)
+                elif msg.type == "welcome" and msg.body.get("reset"):
+                    await self._load()  # the log was recreated: start from the ledger
+        except StreamClosed:
+            pass
+        except Exception:
+            log.exception("the event stream failed")
+            self.connection_changed.emit(StreamState.CLOSED.value, -1.0)
+
+    async def submit(self, task: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Submit a task; raises embedded.client.ApiError with field errors on a 422."""
+        return await self.client.submit(task, args)
+
+    async def cancel(self, task_id: str) -> dict[str, Any]:
+        return await self.client.cancel(task_id)
+
+    async def close(self) -> None:
+        """Stop the stream and the HTTP session (the bridge may be opened again)."""
+        reader, self._reader = self._reader, None
+        stream, self._stream = self._stream, None
+        client, self._client = self._client, None
+        if stream is not None:
+            await stream.close()
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+        if client is not None:
+            await client.close()
+
+    def _on_stream_state(self, state: StreamState, retry_in: float | None) -> None:
+        self.connection_changed.emit(state.value, -1.0 if retry_in is None else retry_in)

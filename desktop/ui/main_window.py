@@ -1,0 +1,514 @@
+"""The main window: catalog and form on the left, the task table and the detail pane on the
+right, service and connection lights in the status bar, the log dock at the bottom.
+
+It renders models and forwards intents as signals; it never talks to a service itself.
+
+Signals:
+    run_requested(name, args): the user asked to run a task.
+    cancel_requested(ids): cancel these tasks.
+    rerun_requested(id): run this task again with the same arguments.
+    clear_finished_requested(): remove finished tasks from the list.
+    restart_services_requested(): the "Restart services" action.
+    quit_requested(): the user asked to quit (window closed, menu, tray, Ctrl+Q).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QItemSelectionModel, QModelIndex, QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QIcon, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMenu,
+    QPushButton,
+    QSplitter,
+    QStyle,
+    QSystemTrayIcon,
+    QTableView,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.task_model import TaskFilterProxy, TaskModel
+from desktop.ui.about import show_about
+from desktop.ui.detail_pane import DetailPane
+from desktop.ui.log_dock import LogDock
+from desktop.ui.progress_delegate import ProgressDelegate
+from desktop.ui.status_bar import ServiceLights
+from desktop.ui.task_form import TaskForm
+
+STATE_FILTERS = [
+    ("All tasks", set()),
+    ("Active", {"queued", "running"}),
+    ("Running", {"running"}),
+    ("Queued", {"queued"}),
+    ("Succeeded", {"succeeded"}),
+    ("Failed", {"failed"}),
+    ("Cancelled", {"cancelled"}),
+]
+
+
+class MainWindow(QMainWindow):
+    run_requested = Signal(str, dict)
+    cancel_requested = Signal(list)
+    rerun_requested = Signal(str)
+    clear_finished_requested = Signal()
+    restart_services_requested = Signal()
+    quit_requested = Signal()
+
+    def __init__(self, model: TaskModel, services: tuple[str, ...], log_dir: str,
+                 icon: QIcon, settings: QSettings) -> None:  # fmt: skip
+        super().__init__()
+        self.model = model
+        self.settings = settings
+        self._catalog: dict[str, dict[str, Any]] = {}
+        self._notified_task: str | None = None
+        self._really_closing = False
+        self.setWindowTitle("Herald")
+        self.setWindowIcon(icon)
+        self.setObjectName("main_window")
+
+        # ---- left: catalog and form
+        self.catalog_list = QListWidget()
+        self.catalog_list.setAccessibleName("Tasks you can run")
+        self.catalog_list.currentItemChanged.connect(self._on_catalog_list_current_item_changed)
+        self.form = TaskForm()
+        self.form.run_requested.connect(self.run_requested)
+        left = QSplitter(Qt.Orientation.Vertical)
+        left.setObjectName("left_splitter")
+        left.addWidget(_titled("Catalog", self.catalog_list))
+        left.addWidget(self.form)
+        left.setStretchFactor(1, 1)
+
+        # ---- right: filters, table, details
+        self.state_filter = QComboBox()
+        for label, _states in STATE_FILTERS:
+            self.state_filter.addItem(label)
+        self.state_filter.setAccessibleName("Show tasks in state")
+        self.state_filter.currentIndexChanged.connect(self._on_state_filter_changed)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Filter by task, message, id or arguments  (Ctrl+F)")
+        self.search.setClearButtonEnabled(True)
+        self.search.setAccessibleName("Filter tasks")
+        self.search.textChanged.connect(self._on_search_text_changed)
+
+        self.proxy = TaskFilterProxy(self)
+        self.proxy.setSourceModel(model)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setObjectName("task_table")
+        self.table.setAccessibleName("Tasks")
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(4, Qt.SortOrder.DescendingOrder)
+        self.table.verticalHeader().hide()
+        self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._on_table_context_menu_requested)
+        self.delegate = ProgressDelegate(self.table)
+        self.table.setItemDelegateForColumn(TaskModel.PROGRESS_COLUMN, self.delegate)
+        header = self.table.horizontalHeader()
+        header.setStretchLastSection(True)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        for col, width in enumerate((150, 90, 140, 240, 90, 80)):
+            header.resizeSection(col, width)
+        self.table.selectionModel().selectionChanged.connect(self._on_table_selection_changed)
+        self.table.doubleClicked.connect(lambda _i: self.detail.tabs.setCurrentIndex(0))
+
+        self.detail = DetailPane()
+        filters = QHBoxLayout()
+        filters.addWidget(self.state_filter)
+        filters.addWidget(self.search, 1)
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addLayout(filters)
+        top_layout.addWidget(self.table)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.setObjectName("right_splitter")
+        right.addWidget(top)
+        right.addWidget(self.detail)
+        right.setStretchFactor(0, 3)
+        right.setStretchFactor(1, 2)
+
+        self.main_splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.main_splitter.setObjectName("main_splitter")
+        self.main_splitter.addWidget(left)
+        self.main_splitter.addWidget(right)
+        self.main_splitter.setStretchFactor(1, 1)
+        self.main_splitter.setSizes([340, 860])
+        self._splitters = [self.main_splitter, left, right]
+
+        # ---- banner for a failed start, above everything
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet("QLabel { background: #d0342c; color: white; padding: 6px; }")
+        self.banner.hide()
+        self.banner_button = QPushButton("Restart services")
+        self.banner_button.clicked.connect(self.restart_services_requested)
+        self.banner_button.hide()
+        banner_row = QHBoxLayout()
+        banner_row.addWidget(self.banner, 1)
+        banner_row.addWidget(self.banner_button)
+        central = QWidget()
+        central_layout = QVBoxLayout(central)
+        central_layout.setContentsMargins(6, 6, 6, 0)
+        central_layout.addLayout(banner_row)
+        central_layout.addWidget(self.main_splitter, 1)
+        self.setCentralWidget(central)
+
+        # ---- status bar and log dock
+        self.lights = ServiceLights(services)
+        self.status_message = QLabel("Starting services…")
+        self.statusBar().addWidget(self.status_message, 1)
+        self.statusBar().addPermanentWidget(self.lights)
+        self.log_dock = LogDock(services, log_dir, self)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.log_dock)
+        self.log_dock.hide()
+
+        self._make_actions()
+        self._make_tray(icon)
+        self._update_actions()
+        self.restore_state()
+
+    # ------------------------------------------------------------- actions
+
+    def _action(self, text: str, shortcut: QKeySequence | str | None, slot: Any,
+                icon: QStyle.StandardPixmap | None = None, tip: str = "") -> QAction:  # fmt: skip
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+        if icon is not None:
+            action.setIcon(self.style().standardIcon(icon))
+        action.setToolTip(tip or text.replace("&", ""))
+        action.triggered.connect(slot)
+        self.addAction(action)
+        return action
+
+    def _make_actions(self) -> None:
+        sp = QStyle.StandardPixmap
+        self.run_action = self._action("&Run", "Ctrl+Return", self.form.submit,
+                                       sp.SP_MediaPlay, "Run the task with these arguments")
+        self.cancel_action = self._action("&Cancel", QKeySequence.StandardKey.Delete,
+                                          self._on_cancel_triggered, sp.SP_MediaStop,
+                                          "Cancel the selected tasks (Delete)")
+        self.rerun_action = self._action("Run a&gain", "Ctrl+R", self._on_rerun_triggered,
+                                         sp.SP_BrowserReload,
+                                         "Run the selected task again with the same arguments")
+        self.copy_action = self._action("Cop&y result", "Ctrl+Shift+C", self._on_copy_triggered,
+                                        sp.SP_DialogSaveButton,
+                                        "Copy the selected task's result")
+        self.clear_action = self._action("C&lear finished", "Ctrl+Shift+Delete",
+                                         self.clear_finished_requested, sp.SP_DialogResetButton,
+                                         "Remove finished tasks from the list")
+        self.restart_action = self._action("&Restart services", None,
+                                           self.restart_services_requested)
+        self.quit_action = self._action("&Quit", QKeySequence.StandardKey.Quit,
+                                        self.quit_requested)
+        self.find_action = self._action("&Find", QKeySequence.StandardKey.Find,
+                                        self.search.setFocus)
+        self.logs_action = self.log_dock.toggleViewAction()
+        self.logs_action.setText("Service &logs")
+        self.logs_action.setShortcut(QKeySequence("Ctrl+L"))
+        self.about_action = self._action("&About Herald", None, lambda: show_about(self))
+        # The form's own Ctrl+Return works only while it has focus; this action works anywhere
+        # in the window, and two shortcuts on one key would cancel each other out.
+        self.run_action.setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
+        self.run_action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        for shortcut in self.form.run_shortcuts:
+            shortcut.setEnabled(False)
+
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        file_menu.addAction(self.quit_action)
+        tasks_menu = menu.addMenu("&Tasks")
+        for a in (self.run_action, self.cancel_action, self.rerun_action, self.copy_action,
+                  self.clear_action):  # fmt: skip
+            tasks_menu.addAction(a)
+        view_menu = menu.addMenu("&View")
+        view_menu.addAction(self.find_action)
+        view_menu.addAction(self.logs_action)
+        services_menu = menu.addMenu("&Services")
+        services_menu.addAction(self.restart_action)
+        help_menu = menu.addMenu("&Help")
+        help_menu.addAction(self.about_action)
+
+        bar = QToolBar("Tasks")
+        bar.setObjectName("task_toolbar")
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        for a in (self.cancel_action, self.rerun_action, self.copy_action, self.clear_action):
+            bar.addAction(a)
+        bar.addSeparator()
+        bar.addAction(self.logs_action)
+        self.addToolBar(bar)
+
+    def _make_tray(self, icon: QIcon) -> None:
+        self.tray: QSystemTrayIcon | None = None
+        if not QSystemTrayIcon.isSystemTrayAvailable():
+            return
+        self.tray = QSystemTrayIcon(icon, self)
+        self.tray.setToolTip("Herald")
+        menu = QMenu(self)
+        menu.addAction("Show Herald", self.bring_to_front)
+        menu.addSeparator()
+        menu.addAction(self.quit_action)
+        self.tray.setContextMenu(menu)
+        self.tray.activated.connect(self._on_tray_activated)
+        self.tray.messageClicked.connect(self._on_tray_message_clicked)
+        self.tray.show()
+
+    # -------------------------------------------------------------- updates
+
+    def set_catalog(self, specs: list[dict[str, Any]]) -> None:
+        current = self.catalog_list.currentItem()
+        keep = current.data(Qt.ItemDataRole.UserRole) if current else None
+        self._catalog = {s["name"]: s for s in specs}
+        self.catalog_list.clear()
+        for spec in specs:
+            item = QListWidgetItem(spec["title"])
+            item.setData(Qt.ItemDataRole.UserRole, spec["name"])
+            item.setToolTip(f"{spec['name']}\n\n{spec.get('description', '')}".strip())
+            self.catalog_list.addItem(item)
+            if spec["name"] == keep:
+                self.catalog_list.setCurrentItem(item)
+        if self.catalog_list.currentItem() is None and specs:
+            self.catalog_list.setCurrentRow(0)
+
+    def select_catalog_task(self, name: str) -> None:
+        for i in range(self.catalog_list.count()):
+            if self.catalog_list.item(i).data(Qt.ItemDataRole.UserRole) == name:
+                self.catalog_list.setCurrentRow(i)
+                return
+
+    def title_of(self, name: str) -> str:
+        spec = self._catalog.get(name)
+        return spec["title"] if spec else name
+
+    def select_task(self, task_id: str) -> None:
+        row = self.model.row_of(task_id)
+        if row is None:
+            return
+        index = self.proxy.mapFromSource(self.model.index(row, 0))
+        if not index.isValid():  # filtered out: show everything
+            self.state_filter.setCurrentIndex(0)
+            self.search.clear()
+            index = self.proxy.mapFromSource(self.model.index(row, 0))
+        self.table.selectionModel().setCurrentIndex(
+            index, QItemSelectionModel.SelectionFlag.ClearAndSelect
+            | QItemSelectionModel.SelectionFlag.Rows)  # fmt: skip
+        self.table.scrollTo(index)
+
+    def selected_ids(self) -> list[str]:
+        rows = self.table.selectionModel().selectedRows()
+        return [self.proxy.data(i, TaskModel.TaskIdRole) for i in rows]
+
+    def refresh_detail(self, task_id: str) -> None:
+        """Re-render the detail pane if it shows `task_id`."""
+        ids = self.selected_ids()
+        if len(ids) == 1 and ids[0] == task_id:
+            self._show_detail(task_id)
+        self._update_actions()
+
+    def set_submitting(self, busy: bool) -> None:
+        self.form.set_busy(busy)
+
+    def show_field_errors(self, fields: dict[str, str], message: str = "") -> None:
+        self.form.set_field_errors(fields)
+        if message:
+            self.status_message.setText(message)
+
+    def show_status(self, text: str) -> None:
+        self.status_message.setText(text)
+
+    def show_failure(self, message: str) -> None:
+        """The services could not start or one gave up: say so, offer a restart."""
+        self.banner.setText(f"Herald's services stopped working: {message}")
+        self.banner.show()
+        self.banner_button.show()
+        self.log_dock.show()
+
+    def hide_failure(self) -> None:
+        self.banner.hide()
+        self.banner_button.hide()
+
+    def notify_finished(self, task_id: str, text: str, failed: bool) -> None:
+        """A desktop notification when the window is not active; clicking selects it."""
+        if self.isActiveWindow() or self.tray is None:
+            return
+        self._notified_task = task_id
+        icon = (QSystemTrayIcon.MessageIcon.Warning if failed
+                else QSystemTrayIcon.MessageIcon.Information)  # fmt: skip
+        self.tray.showMessage("Herald", text, icon, 8000)
+
+    def bring_to_front(self) -> None:
+        if self.isMinimized():
+            self.showNormal()
+        self.show()
+        self.raise_()
+        self.activateWindow()
+
+    # ------------------------------------------------------------- settings
+
+    def save_state(self) -> None:
+        s = self.settings
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        for splitter in self._splitters:
+            s.setValue(f"window/{splitter.objectName()}", splitter.saveState())
+        s.setValue("window/table_header", self.table.horizontalHeader().saveState())
+        item = self.catalog_list.currentItem()
+        if item is not None:
+            s.setValue("window/catalog_task", item.data(Qt.ItemDataRole.UserRole))
+        s.sync()
+
+    def restore_state(self) -> None:
+        s = self.settings
+        geometry = s.value("window/geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            screen = QGuiApplication.primaryScreen()
+            avail = screen.availableGeometry() if screen else None
+            w, h = 1240, 760
+            if avail is not None:
+                w, h = min(w, avail.width() - 40), min(h, avail.height() - 40)
+            self.resize(w, h)
+        state = s.value("window/state")
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+        for splitter in self._splitters:
+            value = s.value(f"window/{splitter.objectName()}")
+            if isinstance(value, QByteArray):
+                splitter.restoreState(value)
+        header = s.value("window/table_header")
+        if isinstance(header, QByteArray):
+            self.table.horizontalHeader().restoreState(header)
+
+    def remembered_catalog_task(self) -> str | None:
+        value = self.settings.value("window/catalog_task")
+        return value if isinstance(value, str) else None
+
+    # ------------------------------------------------------------ internals
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt's name)
+        if self._really_closing:
+            self.save_state()
+            event.accept()
+            return
+        event.ignore()  # the app decides (it may ask about running tasks)
+        self.quit_requested.emit()
+
+    def close_for_quit(self) -> None:
+        """Close for good (after the app decided to quit)."""
+        self._really_closing = True
+        if self.tray is not None:
+            self.tray.hide()
+        self.close()
+
+    def _show_detail(self, task_id: str) -> None:
+        task = self.model.task_by_id(task_id)
+        if task is None:
+            self.detail.clear()
+            return
+        self.detail.show_task(task, self.title_of(task.get("task", "")),
+                              self.model.events(task_id), self.model.output(task_id))
+
+    def _update_actions(self) -> None:
+        ids = self.selected_ids()
+        tasks = [t for t in (self.model.task_by_id(i) for i in ids) if t]
+        self.cancel_action.setEnabled(any(t["state"] in ("queued", "running") for t in tasks))
+        self.rerun_action.setEnabled(len(tasks) == 1)
+        self.copy_action.setEnabled(len(tasks) == 1 and tasks[0]["state"] in
+                                    ("succeeded", "failed"))  # fmt: skip
+
+    def _on_catalog_list_current_item_changed(self, item: QListWidgetItem | None) -> None:
+        name = item.data(Qt.ItemDataRole.UserRole) if item else None
+        self.form.set_spec(self._catalog.get(name) if name else None)
+
+    def _on_state_filter_changed(self, index: int) -> None:
+        self.proxy.set_states(STATE_FILTERS[index][1])
+
+    def _on_search_text_changed(self, text: str) -> None:
+        self.proxy.set_text(text)
+
+    def _on_table_selection_changed(self, *_: object) -> None:
+        ids = self.selected_ids()
+        if len(ids) == 1:
+            self._show_detail(ids[0])
+        elif not ids:
+            self.detail.clear()
+        self._update_actions()
+
+    def _on_table_context_menu_requested(self, pos: Any) -> None:
+        index: QModelIndex = self.table.indexAt(pos)
+        if index.isValid() and not self.table.selectionModel().isRowSelected(index.row()):
+            self.table.selectRow(index.row())
+        menu = QMenu(self)
+        for a in (self.cancel_action, self.rerun_action, self.copy_action):
+            menu.addAction(a)
+        menu.addSeparator()
+        menu.addAction(self.clear_action)
+        menu.popup(self.table.viewport().mapToGlobal(pos))
+
+    def _on_cancel_triggered(self) -> None:
+        ids = [i for i in self.selected_ids()
+               if (t := self.model.task_by_id(i)) and t["state"] in ("queued", "running")]
+        if ids:
+            self.cancel_requested.emit(ids)
+
+    def _on_rerun_triggered(self) -> None:
+        ids = self.selected_ids()
+        if len(ids) != 1:
+            return
+        task = self.model.task_by_id(ids[0])
+        if task is None:
+            return
+        self.select_catalog_task(task["task"])
+        self.form.set_values(task.get("args", {}))
+        self.rerun_requested.emit(ids[0])
+
+    def _on_copy_triggered(self) -> None:
+        ids = self.selected_ids()
+        task = self.model.task_by_id(ids[0]) if len(ids) == 1 else None
+        if task is None:
+            return
+        if task["state"] == "failed":
+            text = json.dumps(task.get("error"), indent=2)
+        else:
+            result = task.get("result")
+            text = result if isinstance(result, str) else json.dumps(result, indent=2)
+        QGuiApplication.clipboard().setText(text)
+        self.show_status("Result copied to the clipboard.")
+
+    def _on_tray_activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        if reason == QSystemTrayIcon.ActivationReason.Trigger:
+            self.bring_to_front()
+
+    def _on_tray_message_clicked(self) -> None:
+        self.bring_to_front()
+        if self._notified_task:
+            self.select_task(self._notified_task)
+
+
+def _titled(title: str, widget: QWidget) -> QWidget:
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    label = QLabel(f"<b>{title}</b>")
+    label.setBuddy(widget)
+    layout.addWidget(label)
+    layout.addWidget(widget)
+    return box
