@@ -22,10 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-from websockets.asyncio.client import ClientConnection, connect
-
-from services.core.envelope import decode_server_message
+from embedded.client import AsyncEventStream, AsyncHeraldClient
 
 SERVICES = ("web", "worker", "notifier")
 
@@ -52,31 +49,25 @@ SETTLE = 5.0
 
 
 class Client:
-    """One benchmark client: an HTTP session and a WebSocket, results by task id."""
+    """One benchmark client: the shared `AsyncHeraldClient` and its event stream, with the
+    time each task's result arrived, by task id."""
 
     def __init__(self, api: str, ws: str, token: str) -> None:
-        self.api, self.ws, self.token = api, ws, token
+        self.http = AsyncHeraldClient(api, ws, token, max_connections=8)
         self.done: dict[str, asyncio.Future[float]] = {}
         self.early: dict[str, float] = {}
-        self.session: aiohttp.ClientSession | None = None
-        self.conn: ClientConnection | None = None
+        self.stream: AsyncEventStream | None = None
         self.reader: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        self.session = aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {self.token}"},
-            connector=aiohttp.TCPConnector(limit=8, keepalive_timeout=120),
-        )
-        self.conn = await connect(self.ws, additional_headers={
-            "Authorization": f"Bearer {self.token}"}, max_size=2**24)  # fmt: skip
-        await self.conn.recv()  # welcome
+        self.stream = self.http.events()
+        await self.stream.open()
         self.reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
-        assert self.conn is not None
-        async for text in self.conn:
+        assert self.stream is not None
+        async for msg in self.stream:
             now = time.perf_counter()
-            msg = decode_server_message(text)
             ev = msg.event
             if ev is None or ev.type.value != "succeeded":
                 continue
@@ -88,14 +79,7 @@ class Client:
 
     async def submit(self, seconds: float = 0) -> asyncio.Future[float]:
         """Submit demo.answer; returns a future of the time its result arrived."""
-        assert self.session is not None
-        async with self.session.post(f"{self.api}/api/tasks",
-                                     json={"task": "demo.answer", "args": {"seconds": seconds}}
-                                     ) as resp:  # fmt: skip
-            body = await resp.json()
-            if resp.status != 202:
-                raise RuntimeError(f"submit failed: {resp.status} {body}")
-        task_id = body["id"]
+        task_id = (await self.http.submit("demo.answer", {"seconds": seconds}))["id"]
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         if task_id in self.early:
             fut.set_result(self.early.pop(task_id))
@@ -105,10 +89,8 @@ class Client:
 
     async def health(self) -> float:
         """Time of one GET /api/health, in ms."""
-        assert self.session is not None
         t0 = time.perf_counter()
-        async with self.session.get(f"{self.api}/api/health") as resp:
-            await resp.read()
+        await self.http.request("GET", "/api/health")
         return (time.perf_counter() - t0) * 1000
 
     async def round_trip(self) -> float:
@@ -117,12 +99,11 @@ class Client:
         return (await fut) - t0
 
     async def close(self) -> None:
+        if self.stream:
+            await self.stream.close()  # ends the reader's iteration
         if self.reader:
-            self.reader.cancel()
-        if self.conn:
-            await self.conn.close()
-        if self.session:
-            await self.session.close()
+            await self.reader
+        await self.http.close()
 
 
 def pct(values: list[float], q: float) -> float:

@@ -25,6 +25,7 @@ from typing import Any
 from embedded.paths import default_data_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+STREAM_GIVE_UP = 30.0  # seconds `submit --wait` waits for a lost event stream to return
 
 
 def herald_version() -> str:
@@ -97,26 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(data_dir, args)
     if cmd == "token":
         return _token(data_dir, args)
-    from embedded.client import ApiError, HeraldClient, NotRunning
+    from embedded.client import ApiError, HeraldClient, NotRunning, ServiceUnavailable
 
     try:
-        client = HeraldClient.for_data_dir(data_dir)
-        if cmd == "submit":
-            return _submit(client, args)
-        if cmd == "tasks":
-            return _tasks(client, args)
-        if cmd == "show":
-            task = client.get(args.id)
-            _print_task(task, args.json)
-            return EXIT_OK
-        if cmd == "cancel":
-            task = client.cancel(args.id)
-            print(f"{task['id']}: {task['state']}"
-                  + (" (cancel requested)" if task.get("cancel_requested")
-                     and task["state"] == "running" else ""))  # fmt: skip
-            return EXIT_OK
-        if cmd == "catalog":
-            return _catalog(client, args)
+        with HeraldClient.for_data_dir(data_dir) as client:
+            return _client_command(client, cmd, args)
     except NotRunning as exc:
         print(f"herald: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -125,9 +111,32 @@ def main(argv: list[str] | None = None) -> int:
         for field, msg in exc.fields.items():
             print(f"  {field}: {msg}", file=sys.stderr)
         return EXIT_USAGE if exc.status in (400, 404, 422) else EXIT_FAILED
+    except ServiceUnavailable as exc:
+        print(f"herald: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except OSError as exc:
         print(f"herald: cannot reach the running instance: {exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _client_command(client: Any, cmd: str, args: argparse.Namespace) -> int:
+    """The commands that talk to a running instance."""
+    if cmd == "submit":
+        return _submit(client, args)
+    if cmd == "tasks":
+        return _tasks(client, args)
+    if cmd == "show":
+        task = client.get(args.id)
+        _print_task(task, args.json)
+        return EXIT_OK
+    if cmd == "cancel":
+        task = client.cancel(args.id)
+        print(f"{task['id']}: {task['state']}"
+              + (" (cancel requested)" if task.get("cancel_requested")
+                 and task["state"] == "running" else ""))  # fmt: skip
+        return EXIT_OK
+    if cmd == "catalog":
+        return _catalog(client, args)
     return EXIT_USAGE
 
 
@@ -280,7 +289,8 @@ def _submit(client: Any, args: argparse.Namespace) -> int:
 
 
 def _submit_and_wait(client: Any, args: argparse.Namespace, task_args: dict[str, Any]) -> int:
-    stream = client.events()
+    # Give up if the notifier stays away this long (the instance was stopped, say).
+    stream = client.events(give_up_after=STREAM_GIVE_UP)
     stream.open()  # before submitting, so no event of the task can be missed
     bar = _ProgressBar(args.task, enabled=sys.stderr.isatty() and not args.json)
     task = client.submit(args.task, task_args, args.idempotency_key)
@@ -377,7 +387,7 @@ def _fmt_time(iso: str | None) -> str:
 
 
 def _tasks(client: Any, args: argparse.Namespace) -> int:
-    tasks = client.list_tasks(state=args.state, limit=args.limit)
+    tasks = client.list_tasks(state=args.state, limit=args.limit).tasks
     if args.json:
         print(json.dumps(tasks, indent=2))
         return EXIT_OK

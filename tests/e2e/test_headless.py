@@ -168,7 +168,7 @@ def test_principals_never_see_each_other(herald):
         theirs = b.submit("demo.answer", {"seconds": 0})
         events_b = collect_until_terminal(stream_b, theirs["id"])
     assert {e.task_id for e in events_b} == {theirs["id"]}
-    assert [t["id"] for t in b.list_tasks()] == [theirs["id"]]
+    assert [t["id"] for t in b.list_tasks().tasks] == [theirs["id"]]
     assert b.request("GET", f"/api/tasks/{mine['id']}")[0] == 404
     assert b.request("POST", f"/api/tasks/{mine['id']}/cancel")[0] == 404
 
@@ -228,7 +228,7 @@ def test_ctrl_c_during_submit_wait_cancels_the_task(herald):
         env=herald.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     client = herald.client
-    task = wait_for(lambda: next(iter(client.list_tasks(state="running")), None))
+    task = wait_for(lambda: next(iter(client.list_tasks(state="running").tasks), None))
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
