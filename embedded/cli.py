@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Run slow jobs in the background; get progress and results pushed live.",
     )
     p.add_argument("--version", action="version", version=f"herald {herald_version()}")
+    p.add_argument("--self-check", action="store_true",
+                   help="open the app, exit 0 once its services are ready and live updates "
+                        "flow (1 otherwise): a smoke test of an installation")  # fmt: skip
     p.add_argument("--data-dir", type=Path, default=None,
                    help="where Herald keeps its files (default: $HERALD_DATA_DIR or the "
                         "user data dir)")  # fmt: skip
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = (args.data_dir.expanduser().resolve() if args.data_dir else default_data_dir())
     cmd = args.command
     if cmd is None:
-        return _gui(data_dir)
+        return _gui(data_dir, args.self_check)
     if cmd == "serve":
         return _serve(data_dir, args)
     if cmd == "token":
@@ -164,15 +167,27 @@ def _service(argv: list[str]) -> int:
     return EXIT_USAGE
 
 
-def _gui(data_dir: Path) -> int:
-    try:
-        from desktop.app import main as gui_main  # type: ignore[import-not-found]
-    except ImportError:
-        print("herald: the desktop window is not part of this build yet; starting the\n"
-              "services headless instead (as `herald serve`). Use `herald submit`,\n"
-              "`herald tasks` and the HTTP API from another shell.\n", file=sys.stderr)  # fmt: skip
+def _gui(data_dir: Path, self_check: bool = False) -> int:
+    """The desktop app; headless serving where it cannot run (no display, no Qt)."""
+    reason = ""
+    if (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
+            and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
+        reason = "there is no display (DISPLAY and WAYLAND_DISPLAY are unset)"
+    else:
+        try:
+            from desktop.app import main as gui_main
+        except ImportError as exc:  # Qt or one of its system libraries is missing
+            reason = f"Qt cannot be loaded ({exc})"
+    if reason:
+        if self_check:
+            print(f"herald: self-check failed: {reason}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"herald: not opening the window: {reason}.\n"
+              "Starting the services headless instead (as `herald serve`); use\n"
+              "`herald submit`, `herald tasks` and the HTTP API from another shell.\n",
+              file=sys.stderr)  # fmt: skip
         return _serve(data_dir, _parser().parse_args(["serve"]))
-    return int(gui_main(data_dir))
+    return int(gui_main(data_dir, self_check=self_check))
 
 
 def _token(data_dir: Path, args: argparse.Namespace) -> int:

@@ -537,7 +537,8 @@ class TaskStore:
 
     def queued_ids(self, *, unchanged_since: float | None = None) -> list[str]:
         """Ids of queued tasks, oldest first; optionally only those not updated since then."""
-        sql, params = "SELECT id FROM tasks WHERE state = ?", [TaskState.QUEUED.value]
+        sql = "SELECT id FROM tasks WHERE state = ?"
+        params: list[Any] = [TaskState.QUEUED.value]
         if unchanged_since is not None:
             sql += " AND updated_at < ?"
             params.append(unchanged_since)
