@@ -1,0 +1,822 @@
+"""The task table: `TaskModel`, the principal's tasks kept current by events, and
+`TaskFilterProxy`, the state and text filter in front of it.
+
+The model holds the tasks as the API's task dicts and changes them only through
+`services.core.taskview`, the rules every client shares. Events arrive at high rates (200
+tasks streaming progress), so `apply_event` changes the data at once but tells the views
+later: every change of a burst is merged into one flush on a short timer, which inserts the
+new rows in as few `beginInsertRows` as possible and emits one `dataChanged` per changed
+row. Loads, upserts and removals are rare and are announced at once.
+
+Rows are newest first: row 0 is the task submitted last.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import heapq
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from enum import IntEnum
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    QTimer,
+    Signal,
+    Slot,
+)
+
+from services.core import taskview
+from services.core.events import Event, EventType
+from services.core.states import TaskState
+
+AnyIndex = QModelIndex | QPersistentModelIndex
+
+_DISPLAY = int(Qt.ItemDataRole.DisplayRole)
+_TOOLTIP = int(Qt.ItemDataRole.ToolTipRole)
+_ALIGNMENT = int(Qt.ItemDataRole.TextAlignmentRole)
+_USER = int(Qt.ItemDataRole.UserRole)
+
+_ALIGN_RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+_ALIGN_CENTER = Qt.AlignmentFlag.AlignCenter
+
+_STATE_LABELS = {
+    TaskState.QUEUED.value: "Queued",
+    TaskState.RUNNING.value: "Running",
+    TaskState.SUCCEEDED.value: "Succeeded",
+    TaskState.FAILED.value: "Failed",
+    TaskState.CANCELLED.value: "Cancelled",
+}
+# What a running task says often: a timeline keeps the latest of these, and every other
+# event (queued, started, retrying, the end) always.
+_CHATTER = frozenset({EventType.PROGRESS, EventType.OUTPUT})
+_TOOLTIP_CHARS = 2000
+# Progress events a finished task keeps in its timeline.
+_SETTLED_PROGRESS = 50
+# Events for tasks the model does not know yet, kept until the task arrives.
+_ORPHAN_TASKS, _ORPHAN_EVENTS = 500, 1000
+
+
+def _shield_singletons() -> bool:
+    """Give None, True and False a reference count no run can spend, if PySide6 drops theirs.
+
+    A stopgap for PySide6 6.12.0 on CPython 3.11: its bindings return None and the bools
+    without a reference of their own. Every `signal.emit()` takes one from True; every call
+    of a void method, and every None a Python `data()` override hands to Qt, takes one from
+    None. After a few thousand calls into Qt (seconds of a table streaming progress) one of
+    them is freed and the interpreter aborts ("Fatal Python error: none_dealloc"). CPython
+    3.12 made these objects immortal, which hides the bug there; this does the same by hand.
+    Probed, so a fixed PySide6 or a newer Python is left alone. It protects the whole
+    process and belongs where the desktop package starts; it is here until it moves there.
+
+    Returns:
+        Whether the shield was needed (and raised).
+    """
+    if (sys.implementation.name != "cpython" or sys.version_info >= (3, 12)
+            or hasattr(sys, "gettotalrefcount")):  # fmt: skip
+        return False  # immortal singletons, or a debug build's different object layout
+
+    class Probe(QObject):
+        probed = Signal()
+
+    probe = Probe()
+    none, true = sys.getrefcount(None), sys.getrefcount(True)
+    for _ in range(8):
+        probe.probed.emit()
+        probe.setObjectName("probe")
+    if none - sys.getrefcount(None) < 8 and true - sys.getrefcount(True) < 8:
+        return False
+    for singleton in (None, True, False):
+        ctypes.c_ssize_t.from_address(id(singleton)).value += _SHIELD
+    return True
+
+
+_SHIELD = 1 << 40
+_SINGLETONS_SHIELDED = _shield_singletons()
+
+
+def _seq(event: Event) -> int:
+    return event.seq
+
+
+def _runs(numbers: list[int]) -> Iterator[tuple[int, int]]:
+    """(first, last) of each run of consecutive numbers in a sorted list."""
+    start = 0
+    for i in range(1, len(numbers) + 1):
+        if i == len(numbers) or numbers[i] != numbers[i - 1] + 1:
+            yield numbers[start], numbers[i - 1]
+            start = i
+
+
+class _Row:
+    """One task of the table, with what its cells need parsed once per change."""
+
+    __slots__ = ("id", "task", "created", "started", "finished", "cells", "search")
+
+    def __init__(self, task: dict[str, Any]) -> None:
+        self.id: str = task["id"]
+        # The position in the table follows the creation time, which never changes.
+        self.created = taskview.parse_time(task.get("created_at")) or 0.0
+        self.set(task)
+
+    def set(self, task: dict[str, Any]) -> None:
+        self.task = task
+        self.started = taskview.parse_time(task.get("started_at"))
+        self.finished = taskview.parse_time(task.get("finished_at"))
+        self.cells: list[str] | None = None  # display texts but Duration, made on demand
+        self.search: tuple[str, str] | None = None  # for SearchRole, made on demand
+
+    @property
+    def state(self) -> str:
+        return self.task.get("state") or ""
+
+    def duration(self) -> float | None:
+        if self.started is None:
+            return None
+        end = self.finished
+        if end is None:
+            if self.state != TaskState.RUNNING.value:
+                return None
+            end = time.time()
+        return max(0.0, end - self.started)
+
+
+class _History:
+    """One task's events and output lines, capped.
+
+    The lifecycle events (queued, started, retrying, the end...) are few and always kept;
+    progress and output events are kept up to a number, oldest dropped first. Events may
+    arrive out of order (a history fetched after live events) and twice (a replay).
+    """
+
+    __slots__ = ("lifecycle", "chatter", "events_dropped", "floor", "chunks", "lines",
+                 "lines_dropped", "last_seq")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.lifecycle: list[Event] = []
+        self.chatter: list[Event] = []
+        self.events_dropped = 0
+        self.floor = 0  # the newest progress or output event dropped
+        self.chunks: list[tuple[int, list[str]]] = []  # (seq, lines) of output events
+        self.lines = 0
+        self.lines_dropped = 0
+        self.last_seq = 0
+
+    def add(self, event: Event, max_events: int, max_lines: int) -> bool:
+        """Keep `event`; False if it was seen before (or is older than what was dropped)."""
+        kept = self.chatter if event.type in _CHATTER else self.lifecycle
+        if event.seq > self.last_seq:
+            kept.append(event)
+            self.last_seq = event.seq
+        else:
+            if self._has(event.seq):
+                return False
+            if kept is self.chatter and event.seq <= self.floor:
+                return False  # dropped before, or older than what was
+            bisect.insort(kept, event, key=_seq)
+        if len(self.chatter) > max_events:
+            extra = len(self.chatter) - max_events
+            self.floor = max(self.floor, self.chatter[extra - 1].seq)
+            del self.chatter[:extra]
+            self.events_dropped += extra
+        if event.type is EventType.OUTPUT:
+            self._add_output(event, max_lines)
+        return True
+
+    def settle(self, keep_progress: int) -> None:
+        """Keep only the last progress events of a finished task: its timeline is read
+        now, not watched, and a session's finished tasks would hold on to every one."""
+        progress = [e.seq for e in self.chatter if e.type is EventType.PROGRESS]
+        if len(progress) <= keep_progress:
+            return
+        cut = progress[-keep_progress - 1] if keep_progress else progress[-1]
+        before = len(self.chatter)
+        self.chatter = [e for e in self.chatter
+                        if e.type is not EventType.PROGRESS or e.seq > cut]  # fmt: skip
+        self.events_dropped += before - len(self.chatter)
+        self.floor = max(self.floor, cut)
+
+    def _has(self, seq: int) -> bool:
+        for kept in (self.lifecycle, self.chatter):
+            i = bisect.bisect_left(kept, seq, key=_seq)
+            if i < len(kept) and kept[i].seq == seq:
+                return True
+        return False
+
+    def _add_output(self, event: Event, max_lines: int) -> None:
+        lines = [str(line) for line in event.data.get("lines") or ()]
+        if not lines:
+            return
+        if not self.chunks or event.seq > self.chunks[-1][0]:
+            self.chunks.append((event.seq, lines))
+        else:
+            bisect.insort(self.chunks, (event.seq, lines), key=lambda c: c[0])
+        self.lines += len(lines)
+        while self.lines > max_lines:
+            seq, first = self.chunks[0]
+            extra = self.lines - max_lines
+            if extra >= len(first):
+                del self.chunks[0]
+                extra = len(first)
+            else:
+                self.chunks[0] = (seq, first[extra:])
+            self.lines -= extra
+            self.lines_dropped += extra
+
+    def events(self) -> list[Event]:
+        return list(heapq.merge(self.lifecycle, self.chatter, key=_seq))
+
+    def output(self) -> list[str]:
+        return [line for _, lines in self.chunks for line in lines]
+
+
+class TaskModel(QAbstractTableModel):
+    """The principal's tasks as a table, newest first, kept current by events.
+
+    Signals:
+        task_changed(str): a task's data, timeline or output changed (coalesced: once per
+            flush for any number of events of that task).
+        task_finished(str): a task reached a terminal state through an event, while the app
+            watched it (once per task; not for tasks loaded already finished).
+        task_missing(str): an event arrived for a task the model does not have (not loaded
+            yet, or submitted elsewhere). Fetch it and `upsert` it; its events are kept
+            until then. Once per task.
+    """
+
+    class Column(IntEnum):
+        TASK = 0
+        STATE = 1
+        PROGRESS = 2
+        MESSAGE = 3
+        SUBMITTED = 4
+        DURATION = 5
+        RESULT = 6
+
+    HEADERS = ("Task", "State", "Progress", "Message", "Submitted", "Duration", "Result")
+
+    TaskIdRole = _USER + 1  # str
+    StateRole = _USER + 2  # str: a TaskState value
+    ProgressRole = _USER + 3  # float in 0..1, or None
+    SortRole = _USER + 4  # per column: a str or a float that sorts like the column reads
+    TaskRole = _USER + 5  # the task dict itself (do not change it)
+    SearchRole = _USER + 6  # (id, name title message args), casefolded: what a filter matches
+
+    FLUSH_MS = 50
+    TICK_MS = 1000
+
+    task_changed = Signal(str)
+    task_finished = Signal(str)
+    task_missing = Signal(str)
+
+    def __init__(
+        self,
+        parent: QObject | None = None,
+        *,
+        flush_ms: int = FLUSH_MS,
+        tick_ms: int = TICK_MS,
+        max_events: int = 1000,
+        max_output_lines: int = 10_000,
+    ) -> None:
+        super().__init__(parent)
+        self._max_events = max_events
+        self._max_lines = max_output_lines
+        self._rows: list[_Row] = []  # oldest first: table row = len - 1 - position
+        self._pos: dict[str, int] = {}
+        self._pending: dict[str, _Row] = {}  # created by events, inserted at the next flush
+        self._history: dict[str, _History] = {}
+        self._orphans: dict[str, list[Event]] = {}
+        self._asked: set[str] = set()  # task_missing emitted
+        self._removed: set[str] = set()
+        self._titles: dict[str, str] = {}
+        self._dirty: set[str] = set()  # rows whose cells changed since the last flush
+        self._changed: set[str] = set()  # task_changed to emit
+        self._finished: list[str] = []  # task_finished to emit
+        self._announced: set[str] = set()  # task_finished emitted
+        self._running: set[str] = set()
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setSingleShot(True)
+        self._flush_timer.setInterval(flush_ms)
+        self._flush_timer.timeout.connect(self._on_flush_timer_timeout)
+        self._tick_timer = QTimer(self)
+        self._tick_timer.setInterval(tick_ms)
+        self._tick_timer.timeout.connect(self._on_tick_timer_timeout)
+
+    # ------------------------------------------------------------------ Qt model API
+
+    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008 (Qt idiom)
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.HEADERS)
+
+    def flags(self, index: AnyIndex) -> Qt.ItemFlag:
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return (Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+                | Qt.ItemFlag.ItemNeverHasChildren)  # fmt: skip
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = _DISPLAY
+    ) -> Any:
+        if (orientation == Qt.Orientation.Horizontal and role == _DISPLAY
+                and 0 <= section < len(self.HEADERS)):  # fmt: skip
+            return self.HEADERS[section]
+        return None
+
+    def data(self, index: AnyIndex, role: int = _DISPLAY) -> Any:
+        if not index.isValid():
+            return None
+        r, col = index.row(), index.column()
+        if not (0 <= r < len(self._rows) and 0 <= col < len(self.HEADERS)):
+            return None
+        row = self._rows[len(self._rows) - 1 - r]
+        if role == _DISPLAY:
+            return self._display(row, col)
+        if role == self.TaskIdRole:
+            return row.id
+        if role == self.StateRole:
+            return row.state
+        if role == self.ProgressRole:
+            return row.task.get("progress")
+        if role == self.SortRole:
+            return self._sort_key(row, col)
+        if role == self.TaskRole:
+            return row.task
+        if role == self.SearchRole:
+            if row.search is None:
+                row.search = self._search_text(row)
+            return row.search
+        if role == _TOOLTIP:
+            return self._tooltip(row, col)
+        if role == _ALIGNMENT:
+            if col == self.Column.DURATION:
+                return _ALIGN_RIGHT
+            if col == self.Column.PROGRESS:
+                return _ALIGN_CENTER
+        return None
+
+    # ------------------------------------------------------------------ feeding it
+
+    def set_titles(self, titles: Mapping[str, str]) -> None:
+        """Show tasks by their catalog titles (task name -> title) instead of their names."""
+        self._titles = dict(titles)
+        for row in self._rows:
+            row.cells = row.search = None
+        if self._rows:
+            col = self.Column.TASK
+            self.dataChanged.emit(self.index(0, col), self.index(len(self._rows) - 1, col))
+
+    def load(self, tasks: Iterable[dict[str, Any]]) -> None:
+        """Merge tasks from the API (a page of GET /api/tasks, in any order).
+
+        Unknown tasks are inserted by submission time, known ones updated when the API's
+        copy is newer. Announced at once.
+        """
+        new: dict[str, _Row] = {}
+        for snapshot in tasks:
+            tid = snapshot["id"]
+            if tid in self._removed:
+                continue
+            row = self._find(tid)
+            if row is not None:
+                self._merge(row, snapshot)
+            elif tid in new:
+                new[tid].set(taskview.merge_snapshot(new[tid].task, snapshot))
+            else:
+                new[tid] = _Row(taskview.merge_snapshot(None, snapshot))
+        self._insert(list(new.values()))
+        for row in new.values():
+            self._track(row)
+            self._history.setdefault(row.id, _History())
+            self._adopt_orphans(row.id)
+        self.flush()
+
+    def upsert(self, task: dict[str, Any]) -> None:
+        """Add or update one task from the API (a submit's answer, a fetched task)."""
+        self.load([task])
+
+    def apply_event(self, event: Event) -> None:
+        """Apply one event from the notifier; the views hear of it at the next flush.
+
+        Duplicates (by seq) and events older than what a task shows are ignored.
+        """
+        tid = event.task_id
+        if tid in self._removed:
+            return
+        row = self._find(tid)
+        if row is None:
+            if event.type is not EventType.QUEUED:
+                self._keep_orphan(event)
+                return
+            task = taskview.apply_event(None, event)
+            assert task is not None
+            row = self._pending[tid] = _Row(task)
+            self._history[tid] = history = _History()
+            history.add(event, self._max_events, self._max_lines)
+            self._changed.add(tid)
+            self._track(row)
+            self._adopt_orphans(tid)
+            self._schedule()
+            return
+        if not self._history.setdefault(tid, _History()).add(
+            event, self._max_events, self._max_lines
+        ):
+            return
+        self._changed.add(tid)
+        self._update(row, taskview.apply_event(row.task, event), by_event=True)
+        self._schedule()
+
+    def apply_events(self, events: Iterable[Event]) -> None:
+        """Apply events in order (a replay after a reconnect)."""
+        for event in events:
+            self.apply_event(event)
+
+    @Slot()
+    def flush(self) -> None:
+        """Tell the views about everything changed since the last flush (the timer does
+        this by itself; call it to see the changes at once)."""
+        self._flush_timer.stop()
+        if self._pending:
+            pending, self._pending = list(self._pending.values()), {}
+            self._insert(pending)
+        dirty, self._dirty = self._dirty, set()
+        rows = sorted(r for r in map(self._row_number, dirty) if r is not None)
+        last = len(self.HEADERS) - 1
+        for r in rows:
+            self.dataChanged.emit(self.index(r, 0), self.index(r, last))
+        changed, self._changed = self._changed, set()
+        finished, self._finished = self._finished, []
+        for tid in changed:
+            self.task_changed.emit(tid)
+        for tid in finished:
+            self.task_finished.emit(tid)
+
+    def remove_tasks(self, ids: Iterable[str]) -> None:
+        """Remove tasks from the table (not from the server); later events of theirs are
+        ignored."""
+        doomed = set(ids)
+        for tid in doomed:
+            self._pending.pop(tid, None)
+            self._history.pop(tid, None)
+            self._orphans.pop(tid, None)
+            self._running.discard(tid)
+            self._dirty.discard(tid)
+            self._changed.discard(tid)
+            self._asked.discard(tid)
+        if not self._running:
+            self._tick_timer.stop()
+        self._finished = [t for t in self._finished if t not in doomed]
+        self._removed |= doomed
+        positions = sorted(self._pos[t] for t in doomed if t in self._pos)
+        # Runs of neighbouring rows from the bottom (the oldest) up: removing rows below
+        # leaves the row numbers of those above unchanged.
+        removed = 0
+        for first, last in _runs(positions):
+            lo, hi = first - removed, last - removed
+            n = len(self._rows)
+            self.beginRemoveRows(QModelIndex(), n - 1 - hi, n - 1 - lo)
+            for row in self._rows[lo : hi + 1]:
+                del self._pos[row.id]
+            del self._rows[lo : hi + 1]
+            self._reindex(lo)
+            self.endRemoveRows()
+            removed += hi - lo + 1
+
+    # ------------------------------------------------------------------ reading it
+
+    def task(self, row: int) -> dict[str, Any]:
+        """The task dict shown in `row` (do not change it).
+
+        Raises:
+            IndexError: no such row.
+        """
+        if not 0 <= row < len(self._rows):
+            raise IndexError(row)
+        return self._rows[len(self._rows) - 1 - row].task
+
+    def row_of(self, task_id: str) -> int | None:
+        """The row showing the task, or None. A task created by an event that is not
+        shown yet is inserted now."""
+        if task_id in self._pending:
+            self.flush()
+        return self._row_number(task_id)
+
+    def task_by_id(self, task_id: str) -> dict[str, Any] | None:
+        """The task dict (do not change it), or None if the model does not know it."""
+        row = self._find(task_id)
+        return row.task if row is not None else None
+
+    def events(self, task_id: str) -> list[Event]:
+        """The task's timeline in seq order: every lifecycle event and the latest progress
+        and output events (up to `max_events` of those)."""
+        history = self._history.get(task_id)
+        return history.events() if history else []
+
+    def events_dropped(self, task_id: str) -> int:
+        """How many progress and output events of the task were dropped from its timeline."""
+        history = self._history.get(task_id)
+        return history.events_dropped if history else 0
+
+    def output(self, task_id: str) -> list[str]:
+        """The task's latest output lines (up to `max_output_lines`), oldest first."""
+        history = self._history.get(task_id)
+        return history.output() if history else []
+
+    def output_dropped(self, task_id: str) -> int:
+        """How many of the task's output lines were dropped (the oldest ones)."""
+        history = self._history.get(task_id)
+        return history.lines_dropped if history else 0
+
+    def all_tasks(self) -> list[dict[str, Any]]:
+        """Every task dict (do not change them), newest first."""
+        return [row.task for row in (*reversed(self._pending.values()), *reversed(self._rows))]
+
+    def finished_ids(self) -> list[str]:
+        """Ids of the tasks in a terminal state, newest first."""
+        return [t for t in self._ids() if taskview.is_terminal(self._find_state(t))]
+
+    def duration_ticking(self) -> bool:
+        """Whether the Duration of running rows is being refreshed (some task runs)."""
+        return self._tick_timer.isActive()
+
+    def active_ids(self) -> list[str]:
+        """Ids of the queued and running tasks, newest first."""
+        return [t for t in self._ids() if not taskview.is_terminal(self._find_state(t))]
+
+    # ------------------------------------------------------------------ internals
+
+    def _ids(self) -> list[str]:
+        return [*reversed(self._pending), *(row.id for row in reversed(self._rows))]
+
+    def _find_state(self, task_id: str) -> str:
+        row = self._find(task_id)
+        return row.state if row is not None else ""
+
+    def _find(self, task_id: str) -> _Row | None:
+        pos = self._pos.get(task_id)
+        if pos is not None:
+            return self._rows[pos]
+        return self._pending.get(task_id)
+
+    def _row_number(self, task_id: str) -> int | None:
+        pos = self._pos.get(task_id)
+        return None if pos is None else len(self._rows) - 1 - pos
+
+    def _reindex(self, start: int) -> None:
+        for i in range(start, len(self._rows)):
+            self._pos[self._rows[i].id] = i
+
+    def _insert(self, rows: list[_Row]) -> None:
+        """Insert new rows where their submission times put them, one beginInsertRows per
+        run of rows that land together (all of them, for a burst of new tasks)."""
+        if not rows:
+            return
+        rows.sort(key=lambda r: r.created)
+        groups: dict[int, list[_Row]] = {}
+        for row in rows:
+            pos = bisect.bisect_right(self._rows, row.created, key=lambda r: r.created)
+            groups.setdefault(pos, []).append(row)
+        # From the newest position down, so the positions still to do stay valid.
+        for pos in sorted(groups, reverse=True):
+            group = groups[pos]
+            n = len(self._rows)
+            self.beginInsertRows(QModelIndex(), n - pos, n - pos + len(group) - 1)
+            self._rows[pos:pos] = group
+            self._reindex(pos)
+            self.endInsertRows()
+
+    def _merge(self, row: _Row, snapshot: dict[str, Any]) -> None:
+        merged = taskview.merge_snapshot(row.task, snapshot)
+        if merged != row.task:
+            self._changed.add(row.id)
+        self._update(row, merged, by_event=False)
+
+    def _update(self, row: _Row, new: dict[str, Any] | None, *, by_event: bool) -> None:
+        old = row.task
+        if new is None or new is old:
+            return
+        visible = any(new.get(k) != v for k, v in old.items() if k != "seq")
+        row.set(new)
+        if visible and row.id in self._pos:
+            self._dirty.add(row.id)
+        if (by_event and taskview.is_terminal(row.state) and not taskview.is_terminal(
+                old.get("state")) and row.id not in self._announced):  # fmt: skip
+            self._announced.add(row.id)
+            self._finished.append(row.id)
+            history = self._history.get(row.id)
+            if history is not None:
+                history.settle(_SETTLED_PROGRESS)
+        self._track(row)
+
+    def _track(self, row: _Row) -> None:
+        """Keep the set of running rows whose Duration ticks."""
+        if row.state == TaskState.RUNNING.value:
+            self._running.add(row.id)
+            if not self._tick_timer.isActive():
+                self._tick_timer.start()
+        elif row.id in self._running:
+            self._running.discard(row.id)
+            if not self._running:
+                self._tick_timer.stop()
+
+    def _keep_orphan(self, event: Event) -> None:
+        tid = event.task_id
+        kept = self._orphans.pop(tid, None) or []  # re-added last: the most recent stay
+        if len(kept) < _ORPHAN_EVENTS:
+            kept.append(event)
+        self._orphans[tid] = kept
+        while len(self._orphans) > _ORPHAN_TASKS:
+            del self._orphans[next(iter(self._orphans))]
+        if tid not in self._asked:
+            self._asked.add(tid)
+            self.task_missing.emit(tid)
+
+    def _adopt_orphans(self, task_id: str) -> None:
+        self._asked.discard(task_id)
+        for event in self._orphans.pop(task_id, ()):
+            self.apply_event(event)
+
+    def _schedule(self) -> None:
+        if not self._flush_timer.isActive():
+            self._flush_timer.start()
+
+    @Slot()
+    def _on_flush_timer_timeout(self) -> None:
+        self.flush()
+
+    @Slot()
+    def _on_tick_timer_timeout(self) -> None:
+        """Refresh the Duration of running rows: one dataChanged per run of neighbours."""
+        if not self._running:
+            self._tick_timer.stop()
+            return
+        rows = sorted(r for r in map(self._row_number, self._running) if r is not None)
+        col = self.Column.DURATION
+        roles = [_DISPLAY, self.SortRole]
+        for first, last in _runs(rows):
+            self.dataChanged.emit(self.index(first, col), self.index(last, col), roles)
+
+    # ------------------------------------------------------------------ cells
+
+    def _display(self, row: _Row, col: int) -> str:
+        if col == self.Column.DURATION:
+            return taskview.format_duration(row.duration())
+        if row.cells is None:
+            row.cells = self._cells(row)
+        return row.cells[col]
+
+    def _cells(self, row: _Row) -> list[str]:
+        task = row.task
+        state = row.state
+        message = task.get("message") or ""
+        if not message and isinstance(task.get("error"), dict):
+            message = str(task["error"].get("message") or "")
+        return [
+            self._titles.get(task.get("task") or "") or task.get("task") or "",
+            self._state_label(task),
+            self._progress_text(task),
+            message.split("\n", 1)[0],
+            taskview.format_submitted(task.get("created_at")),
+            "",  # Duration: computed on every read, it ticks
+            taskview.summarize_result(task.get("result"))
+            if state == TaskState.SUCCEEDED.value else "",
+        ]  # fmt: skip
+
+    @staticmethod
+    def _state_label(task: dict[str, Any]) -> str:
+        state = task.get("state") or ""
+        if state == TaskState.RUNNING.value and task.get("cancel_requested"):
+            return "Cancelling…"
+        if state == TaskState.QUEUED.value and (task.get("attempt") or 0) > 0:
+            return "Retrying"
+        return _STATE_LABELS.get(state, state)
+
+    @staticmethod
+    def _progress_text(task: dict[str, Any]) -> str:
+        state = task.get("state")
+        if state == TaskState.RUNNING.value:
+            fraction = task.get("progress")
+            return "…" if fraction is None else f"{fraction * 100:.0f} %"
+        if state == TaskState.SUCCEEDED.value:
+            return "done"
+        if state in (TaskState.FAILED.value, TaskState.CANCELLED.value):
+            return state
+        return ""
+
+    def sort_key(self, row: int, column: int) -> Any:
+        """What `SortRole` gives for a cell, read without a trip through Qt."""
+        return self._sort_key(self._rows[len(self._rows) - 1 - row], column)
+
+    def _search_text(self, row: _Row) -> tuple[str, str]:
+        task = row.task
+        text = "\n".join((
+            self._display(row, self.Column.TASK),
+            str(task.get("task") or ""),
+            str(task.get("message") or ""),
+            json.dumps(task.get("args"), ensure_ascii=False, default=str),
+        ))  # fmt: skip
+        return row.id.casefold(), text.casefold()
+
+    def _sort_key(self, row: _Row, col: int) -> Any:
+        if col == self.Column.SUBMITTED:
+            return row.created
+        if col == self.Column.DURATION:
+            seconds = row.duration()
+            return -1.0 if seconds is None else seconds
+        if col == self.Column.PROGRESS:
+            fraction = row.task.get("progress")
+            return -1.0 if fraction is None else float(fraction)
+        return self._display(row, col).casefold()
+
+    def _tooltip(self, row: _Row, col: int) -> str | None:
+        task = row.task
+        if col == self.Column.TASK:
+            return f"{self._display(row, col)}\n{task.get('task')} · {row.id}"
+        if col == self.Column.STATE:
+            attempt, most = task.get("attempt") or 0, task.get("max_attempts")
+            if not attempt:
+                return None
+            return f"Attempt {attempt} of {most}" if most else f"Attempt {attempt}"
+        if col == self.Column.MESSAGE or (col == self.Column.RESULT and task.get("error")):
+            error = task.get("error")
+            if isinstance(error, dict):
+                text = f"{error.get('message') or ''} ({error.get('code') or 'error'})"
+            else:
+                text = task.get("message") or ""
+            return taskview.shorten(text, _TOOLTIP_CHARS) or None
+        if col == self.Column.RESULT and task.get("result") is not None:
+            pretty = json.dumps(task["result"], indent=2, ensure_ascii=False, default=str)
+            return taskview.shorten(pretty, _TOOLTIP_CHARS)
+        if col == self.Column.SUBMITTED:
+            return task.get("created_at")
+        return None
+
+
+class TaskFilterProxy(QSortFilterProxyModel):
+    """The task table filtered by state and by text, sortable by any column.
+
+    The text matches, case-insensitively, the task's name or title, message or arguments,
+    or the start of its id; every word of it must match.
+    """
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._states: frozenset[str] = frozenset()
+        self._words: tuple[str, ...] = ()
+        self.setSortRole(TaskModel.SortRole)
+
+    def states(self) -> frozenset[str]:
+        return self._states
+
+    def set_states(self, states: Iterable[str] | None) -> None:
+        """Show only tasks in these states (TaskState values); None or empty: all."""
+        new = frozenset(states or ())
+        if new != self._states:
+            self._change_filter(lambda: setattr(self, "_states", new))
+
+    def set_text(self, text: str) -> None:
+        """Show only tasks matching every word of `text`; empty: all."""
+        words = tuple(text.casefold().split())
+        if words != self._words:
+            self._change_filter(lambda: setattr(self, "_words", words))
+
+    def _change_filter(self, change: Any) -> None:
+        # beginFilterChange() arrived in Qt 6.9 and deprecates invalidateRowsFilter().
+        if hasattr(self, "beginFilterChange"):
+            self.beginFilterChange()
+            change()
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:  # pragma: no cover - older PySide6
+            change()
+            self.invalidateRowsFilter()
+
+    def lessThan(self, source_left: AnyIndex, source_right: AnyIndex) -> bool:
+        # Straight from the model's rows: the default compares two SortRole QVariants, and
+        # the round trips through Qt are most of the time a sort of thousands of rows takes.
+        model = self.sourceModel()
+        if isinstance(model, TaskModel):
+            col = source_left.column()
+            return bool(model.sort_key(source_left.row(), col)
+                        < model.sort_key(source_right.row(), col))  # fmt: skip
+        return super().lessThan(source_left, source_right)
+
+    def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:
+        index = self.sourceModel().index(source_row, 0, source_parent)
+        if self._states and index.data(TaskModel.StateRole) not in self._states:
+            return False
+        if not self._words:
+            return True
+        search = index.data(TaskModel.SearchRole)
+        if not search:
+            return True
+        task_id, text = search
+        return all(task_id.startswith(w) or w in text for w in self._words)
