@@ -14,10 +14,8 @@ Rows are newest first: row 0 is the task submitted last.
 from __future__ import annotations
 
 import bisect
-import ctypes
 import heapq
 import json
-import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from enum import IntEnum
@@ -64,44 +62,6 @@ _TOOLTIP_CHARS = 2000
 _SETTLED_PROGRESS = 50
 # Events for tasks the model does not know yet, kept until the task arrives.
 _ORPHAN_TASKS, _ORPHAN_EVENTS = 500, 1000
-
-
-def _shield_singletons() -> bool:
-    """Give None, True and False a reference count no run can spend, if PySide6 drops theirs.
-
-    A stopgap for PySide6 6.12.0 on CPython 3.11: its bindings return None and the bools
-    without a reference of their own. Every `signal.emit()` takes one from True; every call
-    of a void method, and every None a Python `data()` override hands to Qt, takes one from
-    None. After a few thousand calls into Qt (seconds of a table streaming progress) one of
-    them is freed and the interpreter aborts ("Fatal Python error: none_dealloc"). CPython
-    3.12 made these objects immortal, which hides the bug there; this does the same by hand.
-    Probed, so a fixed PySide6 or a newer Python is left alone. It protects the whole
-    process and belongs where the desktop package starts; it is here until it moves there.
-
-    Returns:
-        Whether the shield was needed (and raised).
-    """
-    if (sys.implementation.name != "cpython" or sys.version_info >= (3, 12)
-            or hasattr(sys, "gettotalrefcount")):  # fmt: skip
-        return False  # immortal singletons, or a debug build's different object layout
-
-    class Probe(QObject):
-        probed = Signal()
-
-    probe = Probe()
-    none, true = sys.getrefcount(None), sys.getrefcount(True)
-    for _ in range(8):
-        probe.probed.emit()
-        probe.setObjectName("probe")
-    if none - sys.getrefcount(None) < 8 and true - sys.getrefcount(True) < 8:
-        return False
-    for singleton in (None, True, False):
-        ctypes.c_ssize_t.from_address(id(singleton)).value += _SHIELD
-    return True
-
-
-_SHIELD = 1 << 40
-_SINGLETONS_SHIELDED = _shield_singletons()
 
 
 def _seq(event: Event) -> int:

@@ -392,8 +392,9 @@ def test_proxy_sorts_by_submitted_and_duration(qtbot):
 
 
 def test_many_calls_into_qt_leave_the_interpreter_whole(qtbot):
-    """PySide6 6.12 on Python 3.11 drops a reference to None or True on many calls (see
-    desktop.task_model._shield_singletons); unshielded, this aborts the whole test run."""
+    """PySide6 6.12.0 on Python 3.11 drops a reference to None or True on many calls and
+    aborts the interpreter (why pyproject.toml keeps PySide6 below 6.12): this would abort
+    the whole test run."""
     model = TaskModel(tick_ms=3_600_000)
     proxy = TaskFilterProxy()
     proxy.setSourceModel(model)

@@ -1,0 +1,298 @@
+"""The desktop app: a QApplication on a qasync loop that runs the embedded services and shows
+their tasks live.
+
+`main(data_dir)` is what plain `herald` runs. A second launch for the same data dir finds
+the first through a local socket, asks it to come to the front and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import sys
+import time
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import qasync
+from PySide6.QtCore import QObject, QSettings, Qt, QTimer
+from PySide6.QtGui import QGuiApplication, QIcon
+from PySide6.QtNetwork import QLocalServer, QLocalSocket
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from desktop.bridge import ClientBridge
+from desktop.services import SERVICE_NAMES, ServiceMonitor
+from desktop.task_model import TaskModel
+from desktop.ui.main_window import MainWindow
+from embedded.cli import herald_version
+from embedded.client import ApiError
+from services.core.events import Event
+
+log = logging.getLogger(__name__)
+
+
+def app_icon() -> QIcon:
+    return QIcon(str(files("desktop") / "resources" / "herald.svg"))
+
+
+def instance_key(data_dir: Path) -> str:
+    """The local-socket name of the app serving `data_dir` (one app per data dir and user)."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    return f"herald-{os.getuid() if hasattr(os, 'getuid') else 0}-{digest}"
+
+
+def ask_running_instance(key: str) -> bool:
+    """Ask an app already running for this data dir to come to the front; True if one did."""
+    sock = QLocalSocket()
+    sock.connectToServer(key)
+    if not sock.waitForConnected(500):
+        return False
+    sock.write(b"show\n")
+    sock.waitForBytesWritten(500)
+    sock.disconnectFromServer()
+    return True
+
+
+class DesktopApp(QObject):
+    """Wires the service monitor, the client bridge, the task model and the window.
+
+    Args:
+        data_dir: the data dir whose services to run.
+        settings: where the window's state is remembered.
+        self_check: quit with status 0 once the services are ready and live updates flow
+            (status 1 if that fails): for smoke tests of a build.
+    """
+
+    def __init__(self, data_dir: Path, settings: QSettings, *, self_check: bool = False) -> None:
+        super().__init__()
+        self.data_dir = data_dir
+        self.self_check = self_check
+        self.exit_code = 0
+        self.started_at = time.monotonic()
+        self.timings: dict[str, float] = {}
+        self.monitor = ServiceMonitor(data_dir, self)
+        self.bridge = ClientBridge(self)
+        self.model = TaskModel(self)
+        self.window = MainWindow(self.model, SERVICE_NAMES, str(self.monitor.layout.log_dir),
+                                 app_icon(), settings)  # fmt: skip
+        self._quitting = False
+        self._done = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._local_server: QLocalServer | None = None
+
+        m, b, w = self.monitor, self.bridge, self.window
+        m.service_changed.connect(w.lights.set_service)
+        m.service_logged.connect(w.log_dock.append)
+        m.services_ready.connect(self._on_monitor_services_ready)
+        m.services_failed.connect(self._on_monitor_services_failed)
+        b.catalog_loaded.connect(self._on_bridge_catalog_loaded)
+        b.tasks_loaded.connect(self.model.load)
+        b.task_received.connect(self.model.upsert)
+        b.event_received.connect(self._on_bridge_event_received)
+        b.connection_changed.connect(self._on_bridge_connection_changed)
+        self.model.task_changed.connect(w.refresh_detail)
+        self.model.task_finished.connect(self._on_model_task_finished)
+        self.model.task_missing.connect(lambda tid: self._spawn(self._fetch(tid)))
+        w.run_requested.connect(lambda name, args: self._spawn(self._submit(name, args)))
+        w.cancel_requested.connect(lambda ids: self._spawn(self._cancel(ids)))
+        w.clear_finished_requested.connect(self._on_window_clear_finished_requested)
+        w.restart_services_requested.connect(lambda: self._spawn(self._restart()))
+        w.quit_requested.connect(lambda: self._spawn(self.quit()))
+
+    # ------------------------------------------------------------------ life
+
+    def listen_for_second_launch(self, key: str) -> None:
+        QLocalServer.removeServer(key)  # a stale socket of a crashed run
+        server = QLocalServer(self)
+        server.setSocketOptions(QLocalServer.SocketOption.UserAccessOption)
+        if server.listen(key):
+            server.newConnection.connect(self._on_local_server_new_connection)
+            self._local_server = server
+
+    async def run(self) -> int:
+        """Show the window, start everything, and return when the app has quit."""
+        self.window.show()
+        self.timings["window_shown"] = time.monotonic() - self.started_at
+        self.window.show_status("Starting services…")
+        await self.monitor.start()
+        await self._done.wait()
+        return self.exit_code
+
+    async def quit(self, *, ask: bool = True) -> None:
+        """Quit: ask what to do with running tasks, stop the children, close."""
+        if self._quitting:
+            return
+        running = [t for t in self.model.all_tasks() if t["state"] in ("running", "queued")]
+        if ask and running and not self.self_check and self.monitor.owns_services:
+            choice = self._ask_about_running(len(running))
+            if choice == "stay":
+                return
+            if choice == "cancel":
+                await self._cancel([t["id"] for t in running])
+        self._quitting = True
+        self.window.show_status("Stopping services…")
+        await self.bridge.close()
+        # The worker puts tasks it could not finish back in the queue: they run next time.
+        await self.monitor.stop()
+        self.window.close_for_quit()
+        self._done.set()
+
+    def _ask_about_running(self, count: int) -> str:
+        box = QMessageBox(self.window)
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("Quit Herald?")
+        box.setText(f"{count} task(s) are queued or running.")
+        box.setInformativeText("If you quit now they are not lost: they start again the next "
+                               "time Herald opens. Or cancel them before quitting.")  # fmt: skip
+        later = box.addButton("Quit, run them next time", QMessageBox.ButtonRole.AcceptRole)
+        cancel = box.addButton("Cancel them and quit", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton("Keep Herald open", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(later)
+        box.exec()
+        clicked = box.clickedButton()
+        if clicked is later:
+            return "later"
+        if clicked is cancel:
+            return "cancel"
+        return "stay"
+
+    # -------------------------------------------------------------- handlers
+
+    def _on_monitor_services_ready(self) -> None:
+        self.timings.setdefault("services_ready", time.monotonic() - self.started_at)
+        self.window.hide_failure()
+        who = (f"Connected to the Herald run by pid {self.monitor.attached_pid}"
+               if self.monitor.attached_pid else "Services ready")  # fmt: skip
+        self.window.show_status(who)
+        self._spawn(self.bridge.open(self.monitor.api_url, self.monitor.ws_url,
+                                     self.monitor.token))  # fmt: skip
+
+    def _on_monitor_services_failed(self, message: str) -> None:
+        self.window.show_failure(message)
+        if self.self_check:
+            self.exit_code = 1
+            self._spawn(self.quit(ask=False))
+
+    def _on_bridge_catalog_loaded(self, specs: list[dict[str, Any]]) -> None:
+        self.model.set_titles({s["name"]: s["title"] for s in specs})
+        self.window.set_catalog(specs)
+        remembered = self.window.remembered_catalog_task()
+        if remembered:
+            self.window.select_catalog_task(remembered)
+
+    def _on_bridge_event_received(self, event: Event) -> None:
+        self.model.apply_event(event)
+
+    def _on_bridge_connection_changed(self, state: str, retry_in: float) -> None:
+        self.window.lights.set_connection(state, retry_in if retry_in >= 0 else None)
+        if state == "connected":
+            self.timings.setdefault("live", time.monotonic() - self.started_at)
+            if self.self_check:
+                self._spawn(self.quit(ask=False))
+
+    def _on_model_task_finished(self, task_id: str) -> None:
+        task = self.model.task_by_id(task_id)
+        if task is None:
+            return
+        title = self.window.title_of(task.get("task", ""))
+        state = task["state"]
+        text = f"{title} {state}"
+        if state == "failed" and task.get("error"):
+            text += f": {task['error'].get('message', '')}"
+        self.window.notify_finished(task_id, text, failed=state == "failed")
+
+    def _on_window_clear_finished_requested(self) -> None:
+        self.model.remove_tasks(self.model.finished_ids())
+
+    def _on_local_server_new_connection(self) -> None:
+        assert self._local_server is not None
+        sock = self._local_server.nextPendingConnection()
+        sock.readyRead.connect(lambda: (sock.readAll(), self.window.bring_to_front()))
+        sock.disconnected.connect(sock.deleteLater)
+
+    # --------------------------------------------------------------- intents
+
+    async def _submit(self, name: str, args: dict[str, Any]) -> None:
+        self.window.set_submitting(True)
+        try:
+            task = await self.bridge.submit(name, args)
+        except ApiError as exc:
+            self.window.show_field_errors(exc.fields or {}, exc.message)
+            return
+        except Exception as exc:  # the service is down: say so, keep the form as it is
+            self.window.show_field_errors({}, f"Could not submit: {exc}")
+            return
+        finally:
+            self.window.set_submitting(False)
+        self.model.upsert(task)
+        self.window.select_task(task["id"])
+        self.window.show_status(f"Submitted {self.window.title_of(name)}.")
+
+    async def _fetch(self, task_id: str) -> None:
+        """A task the model heard of only by an event (submitted elsewhere meanwhile)."""
+        with contextlib.suppress(Exception):
+            self.model.upsert(await self.bridge.client.get(task_id))
+
+    async def _cancel(self, ids: list[str]) -> None:
+        for task_id in ids:
+            try:
+                self.model.upsert(await self.bridge.cancel(task_id))
+            except Exception as exc:
+                self.window.show_status(f"Could not cancel: {exc}")
+
+    async def _restart(self) -> None:
+        self.window.hide_failure()
+        self.window.show_status("Restarting services…")
+        await self.bridge.close()
+        await self.monitor.restart()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._on_task_done)
+
+    def _on_task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background work failed", exc_info=task.exception())
+
+
+def main(data_dir: Path, argv: list[str] | None = None, *, self_check: bool = False) -> int:
+    """Run the desktop app for `data_dir`; returns the exit status."""
+    logging.basicConfig(level=os.environ.get("HERALD_LOG_LEVEL", "WARNING").upper(),
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")  # fmt: skip
+    QGuiApplication.setHighDpiScaleFactorRoundingPolicy(
+        Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)  # fmt: skip
+    app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)
+    app.setApplicationName("Herald")
+    app.setOrganizationName("Herald")
+    app.setApplicationVersion(herald_version())
+    app.setDesktopFileName("herald")
+    app.setWindowIcon(app_icon())
+    app.setQuitOnLastWindowClosed(False)  # quitting goes through DesktopApp.quit
+    key = instance_key(data_dir)
+    if not self_check and ask_running_instance(key):
+        print("Herald is already open; brought it to the front.", file=sys.stderr)
+        return 0
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    desktop = DesktopApp(data_dir, QSettings(), self_check=self_check)
+    if not self_check:
+        desktop.listen_for_second_launch(key)
+    if self_check:  # never hang a smoke test
+        QTimer.singleShot(60_000, lambda: (setattr(desktop, "exit_code", 1),
+                                           desktop._spawn(desktop.quit(ask=False))))  # fmt: skip
+    with loop:
+        code = loop.run_until_complete(desktop.run())
+    if self_check:
+        print("self-check: " + ", ".join(f"{k} {v:.2f} s" for k, v in desktop.timings.items()),
+              file=sys.stderr)  # fmt: skip
+    with contextlib.suppress(Exception):
+        loop.close()
+    return code
+
+

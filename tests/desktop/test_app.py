@@ -1,0 +1,170 @@
+"""The desktop app against real embedded services in a temp data dir (offscreen)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import (
+    QAbstractSpinBox,
+    QCheckBox,
+    QComboBox,
+    QLineEdit,
+    QWidget,
+)
+
+from desktop.app import DesktopApp
+from tests.e2e.harness import pid_alive
+
+WAIT = 20_000  # ms
+
+
+class Running:
+    """A DesktopApp running on the test's qasync loop."""
+
+    def __init__(self, data_dir: Path, settings_file: Path, qtbot) -> None:
+        self.qtbot = qtbot
+        self.app = DesktopApp(data_dir, QSettings(str(settings_file), QSettings.Format.IniFormat))
+        self.task = asyncio.ensure_future(self.app.run())
+        qtbot.waitUntil(lambda: self.live, timeout=WAIT)
+        qtbot.waitUntil(lambda: self.window.catalog_list.count() > 0, timeout=WAIT)
+
+    @property
+    def window(self):
+        return self.app.window
+
+    @property
+    def live(self) -> bool:
+        return self.window.lights.connection.state == "connected"
+
+    def run_task(self, name: str, **values) -> str:
+        """Fill the form for `name` and click Run; returns the new task's id."""
+        w = self.window
+        w.select_catalog_task(name)
+        w.form.set_values(values)
+        before = {t["id"] for t in self.app.model.all_tasks()}
+        self.qtbot.mouseClick(w.form.run_button, Qt.MouseButton.LeftButton)
+        self.qtbot.waitUntil(
+            lambda: bool({t["id"] for t in self.app.model.all_tasks()} - before), timeout=WAIT)
+        ids = {t["id"] for t in self.app.model.all_tasks()} - before
+        assert len(ids) == 1
+        return ids.pop()
+
+    def state(self, task_id: str) -> str | None:
+        task = self.app.model.task_by_id(task_id)
+        return task["state"] if task else None
+
+    def wait_state(self, task_id: str, state: str) -> None:
+        self.qtbot.waitUntil(lambda: self.state(task_id) == state, timeout=WAIT)
+
+    def quit(self) -> None:
+        pids = self.app.monitor.pids()
+        asyncio.ensure_future(self.app.quit(ask=False))
+        self.qtbot.waitUntil(self.task.done, timeout=WAIT)
+        assert self.task.result() == 0
+        # after the app quits, no child process is left
+        self.qtbot.waitUntil(lambda: not any(pid_alive(p) for p in pids), timeout=WAIT)
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    rt = tmp_path / "runtime"
+    rt.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(rt))
+    return rt
+
+
+@pytest.fixture
+def running(tmp_path: Path, runtime: Path, aloop, qtbot) -> Iterator[Running]:
+    r = Running(tmp_path / "data", tmp_path / "settings.ini", qtbot)
+    yield r
+    if not r.task.done():
+        r.quit()
+
+
+def test_run_demo_answer_from_the_form(running):
+    task_id = running.run_task("demo.answer", seconds=0.5)
+    progress = []
+    running.app.model.task_changed.connect(
+        lambda tid: progress.append(running.app.model.task_by_id(tid).get("progress")))
+    running.wait_state(task_id, "succeeded")
+    task = running.app.model.task_by_id(task_id)
+    assert task["result"] == 42 and task["progress"] == 1.0
+    seen = [p for p in progress if p is not None]
+    assert len([p for p in seen if 0 < p < 1]) >= 2 and seen == sorted(seen)  # it advanced
+    row = running.app.model.row_of(task_id)
+    assert running.app.model.index(row, 6).data() == "42"  # the Result column
+
+
+def test_cancel_a_running_task(running, qtbot):
+    task_id = running.run_task("demo.answer", seconds=60)
+    running.wait_state(task_id, "running")
+    running.window.select_task(task_id)
+    qtbot.keyClick(running.window.table, Qt.Key.Key_Delete)
+    running.wait_state(task_id, "cancelled")
+
+
+def test_a_failing_task_shows_its_error(running):
+    task_id = running.run_task("process.run", program="/no/such/program")
+    running.wait_state(task_id, "failed")
+    running.window.select_task(task_id)
+    running.qtbot.waitUntil(lambda: "program_not_found" in
+                            running.window.detail.result.toPlainText(), timeout=WAIT)  # fmt: skip
+
+
+def test_server_field_errors_appear_beside_the_fields(running, tmp_path):
+    w = running.window
+    w.select_catalog_task("files.checksum")
+    # Absolute, so the form lets it through; missing, so the server answers 422.
+    w.form.set_values({"path": str(tmp_path / "does-not-exist")})
+    running.qtbot.mouseClick(w.form.run_button, Qt.MouseButton.LeftButton)
+    running.qtbot.waitUntil(lambda: "path" in w.form.errors(), timeout=WAIT)
+    assert "no such" in w.form.errors()["path"]
+
+
+def test_notifier_restart_reconnects_and_fills_in(running, qtbot):
+    task_id = running.run_task("demo.answer", seconds=2)
+    running.wait_state(task_id, "running")
+    states = []
+    running.app.bridge.connection_changed.connect(lambda s, _r: states.append(s))
+    os.kill(running.app.monitor._supervisor.pid("notifier"), signal.SIGKILL)
+    qtbot.waitUntil(lambda: "reconnecting" in states, timeout=WAIT)
+    qtbot.waitUntil(lambda: states[-1] == "connected", timeout=WAIT)
+    running.wait_state(task_id, "succeeded")  # the missed events were applied
+    assert running.app.model.task_by_id(task_id)["result"] == 42
+
+
+def test_restart_the_app_and_see_earlier_tasks(tmp_path, runtime, aloop, qtbot):
+    first = Running(tmp_path / "data", tmp_path / "settings.ini", qtbot)
+    task_id = first.run_task("demo.answer", seconds=0)
+    first.wait_state(task_id, "succeeded")
+    first.quit()
+    second = Running(tmp_path / "data", tmp_path / "settings.ini", qtbot)
+    try:
+        second.wait_state(task_id, "succeeded")  # from the history, not from events
+    finally:
+        second.quit()
+
+
+def test_form_has_accessible_editors(running):
+    running.window.select_catalog_task("demo.answer")
+    editors = [e for e in running.window.form.findChildren(QWidget)
+               if isinstance(e, QLineEdit | QAbstractSpinBox | QCheckBox | QComboBox)
+               and not isinstance(e.parent(), QAbstractSpinBox)]  # a spin box's own line edit
+    assert editors and all(e.accessibleName() for e in editors)
+    for widget in (running.window.table, running.window.catalog_list, running.window.search):
+        assert widget.accessibleName()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_quit_leaves_no_child(running):
+    pids = running.app.monitor.pids()
+    assert len(pids) == 3
+    running.quit()
+    assert not any(pid_alive(p) for p in pids)
