@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run serve test check lint bench system-deps clean
+.PHONY: run serve test check lint bench screenshot system-deps xvfb-deps clean
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -46,6 +46,19 @@ test: $(STAMP) system-deps lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# A real window needs Xvfb and the xcb libraries Qt's xcb platform loads.
+XVFB_PKGS := xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 \
+	libxcb-render-util0 libxcb-shape0 libxcb-xkb1 libxkbcommon-x11-0 fonts-dejavu-core
+xvfb-deps:
+	@if ! command -v xvfb-run >/dev/null || ! ldconfig -p | grep -q libxcb-cursor.so.0; then \
+		echo "installing Xvfb and Qt's xcb libraries"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq $(XVFB_PKGS) >/dev/null; fi
+
+# docs/screenshot.png: the real app under Xvfb with tasks in flight and finished.
+screenshot: $(STAMP) system-deps xvfb-deps
+	xvfb-run -a -s "-screen 0 1440x900x24" $(BIN)/python tools/screenshot.py docs/screenshot.png
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

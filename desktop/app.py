@@ -97,6 +97,11 @@ class DesktopApp(QObject):
         self.model.task_changed.connect(w.refresh_detail)
         self.model.task_finished.connect(self._on_model_task_finished)
         self.model.task_missing.connect(lambda tid: self._spawn(self._fetch(tid)))
+        # The window title counts active tasks (seen in the task bar); updated at most 5x/s.
+        self._title_timer = QTimer(self, singleShot=True, interval=200)
+        self._title_timer.timeout.connect(self._update_title)
+        for signal in (self.model.task_changed, self.model.rowsInserted, self.model.rowsRemoved):
+            signal.connect(self._schedule_title)
         w.run_requested.connect(lambda name, args: self._spawn(self._submit(name, args)))
         w.cancel_requested.connect(lambda ids: self._spawn(self._cancel(ids)))
         w.clear_finished_requested.connect(self._on_window_clear_finished_requested)
@@ -206,7 +211,31 @@ class DesktopApp(QObject):
         self.window.notify_finished(task_id, text, failed=state == "failed")
 
     def _on_window_clear_finished_requested(self) -> None:
-        self.model.remove_tasks(self.model.finished_ids())
+        ids = self.model.finished_ids()
+        self.model.remove_tasks(ids)
+        self._spawn(self._forget(ids))
+
+    async def _forget(self, ids: list[str]) -> None:
+        """Delete cleared tasks from the ledger too, so they stay gone after a restart."""
+        for task_id in ids:
+            try:
+                await self.bridge.delete(task_id)
+            except Exception as exc:
+                self.window.show_status(f"Could not clear a task: {exc}")
+                return
+        self.window.show_status(f"Cleared {len(ids)} finished task(s).")
+
+    def _schedule_title(self, *_: object) -> None:
+        if not self._title_timer.isActive():  # a throttle, not a debounce: progress is steady
+            self._title_timer.start()
+
+    def _update_title(self) -> None:
+        states = [t["state"] for t in self.model.all_tasks() if t["state"] in ("running", "queued")]
+        running, queued = states.count("running"), states.count("queued")
+        parts = [f"{running} running"] if running else []
+        if queued:
+            parts.append(f"{queued} queued")
+        self.window.setWindowTitle("Herald" + (" — " + " · ".join(parts) if parts else ""))
 
     def _on_local_server_new_connection(self) -> None:
         assert self._local_server is not None

@@ -95,6 +95,9 @@ class ClientBridge(QObject):
     async def cancel(self, task_id: str) -> dict[str, Any]:
         return await self.client.cancel(task_id)
 
+    async def delete(self, task_id: str) -> None:
+        await self.client.delete(task_id)
+
     async def close(self) -> None:
         """Stop the stream and the HTTP session (the bridge may be opened again)."""
         reader, self._reader = self._reader, None

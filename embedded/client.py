@@ -309,6 +309,18 @@ class AsyncHeraldClient:
             raise ApiError.from_body(status, body)
         return body  # type: ignore[no-any-return]
 
+    async def delete(self, task_id: str) -> None:
+        """Forget a finished task ("clear finished"); an unknown one is already gone.
+
+        Raises:
+            ApiError: 409 task_active for a task that has not finished.
+        """
+        status, body = await self.request(
+            "DELETE", f"/api/tasks/{quote(task_id, safe='')}", retry=True
+        )
+        if status >= 400 and status != 404:
+            raise ApiError.from_body(status, body)
+
     async def catalog(self) -> list[dict[str, Any]]:
         """The tasks this instance can run, with their parameters."""
         body = await self._ok("GET", "/api/catalog")
@@ -788,6 +800,9 @@ class HeraldClient:
 
     def cancel(self, task_id: str) -> dict[str, Any]:
         return self._run(self._async.cancel(task_id))
+
+    def delete(self, task_id: str) -> None:
+        self._run(self.async_client.delete(task_id))
 
     def catalog(self) -> list[dict[str, Any]]:
         return self._run(self._async.catalog())

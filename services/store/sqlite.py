@@ -335,6 +335,21 @@ class TaskStore:
                 return rec, None
             return self._get(c, task_id), ev
 
+    def delete_task(self, task_id: str, principal: str) -> TaskRecord | None:
+        """Forget a finished task: its ledger row goes (its events stay in the log).
+
+        Returns:
+            The task as it was; None if unknown or another principal's. A task that is not
+            finished is returned unchanged and not deleted.
+        """
+        with self._write() as c:
+            rec = self._get(c, task_id)
+            if rec is None or rec.principal != principal:
+                return None
+            if rec.state.terminal:
+                c.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+            return rec
+
     # -------------------------------------------------------------- worker side
 
     def claim(

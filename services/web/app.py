@@ -332,6 +332,19 @@ class TaskApi:
             )
         return web.Response(body=dumps(task_json(rec)), status=202, headers=JSON_HEADERS)
 
+    async def delete(self, request: web.Request) -> web.Response:
+        """DELETE /api/tasks/{task_id}: forget a finished task ("clear finished")."""
+        rec = self.store.delete_task(request.match_info["task_id"], request[PRINCIPAL])
+        if rec is None:
+            raise _not_found()
+        if not rec.state.terminal:
+            return error_response(
+                HeraldError("task_active", "Only a finished task can be deleted; cancel it "
+                            "first.", 409),  # fmt: skip
+                task=task_json(rec),
+            )
+        return web.Response(status=204)
+
     # --------------------------------------------------------------- the rest
 
     async def catalog_view(self, request: web.Request) -> web.Response:
@@ -379,6 +392,7 @@ class TaskApi:
             web.get("/api/tasks", self.list_tasks, allow_head=False),
             web.post("/api/tasks", self.submit),
             web.get("/api/tasks/{task_id}", self.get_task, allow_head=False),
+            web.delete("/api/tasks/{task_id}", self.delete),
             web.get("/api/tasks/{task_id}/events", self.task_events, allow_head=False),
             web.post("/api/tasks/{task_id}/cancel", self.cancel),
         ]

@@ -293,7 +293,13 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "One of the caller's tasks",
             "parameters": [_TASK_ID],
             "responses": {"200": _response("The task", "Task"), **_errors(401, 404)},
-        }
+        },
+        "delete": {
+            "operationId": "deleteTask",
+            "summary": "Forget a finished task (its events stay in the log)",
+            "parameters": [_TASK_ID],
+            "responses": {"204": {"description": "Deleted"}, **_errors(401, 404, 409)},
+        },
     },
     "/api/tasks/{task_id}/events": {
         "get": {

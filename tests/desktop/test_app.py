@@ -168,3 +168,35 @@ def test_quit_leaves_no_child(running):
     assert len(pids) == 3
     running.quit()
     assert not any(pid_alive(p) for p in pids)
+
+
+def test_clear_finished_is_remembered(tmp_path, runtime, aloop, qtbot):
+    first = Running(tmp_path / "data", tmp_path / "settings.ini", qtbot)
+    done = first.run_task("demo.answer", seconds=0)
+    first.wait_state(done, "succeeded")
+    active = first.run_task("demo.answer", seconds=60)
+    first.wait_state(active, "running")
+    qtbot.waitUntil(lambda: "1 running" in first.window.windowTitle(), timeout=WAIT)
+    first.window.clear_action.trigger()
+    qtbot.waitUntil(lambda: first.state(done) is None, timeout=WAIT)
+    assert first.state(active) == "running"
+    qtbot.waitUntil(lambda: "Cleared" in first.window.status_message.text(), timeout=WAIT)
+    first.quit()  # the running task goes back to the queue, to run next time
+    second = Running(tmp_path / "data", tmp_path / "settings.ini", qtbot)
+    try:
+        second.wait_state(active, "running")
+        assert second.state(done) is None  # still cleared
+    finally:
+        second.quit()
+
+
+def test_a_second_launch_brings_the_window_to_the_front(running):
+    from desktop.app import ask_running_instance, instance_key
+
+    key = instance_key(running.app.data_dir) + "-test"
+    running.app.listen_for_second_launch(key)
+    running.window.showMinimized()
+    running.qtbot.waitUntil(running.window.isMinimized, timeout=WAIT)
+    assert ask_running_instance(key)
+    running.qtbot.waitUntil(lambda: not running.window.isMinimized(), timeout=WAIT)
+    assert not ask_running_instance(key + "-nobody")

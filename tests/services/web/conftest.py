@@ -106,6 +106,9 @@ class Api:
             method, self.base + path, data=data, headers=hdrs, skip_auto_headers=skip_auto_headers
         ) as r:
             raw = await r.read()
+            if r.status == 204:
+                assert raw == b""
+                return Response(r.status, r.headers, None)
             assert r.headers.get("Content-Type", "").startswith("application/json"), raw[:200]
             return Response(r.status, r.headers, json.loads(raw))
 

@@ -21,7 +21,7 @@ async def test_unknown_route_is_404_json(api: Any, path: str) -> None:
     ("method", "path", "allow"),
     [
         ("DELETE", "/api/tasks", {"GET", "POST"}),
-        ("PUT", "/api/tasks/abc", {"GET"}),
+        ("PUT", "/api/tasks/abc", {"GET", "DELETE"}),
         ("GET", "/api/tasks/abc/cancel", {"POST"}),
         ("POST", "/api/catalog", {"GET"}),
         ("HEAD", "/api/tasks", {"GET", "POST"}),

@@ -192,3 +192,16 @@ async def test_catalog_lists_every_task(api: Any) -> None:
     echo = resp.body["tasks"][0]
     assert echo["title"] == "Echo"
     assert [p["name"] for p in echo["params"]] == ["text", "count", "loud"]
+
+
+async def test_delete_forgets_only_finished_tasks_of_the_caller(api: Any) -> None:
+    """DELETE /api/tasks/{id}: 204 for a finished task, 409 while active, 404 for others."""
+    queued = (await api.submit("test.noop")).body
+    active = await api.call("DELETE", f"/api/tasks/{queued['id']}")
+    assert active.status == 409 and active.body["error"]["code"] == "task_active"
+    await api.call("POST", f"/api/tasks/{queued['id']}/cancel")
+    other = await api.call("DELETE", f"/api/tasks/{queued['id']}", token=api.other_token)
+    assert other.status == 404
+    gone = await api.call("DELETE", f"/api/tasks/{queued['id']}")
+    assert gone.status == 204
+    assert (await api.call("GET", f"/api/tasks/{queued['id']}")).status == 404
