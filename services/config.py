@@ -41,8 +41,8 @@ def load_config(layout: DataLayout) -> Config:
     attempts = worker.get("max_attempts", 3)
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
         raise ValueError(f"{layout.config_file}: tasks.modules must be a list of strings")
-    if not isinstance(threads, int) or not 1 <= threads <= 64:
-        raise ValueError(f"{layout.config_file}: worker.threads must be an integer 1-64")
+    if not isinstance(threads, int) or not 1 <= threads <= 256:
+        raise ValueError(f"{layout.config_file}: worker.threads must be an integer 1-256")
     if not isinstance(attempts, int) or not 1 <= attempts <= 100:
         raise ValueError(f"{layout.config_file}: worker.max_attempts must be an integer 1-100")
     return Config(tuple(modules), threads, attempts)

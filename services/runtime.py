@@ -50,7 +50,8 @@ def service_arguments(service: str, argv: list[str] | None) -> argparse.Namespac
     p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free)")
     p.add_argument("--web-port", type=int, default=None,
                    help="the web service's port, whose page may connect")  # fmt: skip
-    p.add_argument("--workers", type=int, default=4, help="worker threads")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker threads (default: the config file's, else 4)")
     p.add_argument("--log-level", default=os.environ.get("HERALD_LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
 
