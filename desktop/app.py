@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import signal
 import sys
 import time
 from importlib.resources import files
@@ -114,8 +115,8 @@ class DesktopApp(QObject):
         # The window title counts active tasks (seen in the task bar); updated at most 5x/s.
         self._title_timer = QTimer(self, singleShot=True, interval=200)
         self._title_timer.timeout.connect(self._update_title)
-        for signal in (self.model.task_changed, self.model.rowsInserted, self.model.rowsRemoved):
-            signal.connect(self._schedule_title)
+        for changed in (self.model.task_changed, self.model.rowsInserted, self.model.rowsRemoved):
+            changed.connect(self._schedule_title)
         w.run_requested.connect(lambda name, args: self._spawn(self._submit(name, args)))
         w.cancel_requested.connect(lambda ids: self._spawn(self._cancel(ids)))
         w.clear_finished_requested.connect(self._on_window_clear_finished_requested)
@@ -335,6 +336,11 @@ def main(data_dir: Path, argv: list[str] | None = None, *, self_check: bool = Fa
     desktop = DesktopApp(data_dir, QSettings(), self_check=self_check)
     if not self_check:
         desktop.listen_for_second_launch(key)
+    # SIGTERM or SIGINT (a session logout, Ctrl-C in the terminal): quit cleanly, without
+    # questions; the worker puts running tasks back in the queue.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, lambda: desktop._spawn(desktop.quit(ask=False)))
     if self_check:  # never hang a smoke test
         QTimer.singleShot(60_000, lambda: (setattr(desktop, "exit_code", 1),
                                            desktop._spawn(desktop.quit(ask=False))))  # fmt: skip
