@@ -58,7 +58,7 @@ xvfb-deps:
 
 # docs/screenshot.png: the real app under Xvfb with tasks in flight and finished.
 screenshot: $(STAMP) system-deps xvfb-deps
-	xvfb-run -a -s "-screen 0 1440x900x24" $(BIN)/python tools/screenshot.py docs/screenshot.png
+	xvfb-run -a -s "-screen 0 1440x900x24" $(BIN)/python -m desktop.screenshot docs/screenshot.png
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import statistics
 import subprocess
@@ -23,14 +22,6 @@ from pathlib import Path
 
 TASKS = 200
 SECONDS = 6.0
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def line(label: str, value: str, target: str = "", ok: bool | None = None) -> None:
@@ -57,72 +48,25 @@ def startup(tmp: Path) -> None:
                 line(f"  {key.replace('_', ' ')}", f"{float(marks[key]):.2f} s")
 
 
-async def stream(tmp: Path) -> None:
-    import qasync  # noqa: F401  (the loop is made in main)
-    from PySide6.QtCore import QSettings, QTimer
+def stream(tmp: Path) -> None:
+    from desktop.measure import measure_stream
 
-    from desktop.app import DesktopApp
-
-    data = tmp / "data2"
-    data.mkdir(mode=0o700)
-    (data / "config.toml").write_text(f"[worker]\nthreads = {TASKS}\n")
-    desktop = DesktopApp(data, QSettings(str(tmp / "s.ini"), QSettings.Format.IniFormat))
-    desktop.window.resize(1360, 820)
-    run = asyncio.ensure_future(desktop.run())
-    w = desktop.window
-
-    async def until(predicate, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError
-            await asyncio.sleep(0.05)
-
-    await until(lambda: w.lights.connection.state == "connected" and w.catalog_list.count())
-    lateness: list[float] = []
-    last = [time.perf_counter()]
-    period = 0.005
-
-    def tick() -> None:
-        now = time.perf_counter()
-        lateness.append(max(0.0, now - last[0] - period))
-        last[0] = now
-
-    timer = QTimer(interval=int(period * 1000))
-    timer.timeout.connect(tick)
-    client = desktop.bridge.client
-    submitted = await asyncio.gather(*(client.submit("demo.answer", {"seconds": SECONDS})
-                                       for _ in range(TASKS)))  # fmt: skip
-    for task in submitted:
-        desktop.model.upsert(task)
-    ids = [t["id"] for t in submitted]
-    await until(lambda: sum(desktop.model.task_by_id(i)["state"] == "running" for i in ids)
-                >= TASKS * 0.9)  # fmt: skip
-    last[0] = time.perf_counter()
-    timer.start()
-    w.select_task(ids[0])  # the detail pane follows one of them too
-    t0 = time.perf_counter()
-    await until(lambda: all(desktop.model.task_by_id(i)["state"] == "succeeded" for i in ids),
-                timeout=SECONDS * 10)  # fmt: skip
-    streamed = time.perf_counter() - t0
-    timer.stop()
-    events = sum(len(desktop.model.events(i)) for i in ids)
-    gui = rss_mb(os.getpid())
-    children = {n: rss_mb(p) for n, p in zip(("web", "worker", "notifier"),
-                                             desktop.monitor.pids(), strict=False)}  # fmt: skip
-    print(f"\n{TASKS} tasks streaming progress at once ({streamed:.1f} s, {events} events kept)")
+    figures = measure_stream(tmp / "data2", TASKS, SECONDS)
+    lateness = figures["lateness"]
+    print(f"\n{TASKS} tasks streaming progress at once ({figures['streamed']:.1f} s, "
+          f"{figures['events']} events kept)")  # fmt: skip
     worst = max(lateness) * 1000
     line("longest event-loop stall", f"{worst:.1f} ms", "target <= 50 ms", worst <= 50)
     line("p99 / median lateness", f"{statistics.quantiles(lateness, n=100)[98] * 1000:.1f} / "
          f"{statistics.median(lateness) * 1000:.1f} ms")  # fmt: skip
     print("\nMemory")
-    line("RSS of the GUI process", f"{gui:.1f} MB")
-    for n, v in children.items():
-        line(f"RSS {n}", f"{v:.1f} MB")
-    total = gui + sum(children.values())
+    rss = figures["rss"]
+    line("RSS of the GUI process", f"{rss['gui']:.1f} MB")
+    for n in ("web", "worker", "notifier"):
+        if n in rss:
+            line(f"RSS {n}", f"{rss[n]:.1f} MB")
+    total = sum(rss.values())
     line("RSS of the whole app", f"{total:.1f} MB", "target <= 250 MB", total <= 250)
-    await desktop.quit(ask=False)
-    await run
 
 
 def main() -> int:
@@ -132,12 +76,5 @@ def main() -> int:
     startup(tmp)
     (tmp / "rt2").mkdir(mode=0o700)
     os.environ["XDG_RUNTIME_DIR"] = str(tmp / "rt2")
-    import qasync
-    from PySide6.QtWidgets import QApplication
-
-    app = QApplication(sys.argv[:1])
-    loop = qasync.QEventLoop(app)
-    asyncio.set_event_loop(loop)
-    with loop:
-        loop.run_until_complete(stream(tmp))
+    stream(tmp)
     return 0

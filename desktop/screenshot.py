@@ -1,6 +1,6 @@
 """Make docs/screenshot.png: the real app, real services, tasks in flight and finished.
 
-    python tools/screenshot.py [OUT.png]      (`make screenshot` runs it under Xvfb)
+    python -m desktop.screenshot [OUT.png]      (`make screenshot` runs it under Xvfb)
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def sample_files(root: Path) -> dict[str, Path]:

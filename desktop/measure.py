@@ -1,0 +1,105 @@
+"""Measurements of the running desktop app, for `python -m bench desktop` (which prints them).
+
+They live here because they drive Qt, and only the desktop package imports Qt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure_stream(data_dir: Path, tasks: int = 200, seconds: float = 6.0,
+                   period: float = 0.005) -> dict[str, Any]:  # fmt: skip
+    """Run the app on `data_dir` (offscreen unless a platform is set), have `tasks` tasks
+    stream progress at once while the window shows them, and time the event loop with a
+    `period` timer: how late each tick ran is how long the loop was busy.
+
+    Returns:
+        {"lateness": [s, ...], "streamed": s, "events": n, "rss": {"gui": MB, service: MB}}
+    """
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    import qasync
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    with loop:
+        return loop.run_until_complete(_stream(data_dir, tasks, seconds, period))
+
+
+async def _stream(data_dir: Path, tasks: int, seconds: float, period: float) -> dict[str, Any]:
+    from PySide6.QtCore import QSettings, QTimer
+
+    from desktop.app import DesktopApp
+
+    data_dir.mkdir(mode=0o700, exist_ok=True)
+    (data_dir / "config.toml").write_text(f"[worker]\nthreads = {tasks}\n")
+    settings = QSettings(str(data_dir / "settings.ini"), QSettings.Format.IniFormat)
+    desktop = DesktopApp(data_dir, settings)
+    desktop.window.resize(1360, 820)
+    run = asyncio.ensure_future(desktop.run())
+    w = desktop.window
+
+    async def until(predicate: Any, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(predicate)
+            await asyncio.sleep(0.05)
+
+    await until(lambda: w.lights.connection.state == "connected" and w.catalog_list.count())
+    lateness: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        lateness.append(max(0.0, now - last[0] - period))
+        last[0] = now
+
+    timer = QTimer(interval=max(1, int(period * 1000)))
+    timer.timeout.connect(tick)
+    client = desktop.bridge.client
+    submitted = await asyncio.gather(*(client.submit("demo.answer", {"seconds": seconds})
+                                       for _ in range(tasks)))  # fmt: skip
+    for task in submitted:
+        desktop.model.upsert(task)
+    ids = [t["id"] for t in submitted]
+
+    def state(task_id: str) -> str:
+        task = desktop.model.task_by_id(task_id)
+        return task["state"] if task else ""
+
+    await until(lambda: sum(state(i) == "running" for i in ids) >= tasks * 0.9)
+    last[0] = time.perf_counter()
+    timer.start()
+    w.select_task(ids[0])  # the detail pane follows one of them too
+    t0 = time.perf_counter()
+    await until(lambda: all(state(i) == "succeeded" for i in ids), timeout=seconds * 10)
+    streamed = time.perf_counter() - t0
+    timer.stop()
+    rss = {"gui": rss_mb(os.getpid())}
+    for name, pid in zip(("web", "worker", "notifier"), desktop.monitor.pids(), strict=False):
+        rss[name] = rss_mb(pid)
+    result = {
+        "lateness": lateness,
+        "streamed": streamed,
+        "events": sum(len(desktop.model.events(i)) for i in ids),
+        "rss": rss,
+    }
+    await desktop.quit(ask=False)
+    await run
+    return result
