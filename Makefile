@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run serve test check lint bench screenshot system-deps xvfb-deps clean
+.PHONY: run serve test check lint bench screenshot system-deps xvfb-deps dist smoke clean
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -59,6 +59,20 @@ xvfb-deps:
 # docs/screenshot.png: the real app under Xvfb with tasks in flight and finished.
 screenshot: $(STAMP) system-deps xvfb-deps
 	xvfb-run -a -s "-screen 0 1440x900x24" $(BIN)/python -m desktop.screenshot docs/screenshot.png
+
+# dist/herald (PyInstaller onefile), dist/herald-onedir/ and dist/herald_<version>_<arch>.deb.
+DIST_STAMP := $(VENV)/.stamp-dist
+$(DIST_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test,dist]'
+	@touch $@
+
+dist: $(DIST_STAMP)
+	bash packaging/build.sh $(BIN)/python
+	PYTHON=$(BIN)/python bash packaging/make_deb.sh
+
+# What CI checks of `make dist`'s artifacts (the .deb part installs it: root or sudo).
+smoke: system-deps
+	bash packaging/smoke.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
