@@ -61,17 +61,8 @@ Description: run slow jobs in the background, with live progress
  and pushes their progress and results back live to its desktop app, its command
  line (herald submit --wait) and any WebSocket client.
 CONTROL
-# Refresh the menu and icon caches when the tools are there (they are on desktops).
-cat > "$ROOT/DEBIAN/postinst" <<'SCRIPT'
-#!/bin/sh
-set -e
-if command -v update-desktop-database >/dev/null; then update-desktop-database -q || true; fi
-if command -v gtk-update-icon-cache >/dev/null; then
-    gtk-update-icon-cache -q -t /usr/share/icons/hicolor || true
-fi
-SCRIPT
-cp "$ROOT/DEBIAN/postinst" "$ROOT/DEBIAN/postrm"
-chmod 755 "$ROOT/DEBIAN/postinst" "$ROOT/DEBIAN/postrm"
+# No maintainer scripts: the menu and icon caches are refreshed by dpkg triggers
+# (desktop-file-utils, hicolor-icon-theme), and without a postrm `dpkg -r` removes all.
 
 rm -f dist/herald_*.deb
 start=$(date +%s.%N)
