@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -23,26 +22,9 @@ import time
 from pathlib import Path
 
 from embedded.client import AsyncEventStream, AsyncHeraldClient
+from embedded.procstat import cpu_seconds, rss_mb
 
 SERVICES = ("web", "worker", "notifier")
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds used so far by a process's live threads, from schedstat (nanoseconds,
-    unlike /proc/PID/stat's ticks). The services' threads live as long as they do."""
-    total = 0
-    for path in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        with contextlib.suppress(OSError):
-            total += int(path.read_text().split()[0])
-    return total / 1e9
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 SETTLE = 5.0

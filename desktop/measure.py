@@ -12,13 +12,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from embedded.procstat import rss_mb
 
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+
+async def until(predicate: Any, timeout: float = 60.0) -> None:
+    """Wait (letting the loop run) until `predicate()` is true; TimeoutError after that."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(predicate)
+        await asyncio.sleep(0.05)
 
 
 def measure_stream(data_dir: Path, tasks: int = 200, seconds: float = 6.0,
@@ -53,13 +56,6 @@ async def _stream(data_dir: Path, tasks: int, seconds: float, period: float) -> 
     desktop.window.resize(1360, 820)
     run = asyncio.ensure_future(desktop.run())
     w = desktop.window
-
-    async def until(predicate: Any, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError(predicate)
-            await asyncio.sleep(0.05)
 
     await until(lambda: w.lights.connection.state == "connected" and w.catalog_list.count())
     lateness: list[float] = []

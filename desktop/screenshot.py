@@ -10,7 +10,6 @@ import csv
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,15 +36,10 @@ def sample_files(root: Path) -> dict[str, Path]:
 async def scenario(desktop, files: dict[str, Path], out: Path) -> None:
     from PySide6.QtWidgets import QApplication
 
+    from desktop.measure import until
+
     run = asyncio.ensure_future(desktop.run())
     w = desktop.window
-
-    async def until(predicate, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError(predicate)
-            await asyncio.sleep(0.05)
 
     await until(lambda: w.lights.connection.state == "connected" and w.catalog_list.count())
     submit = desktop.bridge.submit
