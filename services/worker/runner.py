@@ -155,7 +155,7 @@ class Runner:
             if self._stopping.is_set():
                 break
             now = time.monotonic()
-            if busy and (b"cancel" in messages or not messages):
+            if b"cancel" in messages or (busy and not messages):
                 self._apply_cancel_requests()
             if busy and now - last_renew >= LEASE_SECONDS / 3:
                 self.store.renew_leases(self.identity, LEASE_SECONDS)
