@@ -12,8 +12,10 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from importlib.resources import files
 from pathlib import Path
@@ -333,7 +335,12 @@ def main(data_dir: Path, argv: list[str] | None = None, *, self_check: bool = Fa
         return 0
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    desktop = DesktopApp(data_dir, QSettings(), self_check=self_check)
+    if self_check:  # a smoke test is not a user's session: remember nothing of it
+        scratch = tempfile.mkdtemp(prefix="herald-self-check-")
+        settings = QSettings(os.path.join(scratch, "settings.ini"), QSettings.Format.IniFormat)
+    else:
+        settings = QSettings()
+    desktop = DesktopApp(data_dir, settings, self_check=self_check)
     if not self_check:
         desktop.listen_for_second_launch(key)
     # SIGTERM or SIGINT (a session logout, Ctrl-C in the terminal): quit cleanly, without
@@ -345,13 +352,19 @@ def main(data_dir: Path, argv: list[str] | None = None, *, self_check: bool = Fa
         QTimer.singleShot(60_000, lambda: (setattr(desktop, "exit_code", 1),
                                            desktop._spawn(desktop.quit(ask=False))))  # fmt: skip
     with loop:
-        code = loop.run_until_complete(desktop.run())
+        try:
+            code = loop.run_until_complete(desktop.run())
+        except RuntimeError as exc:  # Qt left its loop by itself: the display went away
+            log.error("the window system went away (%s); stopping", exc)
+            code = 1
     if self_check:
         print("self-check (seconds since launch): "
               + ", ".join(f"{k} {v:.2f}" for k, v in desktop.timings.items()),
               file=sys.stderr)  # fmt: skip
     with contextlib.suppress(Exception):
         loop.close()
+    if self_check:
+        shutil.rmtree(scratch, ignore_errors=True)
     return code
 
 

@@ -121,10 +121,11 @@ class MainWindow(QMainWindow):
         self.delegate = ProgressDelegate(self.table)
         self.table.setItemDelegateForColumn(TaskModel.Column.PROGRESS, self.delegate)
         header = self.table.horizontalHeader()
-        header.setStretchLastSection(True)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in enumerate((150, 90, 140, 240, 90, 80)):
+        for col, width in enumerate((150, 90, 140, 240, 90, 80, 160)):
             header.resizeSection(col, width)
+        # The message takes what room there is, so the table fits without scrolling sideways.
+        header.setSectionResizeMode(TaskModel.Column.MESSAGE, QHeaderView.ResizeMode.Stretch)
         self.table.selectionModel().selectionChanged.connect(self._on_table_selection_changed)
         self.table.doubleClicked.connect(lambda _i: self.detail.tabs.setCurrentIndex(0))
 
