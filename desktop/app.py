@@ -121,6 +121,7 @@ class DesktopApp(QObject):
             changed.connect(self._schedule_title)
         w.run_requested.connect(lambda name, args: self._spawn(self._submit(name, args)))
         w.cancel_requested.connect(lambda ids: self._spawn(self._cancel(ids)))
+        w.rerun_requested.connect(self._on_window_rerun_requested)
         w.clear_finished_requested.connect(self._on_window_clear_finished_requested)
         w.restart_services_requested.connect(lambda: self._spawn(self._restart()))
         w.quit_requested.connect(lambda: self._spawn(self.quit()))
@@ -235,6 +236,11 @@ class DesktopApp(QObject):
         if state == "failed" and task.get("error"):
             text += f": {task['error'].get('message', '')}"
         self.window.notify_finished(task_id, text, failed=state == "failed")
+
+    def _on_window_rerun_requested(self, task_id: str) -> None:
+        task = self.model.task_by_id(task_id)
+        if task is not None:
+            self._spawn(self._submit(task["task"], dict(task.get("args") or {})))
 
     def _on_window_clear_finished_requested(self) -> None:
         ids = self.model.finished_ids()

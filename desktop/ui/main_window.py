@@ -478,6 +478,7 @@ class MainWindow(QMainWindow):
         task = self.model.task_by_id(ids[0])
         if task is None:
             return
+        # The form shows what runs again, ready for a tweaked run after this one.
         self.select_catalog_task(task["task"])
         self.form.set_values(task.get("args", {}))
         self.rerun_requested.emit(ids[0])

@@ -200,3 +200,15 @@ def test_a_second_launch_brings_the_window_to_the_front(running):
     assert ask_running_instance(key)
     running.qtbot.waitUntil(lambda: not running.window.isMinimized(), timeout=WAIT)
     assert not ask_running_instance(key + "-nobody")
+
+
+def test_run_again_with_the_same_arguments(running, qtbot):
+    first = running.run_task("demo.answer", seconds=0.2)
+    running.wait_state(first, "succeeded")
+    running.window.select_task(first)
+    before = {t["id"] for t in running.app.model.all_tasks()}
+    qtbot.keyClick(running.window.table, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: len(running.app.model.all_tasks()) == len(before) + 1, timeout=WAIT)
+    (again,) = [t for t in running.app.model.all_tasks() if t["id"] not in before]
+    assert again["task"] == "demo.answer" and again["args"] == {"seconds": 0.2}
+    running.wait_state(again["id"], "succeeded")
