@@ -22,9 +22,9 @@ from services.core.events import Event
 from services.core.states import TaskState
 from services.layout import DataLayout
 from services.store import TaskStore
-from services.store.sqlite import worker_identity
+from services.store.sqlite import TaskRecord, worker_identity
 from services.wake import WakeReceiver, WakeSender
-from services.worker.catalog import Catalog
+from services.worker.catalog import Catalog, TaskSpec
 from services.worker.context import TaskContext
 from services.worker.queue import TaskQueue
 
@@ -224,7 +224,6 @@ class Runner:
         finally:
             with self._lock:
                 self._free += 1
-                self._running.pop(task_id, None)
             self._self_wake.wake()
 
     def _run_attempt(self, task_id: str) -> None:
@@ -242,6 +241,16 @@ class Runner:
         ctx = RecordingContext(self, rec.id, rec.attempt)
         with self._lock:
             self._running[rec.id] = ctx
+        try:
+            self._run_with(rec, spec, ctx)
+        finally:
+            # Only this attempt's own entry: a duplicate message of the same task (they
+            # happen, see recover) ends without ever registering and must not remove it.
+            with self._lock:
+                if self._running.get(rec.id) is ctx:
+                    del self._running[rec.id]
+
+    def _run_with(self, rec: TaskRecord, spec: TaskSpec, ctx: RecordingContext) -> None:
         if rec.cancel_requested:
             ctx.request_cancel()
         # Defaults for parameters added since the task was queued (an upgrade meanwhile).

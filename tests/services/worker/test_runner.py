@@ -142,3 +142,20 @@ def test_stopping_puts_running_tasks_back_in_the_queue(tmp_path):
     assert rec.state is TaskState.QUEUED and rec.attempt == 1
     assert h.types(task_id)[-1] is EventType.RETRYING
     assert h.queue.pending_ids() == {task_id}
+
+
+def test_a_duplicate_message_does_not_hide_the_running_attempt(harness):
+    """Duplicate messages of one task happen (recover re-enqueues what it cannot see in the
+    queue); the second must not make the first attempt uncancellable."""
+    task_id = harness.submit("t.wait")
+    harness.wait_state(task_id, TaskState.RUNNING)
+    harness.queue.enqueue(task_id)  # the duplicate
+    harness.worker_wake.wake()
+    deadline = time.monotonic() + 5
+    # Taken and dropped (the task is not queued any more): one thread busy again.
+    while len(harness.queue) or harness.runner._free != harness.runner.threads - 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    harness.store.request_cancel(task_id, "a")
+    harness.worker_wake.wake(b"cancel")
+    harness.wait_state(task_id, TaskState.CANCELLED, timeout=5)
