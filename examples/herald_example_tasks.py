@@ -1,6 +1,6 @@
 """An example task module: name it in config.toml (`[tasks] modules = [...]`)."""
 
-from services.worker.catalog import Param, ParamType, task
+from services.tasks import Param, ParamType, task
 
 
 @task("text.count_words", title="Count words",

@@ -42,13 +42,16 @@ def test_qt_only_under_desktop():
 
 
 def test_services_do_not_reach_into_each_other():
-    """The notifier shares nothing with web or worker but the store, auth and core; the
-    worker never imports the web or notifier shells; nothing imports `embedded`."""
+    """No shell imports another: web and worker share the catalog (`services.tasks`) and
+    the queue (`services.queue`), the notifier shares only the store, auth and core with
+    them; tasks and the store import no shell and no framework; nothing imports `embedded`."""
+    shells = ("services.web", "services.worker", "services.notifier")
     rules = {
-        "notifier": ("services.web", "services.worker", "aiohttp", "huey"),
-        "worker": ("services.web", "services.notifier", "aiohttp", "websockets"),
-        "web": ("services.notifier", "services.worker.runner", "websockets"),
-        "store": ("services.web", "services.worker", "services.notifier", "aiohttp", "huey",
+        "notifier": (*shells[:2], "services.tasks", "services.queue", "aiohttp", "huey"),
+        "worker": (shells[0], shells[2], "aiohttp", "websockets"),
+        "web": shells[1:] + ("websockets",),
+        "store": (*shells, "services.tasks", "aiohttp", "huey", "websockets"),
+        "tasks": (*shells, "services.store", "services.queue", "aiohttp", "huey",
                   "websockets"),  # fmt: skip
     }
     for package, forbidden in rules.items():

@@ -6,8 +6,8 @@ questions about a principal's own tasks, their events, the catalog and the servi
 
 Boundaries:
 - May import aiohttp, `services.core`, `services.store`, `services.auth`, `services.wake`,
-  `services.runtime`, `services.config`, `services.layout`, `services.worker.catalog` (to
-  validate arguments) and `services.worker.queue` (to enqueue task ids).
+  `services.runtime`, `services.config`, `services.layout`, `services.tasks` (the catalog, to
+  validate arguments) and `services.queue` (to enqueue task ids); never `services.worker`.
 - Never imports websockets, PySide6 or qasync, and never runs a task.
 - Identity comes from the bearer token only (`services.auth`), never from a request body.
 

@@ -39,10 +39,10 @@ from services.core.events import EventType
 from services.core.states import TaskState
 from services.layout import DataLayout
 from services.store.sqlite import TaskRecord, TaskStore
+from services.tasks.catalog import Catalog
 from services.web.errors import JSON_HEADERS, dumps, error_middleware, error_response
 from services.web.openapi import MAX_CURSOR, openapi_document
 from services.web.security import PRINCIPAL, security_middleware
-from services.worker.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Waker(Protocol):
 
 
 class Queue(Protocol):
-    """Where task ids go to be run (a `services.worker.queue.TaskQueue`)."""
+    """Where task ids go to be run (a `services.queue.TaskQueue`)."""
 
     def enqueue(self, task_id: str) -> None: ...
 

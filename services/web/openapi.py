@@ -13,7 +13,7 @@ from typing import Any
 from services.core.events import EventType
 from services.core.params import Param
 from services.core.states import TaskState
-from services.worker.catalog import Catalog, TaskSpec
+from services.tasks.catalog import Catalog, TaskSpec
 
 MAX_CURSOR = 2**62  # the largest `before`/`after` the API takes (SQLite's integers)
 

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from services.auth import Authenticator
 from services.config import load_config
+from services.queue import TaskQueue
 from services.runtime import (
     announce_ready,
     die_with_parent,
@@ -24,10 +25,9 @@ from services.runtime import (
     watch_stdin,
 )
 from services.store.sqlite import TaskStore
+from services.tasks.catalog import load_catalog
 from services.wake import WakeSender
 from services.web.app import make_app
-from services.worker.catalog import load_catalog
-from services.worker.queue import TaskQueue
 
 log = logging.getLogger(__name__)
 

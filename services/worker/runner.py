@@ -21,12 +21,12 @@ from services.core.errors import TaskCancelled, TaskFailure
 from services.core.events import Event
 from services.core.states import TaskState
 from services.layout import DataLayout
+from services.queue import TaskQueue
 from services.store import TaskStore
 from services.store.sqlite import TaskRecord, worker_identity
+from services.tasks.catalog import Catalog, TaskSpec
+from services.tasks.context import TaskContext
 from services.wake import WakeReceiver, WakeSender
-from services.worker.catalog import Catalog, TaskSpec
-from services.worker.context import TaskContext
-from services.worker.queue import TaskQueue
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from services.runtime import (
     setup_logging,
     watch_stdin,
 )
-from services.worker.catalog import load_catalog
+from services.tasks.catalog import load_catalog
 from services.worker.runner import Runner
 
 log = logging.getLogger("herald.worker")

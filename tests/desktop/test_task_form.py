@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 
 from desktop.ui.task_form import BUSY_TEXT, PLACEHOLDER_TEXT, RUN_TEXT, TaskForm
 from services.core.errors import ValidationFailed
-from services.worker.catalog import load_catalog
+from services.tasks.catalog import load_catalog
 
 CATALOG = load_catalog()
 BUILTIN_SPECS = [spec.to_json() for spec in CATALOG]

@@ -11,7 +11,7 @@ from tests.e2e.harness import collect_all_until_terminal, start_serve
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 ENTRY_POINT_TASK = '''
-from services.worker.catalog import Param, ParamType, task
+from services.tasks import Param, ParamType, task
 
 @task("ep.double", title="Double", params=[Param("n", ParamType.INTEGER)])
 def double(ctx, n):

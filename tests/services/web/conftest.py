@@ -15,11 +15,11 @@ from aiohttp import web
 from services.auth import create_principal, ensure_install_token
 from services.core.params import Param, ParamType
 from services.layout import DataLayout
+from services.queue import TaskQueue
 from services.store.sqlite import TaskStore
+from services.tasks.catalog import Catalog
 from services.wake import WakeReceiver, WakeSender
 from services.web.app import make_app
-from services.worker.catalog import Catalog
-from services.worker.queue import TaskQueue
 
 MAX_ATTEMPTS = 3
 

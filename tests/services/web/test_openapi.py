@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from services.core.params import NO_NUL_PATTERN, Param, ParamType
+from services.tasks.catalog import Catalog
 from services.web.openapi import openapi_document
-from services.worker.catalog import Catalog
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 

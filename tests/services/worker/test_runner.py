@@ -14,10 +14,10 @@ from services.core.events import EventType
 from services.core.params import Param, ParamType
 from services.core.states import TaskState
 from services.layout import DataLayout
+from services.queue import TaskQueue
 from services.store import TaskStore
+from services.tasks.catalog import Catalog
 from services.wake import WakeReceiver, WakeSender
-from services.worker.catalog import Catalog
-from services.worker.queue import TaskQueue
 from services.worker.runner import Runner
 
 catalog = Catalog()

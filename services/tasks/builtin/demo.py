@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from services.worker.catalog import Param, ParamType, task
-from services.worker.context import TaskContext
+from services.tasks.catalog import Param, ParamType, task
+from services.tasks.context import TaskContext
 
 STEP = 0.1  # seconds between progress reports
 

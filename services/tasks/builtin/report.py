@@ -23,9 +23,9 @@ from datetime import datetime
 from typing import Any
 
 from services.core.errors import TaskFailure
-from services.worker.catalog import Param, ParamType, PathKind, task
-from services.worker.context import TaskContext
-from services.worker.tasks.files import AtomicFile, display_path, format_bytes, io_failure
+from services.tasks.builtin.files import AtomicFile, display_path, format_bytes, io_failure
+from services.tasks.catalog import Param, ParamType, PathKind, task
+from services.tasks.context import TaskContext
 
 DELIMITERS = {"auto": None, "comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|",
               "colon": ":", "space": " "}  # fmt: skip

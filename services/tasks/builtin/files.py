@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from services.core.errors import TaskCancelled, TaskFailure
-from services.worker.catalog import Param, ParamType, PathKind, task
-from services.worker.context import TaskContext
+from services.tasks.catalog import Param, ParamType, PathKind, task
+from services.tasks.context import TaskContext
 
 CHUNK = 1024 * 1024  # bytes read at a time; each chunk is a cancellation checkpoint
 ALGORITHMS = ("sha256", "sha1", "md5", "blake2b", "sha512")

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from services.core.errors import TaskCancelled, TaskFailure, ValidationFailed
-from services.worker.catalog import load_catalog
-from services.worker.context import TaskContext
-from services.worker.tasks import demo, files, process, report
+from services.tasks.builtin import demo, files, process, report
+from services.tasks.catalog import load_catalog
+from services.tasks.context import TaskContext
 
 POSIX = os.name == "posix"
 

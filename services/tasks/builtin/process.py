@@ -21,9 +21,9 @@ import time
 from typing import IO, Any
 
 from services.core.errors import TaskCancelled, TaskFailure
-from services.worker.catalog import Param, ParamType, PathKind, task
-from services.worker.context import TaskContext
-from services.worker.tasks.files import display_path, io_failure
+from services.tasks.builtin.files import display_path, io_failure
+from services.tasks.catalog import Param, ParamType, PathKind, task
+from services.tasks.context import TaskContext
 
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 EXIT_GRACE = 2.0  # seconds to wait for output after the program exited (children may hold it)
