@@ -3,14 +3,18 @@
     [tasks]
     modules = ["my_tasks"]      # Python modules whose @task functions join the catalog
     [worker]
-    threads = 4                 # tasks run at once
-    max_attempts = 3            # attempts before a task whose worker died fails
+    concurrency = 4             # attempts run at once, each in its own executor process
+                                # ("threads", its old name, is still read)
+    max_attempts = 3            # attempts a task may lose with their process before it fails
+    max_tasks_per_executor = 1000  # an executor is replaced after this many attempts (0: never)
+    max_executor_memory = 1024  # MB; an executor above it is replaced after its attempt (0: never)
 """
 
 from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from typing import Any
 
 from services.layout import DataLayout
 
@@ -18,8 +22,18 @@ from services.layout import DataLayout
 @dataclass(frozen=True)
 class Config:
     task_modules: tuple[str, ...] = ()
-    worker_threads: int = 4
+    worker_threads: int = 4  # the worker's concurrency: executor processes
     max_attempts: int = 3
+    max_tasks_per_executor: int = 1000
+    max_executor_memory: int = 1024
+
+
+def _int(section: dict[str, Any], key: str, default: int, low: int, high: int,
+         where: str) -> int:  # fmt: skip
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{where}: worker.{key} must be an integer {low}-{high}")
+    return value
 
 
 def load_config(layout: DataLayout) -> Config:
@@ -34,15 +48,19 @@ def load_config(layout: DataLayout) -> Config:
         return Config()
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{layout.config_file}: {exc}") from None
+    where = str(layout.config_file)
     tasks = raw.get("tasks", {})
     worker = raw.get("worker", {})
+    if not isinstance(tasks, dict) or not isinstance(worker, dict):
+        raise ValueError(f"{where}: [tasks] and [worker] must be tables")
     modules = tasks.get("modules", [])
-    threads = worker.get("threads", 4)
-    attempts = worker.get("max_attempts", 3)
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
-        raise ValueError(f"{layout.config_file}: tasks.modules must be a list of strings")
-    if not isinstance(threads, int) or not 1 <= threads <= 256:
-        raise ValueError(f"{layout.config_file}: worker.threads must be an integer 1-256")
-    if not isinstance(attempts, int) or not 1 <= attempts <= 100:
-        raise ValueError(f"{layout.config_file}: worker.max_attempts must be an integer 1-100")
-    return Config(tuple(modules), threads, attempts)
+        raise ValueError(f"{where}: tasks.modules must be a list of strings")
+    key = "concurrency" if "concurrency" in worker else "threads"
+    return Config(
+        task_modules=tuple(modules),
+        worker_threads=_int(worker, key, 4, 1, 256, where),
+        max_attempts=_int(worker, "max_attempts", 3, 1, 100, where),
+        max_tasks_per_executor=_int(worker, "max_tasks_per_executor", 1000, 0, 10**9, where),
+        max_executor_memory=_int(worker, "max_executor_memory", 1024, 0, 10**7, where),
+    )

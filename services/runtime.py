@@ -51,7 +51,7 @@ def service_arguments(service: str, argv: list[str] | None) -> argparse.Namespac
     p.add_argument("--web-port", type=int, default=None,
                    help="the web service's port, whose page may connect")  # fmt: skip
     p.add_argument("--workers", type=int, default=None,
-                   help="worker threads (default: the config file's, else 4)")
+                   help="attempts run at once (default: the config file's, else 4)")
     p.add_argument("--log-level", default=os.environ.get("HERALD_LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
 

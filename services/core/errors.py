@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
+
+
+class ErrorCode(StrEnum):
+    """The codes of a failed task's `error` that Herald itself chooses (a task's own
+    `TaskFailure` may use any other code)."""
+
+    TASK_FAILED = "task_failed"  # a TaskFailure without a code of its own
+    EXCEPTION = "exception"  # the task raised something else (with its traceback)
+    BAD_RESULT = "bad_result"  # the task returned something that is not JSON
+    UNKNOWN_TASK = "unknown_task"  # the worker has no task of that name
+    TIMEOUT = "timeout"  # its time limit passed; the attempt was stopped
+    MEMORY_LIMIT = "memory_limit"  # it needed more memory than its limit
+    WORKER_LOST = "worker_lost"  # the process running it died too many times
 
 
 class HeraldError(Exception):
@@ -46,9 +60,21 @@ class TaskCancelled(Exception):
 
 
 class TaskFailure(Exception):
-    """Raised by a task to fail with a clear message and code (no traceback shown)."""
+    """Raised by a task to fail with a clear message and code (no traceback shown).
 
-    def __init__(self, message: str, code: str = "task_failed") -> None:
+    Args:
+        message: what went wrong, for people.
+        code: a stable identifier for programs.
+        retry: ask for another attempt (within the task's `retries`); by default a
+            TaskFailure is final, unless its class is named in the task's `retry_on`.
+        retry_after: seconds to wait before that attempt (implies `retry`); None: the
+            task's backoff decides.
+    """
+
+    def __init__(self, message: str, code: str = ErrorCode.TASK_FAILED, *,
+                 retry: bool = False, retry_after: float | None = None) -> None:  # fmt: skip
         super().__init__(message)
-        self.code = code
+        self.code = str(code)
         self.message = message
+        self.retry_after = retry_after
+        self.retry = retry or retry_after is not None

@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.core.events import STATE_AFTER, Event, EventType
+from services.core.retry import retry_message
 from services.core.states import TERMINAL_STATES, TaskState
 
 # The messages the ledger writes itself (services.store), so a reload shows the same text.
-RETRY_MESSAGE = "Worker lost; retrying"
 CANCELLED_MESSAGE = "Cancelled"
 CANCELLED_QUEUED_MESSAGE = "Cancelled before it started"
 
@@ -60,7 +60,8 @@ def is_terminal(state: str | TaskState | None) -> bool:
     return state in TERMINAL_STATES
 
 
-def new_task(task_id: str, name: str, args: dict[str, Any], ts: float) -> dict[str, Any]:
+def new_task(task_id: str, name: str, args: dict[str, Any], ts: float,
+             timeout: float | None = None) -> dict[str, Any]:  # fmt: skip
     """A queued task dict with the API's keys, as a "queued" event at `ts` describes it."""
     when = iso(ts)
     self_link = "/api/tasks/" + task_id
@@ -75,6 +76,9 @@ def new_task(task_id: str, name: str, args: dict[str, Any], ts: float) -> dict[s
         "error": None,
         "attempt": 0,
         "max_attempts": None,
+        "lost_attempts": 0,
+        "next_attempt_at": None,
+        "timeout": timeout,
         "cancel_requested": False,
         "created_at": when,
         "started_at": None,
@@ -128,8 +132,9 @@ def apply_event(task: dict[str, Any] | None, event: Event) -> dict[str, Any] | N
     if task is None:
         if event.type is not EventType.QUEUED:
             return None
+        timeout = data.get("timeout")
         new = new_task(event.task_id, str(data.get("name", "")), dict(data.get("args") or {}),
-                       event.ts)  # fmt: skip
+                       event.ts, timeout if isinstance(timeout, int | float) else None)
         new["seq"] = event.seq
         return new
     if is_stale(task, event):
@@ -149,7 +154,7 @@ def apply_event(task: dict[str, Any] | None, event: Event) -> dict[str, Any] | N
             new["args"] = dict(data.get("args") or {})
     elif etype is EventType.STARTED:
         new.update(progress=None, message=None, result=None, error=None, started_at=when,
-                   finished_at=None)  # fmt: skip
+                   finished_at=None, next_attempt_at=None)  # fmt: skip
         new["attempt"] = int(data.get("attempt") or new.get("attempt") or 0)
     elif etype is EventType.PROGRESS:
         new["progress"] = data.get("fraction")
@@ -157,7 +162,15 @@ def apply_event(task: dict[str, Any] | None, event: Event) -> dict[str, Any] | N
     elif etype is EventType.CANCEL_REQUESTED:
         new["cancel_requested"] = True
     elif etype is EventType.RETRYING:
-        new["message"] = RETRY_MESSAGE
+        error = data.get("error")
+        new["error"] = error if isinstance(error, dict) else None
+        new["message"] = retry_message(str(data.get("reason", "")),
+                                       error.get("message") if isinstance(error, dict) else None)
+        at = data.get("at")
+        new["next_attempt_at"] = iso(at) if isinstance(at, int | float) else None
+        for key in ("max_attempts", "lost_attempts"):
+            if isinstance(data.get(key), int):
+                new[key] = data[key]
     elif etype is EventType.SUCCEEDED:
         new.update(result=data.get("result"), error=None, progress=1.0, finished_at=when)
     elif etype is EventType.FAILED:

@@ -3,7 +3,14 @@
 Each write is one short IMMEDIATE transaction that updates the ledger and appends the
 matching event together, so the ledger and the log never disagree. Sequence numbers come
 from an AUTOINCREMENT key: writes are serialised, so seq order is commit order and a reader
-that asks for "seq > N" never skips an event committed later with a smaller seq.
+that asks for "seq > N" never skips an event committed later with a smaller seq. Several
+writes can share one transaction (`TaskStore.batch`, the worker's group commit).
+
+Attempts: `attempt` counts every start. A failed attempt may be retried while `failures`
+stays below `max_attempts - 1` (the task's `retries`), after a wait (`next_attempt_at`); an
+attempt lost with its process counts in `lost` instead, against `max_lost`. Attempts that are
+not the task's own fault (lost, or given back by a stopping worker) are `uncharged`: the
+API's `max_attempts` is `max_attempts + uncharged`.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.core.errors import ErrorCode
 from services.core.events import Event, EventType
+from services.core.retry import RetryReason, retry_message
 from services.core.states import TaskState
 from services.runtime import pid_alive
 
@@ -39,6 +48,12 @@ CREATE TABLE IF NOT EXISTS tasks (
     error TEXT,
     attempt INTEGER NOT NULL DEFAULT 0,
     max_attempts INTEGER NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    lost INTEGER NOT NULL DEFAULT 0,
+    uncharged INTEGER NOT NULL DEFAULT 0,
+    max_lost INTEGER NOT NULL DEFAULT 3,
+    next_attempt_at REAL,
+    timeout REAL,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     idempotency_key TEXT,
     lease_owner TEXT,
@@ -65,9 +80,27 @@ CREATE INDEX IF NOT EXISTS events_principal_seq ON events (principal, seq);
 CREATE INDEX IF NOT EXISTS events_task_seq ON events (task_id, seq);
 """
 
+# Indexes on columns an older database gets only from the migration.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS tasks_next_attempt ON tasks (next_attempt_at)
+    WHERE next_attempt_at IS NOT NULL;
+"""
+
+SCHEMA_VERSION = 2
+# Columns added since version 1 (the first release), with their definitions.
+_ADDED_COLUMNS = {
+    "failures": "INTEGER NOT NULL DEFAULT 0",
+    "lost": "INTEGER NOT NULL DEFAULT 0",
+    "uncharged": "INTEGER NOT NULL DEFAULT 0",
+    "max_lost": "INTEGER NOT NULL DEFAULT 3",
+    "next_attempt_at": "REAL",
+    "timeout": "REAL",
+}
+
 _TASK_COLUMNS = (
     "n, id, principal, name, args, state, progress, message, result, error, attempt, "
-    "max_attempts, cancel_requested, idempotency_key, lease_owner, lease_until, created_at, "
+    "max_attempts, failures, lost, uncharged, max_lost, next_attempt_at, timeout, "
+    "cancel_requested, idempotency_key, lease_owner, lease_until, created_at, "
     "started_at, finished_at, updated_at"
 )
 
@@ -88,6 +121,12 @@ class TaskRecord:
     error: dict[str, Any] | None
     attempt: int
     max_attempts: int
+    failures: int
+    lost: int
+    uncharged: int
+    max_lost: int
+    next_attempt_at: float | None
+    timeout: float | None
     cancel_requested: bool
     idempotency_key: str | None
     lease_owner: str | None
@@ -100,8 +139,9 @@ class TaskRecord:
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> TaskRecord:
         (n, id_, principal, name, args, state, progress, message, result, error, attempt,
-         max_attempts, cancel_requested, idem, lease_owner, lease_until, created_at,
-         started_at, finished_at, updated_at) = row  # fmt: skip
+         max_attempts, failures, lost, uncharged, max_lost, next_attempt_at, timeout,
+         cancel_requested, idem, lease_owner, lease_until, created_at, started_at,
+         finished_at, updated_at) = row  # fmt: skip
         return cls(
             n=n,
             id=id_,
@@ -115,6 +155,12 @@ class TaskRecord:
             error=json.loads(error) if error is not None else None,
             attempt=attempt,
             max_attempts=max_attempts,
+            failures=failures,
+            lost=lost,
+            uncharged=uncharged,
+            max_lost=max_lost,
+            next_attempt_at=next_attempt_at,
+            timeout=timeout,
             cancel_requested=bool(cancel_requested),
             idempotency_key=idem,
             lease_owner=lease_owner,
@@ -124,6 +170,19 @@ class TaskRecord:
             finished_at=finished_at,
             updated_at=updated_at,
         )
+
+    @property
+    def shown_max_attempts(self) -> int:
+        """The attempts it may get, counting re-runs that were not its own fault."""
+        return self.max_attempts + self.uncharged
+
+    @property
+    def retries_left(self) -> int:
+        """How many more failed attempts may be retried."""
+        return max(0, self.max_attempts - 1 - self.failures)
+
+
+CANCELLED_MESSAGE = "Cancelled"
 
 
 def _dumps(obj: Any) -> str:
@@ -177,9 +236,37 @@ class TaskStore:
         c.execute("PRAGMA synchronous=NORMAL")
         c.execute("PRAGMA foreign_keys=OFF")
         c.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint_pages)}")
+        self._depth = 0  # > 0 inside a batch: writes become savepoints of its transaction
         # executescript commits by itself: run it outside an explicit transaction.
         with self._lock:
-            c.executescript(SCHEMA)
+            if c.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                c.executescript(SCHEMA)
+                self._migrate(c)
+                c.executescript(_INDEXES)
+
+    @staticmethod
+    def _migrate(c: sqlite3.Connection) -> None:
+        """Bring a database of an older release up to SCHEMA_VERSION (once, atomically:
+        every service opens the store at start)."""
+        if c.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                have = {row[1] for row in c.execute("PRAGMA table_info(tasks)")}
+                for name, decl in _ADDED_COLUMNS.items():
+                    if name not in have:
+                        c.execute(f"ALTER TABLE tasks ADD COLUMN {name} {decl}")
+                if "failures" not in have:
+                    # Version 1 had no retries of failures: its max_attempts counted the
+                    # attempts a dying worker could lose.
+                    c.execute("UPDATE tasks SET max_lost = max_attempts, max_attempts = 1")
+                c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -191,16 +278,54 @@ class TaskStore:
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group every write made inside the block into one transaction (group commit).
+
+        Each write inside is a savepoint: one that fails is undone alone and raises as
+        usual, the others commit together when the block ends. If the commit itself
+        fails, none of them happened. Nested batches join the outer one.
+        """
+        with self._lock:
+            if self._depth:
+                yield
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                self._conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            try:
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._depth:
+                self._conn.execute("SAVEPOINT w")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK TO w")
+                    self._conn.execute("RELEASE w")
+                    raise
+                self._conn.execute("RELEASE w")
+                return
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
                 self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     def _append(
         self,
@@ -231,10 +356,17 @@ class TaskStore:
         principal: str,
         name: str,
         args: dict[str, Any],
-        max_attempts: int = 3,
+        max_attempts: int = 1,
+        max_lost: int = 3,
+        timeout: float | None = None,
         idempotency_key: str | None = None,
     ) -> tuple[TaskRecord, Event | None]:
         """Record a new task and its "queued" event.
+
+        Args:
+            max_attempts: 1 + how many times a failed attempt is retried.
+            max_lost: attempts lost with their process before it fails `worker_lost`.
+            timeout: each attempt's time limit in seconds (None: none).
 
         Returns:
             The task and its queued event; with an idempotency key already used by this
@@ -252,18 +384,21 @@ class TaskStore:
                 if row:
                     return TaskRecord.from_row(row), None
             cur = c.execute(
-                "INSERT INTO tasks (id, principal, name, args, state, max_attempts, "
-                "idempotency_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO tasks (id, principal, name, args, state, max_attempts, max_lost, "
+                "timeout, idempotency_key, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (task_id, principal, name, _dumps(args), TaskState.QUEUED.value, max_attempts,
-                 idempotency_key, now, now),
+                 max_lost, timeout, idempotency_key, now, now),
             )  # fmt: skip
-            ev = self._append(
-                c, task_id, principal, EventType.QUEUED, 0, {"name": name, "args": args}, now
-            )
+            data: dict[str, Any] = {"name": name, "args": args}
+            if timeout is not None:
+                data["timeout"] = timeout
+            ev = self._append(c, task_id, principal, EventType.QUEUED, 0, data, now)
         rec = TaskRecord(
             n=cur.lastrowid or 0, id=task_id, principal=principal, name=name, args=args,
             state=TaskState.QUEUED, progress=None, message=None, result=None, error=None,
-            attempt=0, max_attempts=max_attempts, cancel_requested=False,
+            attempt=0, max_attempts=max_attempts, failures=0, lost=0, uncharged=0,
+            max_lost=max_lost, next_attempt_at=None, timeout=timeout, cancel_requested=False,
             idempotency_key=idempotency_key, lease_owner=None, lease_until=None,
             created_at=now, started_at=None, finished_at=None, updated_at=now,
         )  # fmt: skip
@@ -353,30 +488,42 @@ class TaskStore:
     # -------------------------------------------------------------- worker side
 
     def claim(
-        self, task_id: str, worker: str, lease_seconds: float
+        self, task_id: str, worker: str, lease_seconds: float, *, limit: int | None = None
     ) -> tuple[TaskRecord | None, Event | None]:
         """Start the next attempt of a queued task, leased to `worker`.
 
+        Args:
+            limit: at most this many tasks of the same name may run at once (on any
+                worker); None: no limit.
+
         Returns:
-            (task, "started" event), or (None, None) if the task is not queued (cancelled
-            meanwhile, already finished, or unknown): the caller must not run it.
+            (task, "started" event), or (None, None) if the task may not start now: not
+            queued (cancelled meanwhile, already finished, unknown), waiting for a retry
+            whose time has not come, or at its limit. The caller must not run it.
         """
         now = time.time()
+        sql = (
+            "UPDATE tasks SET state = ?, attempt = attempt + 1, lease_owner = ?, "
+            "lease_until = ?, started_at = ?, updated_at = ?, progress = NULL, message = NULL, "
+            "result = NULL, error = NULL, next_attempt_at = NULL "
+            "WHERE id = ? AND state = ? AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+        )
+        params: list[Any] = [TaskState.RUNNING.value, worker, now + lease_seconds, now, now,
+                             task_id, TaskState.QUEUED.value, now]  # fmt: skip
+        if limit is not None:
+            sql += (" AND (SELECT COUNT(*) FROM tasks AS other WHERE other.state = ? "
+                    "AND other.name = tasks.name) < ?")  # fmt: skip
+            params += [TaskState.RUNNING.value, limit]
         with self._write() as c:
-            row = c.execute(
-                "UPDATE tasks SET state = ?, attempt = attempt + 1, lease_owner = ?, "
-                "lease_until = ?, started_at = ?, updated_at = ?, progress = NULL, "
-                f"message = NULL WHERE id = ? AND state = ? RETURNING {_TASK_COLUMNS}",
-                (TaskState.RUNNING.value, worker, now + lease_seconds, now, now, task_id,
-                 TaskState.QUEUED.value),
-            ).fetchone()  # fmt: skip
+            row = c.execute(f"{sql} RETURNING {_TASK_COLUMNS}", params).fetchone()
             if row is None:
                 return None, None
             rec = TaskRecord.from_row(row)
-            ev = self._append(
-                c, task_id, rec.principal, EventType.STARTED, rec.attempt,
-                {"attempt": rec.attempt}, now,
-            )  # fmt: skip
+            data: dict[str, Any] = {"attempt": rec.attempt}
+            if rec.timeout is not None:
+                data["timeout"] = rec.timeout
+            ev = self._append(c, task_id, rec.principal, EventType.STARTED, rec.attempt, data,
+                              now)  # fmt: skip
             return rec, ev
 
     def progress(
@@ -420,8 +567,12 @@ class TaskStore:
         result: Any = None,
         error: dict[str, Any] | None = None,
         reason: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> Event | None:
         """End a running attempt in a terminal state with its result or error.
+
+        Args:
+            extra: more details for the terminal event (e.g. `forced` for a kill).
 
         Returns the terminal event, or None if the attempt is no longer current (it was
         reaped meanwhile): its outcome is then discarded.
@@ -437,7 +588,9 @@ class TaskStore:
             values = [(error or {}).get("message")]
         else:
             data = {"reason": reason or "cancelled"}
-            etype, sets, values = EventType.CANCELLED, "message = ?", ["Cancelled"]
+            etype, sets, values = EventType.CANCELLED, "message = ?", [CANCELLED_MESSAGE]
+        if extra:
+            data.update(extra)
         with self._write() as c:
             row = c.execute(
                 f"UPDATE tasks SET state = ?, result = ?, error = ?, {sets}, finished_at = ?, "
@@ -451,14 +604,34 @@ class TaskStore:
                 return None
             return self._append(c, task_id, row[0], etype, attempt, data, now)
 
-    def renew_leases(self, worker: str, lease_seconds: float) -> None:
-        """Extend the leases of every task this worker is running."""
+    def renew_leases(self, worker: str, lease_seconds: float,
+                     task_ids: list[str] | None = None) -> None:  # fmt: skip
+        """Extend the leases of the tasks this worker is running (all, or these)."""
         now = time.time()
+        sql = "UPDATE tasks SET lease_until = ? WHERE state = ? AND lease_owner = ?"
+        params: list[Any] = [now + lease_seconds, TaskState.RUNNING.value, worker]
+        if task_ids is not None:
+            if not task_ids:
+                return
+            sql += " AND id IN ({})".format(",".join("?" * len(task_ids)))
+            params.extend(task_ids)
         with self._write() as c:
-            c.execute(
-                "UPDATE tasks SET lease_until = ? WHERE state = ? AND lease_owner = ?",
-                (now + lease_seconds, TaskState.RUNNING.value, worker),
-            )
+            c.execute(sql, params)
+
+    def leased_to(self, worker: str) -> list[tuple[str, int]]:
+        """(id, attempt) of every running task leased to this worker."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, attempt FROM tasks WHERE state = ? AND lease_owner = ?",
+                (TaskState.RUNNING.value, worker),
+            ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def task_name(self, task_id: str) -> str | None:
+        """The name of a task (one column: cheaper than get_task)."""
+        with self._lock:
+            row = self._conn.execute("SELECT name FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return row[0] if row else None
 
     def cancel_requested(self, worker: str) -> set[str]:
         """Ids of tasks running under this worker whose cancellation was requested."""
@@ -469,6 +642,104 @@ class TaskStore:
             ).fetchall()
         return {r[0] for r in rows}
 
+    def retry_later(
+        self,
+        task_id: str,
+        attempt: int,
+        *,
+        delay: float,
+        error: dict[str, Any],
+        requested: bool = False,
+    ) -> Event | None:
+        """Queue a failed attempt's task again, to run `delay` seconds from now.
+
+        The caller decided that retries remain (`TaskRecord.retries_left`). The error stays
+        on the task while it waits; `next_attempt_at` says when it runs again.
+
+        Returns the "retrying" event, or None if the attempt is no longer current.
+        """
+        now = time.time()
+        at = now + max(0.0, delay)
+        reason = RetryReason.REQUESTED if requested else RetryReason.FAILED
+        message = retry_message(reason, error.get("message"))
+        with self._write() as c:
+            row = c.execute(
+                "UPDATE tasks SET state = ?, error = ?, message = ?, next_attempt_at = ?, "
+                "failures = failures + 1, updated_at = ?, lease_owner = NULL, "
+                "lease_until = NULL WHERE id = ? AND attempt = ? AND state = ? "
+                "RETURNING principal, max_attempts + uncharged, lost",
+                (TaskState.QUEUED.value, _dumps(error), message, at, now, task_id, attempt,
+                 TaskState.RUNNING.value),
+            ).fetchone()  # fmt: skip
+            if row is None:
+                return None
+            return self._append(c, task_id, row[0], EventType.RETRYING, attempt, {
+                "reason": reason.value, "next_attempt": attempt + 1, "delay": round(delay, 3),
+                "at": at, "error": error, "max_attempts": row[1], "lost_attempts": row[2],
+            }, now)  # fmt: skip
+
+    def lose(
+        self, task_id: str, attempt: int, *, stopped: bool = False, detail: str | None = None
+    ) -> tuple[TaskRecord | None, Event | None]:
+        """An attempt ended without an outcome: its process died (`stopped=False`), or the
+        worker gave it back as it stopped (`stopped=True`).
+
+        The task is queued again at once (a "retrying" event; the caller enqueues it) unless
+        it has now been lost `max_lost` times (failed `worker_lost`), or its cancellation
+        was requested (cancelled). A stopped worker's attempt is never held against it.
+
+        Returns:
+            The task as it was (None if the attempt is no longer current) and the event.
+        """
+        now = time.time()
+        with self._write() as c:
+            rec = self._get(c, task_id)
+            if rec is None or rec.state is not TaskState.RUNNING or rec.attempt != attempt:
+                return None, None
+            return rec, self._lose_in(c, rec, now, stopped=stopped, detail=detail)
+
+    def _lose_in(self, c: sqlite3.Connection, rec: TaskRecord, now: float, *, stopped: bool,
+                 detail: str | None) -> Event:  # fmt: skip
+        free = "lease_owner = NULL, lease_until = NULL"
+        if rec.cancel_requested:
+            c.execute(
+                f"UPDATE tasks SET state = ?, finished_at = ?, updated_at = ?, {free}, "
+                "message = ? WHERE id = ?",
+                (TaskState.CANCELLED.value, now, now, CANCELLED_MESSAGE, rec.id),
+            )
+            why = "stopped" if stopped else "was lost"
+            return self._append(c, rec.id, rec.principal, EventType.CANCELLED, rec.attempt, {
+                "reason": f"the worker {why} while the task was being cancelled"}, now)
+        lost = rec.lost + (0 if stopped else 1)
+        if stopped or lost < min(rec.max_lost, 100):
+            reason = RetryReason.WORKER_STOPPED if stopped else RetryReason.WORKER_LOST
+            c.execute(
+                f"UPDATE tasks SET state = ?, updated_at = ?, {free}, message = ?, lost = ?, "
+                "uncharged = uncharged + 1, next_attempt_at = NULL WHERE id = ?",
+                (TaskState.QUEUED.value, now, retry_message(reason), lost, rec.id),
+            )
+            data: dict[str, Any] = {
+                "reason": reason.value, "next_attempt": rec.attempt + 1, "delay": 0,
+                "at": None, "max_attempts": rec.shown_max_attempts + 1, "lost_attempts": lost,
+            }  # fmt: skip
+            if detail:
+                data["detail"] = detail
+            return self._append(c, rec.id, rec.principal, EventType.RETRYING, rec.attempt,
+                                data, now)  # fmt: skip
+        times = "once" if lost == 1 else f"{lost} times"
+        error = {
+            "code": ErrorCode.WORKER_LOST.value,
+            "message": f"The process running this task was lost {times}; giving up."
+            + (f" (Last time: {detail}.)" if detail else ""),
+        }
+        c.execute(
+            f"UPDATE tasks SET state = ?, error = ?, finished_at = ?, updated_at = ?, {free}, "
+            "message = ?, lost = ? WHERE id = ?",
+            (TaskState.FAILED.value, _dumps(error), now, now, error["message"], lost, rec.id),
+        )
+        return self._append(c, rec.id, rec.principal, EventType.FAILED, rec.attempt,
+                            {"error": error}, now)  # fmt: skip
+
     def reap(
         self, *, live_worker: str | None = None, release: str | None = None
     ) -> tuple[list[TaskRecord], list[Event]]:
@@ -476,9 +747,7 @@ class TaskStore:
 
         A lease is dead when it expired, or when its owner is a process on this host that no
         longer exists (and is not `live_worker`), or when its owner is `release` (a worker
-        stopping with tasks it could not finish). Each such task is re-queued while attempts
-        remain (a "retrying" event), else failed with reason `worker_lost`; a task whose
-        cancellation was requested is cancelled instead.
+        stopping with tasks it could not finish). Each is handled by `lose`.
 
         Returns:
             The tasks re-queued (the caller must enqueue them again) and every event recorded.
@@ -505,61 +774,39 @@ class TaskStore:
                 dead.append(rec)
         for rec in dead:
             with self._write() as c:
-                cur = c.execute(
-                    "SELECT state, attempt, lease_owner FROM tasks WHERE id = ?", (rec.id,)
-                ).fetchone()
-                if cur != (TaskState.RUNNING.value, rec.attempt, rec.lease_owner):
+                cur = self._get(c, rec.id)
+                if cur is None or (cur.state, cur.attempt, cur.lease_owner) != (
+                        TaskState.RUNNING, rec.attempt, rec.lease_owner):  # fmt: skip
                     continue  # it moved on meanwhile
-                if rec.cancel_requested:
-                    c.execute(
-                        "UPDATE tasks SET state = ?, finished_at = ?, updated_at = ?, "
-                        "lease_owner = NULL, lease_until = NULL, message = ? WHERE id = ?",
-                        (TaskState.CANCELLED.value, now, now, "Cancelled", rec.id),
-                    )
-                    events.append(self._append(
-                        c, rec.id, rec.principal, EventType.CANCELLED, rec.attempt,
-                        {"reason": "the worker stopped while the task was being cancelled"}, now,
-                    ))  # fmt: skip
-                elif rec.attempt < rec.max_attempts:
-                    c.execute(
-                        "UPDATE tasks SET state = ?, updated_at = ?, lease_owner = NULL, "
-                        "lease_until = NULL, message = ? WHERE id = ?",
-                        (TaskState.QUEUED.value, now, "Worker lost; retrying", rec.id),
-                    )
-                    reason = "worker_stopped" if release is not None else "worker_lost"
-                    events.append(self._append(
-                        c, rec.id, rec.principal, EventType.RETRYING, rec.attempt,
-                        {"reason": reason, "next_attempt": rec.attempt + 1}, now,
-                    ))  # fmt: skip
-                    requeued.append(rec)
-                else:
-                    error = {
-                        "code": "worker_lost",
-                        "message": f"The worker running this task was lost "
-                        f"{rec.attempt} times; giving up.",
-                    }
-                    c.execute(
-                        "UPDATE tasks SET state = ?, error = ?, finished_at = ?, updated_at = ?, "
-                        "lease_owner = NULL, lease_until = NULL, message = ? WHERE id = ?",
-                        (TaskState.FAILED.value, _dumps(error), now, now, error["message"],
-                         rec.id),
-                    )  # fmt: skip
-                    events.append(self._append(
-                        c, rec.id, rec.principal, EventType.FAILED, rec.attempt,
-                        {"error": error}, now,
-                    ))  # fmt: skip
+                ev = self._lose_in(c, cur, now, stopped=release is not None,
+                                   detail=None if release else "its worker was gone")
+                events.append(ev)
+                if ev.type is EventType.RETRYING:
+                    requeued.append(cur)
         return requeued, events
 
     def queued_ids(self, *, unchanged_since: float | None = None) -> list[str]:
-        """Ids of queued tasks, oldest first; optionally only those not updated since then."""
-        sql = "SELECT id FROM tasks WHERE state = ?"
-        params: list[Any] = [TaskState.QUEUED.value]
+        """Ids of queued tasks that may run now, oldest first (not those waiting for a
+        retry's time); optionally only those not updated since `unchanged_since`."""
+        sql = "SELECT id FROM tasks WHERE state = ? AND (next_attempt_at IS NULL " \
+              "OR next_attempt_at <= ?)"  # fmt: skip
+        params: list[Any] = [TaskState.QUEUED.value, time.time()]
         if unchanged_since is not None:
             sql += " AND updated_at < ?"
             params.append(unchanged_since)
         with self._lock:
             rows = self._conn.execute(sql + " ORDER BY n", params).fetchall()
         return [r[0] for r in rows]
+
+    def next_retries(self, limit: int = 100) -> list[tuple[str, float]]:
+        """(id, next_attempt_at) of queued tasks waiting for a retry, soonest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, next_attempt_at FROM tasks WHERE next_attempt_at IS NOT NULL "
+                "AND state = ? ORDER BY next_attempt_at LIMIT ?",
+                (TaskState.QUEUED.value, limit),
+            ).fetchall()
+        return [(r[0], r[1]) for r in rows]
 
     # ----------------------------------------------------------------- the log
 

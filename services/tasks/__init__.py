@@ -11,9 +11,10 @@ Huey, aiohttp, websockets or Qt. `builtin` holds Herald's own tasks.
 
 from services.core.errors import TaskCancelled, TaskFailure
 from services.core.params import REQUIRED, Param, ParamType, PathKind
+from services.core.retry import Backoff
 from services.tasks.catalog import Catalog, TaskSpec, default_catalog, load_catalog, task
 from services.tasks.context import TaskContext
 
-__all__ = ["Catalog", "Param", "ParamType", "PathKind", "REQUIRED", "TaskCancelled",
+__all__ = ["Backoff", "Catalog", "Param", "ParamType", "PathKind", "REQUIRED", "TaskCancelled",
            "TaskContext", "TaskFailure", "TaskSpec", "default_catalog", "load_catalog",
            "task"]  # fmt: skip

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from services.core.errors import ValidationFailed
+from services.core.errors import TaskCancelled, TaskFailure, ValidationFailed
 from services.core.params import REQUIRED, Param, ParamType, PathKind, validate_args
+from services.core.retry import Backoff
 
-__all__ = ["Catalog", "Param", "ParamType", "PathKind", "REQUIRED", "TaskSpec", "task",
-           "default_catalog", "load_catalog"]  # fmt: skip
+__all__ = ["Backoff", "Catalog", "Param", "ParamType", "PathKind", "REQUIRED", "TaskSpec",
+           "task", "default_catalog", "load_catalog"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +41,14 @@ BUILTIN_MODULES = (
 )
 
 
+MAX_TIMEOUT = 7 * 24 * 3600.0  # the longest time limit anyone may set (a week)
+DEFAULT_CANCEL_GRACE = 5.0  # seconds a cancelled task has to stop before it is killed
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task in the catalog: its name, what it is, its parameters and its function.
+    """A task in the catalog: its name, what it is, its parameters, its function and how
+    it is run (see `Catalog.task` for the meaning of each limit).
 
     The function is called as `func(ctx, **args)` and returns a JSON-serialisable result.
     """
@@ -51,8 +58,41 @@ class TaskSpec:
     title: str
     description: str = ""
     params: tuple[Param, ...] = ()
-    max_attempts: int = 3
+    max_lost: int = 3
+    retries: int = 0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    backoff: Backoff = field(default_factory=Backoff)
+    timeout: float | None = None
+    max_timeout: float = MAX_TIMEOUT
+    cancel_grace: float = DEFAULT_CANCEL_GRACE
+    memory_limit: int | None = None
+    concurrency: int | None = None
     module: str = field(default="")
+
+    def __post_init__(self) -> None:
+        def bad(what: str) -> ValueError:
+            return ValueError(f"task {self.name}: {what}")
+
+        if not (isinstance(self.max_lost, int) and 1 <= self.max_lost <= 100):
+            raise bad("max_lost must be an integer from 1 to 100")
+        if not (isinstance(self.retries, int) and 0 <= self.retries <= 100):
+            raise bad("retries must be an integer from 0 to 100")
+        if not (isinstance(self.retry_on, tuple)
+                and all(isinstance(t, type) and issubclass(t, BaseException)
+                        for t in self.retry_on)):  # fmt: skip
+            raise bad("retry_on must be a tuple of exception classes")
+        if not 0 < self.max_timeout <= MAX_TIMEOUT:
+            raise bad(f"max_timeout must be more than 0 and at most {MAX_TIMEOUT:g} s")
+        if self.timeout is not None and not 0 < self.timeout <= self.max_timeout:
+            raise bad("timeout must be more than 0 and at most max_timeout")
+        if not 0 <= self.cancel_grace <= 3600:
+            raise bad("cancel_grace must be from 0 to 3600 s")
+        if self.memory_limit is not None and not (
+                isinstance(self.memory_limit, int) and self.memory_limit >= 16):  # fmt: skip
+            raise bad("memory_limit must be a whole number of MB, at least 16")
+        if self.concurrency is not None and not (
+                isinstance(self.concurrency, int) and self.concurrency >= 1):  # fmt: skip
+            raise bad("concurrency must be an integer of at least 1")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,7 +100,48 @@ class TaskSpec:
             "title": self.title,
             "description": self.description,
             "params": [p.to_json() for p in self.params],
+            "timeout": self.timeout,
+            "max_timeout": self.max_timeout,
+            "retries": self.retries,
+            "cancel_grace": self.cancel_grace,
+            "memory_limit": self.memory_limit,
+            "concurrency": self.concurrency,
         }
+
+    def check_timeout(self, value: Any) -> float | None:
+        """The time limit of a submit: `value` (seconds) if given, else the task's default.
+
+        Raises:
+            ValidationFailed: not a number, not positive, or above the task's maximum.
+        """
+        if value is None:
+            return self.timeout
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationFailed({"timeout": "must be a number of seconds"})
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise ValidationFailed({"timeout": "must be a positive number of seconds"})
+        if seconds > self.max_timeout:
+            raise ValidationFailed({"timeout": f"must be at most {self.max_timeout:g} s "
+                                               "for this task"})  # fmt: skip
+        return seconds
+
+    def should_retry(self, exc: BaseException) -> bool:
+        """Whether a failure with `exc` may be retried (if retries remain).
+
+        A TaskFailure is deliberate: retried when it asks (`retry`, `retry_after`) or when
+        its own class (not a catch-all such as Exception) is named in `retry_on`.
+        """
+        if isinstance(exc, TaskCancelled):
+            return False
+        if isinstance(exc, TaskFailure):
+            return exc.retry or any(
+                isinstance(exc, t) and t not in (Exception, BaseException) for t in self.retry_on
+            )
+        return isinstance(exc, self.retry_on)
 
     def validate(self, args: Any) -> dict[str, Any]:
         """Typed, complete arguments; paths must exist where the parameter says so.
@@ -128,9 +209,35 @@ class Catalog:
         title: str | None = None,
         description: str | None = None,
         params: Iterable[Param] = (),
-        max_attempts: int = 3,
+        retries: int = 0,
+        retry_on: Iterable[type[BaseException]] = (Exception,),
+        backoff: Backoff | None = None,
+        timeout: float | None = None,
+        max_timeout: float = MAX_TIMEOUT,
+        cancel_grace: float = DEFAULT_CANCEL_GRACE,
+        memory_limit: int | None = None,
+        concurrency: int | None = None,
+        max_lost: int = 3,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator: declare `func(ctx, **args)` as the task `name` with its parameters."""
+        """Decorator: declare `func(ctx, **args)` as the task `name` with its parameters.
+
+        Args:
+            name, title, description, params: what the catalog shows (title and
+                description default to the function's docstring).
+            retries: how many times a failed attempt is tried again (0: never).
+            retry_on: which exceptions are retried (see `TaskSpec.should_retry`).
+            backoff: the wait before each retry (default: 1 s doubling up to 5 min,
+                with jitter); a task may name its own with `TaskFailure(retry_after=...)`.
+            timeout: the default time limit of an attempt in seconds (None: none); a submit
+                may set its own, up to `max_timeout`.
+            cancel_grace: seconds a cancelled attempt has to stop at a checkpoint before
+                its process (and everything it started) is killed.
+            memory_limit: MB the attempt's process may use; above it the attempt fails
+                with `memory_limit`.
+            concurrency: at most this many attempts of this task run at once.
+            max_lost: attempts lost because their process died before the task fails
+                with `worker_lost` (also capped by the config's worker.max_attempts).
+        """
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             doc = (func.__doc__ or "").strip()
@@ -141,7 +248,15 @@ class Catalog:
                     title=title or doc.split("\n", 1)[0] or name,
                     description=description if description is not None else doc,
                     params=tuple(params),
-                    max_attempts=max_attempts,
+                    max_lost=max_lost,
+                    retries=retries,
+                    retry_on=tuple(retry_on),
+                    backoff=backoff or Backoff(),
+                    timeout=None if timeout is None else float(timeout),
+                    max_timeout=float(max_timeout),
+                    cancel_grace=float(cancel_grace),
+                    memory_limit=memory_limit,
+                    concurrency=concurrency,
                     module=func.__module__,
                 )
             )

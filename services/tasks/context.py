@@ -1,9 +1,11 @@
-"""What a running task is handed: report progress, emit output, check for cancellation.
+"""What a running task is handed: report progress, emit output, check for cancellation,
+register what to remove if it is killed, ask for a retry.
 
 `TaskContext` keeps what it was told in memory, which is all a test of a task needs; the
-worker's subclass also records each report in the event log. Progress reports are merged so
-that at most `progress_interval` seconds pass between recorded ones (the last one always
-counts when the task ends); output lines are grouped the same way.
+executor's subclass sends each report to the dispatcher, which records it in the event log.
+Progress reports are merged so that at most `progress_interval` seconds pass between
+recorded ones (the last one always counts when the task ends); output lines are grouped
+the same way, and a line longer than MAX_LINE characters is split.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import threading
 import time
 from typing import Any
 
-from services.core.errors import TaskCancelled
+from services.core.errors import TaskCancelled, TaskFailure
+
+MAX_LINE = 64 * 1024  # characters of one output line; longer ones are split
+MAX_PENDING_LINES = 1000  # lines held before they are sent even within progress_interval
 
 
 class TaskContext:
@@ -25,14 +30,23 @@ class TaskContext:
 
     Task authors call `progress()`, `output()`, `check_cancelled()` and `sleep()`; each of
     `progress()`, `check_cancelled()` and `sleep()` is a checkpoint that raises
-    `TaskCancelled` once cancellation was requested, so a task stops cleanly there.
+    `TaskCancelled` once cancellation was requested, so a task stops cleanly there. A task
+    that does not reach a checkpoint in time is killed with everything it started; what
+    it registered with `temp_path()` is then removed for it.
+
+    Attributes:
+        timeout: this attempt's time limit in seconds, or None.
+        temp_paths: the paths registered with `temp_path()` and not yet kept.
     """
 
     def __init__(self, task_id: str = "local", attempt: int = 1,
-                 progress_interval: float = 0.1) -> None:  # fmt: skip
+                 progress_interval: float = 0.1, timeout: float | None = None) -> None:
         self.task_id = task_id
         self.attempt = attempt
         self.progress_interval = progress_interval
+        self.timeout = timeout
+        self._started = time.monotonic()
+        self.temp_paths: set[str] = set()
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._last_flush = 0.0
@@ -77,9 +91,48 @@ class TaskContext:
 
     def output(self, line: str) -> None:
         """Emit one line of output (without its newline)."""
+        line = str(line)
         with self._lock:
-            self._pending_lines.append(line)
-        self._maybe_flush()
+            if len(line) <= MAX_LINE:
+                self._pending_lines.append(line)
+            else:
+                self._pending_lines.extend(line[i:i + MAX_LINE]
+                                           for i in range(0, len(line), MAX_LINE))  # fmt: skip
+            full = len(self._pending_lines) >= MAX_PENDING_LINES
+        if full:
+            self.flush()
+        else:
+            self._maybe_flush()
+
+    def time_left(self) -> float | None:
+        """Seconds until this attempt's time limit, or None without one."""
+        if self.timeout is None:
+            return None
+        return max(0.0, self.timeout - (time.monotonic() - self._started))
+
+    def temp_path(self, path: str) -> str:
+        """Register a file or folder the task is about to create and that must not outlive
+        it if the attempt is killed; returns `path`. Call `keep(path)` once it is complete
+        (or removed by the task itself)."""
+        path = str(path)
+        with self._lock:
+            self.temp_paths.add(path)
+        self._record_cleanup(path, True)
+        return path
+
+    def keep(self, path: str) -> None:
+        """`path` no longer needs removing if the attempt is killed."""
+        path = str(path)
+        with self._lock:
+            if path not in self.temp_paths:
+                return
+            self.temp_paths.discard(path)
+        self._record_cleanup(path, False)
+
+    def retry(self, after: float | None = None, reason: str = "asked for a retry") -> None:
+        """End this attempt and ask for another one, `after` seconds from now (None: as the
+        task's backoff says), within the task's `retries`. Never returns."""
+        raise TaskFailure(reason, code="retry_requested", retry=True, retry_after=after)
 
     # ---------------------------------------------------------- for the worker
 
@@ -110,3 +163,6 @@ class TaskContext:
 
     def _record_output(self, lines: list[str]) -> None:
         """Hook: record output lines (the worker writes them to the event log)."""
+
+    def _record_cleanup(self, path: str, add: bool) -> None:
+        """Hook: a path was registered for removal (add) or kept (not add)."""

@@ -34,7 +34,7 @@ from aiohttp import web
 
 from services.auth import Authenticator
 from services.core.envelope import encode_event
-from services.core.errors import HeraldError
+from services.core.errors import HeraldError, ValidationFailed
 from services.core.events import EventType
 from services.core.states import TaskState
 from services.layout import DataLayout
@@ -50,7 +50,7 @@ MAX_BODY = 1024**2
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 200
 EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX = 1000, 1000
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,200}")
-_SUBMIT_KEYS = frozenset({"task", "args"})
+_SUBMIT_KEYS = frozenset({"task", "args", "timeout"})
 _JSON_TYPES = ("application/json",)
 
 
@@ -94,7 +94,10 @@ def task_json(rec: TaskRecord) -> dict[str, Any]:
         "result": rec.result,
         "error": rec.error,
         "attempt": rec.attempt,
-        "max_attempts": rec.max_attempts,
+        "max_attempts": rec.shown_max_attempts,
+        "lost_attempts": rec.lost,
+        "next_attempt_at": iso(rec.next_attempt_at),
+        "timeout": rec.timeout,
         "cancel_requested": rec.cancel_requested,
         "created_at": iso(rec.created_at),
         "started_at": iso(rec.started_at),
@@ -166,7 +169,8 @@ class TaskApi:
         queue: where submitted task ids are enqueued.
         worker_wake: wakes the worker after an enqueue (b"cancel" after a cancel request).
         notifier_wake: wakes the notifier after every recorded event.
-        max_attempts: the cap on a task's attempts (the config's worker.max_attempts).
+        max_lost: the cap on the attempts a task may lose with their process (the
+            config's worker.max_attempts).
     """
 
     def __init__(
@@ -177,7 +181,7 @@ class TaskApi:
         queue: Queue,
         worker_wake: Waker,
         notifier_wake: Waker,
-        max_attempts: int,
+        max_lost: int,
     ) -> None:
         self.layout = layout
         self.catalog = catalog
@@ -185,7 +189,7 @@ class TaskApi:
         self.queue = queue
         self.worker_wake = worker_wake
         self.notifier_wake = notifier_wake
-        self.max_attempts = max_attempts
+        self.max_lost = max_lost
         self.version = herald_version()
         # The catalog does not change while the service runs: encode its views once.
         self._catalog_body = dumps({"tasks": [spec.to_json() for spec in catalog]})
@@ -202,21 +206,31 @@ class TaskApi:
                 "Invalid Idempotency-Key header.",
                 {"Idempotency-Key": "must be 1-200 printable ASCII characters"},
             )
-        name, args = await self._read_submit(request)
+        name, args, timeout = await self._read_submit(request)
         spec = self.catalog.get(name)
         if spec is None:
             raise HeraldError("unknown_task", f"There is no task named {name[:100]!r}.", 404)
-        clean = spec.validate(args)
+        try:
+            clean = spec.validate(args)
+        except ValidationFailed as exc:
+            try:
+                spec.check_timeout(timeout)
+            except ValidationFailed as bad_timeout:
+                exc.fields = {**(exc.fields or {}), **(bad_timeout.fields or {})}
+            raise exc from None
+        seconds = spec.check_timeout(timeout)
         rec, event = self.store.create_task(
             principal=principal,
             name=name,
             args=clean,
-            max_attempts=min(spec.max_attempts, self.max_attempts),
+            max_attempts=1 + spec.retries,
+            max_lost=min(spec.max_lost, self.max_lost),
+            timeout=seconds,
             idempotency_key=key,
         )
         headers = {**JSON_HEADERS, "Location": "/api/tasks/" + rec.id}
         if event is None:  # the key was used before: answer with the original task
-            if rec.name != name or rec.args != clean:
+            if rec.name != name or rec.args != clean or rec.timeout != seconds:
                 raise HeraldError(
                     "idempotency_conflict",
                     "This Idempotency-Key was already used for a different submit.",
@@ -231,8 +245,8 @@ class TaskApi:
         asyncio.get_running_loop().call_soon(self.notifier_wake.wake)
         return web.Response(body=dumps(task_json(rec)), status=202, headers=headers)
 
-    async def _read_submit(self, request: web.Request) -> tuple[str, dict[str, Any]]:
-        """The task name and raw arguments of a submit body."""
+    async def _read_submit(self, request: web.Request) -> tuple[str, dict[str, Any], Any]:
+        """The task name, raw arguments and raw timeout (None if absent) of a submit body."""
         if request.content_length is not None and request.content_length > MAX_BODY:
             raise HeraldError("too_large", "The request body is too large.", 413)
         if "Content-Type" in request.headers and not (
@@ -260,7 +274,7 @@ class TaskApi:
         args = body.get("args", {})
         if not isinstance(args, dict):
             raise bad_request("Invalid task arguments.", {"args": "must be a JSON object"})
-        return name, args
+        return name, args, body.get("timeout")
 
     async def list_tasks(self, request: web.Request) -> web.Response:
         """GET /api/tasks: the caller's tasks, newest first, a page at a time."""
@@ -405,7 +419,7 @@ def make_app(
     queue: Queue,
     worker_wake: Waker,
     notifier_wake: Waker,
-    max_attempts: int = 3,
+    max_lost: int = 3,
     *,
     authenticator: Authenticator | None = None,
 ) -> web.Application:
@@ -413,10 +427,10 @@ def make_app(
 
     Args:
         layout: the data dir; its auth file is read unless `authenticator` is given.
-        catalog, store, queue, worker_wake, notifier_wake, max_attempts: see `TaskApi`.
+        catalog, store, queue, worker_wake, notifier_wake, max_lost: see `TaskApi`.
         authenticator: resolves bearer tokens to principals.
     """
-    api = TaskApi(layout, catalog, store, queue, worker_wake, notifier_wake, max_attempts)
+    api = TaskApi(layout, catalog, store, queue, worker_wake, notifier_wake, max_lost)
     app = web.Application(
         client_max_size=MAX_BODY,
         middlewares=[error_middleware, security_middleware(authenticator or Authenticator(layout))],

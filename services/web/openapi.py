@@ -47,7 +47,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         409: "Conflict (code already_finished / idempotency_conflict)",
         413: "Body over 1 MiB (code too_large)",
         415: "Body is not application/json (code unsupported_media_type)",
-        422: "Task arguments are not valid (code validation_failed, with fields)",
+        422: "Task arguments or timeout are not valid (code validation_failed, with fields)",
         500: "Unexpected server error (code internal)",
     }
     out: dict[str, Any] = {}
@@ -97,6 +97,9 @@ SCHEMAS: dict[str, Any] = {
             "error",
             "attempt",
             "max_attempts",
+            "lost_attempts",
+            "next_attempt_at",
+            "timeout",
             "cancel_requested",
             "created_at",
             "started_at",
@@ -113,8 +116,18 @@ SCHEMAS: dict[str, Any] = {
             "message": {"type": ["string", "null"]},
             "result": {"description": "The task's result once it succeeded (any JSON)"},
             "error": {"type": ["object", "null"]},
-            "attempt": {"type": "integer", "minimum": 0},
-            "max_attempts": {"type": "integer", "minimum": 1},
+            "attempt": {"type": "integer", "minimum": 0,
+                        "description": "The current or last attempt (1 for the first run)"},
+            "max_attempts": {"type": "integer", "minimum": 1, "description":
+                             "Attempts it may get: 1 + its retries, plus attempts re-run "
+                             "because their process was lost or stopped"},
+            "lost_attempts": {"type": "integer", "minimum": 0, "description":
+                              "Attempts lost with their process (it fails worker_lost after "
+                              "the worker's limit)"},
+            "next_attempt_at": {**_NULLABLE_TIME, "description":
+                                "When a retry waiting for its time runs (state queued)"},
+            "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                        "description": "Each attempt's time limit in seconds, if any"},
             "cancel_requested": {"type": "boolean"},
             "created_at": {"type": "string", "format": "date-time"},
             "started_at": _NULLABLE_TIME,
@@ -167,12 +180,26 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["name", "title", "description", "params"],
+                    "required": ["name", "title", "description", "params", "timeout",
+                                 "max_timeout", "retries", "cancel_grace", "memory_limit",
+                                 "concurrency"],  # fmt: skip
                     "properties": {
                         "name": {"type": "string"},
                         "title": {"type": "string"},
                         "description": {"type": "string"},
                         "params": {"type": "array", "items": {"type": "object"}},
+                        "timeout": {"type": ["number", "null"],
+                                    "description": "Default time limit of an attempt (s)"},
+                        "max_timeout": {"type": "number",
+                                        "description": "The largest `timeout` a submit may set"},
+                        "retries": {"type": "integer", "minimum": 0,
+                                    "description": "How many times a failure is retried"},
+                        "cancel_grace": {"type": "number", "description":
+                                         "Seconds a cancelled attempt has before it is killed"},
+                        "memory_limit": {"type": ["integer", "null"],
+                                         "description": "MB an attempt may use"},
+                        "concurrency": {"type": ["integer", "null"],
+                                        "description": "Attempts of it that may run at once"},
                     },
                 },
             }
@@ -369,11 +396,16 @@ def submit_schemas(catalog: Catalog) -> dict[str, Any]:
     mapping: dict[str, str] = {}
     for spec in catalog:
         args = args_schema(spec.params)
+        timeout = {
+            "type": ["number", "null"], "exclusiveMinimum": 0, "maximum": spec.max_timeout,
+            "description": "This attempt's time limit in seconds"
+            + (f" (default {spec.timeout:g})" if spec.timeout is not None else " (default none)"),
+        }  # fmt: skip
         body: dict[str, Any] = {
             "type": "object",
             "title": spec.title,
             "description": spec.description,
-            "properties": {"task": {"const": spec.name}, "args": args},
+            "properties": {"task": {"const": spec.name}, "args": args, "timeout": timeout},
             "required": ["task", "args"] if "required" in args else ["task"],
             "additionalProperties": False,
         }
@@ -389,7 +421,8 @@ def submit_schemas(catalog: Catalog) -> dict[str, Any]:
         schemas["SubmitRequest"] = {
             "type": "object",
             "required": ["task"],
-            "properties": {"task": {"type": "string"}, "args": {"type": "object"}},
+            "properties": {"task": {"type": "string"}, "args": {"type": "object"},
+                           "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0}},
             "additionalProperties": False,
         }
     return schemas

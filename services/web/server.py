@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         queue,
         worker_wake,
         notifier_wake,
-        max_attempts=config.max_attempts,
+        max_lost=config.max_attempts,
         authenticator=Authenticator(layout),
     )
     try:

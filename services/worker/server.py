@@ -16,7 +16,7 @@ from services.runtime import (
     watch_stdin,
 )
 from services.tasks.catalog import load_catalog
-from services.worker.runner import Runner
+from services.worker.dispatcher import Dispatcher
 
 log = logging.getLogger("herald.worker")
 
@@ -32,15 +32,19 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     catalog = load_catalog(config.task_modules)
-    threads = args.workers if args.workers else config.worker_threads
-    runner = Runner(layout, catalog, threads=threads)
-    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
-    signal.signal(signal.SIGINT, lambda *_: runner.stop())
-    watch_stdin(runner.stop)
-    announce_ready("worker", pid_threads=threads, tasks=len(catalog))
-    log.info("worker %s ready with %d thread(s), %d task(s) in the catalog",
-             runner.identity, threads, len(catalog))  # fmt: skip
-    runner.run()
+    concurrency = args.workers if args.workers else config.worker_threads
+    dispatcher = Dispatcher(layout, catalog, concurrency,
+                            max_tasks_per_executor=config.max_tasks_per_executor,
+                            max_executor_memory=config.max_executor_memory)  # fmt: skip
+    signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop())
+    signal.signal(signal.SIGINT, lambda *_: dispatcher.stop())
+    watch_stdin(dispatcher.stop)
+    dispatcher.start_pool()  # the executors exist before anyone is told the worker is ready
+    announce_ready("worker", concurrency=concurrency, tasks=len(catalog),
+                   executors=[ex.pid for ex in dispatcher.executors])  # fmt: skip
+    log.info("worker %s ready with %d executor process(es), %d task(s) in the catalog",
+             dispatcher.identity, concurrency, len(catalog))  # fmt: skip
+    dispatcher.run()
     log.info("worker stopped")
     return 0
 

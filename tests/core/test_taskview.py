@@ -85,17 +85,40 @@ def test_failed_cancelled_and_retried_tasks_match_the_ledger(store):
     assert task["state"] == "cancelled" and task["cancel_requested"] is True
     assert same_view(task, api(store, queued.id))
 
-    retried, r1 = store.create_task(principal="a", name="x", args={}, max_attempts=2)
+    retried, r1 = store.create_task(principal="a", name="x", args={}, max_lost=2)
     _, r2 = store.claim(retried.id, "w", 30)
     _, (r3,) = store.reap(release="w")
     task = follow([r1, r2, r3])
-    assert task["state"] == "queued" and task["message"] == tv.RETRY_MESSAGE
+    assert task["state"] == "queued" and task["message"] == "Worker stopped; will run again"
+    assert task["max_attempts"] == 2  # the stopped attempt is not held against it
     assert same_view(task, api(store, retried.id))
     _, r4 = store.claim(retried.id, "w", 30)
     r5 = store.finish(retried.id, 2, TaskState.CANCELLED, reason="stop")
     task = follow([r1, r2, r3, r4, r5])
     assert task["state"] == "cancelled" and task["attempt"] == 2
     assert same_view(task, api(store, retried.id))
+
+
+def test_retries_after_failures_and_losses_match_the_ledger(store):
+    rec, e1 = store.create_task(principal="a", name="x", args={}, max_attempts=3, timeout=9)
+    _, e2 = store.claim(rec.id, "w", 30)
+    e3 = store.retry_later(rec.id, 1, delay=30, error={"code": "busy", "message": "Busy"})
+    task = follow([e1, e2, e3])
+    assert task["state"] == "queued" and task["message"] == "Will retry: Busy"
+    assert task["next_attempt_at"] is not None and task["error"]["code"] == "busy"
+    assert task["timeout"] == 9
+    assert same_view(task, api(store, rec.id))
+    store._conn.execute("UPDATE tasks SET next_attempt_at = 0 WHERE id = ?", (rec.id,))
+    _, e4 = store.claim(rec.id, "w", 30)
+    _, e5 = store.lose(rec.id, 2, detail="killed by SIGKILL")
+    task = follow([e1, e2, e3, e4, e5])
+    assert task["message"] == "Worker lost; retrying" and task["next_attempt_at"] is None
+    assert (task["lost_attempts"], task["max_attempts"]) == (1, 4)
+    assert same_view(task, api(store, rec.id))
+    _, e6 = store.claim(rec.id, "w", 30)
+    task = follow([e1, e2, e3, e4, e5, e6])
+    assert task["error"] is None and task["attempt"] == 3
+    assert same_view(task, api(store, rec.id))
 
 
 def test_duplicates_and_old_events_are_ignored():

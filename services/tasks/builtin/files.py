@@ -88,11 +88,15 @@ class AtomicFile:
         destination: the final path.
         overwrite: replace an existing destination; otherwise committing fails when it
             exists (checked atomically where the file system has hard links).
+        ctx: the task's context: the temporary file is registered with it
+            (`TaskContext.temp_path`), so it is removed even if the attempt is killed.
     """
 
-    def __init__(self, destination: str, *, overwrite: bool = False) -> None:
+    def __init__(self, destination: str, *, overwrite: bool = False,
+                 ctx: TaskContext | None = None) -> None:  # fmt: skip
         self.destination = destination
         self.overwrite = overwrite
+        self.ctx = ctx
         self.temp_path = ""
         self.file: IO[bytes] | None = None
         self._committed = False
@@ -101,11 +105,15 @@ class AtomicFile:
         folder, name = os.path.split(self.destination)
         while True:
             self.temp_path = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.part")
+            if self.ctx is not None:  # registered before it exists: a kill may come any time
+                self.ctx.temp_path(self.temp_path)
             try:
                 fd = os.open(self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:
+                self._forget()
                 continue
             except OSError as exc:
+                self._forget()
                 raise io_failure(exc, display_path(self.destination)) from None
             break
         self.file = os.fdopen(fd, "wb")
@@ -130,6 +138,11 @@ class AtomicFile:
         except OSError as exc:
             raise io_failure(exc, where) from None
         self._committed = True
+        self._forget()
+
+    def _forget(self) -> None:
+        if self.ctx is not None:
+            self.ctx.keep(self.temp_path)
 
     def _publish_new(self) -> None:
         try:
@@ -158,6 +171,7 @@ class AtomicFile:
             os.unlink(self.temp_path)
         except FileNotFoundError:
             pass
+        self._forget()
 
 
 @dataclass(frozen=True)
@@ -435,7 +449,7 @@ def archive(ctx: TaskContext, source: str, destination: str, format: str = "auto
     inner = os.path.basename(destination)
     inner = inner[: -len(".gz")] if inner.lower().endswith(".gz") else inner
     try:
-        with AtomicFile(destination, overwrite=overwrite) as out:
+        with AtomicFile(destination, overwrite=overwrite, ctx=ctx) as out:
             assert out.file is not None
             if fmt == "zip":
                 _write_zip(out.file, entries, progress)

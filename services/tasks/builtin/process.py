@@ -1,8 +1,10 @@
 """The task that runs a program and streams its output, line by line.
 
 The program runs without a shell, with stdin from /dev/null and stderr merged into stdout,
-in a session (process group) of its own, so that cancelling or timing out stops the whole
-tree: SIGTERM to the group, SIGKILL to whatever is left TERM_GRACE seconds later.
+in a session (process group) of its own, so that cancelling stops the whole tree: SIGTERM
+to the group, SIGKILL to whatever is left TERM_GRACE seconds later. Its time limit is the
+task's own (`"timeout"` at submit, like any task's): the worker then kills the attempt and
+everything it started.
 
 Threads: a reader thread owns the pipe and hands lines over through a queue; the task's own
 thread does every `ctx` call (the worker records them with its own database connection),
@@ -27,9 +29,8 @@ from services.tasks.context import TaskContext
 
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 EXIT_GRACE = 2.0  # seconds to wait for output after the program exited (children may hold it)
-CHECK_INTERVAL = 0.2  # longest wait between two looks at the cancel flag and the deadline
+CHECK_INTERVAL = 0.2  # longest wait between two looks at the cancel flag
 MAX_LINE = 64 * 1024  # longer lines are split: a program without newlines cannot eat memory
-MAX_TIMEOUT = 7 * 24 * 3600
 
 _EOF = object()
 _POSIX = os.name == "posix"
@@ -83,8 +84,8 @@ def _stop(proc: subprocess.Popen[bytes], reader: threading.Thread) -> None:
         "Runs a program with arguments (no shell) in a folder, streaming its output "
         "(stdout and stderr merged) line by line. The task succeeds whatever the exit code: "
         "the result's exit_code says how the program ended (negative: killed by that "
-        "signal). Cancelling or a timeout stops the program and everything it started. "
-        "Programs that buffer their output when it is not a terminal show it late."
+        "signal). Cancelling, or its time limit, stops the program and everything it "
+        "started. Programs that buffer their output when it is not a terminal show it late."
     ),
     params=[
         Param("program", ParamType.STRING, title="Program", minimum=1, maximum=4096,
@@ -93,12 +94,10 @@ def _stop(proc: subprocess.Popen[bytes], reader: threading.Thread) -> None:
               description="Its arguments, one per item."),  # fmt: skip
         Param("cwd", ParamType.PATH, title="Folder", path_kind=PathKind.DIRECTORY,
               default=None, description="Where it runs; by default your home folder."),  # fmt: skip
-        Param("timeout", ParamType.NUMBER, title="Timeout", default=0, minimum=0,
-              maximum=MAX_TIMEOUT, description="Seconds before it is stopped; 0 means never."),
     ],
 )
-def run(ctx: TaskContext, program: str, args: list[str] | None = None, cwd: str | None = None,
-        timeout: float = 0) -> dict[str, Any]:  # fmt: skip
+def run(ctx: TaskContext, program: str, args: list[str] | None = None,
+        cwd: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Run a program, stream its output lines, return its exit code."""
     cwd = cwd or os.path.expanduser("~")
     executable = program if os.sep in program or (os.altsep and os.altsep in program) else (
@@ -133,7 +132,6 @@ def run(ctx: TaskContext, program: str, args: list[str] | None = None, cwd: str 
     reader.start()
     count = 0
     stopped = False
-    deadline = time.monotonic() + timeout if timeout > 0 else None
     try:
         ctx.progress(None, f"running pid {proc.pid}")
         exited_at: float | None = None
@@ -141,8 +139,6 @@ def run(ctx: TaskContext, program: str, args: list[str] | None = None, cwd: str 
             if ctx.cancelled:
                 raise TaskCancelled()
             now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                raise TaskFailure(f"timed out after {timeout:g} s", code="timeout")
             if exited_at is None and proc.poll() is not None:
                 exited_at = now
             if exited_at is not None and now - exited_at >= EXIT_GRACE:
@@ -152,9 +148,8 @@ def run(ctx: TaskContext, program: str, args: list[str] | None = None, cwd: str 
                 stopped = True
                 count += _drain(ctx, lines)
                 break
-            wait = CHECK_INTERVAL if deadline is None else min(CHECK_INTERVAL, deadline - now)
             try:
-                item = lines.get(timeout=max(0.0, wait))
+                item = lines.get(timeout=CHECK_INTERVAL)
             except queue.Empty:
                 continue
             if item is _EOF:
@@ -162,6 +157,7 @@ def run(ctx: TaskContext, program: str, args: list[str] | None = None, cwd: str 
             ctx.output(item)
             count += 1
     except BaseException:
+        _drain(ctx, lines)  # first what was read: a killed attempt may not get further
         if not stopped:
             _stop(proc, reader)
         _drain(ctx, lines)

@@ -394,7 +394,7 @@ def csv_report(ctx: TaskContext, source: str, destination: str | None = None,
 
     columns = [c.summary() for c in analysis.columns]
     page = render_html(source, analysis, columns).encode("utf-8")
-    with AtomicFile(destination, overwrite=overwrite) as out:
+    with AtomicFile(destination, overwrite=overwrite, ctx=ctx) as out:
         assert out.file is not None
         try:
             out.file.write(page)

@@ -1,8 +1,10 @@
 """The SQLite ledger and event log: transitions, ownership, leases and reaping."""
 
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -91,7 +93,7 @@ def _dead_owner() -> str:
 
 
 def test_reap_requeues_then_fails_with_worker_lost(store):
-    rec, _ = store.create_task(principal="a", name="x", args={}, max_attempts=2)
+    rec, _ = store.create_task(principal="a", name="x", args={}, max_lost=2)
     dead = _dead_owner()
     store.claim(rec.id, dead, 30)
     requeued, events = store.reap(live_worker="me")
@@ -104,7 +106,8 @@ def test_reap_requeues_then_fails_with_worker_lost(store):
     assert events[0].type is EventType.FAILED
     final = store.get_task(rec.id)
     assert final.state is TaskState.FAILED and final.error["code"] == "worker_lost"
-    assert final.attempt == 2
+    assert (final.attempt, final.lost, final.failures) == (2, 2, 0)
+    assert final.shown_max_attempts == 2  # the first loss added an attempt, the last did not
 
 
 def test_reap_leaves_live_leases_and_releases_on_request(store):
@@ -131,3 +134,109 @@ def test_seq_is_commit_order_across_connections(tmp_path):
         t.join()
     seqs = [e.seq for e in stores[0].events_after(0)]
     assert seqs == sorted(seqs) and len(seqs) == len(set(seqs)) == 150
+
+
+def test_a_failure_waits_for_its_retry_in_the_ledger(store):
+    rec, _ = store.create_task(principal="a", name="x", args={}, max_attempts=3)
+    claimed, _ = store.claim(rec.id, "w", 30)
+    assert claimed.retries_left == 2
+    ev = store.retry_later(rec.id, 1, delay=0.3, error={"code": "e", "message": "boom"})
+    assert ev.type is EventType.RETRYING
+    assert ev.data["reason"] == "failed" and ev.data["delay"] == 0.3
+    assert ev.data["next_attempt"] == 2 and ev.data["max_attempts"] == 3
+    waiting = store.get_task(rec.id)
+    assert waiting.state is TaskState.QUEUED and waiting.failures == 1
+    assert waiting.error == {"code": "e", "message": "boom"}
+    assert waiting.message == "Will retry: boom"
+    assert waiting.next_attempt_at == ev.data["at"]
+    assert store.claim(rec.id, "w", 30) == (None, None)  # not before its time
+    assert rec.id not in store.queued_ids()  # nor found as a lost queue message
+    assert store.next_retries() == [(rec.id, ev.data["at"])]
+    time.sleep(0.35)
+    again, started = store.claim(rec.id, "w", 30)
+    assert again.attempt == 2 and again.error is None and again.next_attempt_at is None
+    assert again.retries_left == 1 and store.next_retries() == []
+    # Stale writes of the earlier attempt change nothing.
+    assert store.retry_later(rec.id, 1, delay=0, error={"code": "e", "message": "x"}) is None
+
+
+def test_losses_and_failures_are_counted_apart(store):
+    rec, _ = store.create_task(principal="a", name="x", args={}, max_attempts=2, max_lost=3)
+    store.claim(rec.id, "w", 30)
+    store.retry_later(rec.id, 1, delay=0, error={"code": "e", "message": "m"})
+    store.claim(rec.id, "w", 30)
+    before, ev = store.lose(rec.id, 2, detail="killed by SIGSEGV")
+    assert ev.type is EventType.RETRYING and ev.data["reason"] == "worker_lost"
+    assert ev.data["detail"] == "killed by SIGSEGV" and ev.data["lost_attempts"] == 1
+    assert ev.data["max_attempts"] == 3  # the lost attempt is not held against it
+    store.claim(rec.id, "w", 30)
+    _, ev = store.lose(rec.id, 3, stopped=True)  # a clean stop: not lost
+    assert ev.data["reason"] == "worker_stopped" and ev.data["lost_attempts"] == 1
+    third = store.get_task(rec.id)
+    assert (third.failures, third.lost, third.uncharged, third.shown_max_attempts) == (1, 1, 2, 4)
+    assert third.retries_left == 0
+    assert store.lose(rec.id, 3) == (None, None)  # not running any more
+
+
+def test_claim_respects_a_limit_across_workers(store):
+    first, _ = store.create_task(principal="a", name="one.at.a.time", args={})
+    second, _ = store.create_task(principal="b", name="one.at.a.time", args={})
+    other, _ = store.create_task(principal="a", name="other", args={})
+    assert store.claim(first.id, "w1", 30, limit=1)[0] is not None
+    assert store.claim(second.id, "w2", 30, limit=1) == (None, None)
+    assert store.claim(other.id, "w2", 30, limit=1)[0] is not None  # per name
+    store.finish(first.id, 1, TaskState.SUCCEEDED, result=None)
+    assert store.claim(second.id, "w2", 30, limit=1)[0] is not None
+
+
+def test_a_batch_commits_together_and_a_failed_write_alone_is_undone(store):
+    a, _ = store.create_task(principal="a", name="x", args={})
+    b, _ = store.create_task(principal="a", name="x", args={})
+    with store.batch():
+        store.claim(a.id, "w", 30)
+        with pytest.raises(sqlite3.Error):
+            with store._write() as c:  # a write that fails half-way
+                c.execute("UPDATE tasks SET message = 'half' WHERE id = ?", (b.id,))
+                c.execute("INSERT INTO no_such_table VALUES (1)")
+        store.claim(b.id, "w", 30)
+        reader = TaskStore(store.path)
+        assert reader.get_task(a.id).state is TaskState.QUEUED  # nothing committed yet
+    assert reader.get_task(a.id).state is TaskState.RUNNING
+    assert reader.get_task(b.id).state is TaskState.RUNNING
+    assert reader.get_task(b.id).message is None
+    with pytest.raises(RuntimeError), store.batch():
+        store.finish(a.id, 1, TaskState.SUCCEEDED, result=1)
+        raise RuntimeError("the whole round fails")
+    assert reader.get_task(a.id).state is TaskState.RUNNING
+    reader.close()
+
+
+V1_SCHEMA = """
+CREATE TABLE tasks (n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+    principal TEXT NOT NULL, name TEXT NOT NULL, args TEXT NOT NULL, state TEXT NOT NULL,
+    progress REAL, message TEXT, result TEXT, error TEXT, attempt INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL, cancel_requested INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT, lease_owner TEXT, lease_until REAL, created_at REAL NOT NULL,
+    started_at REAL, finished_at REAL, updated_at REAL NOT NULL);
+CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL,
+    principal TEXT NOT NULL, type TEXT NOT NULL, ts REAL NOT NULL, attempt INTEGER NOT NULL,
+    data TEXT NOT NULL);
+INSERT INTO tasks (id, principal, name, args, state, max_attempts, created_at, updated_at)
+    VALUES ('old', 'a', 'x', '{}', 'queued', 3, 1.0, 1.0);
+"""
+
+
+def test_a_database_of_the_first_release_is_migrated(tmp_path):
+    path = tmp_path / "herald.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(V1_SCHEMA)
+    conn.close()
+    store = TaskStore(path)
+    old = store.get_task("old")
+    assert (old.max_attempts, old.max_lost, old.failures, old.lost) == (1, 3, 0, 0)
+    rec, _ = store.create_task(principal="a", name="x", args={}, max_attempts=2, timeout=5)
+    assert store.get_task(rec.id).timeout == 5
+    store.close()
+    again = TaskStore(path)  # a second open does not migrate twice
+    assert again.get_task("old").max_lost == 3
+    again.close()

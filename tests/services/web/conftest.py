@@ -36,7 +36,10 @@ def build_catalog() -> Catalog:
             Param("count", ParamType.INTEGER, default=1, minimum=1, maximum=5),
             Param("loud", ParamType.BOOLEAN, default=False),
         ],
-        max_attempts=5,
+        retries=2,
+        max_lost=5,
+        timeout=30,
+        max_timeout=60,
     )
     def echo(ctx: Any, text: str, count: int, loud: bool) -> str:
         return text * count
@@ -49,7 +52,7 @@ def build_catalog() -> Catalog:
         "test.pick",
         title="Pick",
         params=[Param("colour", ParamType.CHOICE, choices=("red", "blue"))],
-        max_attempts=1,
+        max_lost=1,
     )
     def pick(ctx: Any, colour: str) -> str:
         return colour
@@ -148,7 +151,7 @@ async def api(layout: DataLayout, store: TaskStore) -> AsyncIterator[Api]:
         queue,
         worker_wake,
         notifier_wake,
-        max_attempts=MAX_ATTEMPTS,
+        max_lost=MAX_ATTEMPTS,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -7,6 +7,7 @@ modules from importing the conftest, so it is typed `Any` here.
 from __future__ import annotations
 
 import io
+import json
 import re
 from typing import Any
 
@@ -37,7 +38,10 @@ async def test_submit_records_enqueues_and_wakes(api: Any) -> None:
     assert task["args"] == {"text": "hi", "count": 1, "loud": False}  # defaults filled in
     assert task["state"] == "queued"
     assert task["attempt"] == 0
-    assert task["max_attempts"] == MAX_ATTEMPTS  # the spec's 5, capped by the config
+    assert task["max_attempts"] == 3  # 1 + the spec's 2 retries
+    assert api.store.get_task(task["id"]).max_lost == MAX_ATTEMPTS  # 5, capped by the config
+    assert task["lost_attempts"] == 0 and task["next_attempt_at"] is None
+    assert task["timeout"] == 30  # the task's default
     assert task["cancel_requested"] is False
     assert task["progress"] is None and task["result"] is None and task["error"] is None
     assert ISO.fullmatch(task["created_at"]) and ISO.fullmatch(task["updated_at"])
@@ -60,9 +64,36 @@ async def test_submit_records_enqueues_and_wakes(api: Any) -> None:
 async def test_submit_without_args_and_with_a_smaller_max_attempts(api: Any) -> None:
     resp = await api.submit("test.noop")
     assert resp.status == 202
-    assert resp.body["args"] == {}
+    assert resp.body["args"] == {} and resp.body["timeout"] is None
+    assert resp.body["max_attempts"] == 1  # no retries
     resp = await api.submit("test.pick", {"colour": "red"})
-    assert resp.body["max_attempts"] == 1
+    assert api.store.get_task(resp.body["id"]).max_lost == 1
+
+
+async def test_submit_with_a_timeout(api: Any) -> None:
+    resp = await api.call("POST", "/api/tasks", json_body={"task": "test.noop", "timeout": 2.5})
+    assert resp.status == 202 and resp.body["timeout"] == 2.5
+    assert api.store.get_task(resp.body["id"]).timeout == 2.5
+    body = {"task": "test.echo", "args": {"text": "a"}, "timeout": 60}
+    resp = await api.call("POST", "/api/tasks", json_body=body)
+    assert resp.status == 202 and resp.body["timeout"] == 60  # its maximum
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "5", True, [1], {}, 61, 1e400, 2**4000])
+async def test_a_bad_timeout_is_422_beside_the_field(api: Any, timeout: Any) -> None:
+    body = json.dumps({"task": "test.echo", "args": {"text": "a"}, "timeout": timeout}) \
+        if timeout != 1e400 else '{"task": "test.echo", "args": {"text": "a"}, "timeout": 1e400}'
+    resp = await api.call("POST", "/api/tasks", data=body.encode(),
+                          headers={"Content-Type": "application/json"})  # fmt: skip
+    err = assert_error(resp, 422, "validation_failed")
+    assert set(err["fields"]) == {"timeout"}
+
+
+async def test_bad_args_and_a_bad_timeout_are_reported_together(api: Any) -> None:
+    body = {"task": "test.echo", "args": {}, "timeout": 0}
+    resp = await api.call("POST", "/api/tasks", json_body=body)
+    err = assert_error(resp, 422, "validation_failed")
+    assert set(err["fields"]) == {"text", "timeout"}
 
 
 async def test_submit_without_content_type_is_read_as_json(api: Any) -> None:

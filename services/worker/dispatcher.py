@@ -1,0 +1,761 @@
+"""The worker's dispatcher: takes task ids from the queue and runs each attempt in an
+executor process, recording every event; it never runs a task itself.
+
+One thread does everything in a select loop: wake-ups (the web service sends a datagram
+after it enqueues or asks for a cancel), frames from the executors, SIGCHLD (through a
+wake-up fd) and timers (time limits, cancel graces, retries due, leases, reaping). Every
+store write of one round goes into one transaction (group commit); the notifier is woken
+once per round, after the commit.
+
+What it guarantees:
+- An attempt is leased in the ledger before its run frame is sent, and the dispatcher
+  knows which executor runs it: an executor that dies charges only its own attempt
+  (`worker_lost`, queued again while the task's `max_lost` allows) and is replaced at once.
+- A cancelled attempt is asked to stop at its next checkpoint; after its task's grace it
+  is terminated, then killed, with everything it started; its registered temporary paths
+  are removed; it ends `cancelled` (forced). A time limit does the same at once and ends
+  the task `failed` / `timeout`.
+- A failure the task allows to retry is queued again with a backoff; the wait lives in the
+  ledger (`next_attempt_at`), so it survives restarts; this loop enqueues it when due.
+- At most `concurrency` attempts of a task that declares it run at once (checked in the
+  ledger, so across workers too); others wait, queued.
+- Idle, it sleeps in select() with a long timeout: no polling latency, next to no CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import heapq
+import logging
+import os
+import selectors
+import shutil
+import signal
+import socket
+import sqlite3
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from services.core.errors import ErrorCode
+from services.core.events import Event, EventType
+from services.core.retry import format_seconds
+from services.core.states import TaskState
+from services.layout import DataLayout
+from services.queue import TaskQueue
+from services.store import TaskStore
+from services.store.sqlite import TaskRecord, worker_identity
+from services.tasks.catalog import MAX_TIMEOUT, Catalog, TaskSpec
+from services.wake import WakeReceiver, WakeSender
+from services.worker import pool, protocol
+from services.worker.executor import describe_exit
+from services.worker.pool import Attempt, ExecutorProcess, ExecutorState, StopReason
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 30.0
+IDLE_TIMEOUT = 30.0  # fallback look at the queue when no wake-up came (each costs CPU)
+BUSY_TIMEOUT = 1.0  # while attempts run: notice cancel requests even if a wake-up was lost
+REAP_INTERVAL = 30.0  # a new worker reaps at once; this catches other workers' leases
+PARKED_RECHECK = 1.0  # tasks waiting for a concurrency slot another worker holds
+TERM_GRACE = 0.5  # seconds between SIGTERM and SIGKILL of an attempt being stopped
+KILL_WAIT = 10.0  # after SIGKILL: an unkillable process (D state) is abandoned after this
+STOP_GRACE = 3.0  # seconds running attempts get to finish when the worker stops
+SPAWN_RETRY = 1.0  # seconds before trying again when an executor could not be forked
+CHECKPOINT_DELAY = 1.0  # seconds after a write before the WAL is checkpointed
+MAX_PARKED = 10_000  # task ids held waiting for a concurrency slot
+MiB = 1024 * 1024
+
+
+def _error_of(raw: Any) -> dict[str, Any]:
+    """An executor's error object, checked: code and message are strings."""
+    if not isinstance(raw, dict):
+        raw = {}
+    error: dict[str, Any] = {
+        "code": str(raw.get("code") or ErrorCode.EXCEPTION)[:200],
+        "message": str(raw.get("message") or "the task failed")[:10_000],
+    }
+    if isinstance(raw.get("traceback"), str):
+        error["traceback"] = raw["traceback"][:100_000]
+    return error
+
+
+class Dispatcher:
+    """The worker process's engine.
+
+    Args:
+        layout: the data dir.
+        catalog: the tasks it can run.
+        concurrency: attempts run at once (executor processes).
+        max_tasks_per_executor: an executor is replaced after this many attempts (0: never).
+        max_executor_memory: MB above which an executor is replaced after its attempt
+            (0: never).
+        stop_grace: seconds running attempts get to finish when the worker stops.
+    """
+
+    def __init__(self, layout: DataLayout, catalog: Catalog, concurrency: int = 4, *,
+                 max_tasks_per_executor: int = 1000, max_executor_memory: int = 1024,
+                 stop_grace: float = STOP_GRACE) -> None:  # fmt: skip
+        self.layout = layout
+        self.catalog = catalog
+        self.concurrency = max(1, concurrency)
+        self.max_tasks_per_executor = max_tasks_per_executor
+        self.max_executor_memory = max_executor_memory
+        self.stop_grace = stop_grace
+        self.identity = worker_identity()
+        # Commits here never checkpoint: the checkpointer thread does it off the hot path.
+        self.store = TaskStore(layout.ledger_db, checkpoint_pages=0)
+        self.queue = TaskQueue(layout, checkpoint_pages=0)
+        self._notifier = WakeSender(layout.wake_address("notifier"))
+        self._receiver = WakeReceiver(layout.wake_address("worker"))
+        self._self_wake = WakeSender(layout.wake_address("worker"))
+        self._selector = selectors.DefaultSelector()
+        self._executors: dict[int, ExecutorProcess] = {}  # by pid
+        self._running: dict[str, ExecutorProcess] = {}  # by task id
+        self._running_names: Counter[str] = Counter()
+        self._parked: dict[str, deque[str]] = {}  # name -> ids waiting for a slot
+        self._parked_count = 0
+        self._retries: list[tuple[float, str]] = []  # (wall time due, task id), a heap
+        self._retry_ids: set[str] = set()
+        self._limited = any(spec.concurrency for spec in catalog)
+        self._stopping = threading.Event()
+        self._dirty = threading.Event()
+        self._sig_r, self._sig_w = socket.socketpair()
+        self._post: list[Callable[[], None]] = []  # after the round's commit
+        self._notify = False
+        self._committed = True
+        self._next_spawn = 0.0
+        self._last_renew = self._last_reap = self._last_parked = time.monotonic()
+        self._last_cancel_poll = time.monotonic()
+        self.subreaper = False
+        self._own_signals = False
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self) -> None:
+        """Ask the loop to stop (thread- and signal-safe)."""
+        self._stopping.set()
+        self._dirty.set()
+        self._self_wake.wake(b"stop")
+
+    @property
+    def executors(self) -> list[ExecutorProcess]:
+        """The live executor processes (for tests and the bench)."""
+        return [ex for ex in self._executors.values() if ex.state is not ExecutorState.DEAD]
+
+    def start_pool(self) -> None:
+        """Install the SIGCHLD wake-up, become a subreaper and fork the executors.
+
+        Executor deaths are seen through a pidfd each (Linux); SIGCHLD also wakes the loop
+        when it runs in the main thread, so that what killed attempts left behind is reaped.
+        """
+        if self._executors:
+            return
+        self._sig_r.setblocking(False)
+        self._sig_w.setblocking(False)
+        if threading.current_thread() is threading.main_thread():
+            # The process is the worker service: it may own every child of its own.
+            self.subreaper = pool.become_subreaper()
+            signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the fd is written
+            signal.set_wakeup_fd(self._sig_w.fileno(), warn_on_full_buffer=False)
+            self._own_signals = True
+        self._selector.register(self._sig_r, selectors.EVENT_READ, lambda: self._reap())
+        self._selector.register(self._receiver, selectors.EVENT_READ, self._on_wake)
+        self._fill_pool()
+
+    # --------------------------------------------------------------------- loop
+
+    def run(self) -> None:
+        """The main loop; returns after `stop()` once running attempts were handled."""
+        self.start_pool()
+        with self._round():
+            self.recover()
+        threading.Thread(target=self._checkpoints, name="checkpoint", daemon=True).start()
+        while not self._stopping.is_set():
+            self._dispatch()
+            timeout = self._timeout()
+            ready = self._selector.select(timeout)
+            with self._round():
+                for key, _ in ready:
+                    key.data()
+                self._timers()
+        self._shutdown()
+
+    @contextlib.contextmanager
+    def _round(self) -> Iterator[None]:
+        """One round's writes in one transaction; then what waited for the commit."""
+        self._post = []
+        self._notify = False
+        self._committed = False
+        try:
+            with self.store.batch():
+                yield
+        except sqlite3.Error:
+            # The round's records did not happen. Leases keep the tasks; what was received
+            # (an outcome, progress) is lost, and the reaper finds those tasks again.
+            log.exception("could not record this round's events")
+            self._post = []
+            return
+        self._committed = True
+        if self._notify:
+            self._notifier.wake()
+            self._dirty.set()
+        post, self._post = self._post, []
+        for action in post:
+            try:
+                action()
+            except Exception:
+                log.exception("post-commit action failed")
+
+    def _published(self, event: Event | None) -> Event | None:
+        if event is not None:
+            self._notify = True
+        return event
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        busy = bool(self._running)
+        limits = [now + (BUSY_TIMEOUT if busy else IDLE_TIMEOUT), self._last_reap + REAP_INTERVAL]
+        if busy:
+            limits.append(self._last_renew + LEASE_SECONDS / 3)
+        for ex in self._executors.values():
+            a = ex.attempt
+            if a is None or a.done:
+                continue
+            if a.deadline is not None and a.stopping is None:
+                limits.append(a.deadline)
+            if a.cancel_sent is not None and a.stopping is None:
+                limits.append(a.cancel_sent + a.spec.cancel_grace)
+            if a.term_sent is not None and a.kill_sent is None:
+                limits.append(a.term_sent + TERM_GRACE)
+            if a.kill_sent is not None:
+                limits.append(a.kill_sent + KILL_WAIT)
+        if self._retries:
+            limits.append(now + max(0.0, self._retries[0][0] - time.time()))
+        if self._parked_count:
+            limits.append(self._last_parked + PARKED_RECHECK)
+        if len(self.executors) < self.concurrency:
+            limits.append(self._next_spawn)
+        return max(0.0, min(limits) - now)
+
+    def _timers(self) -> None:
+        now = time.monotonic()
+        for ex in list(self._executors.values()):
+            a = ex.attempt
+            if a is None or a.done:
+                continue
+            if a.stopping is None and a.deadline is not None and now >= a.deadline:
+                self._stop_attempt(ex, StopReason.TIMEOUT)
+            elif (a.stopping is None and a.cancel_sent is not None
+                  and now >= a.cancel_sent + a.spec.cancel_grace):  # fmt: skip
+                self._stop_attempt(ex, StopReason.CANCEL)
+            elif (a.term_sent is not None and a.kill_sent is None
+                  and now >= a.term_sent + TERM_GRACE):  # fmt: skip
+                a.kill_sent = now
+                pool.signal_tree(ex, signal.SIGKILL)
+            elif a.kill_sent is not None and now >= a.kill_sent + KILL_WAIT:
+                log.error("executor %d (task %s) did not die after SIGKILL; abandoning it",
+                          ex.pid, a.task_id)  # fmt: skip
+                self._executor_gone(ex, None)
+        wall = time.time()
+        while self._retries and self._retries[0][0] <= wall:
+            _, task_id = heapq.heappop(self._retries)
+            self._retry_ids.discard(task_id)
+            self.queue.enqueue(task_id)
+        if self._running and now - self._last_renew >= LEASE_SECONDS / 3:
+            self._last_renew = now
+            self.store.renew_leases(self.identity, LEASE_SECONDS, list(self._running))
+        if now - self._last_cancel_poll >= BUSY_TIMEOUT and self._running:
+            self._last_cancel_poll = now
+            self._apply_cancel_requests()
+        if now - self._last_reap >= REAP_INTERVAL:
+            self._last_reap = now
+            self.recover(unchanged_for=REAP_INTERVAL)
+        if self._parked_count and now - self._last_parked >= PARKED_RECHECK:
+            self._last_parked = now  # _dispatch looks at them again
+        if len(self.executors) < self.concurrency and now >= self._next_spawn:
+            self._fill_pool()
+        if not self._own_signals and self._executors and not pool.HAVE_PIDFD:
+            self._reap()  # no SIGCHLD and no pidfd: look at every round
+
+    # ----------------------------------------------------------------- sources
+
+    def _on_wake(self) -> None:
+        messages = self._receiver.drain()
+        if b"cancel" in messages:
+            self._apply_cancel_requests()
+
+    def _reap(self) -> None:
+        """Reap every child that ended; an executor among them is gone."""
+        with contextlib.suppress(OSError):
+            while self._sig_r.recv(512):
+                pass
+        pids = None if self._own_signals else list(self._executors)
+        for pid, status in pool.reap_children(pids):
+            ex = self._executors.get(pid)
+            if ex is not None:
+                self._executor_gone(ex, status)
+
+    def _on_executor(self, ex: ExecutorProcess) -> None:
+        if ex.state is ExecutorState.DEAD:
+            return
+        try:
+            messages, eof = ex.receive()
+        except protocol.FrameError as exc:
+            log.error("executor %d sent a bad frame (%s); killing it", ex.pid, exc)
+            self._unwatch(ex)
+            if ex.attempt is not None and not ex.attempt.done:
+                self._stop_attempt(ex, StopReason.BROKEN)
+            else:
+                ex.state = ExecutorState.RETIRING
+                pool.signal_tree(ex, signal.SIGKILL)
+            return
+        for msg in messages:
+            self._on_frame(ex, msg)
+        if eof:
+            self._unwatch(ex)
+            if ex.state is not ExecutorState.RETIRING and ex.status is None:
+                # Its socket closed but it lives on (or is about to be reaped): it cannot
+                # be talked to any more, so it goes.
+                pool.signal_tree(ex, signal.SIGKILL)
+
+    def _unwatch(self, ex: ExecutorProcess) -> None:
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.unregister(ex.run)
+
+    # --------------------------------------------------------------- executors
+
+    def _fill_pool(self) -> None:
+        while len(self.executors) < self.concurrency and not self._stopping.is_set():
+            try:
+                ex = pool.spawn(self.catalog)
+            except OSError as exc:
+                log.error("could not start an executor process: %s; retrying", exc)
+                self._next_spawn = time.monotonic() + SPAWN_RETRY
+                return
+            self._executors[ex.pid] = ex
+            self._selector.register(ex.run, selectors.EVENT_READ,
+                                    functools.partial(self._on_executor, ex))
+            if ex.pidfd is not None:
+                self._selector.register(ex.pidfd, selectors.EVENT_READ, self._reap)
+
+    def _on_frame(self, ex: ExecutorProcess, msg: dict[str, Any]) -> None:
+        a = ex.attempt
+        kind = msg["t"]
+        if a is None or a.done:
+            return  # late frames of an attempt already decided
+        rec = a.record
+        if kind == "progress":
+            fraction = msg.get("fraction")
+            if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+                fraction = None
+            else:
+                fraction = min(1.0, max(0.0, float(fraction)))
+            message = msg.get("message")
+            self._published(self.store.progress(
+                rec.id, rec.attempt, fraction, None if message is None else str(message)[:1000]))
+        elif kind == "output":
+            lines = msg.get("lines")
+            if isinstance(lines, list) and lines:
+                self._published(self.store.output(rec.id, rec.attempt,
+                                                  [str(x) for x in lines]))  # fmt: skip
+        elif kind == "cleanup":
+            if isinstance(msg.get("add"), str):
+                a.temp_paths.add(msg["add"])
+            elif isinstance(msg.get("drop"), str):
+                a.temp_paths.discard(msg["drop"])
+        elif kind == "done":
+            a.done = True
+            rss = msg.get("rss")
+            ex.rss = rss if isinstance(rss, int) else 0
+            self._record_outcome(a, msg)
+            self._release(ex, recycle=bool(msg.get("recycle")))
+
+    def _record_outcome(self, a: Attempt, msg: dict[str, Any]) -> None:
+        rec = a.record
+        outcome = msg.get("outcome")
+        if outcome == "succeeded":
+            self._finish(rec, TaskState.SUCCEEDED, result=msg.get("result"))
+        elif outcome == "cancelled":
+            self._finish(rec, TaskState.CANCELLED, reason="stopped at a checkpoint")
+        else:
+            error = _error_of(msg.get("error"))
+            retry = msg.get("retry")
+            if isinstance(retry, dict) and rec.retries_left > 0 and not rec.cancel_requested:
+                after = retry.get("after")
+                if isinstance(after, bool) or not isinstance(after, int | float):
+                    delay = a.spec.backoff.delay(rec.failures + 1)
+                else:
+                    delay = min(MAX_TIMEOUT, max(0.0, float(after)))
+                ev = self.store.retry_later(rec.id, rec.attempt, delay=delay, error=error,
+                                            requested=after is not None)  # fmt: skip
+                if self._published(ev) is not None:
+                    self._schedule_retry(rec.id, time.time() + delay)
+            else:
+                self._finish(rec, TaskState.FAILED, error=error)
+
+    def _finish(self, rec: TaskRecord, state: TaskState, **kw: Any) -> None:
+        self._published(self.store.finish(rec.id, rec.attempt, state, **kw))
+
+    def _release(self, ex: ExecutorProcess, *, recycle: bool = False) -> None:
+        """An executor's attempt is over: free its slot; recycle it if it is due."""
+        a = ex.attempt
+        ex.attempt = None
+        if a is not None:
+            if self._running.get(a.task_id) is ex:
+                del self._running[a.task_id]
+            self._running_names[a.record.name] -= 1
+        ex.tasks_run += 1
+        if ex.state is not ExecutorState.BUSY:
+            return
+        due = recycle or (self.max_tasks_per_executor
+                          and ex.tasks_run >= self.max_tasks_per_executor) or (
+            self.max_executor_memory and ex.rss > self.max_executor_memory * MiB)  # fmt: skip
+        if due:
+            log.info("recycling executor %d after %d attempt(s), %d MB", ex.pid, ex.tasks_run,
+                     ex.rss // MiB)  # fmt: skip
+            ex.state = ExecutorState.RETIRING
+            if not ex.send({"t": "exit"}):
+                pool.signal_tree(ex, signal.SIGKILL)
+            self._fill_pool()
+        else:
+            ex.state = ExecutorState.IDLE
+
+    def _executor_gone(self, ex: ExecutorProcess, status: int | None) -> None:
+        """An executor ended (reaped, with its status) or was abandoned (None)."""
+        if ex.state is ExecutorState.DEAD:
+            return
+        if status is not None:
+            with contextlib.suppress(protocol.FrameError):
+                messages, _ = ex.receive()  # what it sent before it died
+                for msg in messages:
+                    self._on_frame(ex, msg)
+        self._unwatch(ex)
+        if ex.pidfd is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(ex.pidfd)
+        ex.close()
+        ex.status = status
+        a = ex.attempt
+        how = describe_exit(status) if status is not None else "could not be killed"
+        expected = ex.state is ExecutorState.RETIRING or (a is not None and a.stopping)
+        ex.state = ExecutorState.DEAD
+        del self._executors[ex.pid]
+        if a is not None and not a.done:
+            a.done = True
+            self._remove_temp_paths(a)
+            self._record_loss(a, how)
+            self._release(ex)
+        if not expected:
+            log.warning("executor %d ended: %s", ex.pid, how)
+        if a is not None and a.stopping is not None:
+            self._kill_strays()
+        if not self._stopping.is_set():
+            self._fill_pool()
+
+    def _record_loss(self, a: Attempt, how: str) -> None:
+        rec = a.record
+        if a.stopping is StopReason.CANCEL:
+            grace = a.spec.cancel_grace
+            self._finish(rec, TaskState.CANCELLED,
+                         reason=f"stopped by force after {format_seconds(grace)}: it did not "
+                         "stop at a checkpoint", extra={"forced": True, "grace": grace})
+        elif a.stopping is StopReason.TIMEOUT:
+            limit = rec.timeout or 0.0
+            self._finish(rec, TaskState.FAILED, error={
+                "code": ErrorCode.TIMEOUT.value, "timeout": limit,
+                "message": f"Timed out after {format_seconds(limit)}; the attempt was stopped.",
+            })  # fmt: skip
+        elif a.stopping is StopReason.BROKEN:
+            self._finish(rec, TaskState.FAILED, error={
+                "code": ErrorCode.BAD_RESULT.value,
+                "message": "The task's process sent something Herald cannot read; it was "
+                           "stopped."})  # fmt: skip
+        else:
+            stopped = a.stopping is StopReason.SHUTDOWN
+            detail = None if stopped else how
+            _, ev = self.store.lose(rec.id, rec.attempt, stopped=stopped, detail=detail)
+            if ev is not None and self._published(ev) and ev.type is EventType.RETRYING:
+                self._enqueue_after_commit([rec.id])
+            if ev is not None and not stopped:
+                log.warning("task %s (%s): %s during attempt %d", rec.id, rec.name, detail,
+                            rec.attempt)  # fmt: skip
+
+    def _stop_attempt(self, ex: ExecutorProcess, reason: StopReason) -> None:
+        """Terminate an attempt's process tree (SIGKILL follows after TERM_GRACE)."""
+        a = ex.attempt
+        if a is None or a.stopping is not None:
+            return
+        a.stopping = reason
+        a.term_sent = time.monotonic()
+        ex.state = ExecutorState.RETIRING  # it will not serve again
+        log.info("stopping task %s (%s): %s", a.task_id, a.record.name, reason.value)
+        pool.signal_tree(ex, signal.SIGTERM)
+
+    def _kill_strays(self) -> None:
+        """Kill what killed attempts left behind (re-parented here as a subreaper)."""
+        if not self.subreaper:
+            return
+        live = set(self._executors)
+        for pid in pool.strays(live):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _remove_temp_paths(self, a: Attempt) -> None:
+        """Remove what a killed attempt registered, never anything of Herald's own."""
+        own = os.path.realpath(self.layout.root)
+        for path in sorted(a.temp_paths, key=len, reverse=True):
+            try:
+                real = os.path.realpath(path)
+                if os.path.commonpath([real, own]) == own or real == "/":
+                    log.warning("task %s asked to remove %s, inside Herald's data; refused",
+                                a.task_id, path)  # fmt: skip
+                    continue
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
+                log.info("removed %s, left by task %s", path, a.task_id)
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError) as exc:
+                log.warning("could not remove %s (task %s): %s", path, a.task_id, exc)
+
+    # ---------------------------------------------------------------- dispatch
+
+    def _dispatch(self) -> None:
+        """Give every idle executor an attempt: parked tasks whose slot freed first, then
+        the queue."""
+        if self._stopping.is_set():
+            return
+        idle = [ex for ex in self._executors.values() if ex.state is ExecutorState.IDLE]
+        if not idle:
+            return
+        starts: list[tuple[TaskRecord, TaskSpec]] = []
+        with self._round():
+            for parked_id, name in self._unparked(len(idle)):
+                self._try_claim(parked_id, name, starts)
+            while len(starts) < len(idle):
+                task_id = self.queue.dequeue()
+                if task_id is None:
+                    break
+                self._try_claim(task_id, None, starts)
+        if not self._committed:
+            return  # no claim happened; the tasks are still queued in the ledger
+        # Claims are committed now: send the run frames.
+        for (rec, spec), ex in zip(starts, idle, strict=False):
+            self._start(ex, rec, spec)
+
+    def _unparked(self, room: int) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for name, ids in list(self._parked.items()):
+            spec = self.catalog.get(name)
+            limit = spec.concurrency if spec is not None else None
+            while ids and len(out) < room and (limit is None or self._running_names[name]
+                                                + sum(1 for _, n in out if n == name) < limit):
+                out.append((ids.popleft(), name))
+                self._parked_count -= 1
+            if not ids:
+                del self._parked[name]
+        return out
+
+    def _try_claim(self, task_id: str, name: str | None,
+                   starts: list[tuple[TaskRecord, TaskSpec]]) -> None:  # fmt: skip
+        limit = None
+        if self._limited:
+            name = name or self.store.task_name(task_id)
+            spec = self.catalog.get(name) if name else None
+            limit = spec.concurrency if spec is not None else None
+            if limit is not None and name is not None:
+                running = self._running_names[name] + sum(1 for r, _ in starts if r.name == name)
+                if running >= limit:
+                    self._park(task_id, name)
+                    return
+        rec, ev = self.store.claim(task_id, self.identity, LEASE_SECONDS, limit=limit)
+        if rec is None:
+            self._not_claimed(task_id)
+            return
+        self._published(ev)
+        spec = self.catalog.get(rec.name)
+        if spec is None:
+            self._finish(rec, TaskState.FAILED, error={
+                "code": ErrorCode.UNKNOWN_TASK.value,
+                "message": f"This worker has no task named {rec.name!r}.",
+            })  # fmt: skip
+            return
+        starts.append((rec, spec))
+
+    def _not_claimed(self, task_id: str) -> None:
+        """A dequeued task could not start: find out why, keep it if it must wait."""
+        rec = self.store.get_task(task_id)
+        if rec is None or rec.state is not TaskState.QUEUED:
+            return  # cancelled while queued, finished, or a duplicate message: dropped
+        if rec.next_attempt_at is not None and rec.next_attempt_at > time.time():
+            self._schedule_retry(task_id, rec.next_attempt_at)
+        else:
+            self._park(task_id, rec.name)  # its limit is held by another worker
+
+    def _park(self, task_id: str, name: str) -> None:
+        if self._parked_count >= MAX_PARKED:
+            self._enqueue_after_commit([task_id])  # leave it to the queue
+            return
+        ids = self._parked.setdefault(name, deque())
+        if task_id not in ids:
+            ids.append(task_id)
+            self._parked_count += 1
+
+    def _schedule_retry(self, task_id: str, at: float) -> None:
+        if task_id in self._retry_ids:
+            return
+        self._retry_ids.add(task_id)
+        heapq.heappush(self._retries, (at, task_id))
+
+    def _start(self, ex: ExecutorProcess, rec: TaskRecord, spec: TaskSpec) -> None:
+        now = time.monotonic()
+        a = Attempt(rec, spec, now, deadline=None if rec.timeout is None else now + rec.timeout)
+        ex.attempt = a
+        ex.state = ExecutorState.BUSY
+        self._running[rec.id] = ex
+        self._running_names[rec.name] += 1
+        frame = {"t": "run", "id": rec.id, "attempt": rec.attempt, "name": rec.name,
+                 "args": rec.args, "timeout": rec.timeout, "memory_limit": spec.memory_limit,
+                 "cancelled": rec.cancel_requested}  # fmt: skip
+        if rec.cancel_requested:
+            a.cancel_sent = now
+        if not ex.send(frame):
+            # It died as it was handed the attempt: not the task's fault.
+            a.stopping = StopReason.SHUTDOWN
+            ex.state = ExecutorState.RETIRING
+            pool.signal_tree(ex, signal.SIGKILL)
+
+    def _apply_cancel_requests(self) -> None:
+        if not self._running:
+            return
+        now = time.monotonic()
+        for task_id in self.store.cancel_requested(self.identity):
+            ex = self._running.get(task_id)
+            a = ex.attempt if ex is not None else None
+            if ex is None or a is None or a.cancel_sent is not None or a.stopping is not None:
+                continue
+            log.info("cancelling task %s (attempt %d)", task_id, a.number)
+            a.cancel_sent = now
+            if a.spec.cancel_grace <= 0:
+                self._stop_attempt(ex, StopReason.CANCEL)
+            elif not ex.send({"t": "cancel", "id": task_id, "attempt": a.number}, control=True):
+                self._stop_attempt(ex, StopReason.CANCEL)
+
+    # ----------------------------------------------------------------- recovery
+
+    def recover(self, *, unchanged_for: float | None = None) -> None:
+        """Re-queue or fail tasks whose worker died, re-enqueue lost queue messages and
+        pick up the retries waiting in the ledger.
+
+        Args:
+            unchanged_for: only look for lost messages of tasks queued at least this long
+                (None: all, as at start-up). A web service that died between recording a
+                task and enqueueing it leaves such a task behind.
+        """
+        requeued, events = self.store.reap(live_worker=self.identity)
+        for event in events:
+            self._published(event)
+            if event.type is EventType.FAILED:
+                log.error("task %s failed: its worker was lost too many times", event.task_id)
+        ids = [r.id for r in requeued]
+        # Our own leases on attempts this dispatcher does not run (a write that failed).
+        for task_id, attempt in self.store.leased_to(self.identity):
+            if task_id not in self._running:
+                _, ev = self.store.lose(task_id, attempt, stopped=True)
+                if ev is not None and self._published(ev) and ev.type is EventType.RETRYING:
+                    ids.append(task_id)
+        since = None if unchanged_for is None else time.time() - unchanged_for
+        queued = self.store.queued_ids(unchanged_since=since)
+        if queued:
+            pending = self.queue.pending_ids() | set(ids) | {
+                t for q in self._parked.values() for t in q}  # fmt: skip
+            for task_id in queued:
+                if task_id not in pending:
+                    log.warning("task %s was queued but not in the queue; re-enqueued", task_id)
+                    ids.append(task_id)
+        for task_id, at in self.store.next_retries():
+            self._schedule_retry(task_id, at)
+        self._enqueue_after_commit(ids)
+
+    def _enqueue_after_commit(self, ids: list[str]) -> None:
+        """Put these tasks in the queue once the round that queued them in the ledger
+        has committed."""
+
+        def enqueue() -> None:
+            for task_id in ids:
+                self.queue.enqueue(task_id)
+
+        if ids:
+            self._post.append(enqueue)
+
+    def _checkpoints(self) -> None:
+        """Checkpoint both databases shortly after writes, on connections of its own, so
+        that no round waits for a checkpoint's fsync. Sleeps while nothing is written."""
+        store = TaskStore(self.layout.ledger_db, checkpoint_pages=0)
+        queue = TaskQueue(self.layout, checkpoint_pages=0)
+        while not self._stopping.is_set():
+            self._dirty.wait()
+            if self._stopping.wait(CHECKPOINT_DELAY):
+                break
+            self._dirty.clear()
+            try:
+                store.checkpoint()
+                queue.checkpoint()
+            except Exception:
+                log.exception("checkpoint failed")
+        store.close()
+
+    # ----------------------------------------------------------------- shutdown
+
+    def _shutdown(self) -> None:
+        """Give running attempts a moment, then stop them and put their tasks back."""
+        deadline = time.monotonic() + self.stop_grace
+        while self._running and time.monotonic() < deadline:
+            ready = self._selector.select(max(0.0, min(0.1, deadline - time.monotonic())))
+            with self._round():
+                for key, _ in ready:
+                    key.data()
+        with self._round():
+            for ex in list(self._executors.values()):
+                if ex.attempt is not None and not ex.attempt.done:
+                    self._stop_attempt(ex, StopReason.SHUTDOWN)
+                elif ex.state is ExecutorState.IDLE:
+                    ex.state = ExecutorState.RETIRING
+                    if not ex.send({"t": "exit"}):
+                        pool.signal_tree(ex, signal.SIGKILL)
+        # Wait for them (SIGKILL after TERM_GRACE), recording each attempt given back.
+        deadline = time.monotonic() + TERM_GRACE + 2.0
+        while self._executors and time.monotonic() < deadline:
+            ready = self._selector.select(0.05)
+            with self._round():
+                for key, _ in ready:
+                    key.data()
+                if not self._own_signals and not pool.HAVE_PIDFD:
+                    self._reap()
+                now = time.monotonic()
+                for ex in list(self._executors.values()):
+                    if ex.status is None and now > deadline - 2.0:
+                        pool.signal_tree(ex, signal.SIGKILL)
+        with self._round():
+            for ex in list(self._executors.values()):  # unkillable: give their tasks back
+                self._executor_gone(ex, None)
+            requeued, events = self.store.reap(release=self.identity)
+            for ev in events:
+                self._published(ev)
+            self._enqueue_after_commit([r.id for r in requeued])
+        self._kill_strays()
+        if self._own_signals:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        self._selector.close()
+        self._receiver.close()
+        self._self_wake.close()
+        self._notifier.close()
+        self._sig_r.close()
+        self._sig_w.close()

@@ -1,0 +1,410 @@
+"""An executor process: runs one attempt at a time for the dispatcher that forked it.
+
+It is forked by the dispatcher (`services.worker.pool`) after the catalog is loaded, so it
+starts in milliseconds and shares the catalog's memory. Right after the fork it makes itself
+a session leader (so the dispatcher can signal it and its whole process group), asks the
+kernel to kill it when the dispatcher goes away, closes every file descriptor it inherited
+but its two sockets and stdio (no database handle of Herald's stays open in a task's
+process), points stdout at the log and stdin at /dev/null.
+
+Its main thread waits for a `run` frame on the run socket, runs the task there, reports
+through its context and ends with one `done` frame. A second thread reads the control
+socket and passes a `cancel` to the running task's context. SIGTERM raises `Terminated` in
+the task (its `finally` blocks run, its pending output is sent) and ends the process: the
+dispatcher has already decided the attempt's outcome. The process exits when the
+dispatcher says `exit`, when either socket closes, and never returns to the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import io
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+from typing import Any, NoReturn
+
+from services.core.errors import ErrorCode, TaskCancelled, TaskFailure
+from services.tasks.catalog import Catalog, TaskSpec
+from services.tasks.context import TaskContext
+from services.worker import protocol
+
+log = logging.getLogger("herald.executor")
+
+EXIT_OK = 0
+EXIT_TERMINATED = 3  # stopped by SIGTERM (a kill of the attempt)
+EXIT_LOST_PARENT = 4  # the dispatcher's sockets closed
+EXIT_BROKEN = 70  # the executor itself failed (not a task)
+MiB = 1024 * 1024
+
+
+class Terminated(BaseException):
+    """Raised in the task's thread by SIGTERM: the attempt was killed; unwind and exit."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+# ----------------------------------------------------------------------- the context
+
+
+class ExecutorContext(TaskContext):
+    """The TaskContext of an attempt in an executor: every report becomes a frame."""
+
+    def __init__(self, executor: Executor, task_id: str, attempt: int,
+                 timeout: float | None) -> None:  # fmt: skip
+        super().__init__(task_id, attempt, timeout=timeout)
+        self._executor = executor
+
+    def _record_progress(self, fraction: float | None, message: str | None) -> None:
+        self._executor.send({"t": "progress", "fraction": fraction,
+                             "message": None if message is None else str(message)})
+
+    def _record_output(self, lines: list[str]) -> None:
+        self._executor.send({"t": "output", "lines": lines})
+
+    def _record_cleanup(self, path: str, add: bool) -> None:
+        self._executor.send({"t": "cleanup", "add" if add else "drop": path})
+
+
+class _OutputWriter(io.TextIOBase):
+    """`sys.stdout` during an attempt: each printed line becomes a line of output."""
+
+    def __init__(self, ctx: TaskContext) -> None:
+        self._ctx = ctx
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._ctx.output(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            self._ctx.output(self._partial)
+            self._partial = ""
+
+
+# ---------------------------------------------------------------------- the process
+
+
+def _memory_rlimit() -> int:
+    """The resource that bounds what a process can allocate: RLIMIT_DATA on Linux (private
+    writable memory, what malloc and mmap of anonymous memory take), else RLIMIT_AS."""
+    import resource
+
+    return resource.RLIMIT_DATA if sys.platform.startswith("linux") else resource.RLIMIT_AS
+
+
+def _memory_in_use() -> int:
+    """Bytes of this process counted by `_memory_rlimit` right now."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def rss_bytes() -> int:
+    """This process's resident memory."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _close_inherited(keep: set[int]) -> None:
+    """Close every descriptor but `keep`: none of the dispatcher's files (its databases,
+    its sockets, the supervisor's pipes) may be reachable from a task."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _become_executor(parent: int, keep: set[int]) -> None:
+    """Everything a freshly forked executor does before it serves."""
+    os.setsid()  # its own session and process group: killpg reaches all it starts
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the dispatcher died before the line above
+            os._exit(EXIT_LOST_PARENT)
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the dispatcher to handle
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)  # the worker's stdout carries its readiness line: tasks print to the log
+    _close_inherited(keep | {0, 1, 2})
+    threading.current_thread().name = "executor"
+
+
+class Executor:
+    """The child side of one executor: serves `run` frames until told to exit.
+
+    Args:
+        run: the run socket (frames both ways).
+        control: the control socket (cancel requests in).
+        catalog: the tasks it can run.
+    """
+
+    def __init__(self, run: socket.socket, control: socket.socket, catalog: Catalog) -> None:
+        self.run_sock = run
+        self.control = control
+        self.catalog = catalog
+        self._send_lock = threading.Lock()
+        self._current: ExecutorContext | None = None
+        self._current_lock = threading.Lock()
+        self._early_cancels: set[tuple[Any, Any]] = set()  # arrived before their run frame
+        self._reader = protocol.FrameReader()
+        self._pending: list[dict[str, Any]] = []
+        self._limit_resource = _memory_rlimit()
+
+    # ------------------------------------------------------------------ frames
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send one frame; a dispatcher that went away ends the process."""
+        self.send_raw(protocol.encode(message))
+
+    def send_raw(self, data: bytes) -> None:
+        """Send one encoded frame."""
+        try:
+            with self._send_lock:
+                self.run_sock.sendall(data)
+        except OSError:
+            os._exit(EXIT_LOST_PARENT)
+
+    def _next_message(self) -> dict[str, Any] | None:
+        while not self._pending:
+            try:
+                data = self.run_sock.recv(1 << 16)
+            except InterruptedError:
+                continue
+            except OSError:
+                return None
+            if not data:
+                return None
+            self._pending.extend(self._reader.feed(data))
+        return self._pending.pop(0)
+
+    def _watch_control(self) -> None:
+        """Control thread: cancel requests for the running attempt; EOF ends the process."""
+        reader = protocol.FrameReader()
+        while True:
+            try:
+                data = self.control.recv(4096)
+            except InterruptedError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                os._exit(EXIT_LOST_PARENT)
+            for msg in reader.feed(data):
+                if msg.get("t") != "cancel":
+                    continue
+                with self._current_lock:
+                    ctx = self._current
+                    if (ctx is not None and ctx.task_id == msg.get("id")
+                            and ctx.attempt == msg.get("attempt")):  # fmt: skip
+                        ctx.request_cancel()
+                    else:
+                        if len(self._early_cancels) > 100:
+                            self._early_cancels.clear()
+                        self._early_cancels.add((msg.get("id"), msg.get("attempt")))
+
+    # ------------------------------------------------------------------- serve
+
+    def serve(self) -> int:
+        """Run attempts until told to stop; returns the exit status."""
+        threading.Thread(target=self._watch_control, name="control", daemon=True).start()
+        while True:
+            msg = self._next_message()
+            if msg is None:
+                return EXIT_LOST_PARENT
+            if msg["t"] == "exit":
+                return EXIT_OK
+            if msg["t"] == "run":
+                self._run(msg)
+
+    def _run(self, msg: dict[str, Any]) -> None:
+        task_id, attempt = str(msg["id"]), int(msg["attempt"])
+        timeout = msg.get("timeout")
+        ctx = ExecutorContext(self, task_id, attempt, timeout)
+        spec = self.catalog.get(str(msg.get("name")))
+        if spec is None:
+            self._done(ctx, {"outcome": "failed", "error": {
+                "code": ErrorCode.UNKNOWN_TASK,
+                "message": f"This worker has no task named {msg.get('name')!r}."}})
+            return
+        with self._current_lock:
+            self._current = ctx
+            if msg.get("cancelled") or (task_id, attempt) in self._early_cancels:
+                ctx.request_cancel()
+            self._early_cancels.clear()
+        memory_limit = msg.get("memory_limit")
+        saved_limit = self._limit_memory(memory_limit)
+        saved_stdout = sys.stdout
+        writer = _OutputWriter(ctx)
+        sys.stdout = writer
+        outcome: dict[str, Any]
+        recycle = False
+        try:
+            try:
+                result = spec.func(ctx, **self._arguments(spec, msg.get("args") or {}))
+            finally:
+                sys.stdout = saved_stdout
+                writer.flush()
+                ctx.flush()
+            try:
+                frame = protocol.encode({"t": "done", "outcome": "succeeded", "result": result,
+                                         "rss": rss_bytes()})  # fmt: skip
+            except (TypeError, ValueError, RecursionError) as exc:
+                outcome = self._failure(spec, ErrorCode.BAD_RESULT,
+                                        f"the task's result is not JSON: {exc}")
+            else:
+                if len(frame) <= protocol.MAX_FRAME:
+                    self.send_raw(frame)
+                    return
+                outcome = self._failure(
+                    spec, ErrorCode.BAD_RESULT, f"the task's result is too large "
+                    f"({len(frame) // MiB} MB; at most {protocol.MAX_FRAME // MiB} MB)")
+        except Terminated:
+            with contextlib.suppress(Exception):
+                ctx.flush()
+            os._exit(EXIT_TERMINATED)
+        except TaskCancelled:
+            outcome = {"outcome": "cancelled"}
+        except MemoryError:
+            recycle = True  # its heap may be in any state: start afresh
+            gc.collect()
+            if memory_limit:
+                outcome = self._failure(spec, ErrorCode.MEMORY_LIMIT,
+                                        f"The task needed more than its memory limit of {memory_limit} MB.")
+            else:
+                outcome = self._failure(spec, ErrorCode.EXCEPTION,
+                                        "MemoryError: the machine is out of memory.")
+        except TaskFailure as exc:
+            outcome = self._failure(spec, exc.code, exc.message, exc=exc)
+        except BaseException as exc:  # SystemExit from a task is its failure, not ours
+            log.warning("task %s (%s) raised %s", task_id, spec.name, type(exc).__name__)
+            outcome = self._failure(spec, ErrorCode.EXCEPTION, f"{type(exc).__name__}: {exc}",
+                                    exc=exc, tb=traceback.format_exc())  # fmt: skip
+        finally:
+            self._restore_memory(saved_limit)
+            with self._current_lock:
+                self._current = None
+        if recycle:
+            outcome["recycle"] = True
+        self._done(ctx, outcome)
+
+    def _done(self, ctx: TaskContext, outcome: dict[str, Any]) -> None:
+        try:
+            self.send({"t": "done", **outcome, "rss": rss_bytes()})
+        except (TypeError, ValueError, RecursionError):  # an error text that is not JSON
+            self.send({"t": "done", "outcome": "failed", "rss": rss_bytes(), "error": {
+                "code": ErrorCode.EXCEPTION, "message": "the task failed (unprintable)"}})
+
+    @staticmethod
+    def _failure(spec: TaskSpec, code: str, message: str, *, exc: BaseException | None = None,
+                 tb: str | None = None) -> dict[str, Any]:  # fmt: skip
+        error: dict[str, Any] = {"code": str(code), "message": str(message)}
+        if tb is not None:
+            error["traceback"] = tb
+        retry = None
+        if exc is not None and isinstance(exc, Exception) and spec.should_retry(exc):
+            after = exc.retry_after if isinstance(exc, TaskFailure) else None
+            retry = {"after": after}
+        return {"outcome": "failed", "error": error, "retry": retry}
+
+    @staticmethod
+    def _arguments(spec: TaskSpec, args: dict[str, Any]) -> dict[str, Any]:
+        """The call's keyword arguments: defaults for parameters added since the task was
+        queued (an upgrade meanwhile); arguments no longer declared are left out."""
+        declared = {p.name for p in spec.params}
+        given = {k: v for k, v in args.items() if k in declared}
+        return {p.name: p.default for p in spec.params if not p.required} | given
+
+    def _limit_memory(self, mb: Any) -> tuple[int, int] | None:
+        if not isinstance(mb, int) or mb <= 0:
+            return None
+        import resource
+
+        saved = resource.getrlimit(self._limit_resource)
+        soft = _memory_in_use() + mb * MiB
+        hard = saved[1]
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+        try:
+            resource.setrlimit(self._limit_resource, (soft, hard))
+        except (ValueError, OSError):
+            log.warning("could not set a memory limit of %d MB", mb)
+            return None
+        return saved
+
+    def _restore_memory(self, saved: tuple[int, int] | None) -> None:
+        if saved is not None:
+            import resource
+
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(self._limit_resource, saved)
+
+
+def executor_main(run: socket.socket, control: socket.socket, catalog: Catalog,
+                  parent: int) -> NoReturn:  # fmt: skip
+    """The body of a freshly forked executor; ends the process, never returns."""
+    code = EXIT_BROKEN
+    try:
+        _become_executor(parent, {run.fileno(), control.fileno()})
+        run.setblocking(True)
+        control.setblocking(True)
+        code = Executor(run, control, catalog).serve()
+    except Terminated:
+        code = EXIT_TERMINATED
+    except BaseException:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def describe_exit(status: int) -> str:
+    """How an executor ended, for people: "exited with code 1", "killed by SIGSEGV"."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return f"killed by {name}"
+    if os.WIFEXITED(status):
+        return f"exited with code {os.WEXITSTATUS(status)}"
+    return f"ended ({status})"
+
