@@ -304,8 +304,8 @@ class Executor:
             recycle = True  # its heap may be in any state: start afresh
             gc.collect()
             if memory_limit:
-                outcome = self._failure(spec, ErrorCode.MEMORY_LIMIT,
-                                        f"The task needed more than its memory limit of {memory_limit} MB.")
+                outcome = self._failure(spec, ErrorCode.MEMORY_LIMIT, "The task needed more "
+                                        f"than its memory limit of {memory_limit} MB.")
             else:
                 outcome = self._failure(spec, ErrorCode.EXCEPTION,
                                         "MemoryError: the machine is out of memory.")
