@@ -7,18 +7,29 @@ whose idle back-off reaches 10 s.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import pickle
 import sqlite3
+from collections.abc import Iterator
+from typing import Any
 
 from huey import SqliteHuey
+from huey.exceptions import HueyException
 from huey.storage import SqliteStorage
 
 from services.layout import DataLayout
+from services.store.sqlite import retry_busy
+
+log = logging.getLogger(__name__)
 
 QUEUE_NAME = "herald"
 
 
 class _Storage(SqliteStorage):
-    """Huey's SQLite storage with synchronous=NORMAL: WAL commits without an fsync each.
+    """Huey's SQLite storage with synchronous=NORMAL (WAL commits without an fsync each)
+    and the store's fine-grained wait for the write lock instead of SQLite's busy handler,
+    which sleeps at least a millisecond (on the web service's event loop, at that).
 
     A message lost to a power cut is not a lost task: the worker re-enqueues every queued
     task of the ledger that the queue no longer holds when it starts.
@@ -26,11 +37,47 @@ class _Storage(SqliteStorage):
 
     checkpoint_pages = 10_000  # see services.store.sqlite.SAFETY_CHECKPOINT_PAGES
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["timeout"] = 0  # no busy handler: `db` waits for the lock itself
+        super().__init__(*args, **kwargs)
+
     def _create_connection(self) -> sqlite3.Connection:
         conn = super()._create_connection()
         conn.execute("pragma synchronous=1")
         conn.execute(f"pragma wal_autocheckpoint={int(self.checkpoint_pages)}")
         return conn
+
+    def _set_journal_mode(self, conn: sqlite3.Connection) -> None:
+        retry_busy(lambda: conn.execute(f'pragma journal_mode="{self._journal_mode}"'))
+
+    @contextlib.contextmanager
+    def db(self, commit: bool = False, close: bool = False) -> Iterator[sqlite3.Cursor]:
+        # Huey's own, with the lock taken by retry_busy.
+        with self.lock:
+            conn = self.conn
+            cursor = conn.cursor()
+            try:
+                if commit:
+                    retry_busy(lambda: cursor.execute(self.begin_sql))
+                yield cursor
+            except Exception:
+                if commit:
+                    conn.rollback()
+                raise
+            else:
+                if commit:
+                    conn.commit()
+            finally:
+                cursor.close()
+                if close:
+                    conn.close()
+                    self._conn = None
+
+    def sql(self, query: str, params: Any = None, commit: bool = False,
+            results: bool = False) -> Any:  # fmt: skip
+        if commit:
+            return super().sql(query, params, commit=True, results=results)
+        return retry_busy(lambda: super(_Storage, self).sql(query, params, results=results))
 
 
 class _Huey(SqliteHuey):
@@ -38,8 +85,13 @@ class _Huey(SqliteHuey):
 
 
 def _run(task_id: str) -> None:
-    """Placeholder body: the worker runs attempts itself (see services.worker.runner)."""
+    """Placeholder body: the worker runs attempts itself (see services.worker.dispatcher)."""
     raise RuntimeError("attempts are run by Herald's worker, not by a Huey consumer")
+
+
+# Huey names a message's task by the module of its function: messages queued by earlier
+# releases say "services.worker.queue.herald.run", so the name stays that whatever moves.
+_run.__module__ = "services.worker.queue"
 
 
 class TaskQueue:
@@ -55,9 +107,24 @@ class TaskQueue:
         self.huey.enqueue(self._run.s(task_id))
 
     def dequeue(self) -> str | None:
-        """The next task id, or None; Huey deletes the message as it hands it out."""
-        task = self.huey.dequeue()
-        return str(task.args[0]) if task is not None else None
+        """The next task id, or None; Huey deletes the message as it hands it out.
+
+        A message that cannot be read (written by something else) is logged and skipped:
+        the ledger still has its task queued, and the worker's recovery enqueues it again.
+        """
+        while True:
+            try:
+                task = self.huey.dequeue()
+            except (HueyException, ValueError, TypeError, EOFError,
+                    pickle.UnpicklingError, AttributeError, ImportError) as exc:  # fmt: skip
+                log.error("skipped a queue message that cannot be read: %s", exc)
+                continue
+            if task is None:
+                return None
+            try:
+                return str(task.args[0])
+            except (AttributeError, IndexError, TypeError):
+                log.error("skipped a queue message without a task id: %r", task)
 
     def checkpoint(self) -> None:
         """Copy the queue's WAL into its database (see TaskStore.checkpoint)."""

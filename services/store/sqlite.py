@@ -206,6 +206,49 @@ def lease_owner_alive(owner: str) -> bool | None:
     return pid_alive(pid)
 
 
+BUSY_TIMEOUT = 10.0  # seconds a writer waits for the write lock before giving up
+# Waits between tries for the write lock. SQLite's own busy handler sleeps at least 1 ms,
+# even when the lock frees in microseconds (another service's short transaction); these
+# start at a few tens of microseconds.
+_LOCK_WAITS = (0.0, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001)
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF in (5, 6))  # SQLITE_BUSY, SQLITE_LOCKED (and extended)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def retry_busy(run: Any, timeout: float = BUSY_TIMEOUT) -> Any:
+    """`run()`, tried again while the database is busy (no busy timeout is set on Herald's
+    connections: this waits in finer steps than SQLite's handler would).
+
+    Raises:
+        sqlite3.OperationalError: still busy after `timeout` seconds, or another error.
+    """
+    deadline = None
+    tries = 0
+    while True:
+        try:
+            return run()
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + timeout
+            elif now >= deadline:
+                raise
+        time.sleep(_LOCK_WAITS[min(tries, len(_LOCK_WAITS) - 1)])
+        tries += 1
+
+
+def begin_immediate(c: sqlite3.Connection) -> None:
+    """Take the write lock (BEGIN IMMEDIATE), waiting for it in fine steps."""
+    retry_busy(lambda: c.execute("BEGIN IMMEDIATE"))
+
+
 # WAL pages after which a committing connection checkpoints by itself. The worker turns this
 # off for its own connection and checkpoints in a background thread instead, so no task
 # waits for a checkpoint's fsync; other writers keep a high threshold as a safety net.
@@ -226,13 +269,13 @@ class TaskStore:
         self.path = Path(path)
         fresh = not self.path.exists()
         self._conn = sqlite3.connect(
-            str(self.path), timeout=10, isolation_level=None, check_same_thread=False
+            str(self.path), timeout=0, isolation_level=None, check_same_thread=False
         )
         if fresh:
             os.chmod(self.path, 0o600)
         self._lock = threading.RLock()
         c = self._conn
-        c.execute("PRAGMA journal_mode=WAL")
+        retry_busy(lambda: c.execute("PRAGMA journal_mode=WAL"))
         c.execute("PRAGMA synchronous=NORMAL")
         c.execute("PRAGMA foreign_keys=OFF")
         c.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint_pages)}")
@@ -240,9 +283,9 @@ class TaskStore:
         # executescript commits by itself: run it outside an explicit transaction.
         with self._lock:
             if c.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                c.executescript(SCHEMA)
+                retry_busy(lambda: c.executescript(SCHEMA))
                 self._migrate(c)
-                c.executescript(_INDEXES)
+                retry_busy(lambda: c.executescript(_INDEXES))
 
     @staticmethod
     def _migrate(c: sqlite3.Connection) -> None:
@@ -250,7 +293,7 @@ class TaskStore:
         every service opens the store at start)."""
         if c.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
             return
-        c.execute("BEGIN IMMEDIATE")
+        begin_immediate(c)
         try:
             version = c.execute("PRAGMA user_version").fetchone()[0]
             if version < SCHEMA_VERSION:
@@ -275,29 +318,32 @@ class TaskStore:
     def checkpoint(self) -> None:
         """Copy the WAL into the database without blocking readers or writers."""
         with self._lock:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            retry_busy(lambda: self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)"), 1.0)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Group every write made inside the block into one transaction (group commit).
 
-        Each write inside is a savepoint: one that fails is undone alone and raises as
-        usual, the others commit together when the block ends. If the commit itself
-        fails, none of them happened. Nested batches join the outer one.
+        The transaction begins with the first write (a block that writes nothing costs
+        nothing). Each write inside is a savepoint: one that fails is undone alone and
+        raises as usual, the others commit together when the block ends. If the commit
+        itself fails, none of them happened. Nested batches join the outer one.
         """
         with self._lock:
             if self._depth:
                 yield
                 return
-            self._conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
             try:
                 yield
             except BaseException:
                 self._depth = 0
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
             self._depth = 0
+            if not self._conn.in_transaction:
+                return
             try:
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -309,6 +355,8 @@ class TaskStore:
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             if self._depth:
+                if not self._conn.in_transaction:
+                    begin_immediate(self._conn)
                 self._conn.execute("SAVEPOINT w")
                 try:
                     yield self._conn
@@ -318,7 +366,7 @@ class TaskStore:
                     raise
                 self._conn.execute("RELEASE w")
                 return
-            self._conn.execute("BEGIN IMMEDIATE")
+            begin_immediate(self._conn)
             try:
                 yield self._conn
                 self._conn.execute("COMMIT")
@@ -407,7 +455,7 @@ class TaskStore:
     def get_task(self, task_id: str, principal: str | None = None) -> TaskRecord | None:
         """The task, or None if it does not exist or belongs to another principal."""
         with self._lock:
-            rec = self._get(self._conn, task_id)
+            rec = retry_busy(lambda: self._get(self._conn, task_id))
         if rec is None or (principal is not None and rec.principal != principal):
             return None
         return rec
@@ -432,7 +480,7 @@ class TaskStore:
         sql += " ORDER BY n DESC LIMIT ?"
         params.append(limit)
         with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
+            rows = retry_busy(lambda: self._conn.execute(sql, params).fetchall())
         return [TaskRecord.from_row(r) for r in rows]
 
     def request_cancel(
@@ -621,25 +669,26 @@ class TaskStore:
     def leased_to(self, worker: str) -> list[tuple[str, int]]:
         """(id, attempt) of every running task leased to this worker."""
         with self._lock:
-            rows = self._conn.execute(
+            rows = retry_busy(lambda: self._conn.execute(
                 "SELECT id, attempt FROM tasks WHERE state = ? AND lease_owner = ?",
                 (TaskState.RUNNING.value, worker),
-            ).fetchall()
+            ).fetchall())
         return [(r[0], r[1]) for r in rows]
 
     def task_name(self, task_id: str) -> str | None:
         """The name of a task (one column: cheaper than get_task)."""
         with self._lock:
-            row = self._conn.execute("SELECT name FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            row = retry_busy(lambda: self._conn.execute(
+                "SELECT name FROM tasks WHERE id = ?", (task_id,)).fetchone())
         return row[0] if row else None
 
     def cancel_requested(self, worker: str) -> set[str]:
         """Ids of tasks running under this worker whose cancellation was requested."""
         with self._lock:
-            rows = self._conn.execute(
+            rows = retry_busy(lambda: self._conn.execute(
                 "SELECT id FROM tasks WHERE state = ? AND lease_owner = ? AND cancel_requested = 1",
                 (TaskState.RUNNING.value, worker),
-            ).fetchall()
+            ).fetchall())
         return {r[0] for r in rows}
 
     def retry_later(
@@ -756,9 +805,9 @@ class TaskStore:
         requeued: list[TaskRecord] = []
         events: list[Event] = []
         with self._lock:
-            rows = self._conn.execute(
+            rows = retry_busy(lambda: self._conn.execute(
                 f"SELECT {_TASK_COLUMNS} FROM tasks WHERE state = ?", (TaskState.RUNNING.value,)
-            ).fetchall()
+            ).fetchall())
         dead = []
         for row in rows:
             rec = TaskRecord.from_row(row)
@@ -795,17 +844,17 @@ class TaskStore:
             sql += " AND updated_at < ?"
             params.append(unchanged_since)
         with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY n", params).fetchall()
+            rows = retry_busy(lambda: self._conn.execute(sql + " ORDER BY n", params).fetchall())
         return [r[0] for r in rows]
 
     def next_retries(self, limit: int = 100) -> list[tuple[str, float]]:
         """(id, next_attempt_at) of queued tasks waiting for a retry, soonest first."""
         with self._lock:
-            rows = self._conn.execute(
+            rows = retry_busy(lambda: self._conn.execute(
                 "SELECT id, next_attempt_at FROM tasks WHERE next_attempt_at IS NOT NULL "
                 "AND state = ? ORDER BY next_attempt_at LIMIT ?",
                 (TaskState.QUEUED.value, limit),
-            ).fetchall()
+            ).fetchall())
         return [(r[0], r[1]) for r in rows]
 
     # ----------------------------------------------------------------- the log
@@ -813,7 +862,7 @@ class TaskStore:
     def head(self) -> int:
         """The seq of the newest event (0 for an empty log)."""
         with self._lock:
-            row = self._conn.execute("SELECT MAX(seq) FROM events").fetchone()
+            row = retry_busy(lambda: self._conn.execute("SELECT MAX(seq) FROM events").fetchone())
         return row[0] or 0
 
     def events_after(
@@ -832,7 +881,7 @@ class TaskStore:
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
         with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
+            rows = retry_busy(lambda: self._conn.execute(sql, params).fetchall())
         return [
             Event(seq, tid, p, EventType(t), ts, attempt, json.loads(data))
             for seq, tid, p, t, ts, attempt, data in rows

@@ -52,6 +52,7 @@ EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX = 1000, 1000
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,200}")
 _SUBMIT_KEYS = frozenset({"task", "args", "timeout"})
 _JSON_TYPES = ("application/json",)
+QUEUED_NOTIFY_DELAY = 0.05  # seconds (see TaskApi._wake_notifier_soon)
 
 
 class Waker(Protocol):
@@ -167,7 +168,8 @@ class TaskApi:
         catalog: the tasks that may be submitted.
         store: the ledger and event log.
         queue: where submitted task ids are enqueued.
-        worker_wake: wakes the worker after an enqueue (b"cancel" after a cancel request).
+        worker_wake: wakes the worker for a new task (b"!" and its id) or a cancel request
+            (b"cancel").
         notifier_wake: wakes the notifier after every recorded event.
         max_lost: the cap on the attempts a task may lose with their process (the
             config's worker.max_attempts).
@@ -190,6 +192,7 @@ class TaskApi:
         self.worker_wake = worker_wake
         self.notifier_wake = notifier_wake
         self.max_lost = max_lost
+        self._notifier_pending = False
         self.version = herald_version()
         # The catalog does not change while the service runs: encode its views once.
         self._catalog_body = dumps({"tasks": [spec.to_json() for spec in catalog]})
@@ -239,11 +242,27 @@ class TaskApi:
             headers["Idempotent-Replayed"] = "true"
             return web.Response(body=dumps(task_json(rec)), status=200, headers=headers)
         self.queue.enqueue(rec.id)
-        self.worker_wake.wake()
-        # The "queued" event can wait until the response is on its way: waking the notifier
-        # now would have it compete for the CPU with the worker and this response.
-        asyncio.get_running_loop().call_soon(self.notifier_wake.wake)
+        # The wake-up names the task: an idle worker starts it without reading the queue
+        # first (and drops its message when it comes to it).
+        self.worker_wake.wake(b"!" + rec.id.encode())
+        self._wake_notifier_soon()
         return web.Response(body=dumps(task_json(rec)), status=202, headers=headers)
+
+    def _wake_notifier_soon(self) -> None:
+        """Wake the notifier for a "queued" event a moment later, one wake-up for every
+        submit of that moment. The worker wakes it within milliseconds anyway when it
+        starts the task (which pushes the "queued" event too); this one is for a task that
+        waits for a free slot. Waking it at once would have the notifier and its clients
+        compete for the CPU with the worker and this response."""
+        if self._notifier_pending:
+            return
+        self._notifier_pending = True
+
+        def wake() -> None:
+            self._notifier_pending = False
+            self.notifier_wake.wake()
+
+        asyncio.get_running_loop().call_later(QUEUED_NOTIFY_DELAY, wake)
 
     async def _read_submit(self, request: web.Request) -> tuple[str, dict[str, Any], Any]:
         """The task name, raw arguments and raw timeout (None if absent) of a submit body."""

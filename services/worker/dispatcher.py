@@ -36,7 +36,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -67,6 +67,28 @@ STOP_GRACE = 3.0  # seconds running attempts get to finish when the worker stops
 SPAWN_RETRY = 1.0  # seconds before trying again when an executor could not be forked
 CHECKPOINT_DELAY = 1.0  # seconds after a write before the WAL is checkpointed
 MAX_PARKED = 10_000  # task ids held waiting for a concurrency slot
+# The notifier is woken at once for a terminal event; for the others (started, progress,
+# output) within this many seconds, so that a quick attempt's "started" and "succeeded"
+# take one wake-up, and the notifier and its clients do not compete for the CPU with the
+# attempt they are being told about.
+NOTIFY_DELAY = 0.005
+
+
+def _dgram_queue_length() -> int:
+    """How many datagrams a Unix socket holds before senders get EAGAIN (Linux: 10 by
+    default; net.unix.max_dgram_qlen)."""
+    try:
+        with open("/proc/sys/net/unix/max_dgram_qlen") as f:
+            return max(1, int(f.read()))
+    except (OSError, ValueError):
+        return 10
+
+
+# This many wake-ups at once mean the socket's queue was full and some may have been lost:
+# then the queue is drained instead of trusting their count.
+WAKE_OVERFLOW = _dgram_queue_length()
+MAX_HINTS = 1024  # task ids from wake-ups kept to start at once
+MAX_HINTED = 10_000  # ids started by hint whose queue message is still to be dropped
 MiB = 1024 * 1024
 
 
@@ -125,7 +147,16 @@ class Dispatcher:
         self._dirty = threading.Event()
         self._sig_r, self._sig_w = socket.socketpair()
         self._post: list[Callable[[], None]] = []  # after the round's commit
+        self._writes: list[Callable[[], object]] = []  # the round's writes, run at its end
         self._notify = False
+        self._urgent = False
+        self._notify_due: float | None = None  # monotonic time of a deferred wake-up
+        self._credits = 0  # enqueues announced by wake-ups and not dequeued yet
+        self._look = True  # the queue may hold more than was announced: drain it
+        self._unpark = False  # a concurrency slot freed: look at the parked tasks
+        self._hints: deque[str] = deque()  # task ids named by wake-ups, not yet started
+        self._hinted: OrderedDict[str, None] = OrderedDict()  # started by hint: drop later
+        self._ready: deque[str] = deque()  # dequeued, not claimed yet (no executor free)
         self._committed = True
         self._next_spawn = 0.0
         self._last_renew = self._last_reap = self._last_parked = time.monotonic()
@@ -178,6 +209,8 @@ class Dispatcher:
             self._dispatch()
             timeout = self._timeout()
             ready = self._selector.select(timeout)
+            if not ready and timeout >= BUSY_TIMEOUT:
+                self._look = True  # the slow fallback: look at the queue whatever was said
             with self._round():
                 for key, _ in ready:
                     key.data()
@@ -186,23 +219,39 @@ class Dispatcher:
 
     @contextlib.contextmanager
     def _round(self) -> Iterator[None]:
-        """One round's writes in one transaction; then what waited for the commit."""
+        """One round: handlers queue their writes (`_write`); at the end they run in one
+        transaction (group commit), as a burst, so the write lock is held for the writes
+        alone and never while a frame is parsed or a process signalled (the web service,
+        waiting for that lock, sleeps at least a millisecond). Then what waited for the
+        commit: waking the notifier, enqueueing what went back to the queue."""
         self._post = []
-        self._notify = False
-        self._committed = False
-        try:
-            with self.store.batch():
-                yield
-        except sqlite3.Error:
-            # The round's records did not happen. Leases keep the tasks; what was received
-            # (an outcome, progress) is lost, and the reaper finds those tasks again.
-            log.exception("could not record this round's events")
-            self._post = []
-            return
+        self._writes = []
+        self._notify = self._urgent = False
         self._committed = True
+        yield
+        if self._writes:
+            writes, self._writes = self._writes, []
+            self._committed = False
+            try:
+                with self.store.batch():
+                    for write in writes:
+                        try:
+                            write()
+                        except sqlite3.Error:  # undone alone (a savepoint)
+                            log.exception("could not record an event")
+            except sqlite3.Error:
+                # The round's records did not happen. Leases keep the tasks; what was
+                # received (an outcome, progress) is lost; the reaper finds those tasks.
+                log.exception("could not record this round's events")
+                self._post = []
+                return
+            self._committed = True
         if self._notify:
-            self._notifier.wake()
             self._dirty.set()
+            if self._urgent:
+                self._wake_notifier()
+            elif self._notify_due is None:
+                self._notify_due = time.monotonic() + NOTIFY_DELAY
         post, self._post = self._post, []
         for action in post:
             try:
@@ -210,10 +259,20 @@ class Dispatcher:
             except Exception:
                 log.exception("post-commit action failed")
 
+    def _write(self, action: Callable[[], object]) -> None:
+        """Queue a store write for the end of this round."""
+        self._writes.append(action)
+
     def _published(self, event: Event | None) -> Event | None:
         if event is not None:
             self._notify = True
+            if event.terminal:
+                self._urgent = True
         return event
+
+    def _wake_notifier(self) -> None:
+        self._notify_due = None
+        self._notifier.wake()
 
     def _timeout(self) -> float:
         now = time.monotonic()
@@ -237,12 +296,16 @@ class Dispatcher:
             limits.append(now + max(0.0, self._retries[0][0] - time.time()))
         if self._parked_count:
             limits.append(self._last_parked + PARKED_RECHECK)
+        if self._notify_due is not None:
+            limits.append(self._notify_due)
         if len(self.executors) < self.concurrency:
             limits.append(self._next_spawn)
         return max(0.0, min(limits) - now)
 
     def _timers(self) -> None:
         now = time.monotonic()
+        if self._notify_due is not None and now >= self._notify_due:
+            self._wake_notifier()
         for ex in list(self._executors.values()):
             a = ex.attempt
             if a is None or a.done:
@@ -265,6 +328,7 @@ class Dispatcher:
             _, task_id = heapq.heappop(self._retries)
             self._retry_ids.discard(task_id)
             self.queue.enqueue(task_id)
+            self._credits += 1
         if self._running and now - self._last_renew >= LEASE_SECONDS / 3:
             self._last_renew = now
             self.store.renew_leases(self.identity, LEASE_SECONDS, list(self._running))
@@ -275,7 +339,8 @@ class Dispatcher:
             self._last_reap = now
             self.recover(unchanged_for=REAP_INTERVAL)
         if self._parked_count and now - self._last_parked >= PARKED_RECHECK:
-            self._last_parked = now  # _dispatch looks at them again
+            self._last_parked = now
+            self._unpark = True  # another worker may have freed a slot
         if len(self.executors) < self.concurrency and now >= self._next_spawn:
             self._fill_pool()
         if not self._own_signals and self._executors and not pool.HAVE_PIDFD:
@@ -285,6 +350,16 @@ class Dispatcher:
 
     def _on_wake(self) -> None:
         messages = self._receiver.drain()
+        other = False
+        for m in messages:
+            if m[:1] == b"!":  # "!" + the task id: one enqueue
+                self._credits += 1
+                if len(m) > 1 and len(self._hints) < MAX_HINTS:
+                    self._hints.append(m[1:].decode("ascii", "replace"))
+            elif m not in (b"cancel", b"stop"):
+                other = True
+        if len(messages) >= WAKE_OVERFLOW or other:
+            self._look = True  # some may have been lost, or say something else
         if b"cancel" in messages:
             self._apply_cancel_requests()
 
@@ -355,13 +430,15 @@ class Dispatcher:
             else:
                 fraction = min(1.0, max(0.0, float(fraction)))
             message = msg.get("message")
-            self._published(self.store.progress(
-                rec.id, rec.attempt, fraction, None if message is None else str(message)[:1000]))
+            text = None if message is None else str(message)[:1000]
+            self._write(lambda: self._published(self.store.progress(
+                rec.id, rec.attempt, fraction, text)))  # fmt: skip
         elif kind == "output":
             lines = msg.get("lines")
             if isinstance(lines, list) and lines:
-                self._published(self.store.output(rec.id, rec.attempt,
-                                                  [str(x) for x in lines]))  # fmt: skip
+                texts = [str(x) for x in lines]
+                self._write(lambda: self._published(self.store.output(rec.id, rec.attempt,
+                                                                      texts)))  # fmt: skip
         elif kind == "cleanup":
             if isinstance(msg.get("add"), str):
                 a.temp_paths.add(msg["add"])
@@ -390,15 +467,18 @@ class Dispatcher:
                     delay = a.spec.backoff.delay(rec.failures + 1)
                 else:
                     delay = min(MAX_TIMEOUT, max(0.0, float(after)))
-                ev = self.store.retry_later(rec.id, rec.attempt, delay=delay, error=error,
-                                            requested=after is not None)  # fmt: skip
-                if self._published(ev) is not None:
-                    self._schedule_retry(rec.id, time.time() + delay)
+                def retry(delay: float = delay, requested: bool = after is not None) -> None:
+                    ev = self.store.retry_later(rec.id, rec.attempt, delay=delay, error=error,
+                                                requested=requested)  # fmt: skip
+                    if self._published(ev) is not None:
+                        self._schedule_retry(rec.id, time.time() + delay)
+
+                self._write(retry)
             else:
                 self._finish(rec, TaskState.FAILED, error=error)
 
     def _finish(self, rec: TaskRecord, state: TaskState, **kw: Any) -> None:
-        self._published(self.store.finish(rec.id, rec.attempt, state, **kw))
+        self._write(lambda: self._published(self.store.finish(rec.id, rec.attempt, state, **kw)))
 
     def _release(self, ex: ExecutorProcess, *, recycle: bool = False) -> None:
         """An executor's attempt is over: free its slot; recycle it if it is due."""
@@ -408,6 +488,8 @@ class Dispatcher:
             if self._running.get(a.task_id) is ex:
                 del self._running[a.task_id]
             self._running_names[a.record.name] -= 1
+            if a.record.name in self._parked:
+                self._unpark = True
         ex.tasks_run += 1
         if ex.state is not ExecutorState.BUSY:
             return
@@ -477,12 +559,16 @@ class Dispatcher:
         else:
             stopped = a.stopping is StopReason.SHUTDOWN
             detail = None if stopped else how
-            _, ev = self.store.lose(rec.id, rec.attempt, stopped=stopped, detail=detail)
-            if ev is not None and self._published(ev) and ev.type is EventType.RETRYING:
-                self._enqueue_after_commit([rec.id])
-            if ev is not None and not stopped:
-                log.warning("task %s (%s): %s during attempt %d", rec.id, rec.name, detail,
-                            rec.attempt)  # fmt: skip
+
+            def lose() -> None:
+                _, ev = self.store.lose(rec.id, rec.attempt, stopped=stopped, detail=detail)
+                if ev is not None and self._published(ev) and ev.type is EventType.RETRYING:
+                    self._enqueue_after_commit([rec.id])
+                if ev is not None and not stopped:
+                    log.warning("task %s (%s): %s during attempt %d", rec.id, rec.name, detail,
+                                rec.attempt)  # fmt: skip
+
+            self._write(lose)
 
     def _stop_attempt(self, ex: ExecutorProcess, reason: StopReason) -> None:
         """Terminate an attempt's process tree (SIGKILL follows after TERM_GRACE)."""
@@ -527,27 +613,107 @@ class Dispatcher:
     # ---------------------------------------------------------------- dispatch
 
     def _dispatch(self) -> None:
-        """Give every idle executor an attempt: parked tasks whose slot freed first, then
-        the queue."""
+        """Give every idle executor an attempt, then take the queue's messages.
+
+        Each wake-up from the web names the task it enqueued: that task is claimed and
+        started at once, before its queue message is even read (which is dropped when it
+        comes), when every announced task has an executor (else the queue's order decides).
+        Next come tasks dequeued earlier that found no executor free, and parked
+        tasks whose concurrency slot freed. Only then is the queue read, as many messages
+        as wake-ups announced (or all, when some may have been lost), so that reading it
+        never delays a start; what it yields is started in turn.
+        """
         if self._stopping.is_set():
             return
-        idle = [ex for ex in self._executors.values() if ex.state is ExecutorState.IDLE]
-        if not idle:
+        self._start_known()
+        if self._credits or self._look:
+            self._read_queue()
+            self._start_known()
+
+    def _idle(self) -> list[ExecutorProcess]:
+        return [ex for ex in self._executors.values() if ex.state is ExecutorState.IDLE]
+
+    def _start_known(self) -> None:
+        """Claim and start the tasks known to be waiting, while executors are idle."""
+        idle = self._idle()
+        if not idle or not (self._ready or self._hints or self._unpark):
+            self._hints.clear()  # no room: their queue messages bring them back
             return
         starts: list[tuple[TaskRecord, TaskSpec]] = []
-        with self._round():
-            for parked_id, name in self._unparked(len(idle)):
-                self._try_claim(parked_id, name, starts)
-            while len(starts) < len(idle):
-                task_id = self.queue.dequeue()
-                if task_id is None:
-                    break
-                self._try_claim(task_id, None, starts)
-        if not self._committed:
-            return  # no claim happened; the tasks are still queued in the ledger
-        # Claims are committed now: send the run frames.
-        for (rec, spec), ex in zip(starts, idle, strict=False):
-            self._start(ex, rec, spec)
+        with self._round(), self._claims(starts):
+            while self._ready and len(starts) < len(idle):
+                self._try_claim(self._ready.popleft(), None, starts)
+            if self._unpark:
+                self._unpark = False
+                for parked_id, name in self._unparked(len(idle) - len(starts)):
+                    self._try_claim(parked_id, name, starts)
+            # Hints only when every announced task has an executor: otherwise the queue's
+            # order decides (newer tasks must not overtake older ones).
+            use_hints = not self._ready and self._credits <= len(idle) - len(starts)
+            while use_hints and self._hints and len(starts) < len(idle):
+                task_id = self._hints.popleft()
+                if task_id in self._hinted:
+                    continue
+                before = len(starts)
+                self._try_claim(task_id, None, starts, hinted=True)
+                if len(starts) > before:
+                    self._hinted[task_id] = None
+                    if len(self._hinted) > MAX_HINTED:
+                        self._hinted.popitem(last=False)
+            self._hints.clear()
+            # Each claim is decided (this transaction holds the write lock); the run
+            # frames go out before the commit, so an attempt starts while it is being
+            # made durable. Should the commit fail, the attempts are void: killed
+            # below, their tasks still queued in the ledger.
+            for (rec, spec), ex in zip(starts, idle, strict=False):
+                self._start(ex, rec, spec)
+
+    @contextlib.contextmanager
+    def _claims(self, starts: list[tuple[TaskRecord, TaskSpec]]) -> Iterator[None]:
+        """The claims of a dispatch in one transaction of their own (they must be decided
+        before their run frames go out). A failed commit voids the attempts started."""
+        try:
+            with self.store.batch():
+                yield
+        except sqlite3.Error:
+            log.exception("could not record the start of %d task(s)", len(starts))
+            self._post.clear()
+            self._writes.clear()
+            self._notify = False
+            self._void([rec for rec, _ in starts])
+
+    def _read_queue(self) -> None:
+        """Take queue messages for the idle executors (and drop those of tasks already
+        started by hint): as many as were announced, or until it is empty."""
+        room = len(self._idle()) - len(self._ready)
+        while room > 0 and (self._credits > 0 or self._look):
+            task_id = self.queue.dequeue()
+            if task_id is None:
+                self._look = False
+                self._credits = 0
+                return
+            self._credits = max(0, self._credits - 1)
+            if task_id in self._hinted:
+                del self._hinted[task_id]  # started already: this message is a duplicate
+                continue
+            self._ready.append(task_id)
+            room -= 1
+
+    def _void(self, records: list[TaskRecord]) -> None:
+        """Claims that were never committed: stop their attempts, queue their tasks again."""
+        for rec in records:
+            ex = self._running.pop(rec.id, None)
+            if ex is None or ex.attempt is None:
+                continue
+            self._running_names[rec.name] -= 1
+            ex.attempt.done = True
+            ex.attempt = None
+            ex.state = ExecutorState.RETIRING
+            pool.signal_tree(ex, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            for rec in records:
+                self.queue.enqueue(rec.id)
+                self._credits += 1
 
     def _unparked(self, room: int) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -563,20 +729,24 @@ class Dispatcher:
         return out
 
     def _try_claim(self, task_id: str, name: str | None,
-                   starts: list[tuple[TaskRecord, TaskSpec]]) -> None:  # fmt: skip
+                   starts: list[tuple[TaskRecord, TaskSpec]], *, hinted: bool = False) -> None:
         limit = None
         if self._limited:
             name = name or self.store.task_name(task_id)
             spec = self.catalog.get(name) if name else None
             limit = spec.concurrency if spec is not None else None
-            if limit is not None and name is not None:
+            if not hinted and limit is not None and name is not None:
                 running = self._running_names[name] + sum(1 for r, _ in starts if r.name == name)
                 if running >= limit:
                     self._park(task_id, name)
                     return
+            if hinted and limit is not None and name is not None and self._running_names[name] \
+                    + sum(1 for r, _ in starts if r.name == name) >= limit:  # fmt: skip
+                return  # its queue message brings it back
         rec, ev = self.store.claim(task_id, self.identity, LEASE_SECONDS, limit=limit)
         if rec is None:
-            self._not_claimed(task_id)
+            if not hinted:  # a hint needs no answer: the queue message follows
+                self._not_claimed(task_id)
             return
         self._published(ev)
         spec = self.catalog.get(rec.name)
@@ -658,6 +828,7 @@ class Dispatcher:
                 (None: all, as at start-up). A web service that died between recording a
                 task and enqueueing it leaves such a task behind.
         """
+        self._look = True  # and look at the whole queue again
         requeued, events = self.store.reap(live_worker=self.identity)
         for event in events:
             self._published(event)
@@ -690,6 +861,7 @@ class Dispatcher:
         def enqueue() -> None:
             for task_id in ids:
                 self.queue.enqueue(task_id)
+            self._credits += len(ids)
 
         if ids:
             self._post.append(enqueue)

@@ -23,6 +23,7 @@ import gc
 import io
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -103,8 +104,6 @@ class _OutputWriter(io.TextIOBase):
 def _memory_rlimit() -> int:
     """The resource that bounds what a process can allocate: RLIMIT_DATA on Linux (private
     writable memory, what malloc and mmap of anonymous memory take), else RLIMIT_AS."""
-    import resource
-
     return resource.RLIMIT_DATA if sys.platform.startswith("linux") else resource.RLIMIT_AS
 
 
@@ -121,14 +120,9 @@ def _memory_in_use() -> int:
 
 
 def rss_bytes() -> int:
-    """This process's resident memory."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    """The most resident memory this process ever had (one system call, no file to read):
+    an executor that once grew past the ceiling is recycled even if it shrank since."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def _close_inherited(keep: set[int]) -> None:
@@ -162,7 +156,24 @@ def _become_executor(parent: int, keep: set[int]) -> None:
     os.close(null)
     os.dup2(2, 1)  # the worker's stdout carries its readiness line: tasks print to the log
     _close_inherited(keep | {0, 1, 2})
+    _fresh_stdio()
     threading.current_thread().name = "executor"
+    with contextlib.suppress(OSError, AttributeError):  # "herald-executor" in ps and top
+        ctypes.CDLL("libc.so.6").prctl(15, b"herald-executor", 0, 0, 0)
+
+
+def _fresh_stdio() -> None:
+    """New stdio objects (and logging's stream): the inherited ones' internal locks may
+    have been held by another thread of the dispatcher at the moment it forked."""
+    sys.stdin = open(0, closefd=False, encoding="utf-8", errors="replace")
+    sys.stdout = open(1, "w", closefd=False, encoding="utf-8", errors="replace",
+                      buffering=1)  # fmt: skip
+    sys.stderr = open(2, "w", closefd=False, encoding="utf-8", errors="backslashreplace",
+                      buffering=1)  # fmt: skip
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler):  # fmt: skip
+            handler.setStream(sys.stderr)
 
 
 class Executor:
@@ -353,8 +364,6 @@ class Executor:
     def _limit_memory(self, mb: Any) -> tuple[int, int] | None:
         if not isinstance(mb, int) or mb <= 0:
             return None
-        import resource
-
         saved = resource.getrlimit(self._limit_resource)
         soft = _memory_in_use() + mb * MiB
         hard = saved[1]
@@ -369,8 +378,6 @@ class Executor:
 
     def _restore_memory(self, saved: tuple[int, int] | None) -> None:
         if saved is not None:
-            import resource
-
             with contextlib.suppress(ValueError, OSError):
                 resource.setrlimit(self._limit_resource, saved)
 

@@ -99,9 +99,18 @@ class ExecutorProcess:
     def send(self, message: dict[str, Any], *, control: bool = False) -> bool:
         """Send a frame; False if the executor cannot be reached (it is dying)."""
         sock = self.control if control else self.run
+        data = protocol.encode(message)
+        try:
+            sent = sock.send(data)  # all of it, nearly always: the executor reads promptly
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return False
+        if sent == len(data):
+            return True
         try:
             sock.settimeout(SEND_TIMEOUT)
-            sock.sendall(protocol.encode(message))
+            sock.sendall(data[sent:])
             return True
         except OSError:
             return False
@@ -157,19 +166,20 @@ def spawn(catalog: Catalog) -> ExecutorProcess:
     run_parent, run_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     parent = os.getpid()
-    # Objects that exist now are never freed by the child: keep the cycle collector off
-    # them, so the child's pages stay shared with the dispatcher's.
+    # Objects that exist now stay frozen in the child: the cycle collector never runs their
+    # finalizers there (they may take locks another thread of the dispatcher held when it
+    # forked), and the child's pages stay shared with the dispatcher's.
     gc.freeze()
     try:
         pid = os.fork()
     except OSError:
+        gc.unfreeze()
         for sock in (run_parent, run_child, ctl_parent, ctl_child):
             sock.close()
         raise
-    finally:
-        gc.unfreeze()
     if pid == 0:  # the child: never returns
         executor_main(run_child, ctl_child, catalog, parent)
+    gc.unfreeze()
     run_child.close()
     ctl_child.close()
     run_parent.setblocking(False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -82,6 +83,16 @@ class Api:
     queue: TaskQueue
     worker_rx: WakeReceiver
     notifier_rx: WakeReceiver
+
+    async def woken(self, rx: WakeReceiver, timeout: float = 2.0) -> list[bytes]:
+        """The wake-ups `rx` receives within `timeout`, waiting without blocking the loop
+        (the app wakes the notifier from a timer of this same loop)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        got = rx.drain()
+        while not got and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+            got = rx.drain()
+        return got
     session: aiohttp.ClientSession
     app: web.Application
 

@@ -57,8 +57,8 @@ async def test_submit_records_enqueues_and_wakes(api: Any) -> None:
     ]
     assert api.queue.dequeue() == task["id"]
     assert api.queue.dequeue() is None
-    assert api.worker_rx.wait(5) == [b"!"]
-    assert api.notifier_rx.wait(5) == [b"!"]
+    assert api.worker_rx.wait(5) == [b"!" + task["id"].encode()]  # names the task
+    assert await api.woken(api.notifier_rx) == [b"!"]  # a moment later
 
 
 async def test_submit_without_args_and_with_a_smaller_max_attempts(api: Any) -> None:

@@ -118,7 +118,7 @@ async def test_events_are_the_websocket_envelope(api: Any) -> None:
 
 async def test_cancel_queued_task(api: Any) -> None:
     (tid,) = await submit_many(api, 1)
-    api.notifier_rx.wait(5)
+    await api.woken(api.notifier_rx)
     api.worker_rx.wait(5)
     resp = await api.call("POST", f"/api/tasks/{tid}/cancel")
     assert resp.status == 202
@@ -126,13 +126,13 @@ async def test_cancel_queued_task(api: Any) -> None:
     assert resp.body["finished_at"] is not None
     assert api.store.get_task(tid).state is TaskState.CANCELLED
     assert api.store.events_after(0, task_id=tid)[-1].type is EventType.CANCELLED
-    assert api.notifier_rx.wait(5) == [b"!"]
+    assert await api.woken(api.notifier_rx) == [b"!"]
 
 
 async def test_cancel_running_task_asks_the_worker(api: Any) -> None:
     (tid,) = await submit_many(api, 1)
     api.worker_rx.wait(5)
-    api.notifier_rx.wait(5)
+    await api.woken(api.notifier_rx)
     rec, _ = api.store.claim(tid, "test-worker", 60)
     assert rec.state is TaskState.RUNNING
     resp = await api.call("POST", f"/api/tasks/{tid}/cancel")
@@ -141,7 +141,7 @@ async def test_cancel_running_task_asks_the_worker(api: Any) -> None:
     assert resp.body["cancel_requested"] is True
     assert api.store.events_after(0, task_id=tid)[-1].type is EventType.CANCEL_REQUESTED
     assert api.worker_rx.wait(5) == [b"cancel"]
-    assert api.notifier_rx.wait(5) == [b"!"]
+    assert await api.woken(api.notifier_rx) == [b"!"]
     again = await api.call("POST", f"/api/tasks/{tid}/cancel")  # harmless, no new event
     assert again.status == 202 and again.body["cancel_requested"] is True
     types = [e.type for e in api.store.events_after(0, task_id=tid)]

@@ -1,0 +1,443 @@
+"""The dispatcher in-process (its loop in a thread) with real executor processes, real SQLite
+files and real wake-up sockets. The worker service as a whole is tested in tests/e2e."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.core.errors import TaskFailure
+from services.core.events import EventType
+from services.core.params import Param, ParamType
+from services.core.retry import Backoff
+from services.core.states import TaskState
+from services.layout import DataLayout
+from services.queue import TaskQueue
+from services.store import TaskStore
+from services.tasks.catalog import Catalog
+from services.wake import WakeReceiver, WakeSender
+from services.worker.dispatcher import Dispatcher
+
+catalog = Catalog()
+
+
+@catalog.task("t.ok", params=[Param("n", ParamType.INTEGER, default=1)])
+def ok(ctx, n):
+    ctx.progress(0.5, "half")
+    ctx.output("a line")
+    print("printed", "too")
+    return {"n": n, "pid": os.getpid()}
+
+
+@catalog.task("t.boom")
+def boom(ctx):
+    raise ZeroDivisionError("no")
+
+
+@catalog.task("t.refuse")
+def refuse(ctx):
+    raise TaskFailure("not today", code="refused")
+
+
+@catalog.task("t.unjson")
+def unjson(ctx):
+    return {1, 2}
+
+
+@catalog.task("t.nan")
+def nan(ctx):
+    return float("nan")
+
+
+@catalog.task("t.exit")
+def calls_exit(ctx):
+    raise SystemExit(3)
+
+
+@catalog.task("t.wait", cancel_grace=1)
+def wait(ctx):
+    ctx.sleep(60)
+
+
+@catalog.task("t.deaf", cancel_grace=0.5)
+def deaf(ctx):
+    time.sleep(60)  # no checkpoint: only a kill stops it
+
+
+@catalog.task("t.in_c", cancel_grace=0.5)
+def in_c(ctx):
+    ctypes.CDLL(None).sleep(60)  # blocked in C: even SIGTERM's handler does not run
+
+
+@catalog.task("t.flaky", retries=2, retry_on=(OSError,),
+              backoff=Backoff(base=0.2, factor=2, maximum=5, jitter=0.5),
+              params=[Param("marker", ParamType.STRING), Param("fails", ParamType.INTEGER)])
+def flaky(ctx, marker, fails):
+    n = int(Path(marker).read_text()) if os.path.exists(marker) else 0
+    Path(marker).write_text(str(n + 1))
+    if n < fails:
+        raise OSError(f"flaky {n}")
+    return n
+
+
+@catalog.task("t.again", retries=1)
+def again(ctx):
+    if ctx.attempt == 1:
+        ctx.retry(after=0.3, reason="come back later")
+    return ctx.attempt
+
+
+@catalog.task("t.not_retried", retries=3, retry_on=(OSError,))
+def not_retried(ctx):
+    raise ValueError("not an OSError")
+
+
+@catalog.task("t.hog", memory_limit=64)
+def hog(ctx):
+    return len(bytearray(512 * 1024 * 1024))
+
+
+@catalog.task("t.solo", concurrency=1, params=[Param("seconds", ParamType.NUMBER)])
+def solo(ctx, seconds):
+    start = time.time()
+    ctx.sleep(seconds)
+    return [start, time.time()]
+
+
+@catalog.task("t.temp", cancel_grace=0.3, params=[Param("path", ParamType.STRING)])
+def temp(ctx, path):
+    with open(ctx.temp_path(path), "w") as f:
+        f.write("partial")
+    ctx.output("written")
+    time.sleep(60)
+
+
+@catalog.task("t.garbage")
+def garbage(ctx):
+    for name in os.listdir("/proc/self/fd"):  # a hostile task writes to the dispatcher
+        fd = int(name)
+        try:
+            if os.fstat(fd).st_mode & 0o170000 == 0o140000:  # a socket
+                os.write(fd, b"\xff not a frame\n")
+        except OSError:
+            pass
+    time.sleep(60)
+
+
+@catalog.task("t.suicide")
+def suicide(ctx):
+    ctx.progress(0.1, "going")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Harness:
+    def __init__(self, root: Path, concurrency: int = 2, **kw) -> None:
+        root.mkdir(mode=0o700, exist_ok=True)
+        self.layout = DataLayout(root)
+        self.store = TaskStore(self.layout.ledger_db)
+        self.queue = TaskQueue(self.layout)
+        self.notified = WakeReceiver(self.layout.wake_address("notifier"))
+        self.dispatcher = Dispatcher(self.layout, catalog, concurrency, **kw)
+        self.worker_wake = WakeSender(self.layout.wake_address("worker"))
+        self.thread = threading.Thread(target=self.dispatcher.run)
+
+    def submit(self, name: str, args: dict | None = None, *, enqueue: bool = True,
+               timeout: float | None = None, max_lost: int = 3) -> str:  # fmt: skip
+        spec = catalog.get(name)
+        rec, _ = self.store.create_task(principal="a", name=name, args=args or {},
+                                        max_attempts=1 + (spec.retries if spec else 0),
+                                        max_lost=max_lost, timeout=timeout)  # fmt: skip
+        if enqueue:
+            self.queue.enqueue(rec.id)
+            self.worker_wake.wake()
+        return rec.id
+
+    def wait_state(self, task_id: str, *states: TaskState, timeout: float = 15) -> float:
+        start = time.monotonic()
+        while self.store.get_task(task_id).state not in states:
+            assert time.monotonic() - start < timeout, self.store.get_task(task_id)
+            time.sleep(0.01)
+        return time.monotonic() - start
+
+    def cancel(self, task_id: str) -> None:
+        self.store.request_cancel(task_id, "a")
+        self.worker_wake.wake(b"cancel")
+
+    def close(self) -> None:
+        self.dispatcher.stop()
+        self.thread.join(15)
+        assert not self.thread.is_alive()
+        self.notified.close()
+        self.worker_wake.close()
+        self.store.close()
+
+    def events(self, task_id: str):
+        return self.store.events_after(0, task_id=task_id)
+
+    def types(self, task_id: str) -> list[EventType]:
+        return [e.type for e in self.events(task_id)]
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path / "data")
+    h.thread.start()
+    yield h
+    h.close()
+
+
+def test_an_attempt_runs_in_an_executor_and_every_report_is_recorded(harness):
+    task_id = harness.submit("t.ok", {"n": 3})
+    harness.wait_state(task_id, TaskState.SUCCEEDED)
+    rec = harness.store.get_task(task_id)
+    assert rec.result["n"] == 3
+    assert rec.result["pid"] in {ex.pid for ex in harness.dispatcher.executors}
+    assert rec.result["pid"] != os.getpid()
+    assert harness.types(task_id) == [EventType.QUEUED, EventType.STARTED, EventType.PROGRESS,
+                                      EventType.OUTPUT, EventType.SUCCEEDED]  # fmt: skip
+    output = [e.data["lines"] for e in harness.events(task_id) if e.type is EventType.OUTPUT]
+    assert output == [["a line", "printed too"]]  # print() is the task's output too
+    assert harness.notified.wait(1)
+
+
+def test_executors_are_reused(harness):
+    pids = {harness.store.get_task(t).result["pid"] for t in
+            [harness.submit("t.ok") for _ in range(6)] if not harness.wait_state(
+                t, TaskState.SUCCEEDED)}  # fmt: skip
+    assert pids <= {ex.pid for ex in harness.dispatcher.executors} and len(pids) <= 2
+
+
+@pytest.mark.parametrize(("name", "code"), [
+    ("t.boom", "exception"), ("t.refuse", "refused"), ("t.unjson", "bad_result"),
+    ("t.nan", "bad_result"), ("t.exit", "exception"), ("t.nope", "unknown_task")])
+def test_failures_are_recorded_with_a_code_from_their_type(harness, name, code):
+    task_id = harness.submit(name)
+    harness.wait_state(task_id, TaskState.FAILED)
+    error = harness.store.get_task(task_id).error
+    assert error["code"] == code and error["message"]
+    if name == "t.boom":
+        assert "ZeroDivisionError" in error["traceback"]
+    if name == "t.exit":
+        assert error["message"] == "SystemExit: 3"
+
+
+def test_a_cooperative_cancel_stops_at_the_checkpoint(harness):
+    task_id = harness.submit("t.wait")
+    harness.wait_state(task_id, TaskState.RUNNING)
+    harness.cancel(task_id)
+    assert harness.wait_state(task_id, TaskState.CANCELLED) < 0.9  # well before its grace
+    assert harness.events(task_id)[-1].data == {"reason": "stopped at a checkpoint"}
+
+
+@pytest.mark.parametrize("name", ["t.deaf", "t.in_c"])
+def test_a_task_that_ignores_a_cancel_is_killed_after_its_grace(harness, name):
+    task_id = harness.submit(name)
+    harness.wait_state(task_id, TaskState.RUNNING)
+    time.sleep(0.2)
+    pids = {ex.pid for ex in harness.dispatcher.executors}
+    harness.cancel(task_id)
+    took = harness.wait_state(task_id, TaskState.CANCELLED)
+    assert 0.4 < took < 0.5 + 1.0
+    last = harness.events(task_id)[-1]
+    assert last.data["forced"] is True and last.data["grace"] == 0.5
+    assert "stopped by force after 0.5 s" in last.data["reason"]
+    # Its executor was replaced; the pool is full again.
+    deadline = time.monotonic() + 5
+    while len(harness.dispatcher.executors) < 2 or not pids - {
+            ex.pid for ex in harness.dispatcher.executors}:  # fmt: skip
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert all(gone(p) for p in pids - {ex.pid for ex in harness.dispatcher.executors})
+
+
+def test_a_time_limit_stops_the_attempt_and_fails_the_task(harness):
+    task_id = harness.submit("t.deaf", timeout=0.5)
+    took = harness.wait_state(task_id, TaskState.FAILED)
+    assert took < 1.5
+    error = harness.store.get_task(task_id).error
+    assert error["code"] == "timeout" and error["timeout"] == 0.5
+    assert error["message"] == "Timed out after 0.5 s; the attempt was stopped."
+    assert harness.events(task_id)[1].data == {"attempt": 1, "timeout": 0.5}
+
+
+def test_retryable_failures_are_retried_with_backoff(harness, tmp_path):
+    task_id = harness.submit("t.flaky", {"marker": str(tmp_path / "m"), "fails": 2})
+    harness.wait_state(task_id, TaskState.SUCCEEDED)
+    rec = harness.store.get_task(task_id)
+    assert (rec.result, rec.attempt, rec.failures, rec.shown_max_attempts) == (2, 3, 2, 3)
+    retries = [e for e in harness.events(task_id) if e.type is EventType.RETRYING]
+    assert [e.data["reason"] for e in retries] == ["failed", "failed"]
+    assert [e.data["error"]["message"] for e in retries] == ["OSError: flaky 0", "OSError: flaky 1"]
+    # base 0.2 doubling, half of each wait random: [0.1, 0.2] then [0.2, 0.4].
+    delays = [e.data["delay"] for e in retries]
+    assert 0.1 <= delays[0] <= 0.2 and 0.2 <= delays[1] <= 0.4
+    starts = [e.ts for e in harness.events(task_id) if e.type is EventType.STARTED]
+    for retry, started in zip(retries, starts[1:], strict=True):
+        assert started >= retry.data["at"]  # not before its time
+        assert started - retry.data["at"] < 1.0  # and not much after
+
+
+def test_retries_run_out(harness, tmp_path):
+    task_id = harness.submit("t.flaky", {"marker": str(tmp_path / "m"), "fails": 5})
+    harness.wait_state(task_id, TaskState.FAILED)
+    rec = harness.store.get_task(task_id)
+    assert rec.attempt == 3 and rec.error["message"] == "OSError: flaky 2"
+    assert harness.types(task_id).count(EventType.RETRYING) == 2
+
+
+def test_only_the_declared_errors_are_retried(harness):
+    task_id = harness.submit("t.not_retried")
+    harness.wait_state(task_id, TaskState.FAILED)
+    assert harness.store.get_task(task_id).attempt == 1
+
+
+def test_a_task_may_ask_for_its_own_retry(harness):
+    task_id = harness.submit("t.again")
+    harness.wait_state(task_id, TaskState.SUCCEEDED)
+    retry = next(e for e in harness.events(task_id) if e.type is EventType.RETRYING)
+    assert retry.data["reason"] == "requested" and retry.data["delay"] == 0.3
+    assert retry.data["error"]["message"] == "come back later"
+    assert harness.store.get_task(task_id).result == 2
+
+
+def test_a_memory_limit_fails_the_task_and_spares_the_rest(harness):
+    neighbour = harness.submit("t.wait")
+    harness.wait_state(neighbour, TaskState.RUNNING)
+    task_id = harness.submit("t.hog")
+    harness.wait_state(task_id, TaskState.FAILED)
+    error = harness.store.get_task(task_id).error
+    assert error["code"] == "memory_limit" and "64 MB" in error["message"]
+    assert harness.store.get_task(neighbour).state is TaskState.RUNNING
+    after = harness.submit("t.ok")  # the pool still works
+    harness.wait_state(after, TaskState.SUCCEEDED)
+
+
+def test_a_dead_executor_charges_its_own_attempt_only(harness):
+    neighbour = harness.submit("t.wait")
+    harness.wait_state(neighbour, TaskState.RUNNING)
+    task_id = harness.submit("t.suicide", max_lost=2)
+    harness.wait_state(task_id, TaskState.FAILED)
+    rec = harness.store.get_task(task_id)
+    assert rec.error["code"] == "worker_lost" and rec.attempt == 2 and rec.lost == 2
+    assert "killed by SIGKILL" in rec.error["message"]
+    retrying = next(e for e in harness.events(task_id) if e.type is EventType.RETRYING)
+    assert retrying.data["detail"] == "killed by SIGKILL"
+    n = harness.store.get_task(neighbour)
+    assert (n.state, n.attempt, n.lost) == (TaskState.RUNNING, 1, 0)
+
+
+def test_a_task_of_limited_concurrency_waits_its_turn(tmp_path):
+    h = Harness(tmp_path / "data", concurrency=3)
+    h.thread.start()
+    try:
+        ids = [h.submit("t.solo", {"seconds": 0.3}) for _ in range(3)]
+        free = h.submit("t.ok")  # not held up by them
+        h.wait_state(free, TaskState.SUCCEEDED)
+        assert sum(h.store.get_task(t).state is TaskState.RUNNING for t in ids) == 1
+        for t in ids:
+            h.wait_state(t, TaskState.SUCCEEDED)
+        spans = sorted(h.store.get_task(t).result for t in ids)
+        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+            assert start >= end - 0.01  # one at a time
+    finally:
+        h.close()
+
+
+def test_a_killed_attempt_s_temporary_paths_are_removed(harness, tmp_path):
+    path = tmp_path / "out.part"
+    task_id = harness.submit("t.temp", {"path": str(path)})
+    harness.wait_state(task_id, TaskState.RUNNING)
+    deadline = time.monotonic() + 5
+    while EventType.OUTPUT not in harness.types(task_id):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert path.exists()
+    harness.cancel(task_id)
+    harness.wait_state(task_id, TaskState.CANCELLED)
+    assert not path.exists()
+
+
+def test_a_task_cannot_have_herald_s_own_files_removed(harness, tmp_path):
+    own = harness.layout.ledger_db
+    task_id = harness.submit("t.temp", {"path": str(own)})
+    harness.wait_state(task_id, TaskState.RUNNING)
+    time.sleep(0.3)
+    harness.cancel(task_id)
+    harness.wait_state(task_id, TaskState.CANCELLED)
+    assert own.exists() and harness.store.get_task(task_id) is not None
+
+
+def test_an_executor_that_sends_garbage_is_killed_and_its_task_fails(harness):
+    task_id = harness.submit("t.garbage")
+    harness.wait_state(task_id, TaskState.FAILED)
+    assert harness.store.get_task(task_id).error["code"] == "bad_result"
+    after = harness.submit("t.ok")
+    harness.wait_state(after, TaskState.SUCCEEDED)
+
+
+def test_executors_are_recycled_after_n_attempts(tmp_path):
+    h = Harness(tmp_path / "data", concurrency=1, max_tasks_per_executor=2)
+    h.thread.start()
+    try:
+        pids = []
+        for _ in range(5):
+            t = h.submit("t.ok")
+            h.wait_state(t, TaskState.SUCCEEDED)
+            pids.append(h.store.get_task(t).result["pid"])
+        assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
+        assert all(gone(p) for p in set(pids[:4]))
+    finally:
+        h.close()
+
+
+def test_stopping_puts_running_tasks_back_in_the_queue(tmp_path):
+    h = Harness(tmp_path / "data", stop_grace=0.2)
+    h.thread.start()
+    task_id = h.submit("t.deaf")
+    h.wait_state(task_id, TaskState.RUNNING)
+    pids = [ex.pid for ex in h.dispatcher.executors]
+    h.close()
+    rec = TaskStore(h.layout.ledger_db).get_task(task_id)
+    assert rec.state is TaskState.QUEUED and rec.attempt == 1 and rec.lost == 0
+    assert rec.shown_max_attempts == 2  # the attempt it lost to the stop is given back
+    assert h.queue.pending_ids() == {task_id}
+    assert all(gone(p) for p in pids)
+
+
+def test_a_duplicate_message_does_not_run_a_task_twice(harness):
+    task_id = harness.submit("t.wait")
+    harness.wait_state(task_id, TaskState.RUNNING)
+    harness.queue.enqueue(task_id)  # the duplicate
+    harness.worker_wake.wake()
+    deadline = time.monotonic() + 5
+    while len(harness.queue):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    harness.cancel(task_id)
+    harness.wait_state(task_id, TaskState.CANCELLED)
+    assert harness.types(task_id).count(EventType.STARTED) == 1
+
+
+def test_a_task_recorded_but_never_enqueued_is_found(tmp_path):
+    h = Harness(tmp_path / "data")
+    task_id = h.submit("t.ok", enqueue=False)  # as if the web died in between
+    h.thread.start()  # a new worker looks for such tasks at start
+    try:
+        h.wait_state(task_id, TaskState.SUCCEEDED)
+    finally:
+        h.close()
