@@ -34,6 +34,8 @@ from desktop.ui.main_window import MainWindow
 from embedded.cli import herald_version
 from embedded.client import ApiError
 from services.core.events import Event
+from services.core.retry import format_seconds
+from services.core.wording import cancel_text
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +121,8 @@ class DesktopApp(QObject):
         self._title_timer.timeout.connect(self._update_title)
         for changed in (self.model.task_changed, self.model.rowsInserted, self.model.rowsRemoved):
             changed.connect(self._schedule_title)
-        w.run_requested.connect(lambda name, args: self._spawn(self._submit(name, args)))
+        w.run_requested.connect(
+            lambda name, args, timeout: self._spawn(self._submit(name, args, timeout)))
         w.cancel_requested.connect(lambda ids: self._spawn(self._cancel(ids)))
         w.rerun_requested.connect(self._on_window_rerun_requested)
         w.clear_finished_requested.connect(self._on_window_clear_finished_requested)
@@ -239,8 +242,10 @@ class DesktopApp(QObject):
 
     def _on_window_rerun_requested(self, task_id: str) -> None:
         task = self.model.task_by_id(task_id)
-        if task is not None:
-            self._spawn(self._submit(task["task"], dict(task.get("args") or {})))
+        if task is not None:  # the same arguments and the same time limit
+            timeout = task.get("timeout")
+            self._spawn(self._submit(task["task"], dict(task.get("args") or {}),
+                                     timeout if isinstance(timeout, int | float) else None))
 
     def _on_window_clear_finished_requested(self) -> None:
         ids = self.model.finished_ids()
@@ -277,10 +282,11 @@ class DesktopApp(QObject):
 
     # --------------------------------------------------------------- intents
 
-    async def _submit(self, name: str, args: dict[str, Any]) -> None:
+    async def _submit(self, name: str, args: dict[str, Any],
+                      timeout: float | None = None) -> None:  # fmt: skip
         self.window.set_submitting(True)
         try:
-            task = await self.bridge.submit(name, args)
+            task = await self.bridge.submit(name, args, timeout)
         except ApiError as exc:
             self.window.show_field_errors(exc.fields or {}, exc.message)
             return
@@ -299,11 +305,42 @@ class DesktopApp(QObject):
             self.model.upsert(await self.bridge.client.get(task_id))
 
     async def _cancel(self, ids: list[str]) -> None:
+        stopping: list[dict[str, Any]] = []  # running tasks asked to stop
+        cancelled = 0
         for task_id in ids:
             try:
-                self.model.upsert(await self.bridge.cancel(task_id))
+                task = await self.bridge.cancel(task_id)
             except Exception as exc:
                 self.window.show_status(f"Could not cancel: {exc}")
+                return
+            self.model.upsert(task)
+            if task.get("state") == "running":
+                stopping.append(task)
+            elif task.get("state") == "cancelled":
+                cancelled += 1
+        self.window.show_status(self._cancel_status(stopping, cancelled))
+
+    def _cancel_status(self, stopping: list[dict[str, Any]], cancelled: int) -> str:
+        """What cancelling did: queued tasks are cancelled at once; a running one is asked
+        to stop, and stopped by force after its catalog's cancel_grace if it does not."""
+        parts = []
+        if len(stopping) == 1:
+            task = stopping[0]
+            spec = self.window.spec_of(task.get("task", "")) or {}
+            grace = spec.get("cancel_grace")
+            text = cancel_text(float(grace) if isinstance(grace, int | float) else None)
+            parts.append(f"{self.window.title_of(task.get('task', ''))}: {text}.")
+        elif stopping:
+            graces = {(self.window.spec_of(t.get("task", "")) or {}).get("cancel_grace")
+                      for t in stopping}  # fmt: skip
+            grace = graces.pop() if len(graces) == 1 else None
+            within = (f"within {format_seconds(grace)}" if isinstance(grace, int | float)
+                      else "in time")  # fmt: skip
+            parts.append(f"Asked {len(stopping)} running tasks to stop; any that does not stop "
+                         f"at a checkpoint {within} is stopped by force.")  # fmt: skip
+        if cancelled:
+            parts.append(f"Cancelled {cancelled} task(s).")
+        return " ".join(parts) or "Nothing to cancel: the task(s) had finished."
 
     async def _restart(self) -> None:
         self.window.hide_failure()

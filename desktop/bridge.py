@@ -88,9 +88,11 @@ class ClientBridge(QObject):
             log.exception("the event stream failed")
             self.connection_changed.emit(StreamState.CLOSED.value, -1.0)
 
-    async def submit(self, task: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Submit a task; raises embedded.client.ApiError with field errors on a 422."""
-        return await self.client.submit(task, args)
+    async def submit(self, task: str, args: dict[str, Any],
+                     timeout: float | None = None) -> dict[str, Any]:  # fmt: skip
+        """Submit a task (`timeout`: each attempt's time limit in seconds, None for the
+        task's default); raises embedded.client.ApiError with field errors on a 422."""
+        return await self.client.submit(task, args, timeout=timeout)
 
     async def cancel(self, task_id: str) -> dict[str, Any]:
         return await self.client.cancel(task_id)

@@ -9,6 +9,11 @@ new rows in as few `beginInsertRows` as possible and emits one `dataChanged` per
 row. Loads, upserts and removals are rare and are announced at once.
 
 Rows are newest first: row 0 is the task submitted last.
+
+Retries and limits read as the command line says them (`services.core.wording`): a task
+waiting for a retry shows "Attempt 2 of 3 · next try in 8 s" with a countdown kept current
+by a timer that runs only while some task waits, a timed-out one "Timed out after 30 s", a
+task killed after its cancel grace "Stopped by force after 5 s".
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from PySide6.QtCore import (
 
 from services.core import taskview
 from services.core.events import Event, EventType
+from services.core.retry import format_seconds
 from services.core.states import TaskState
+from services.core.wording import attempt_text, countdown, error_text, retry_in, waiting_attempt
 
 AnyIndex = QModelIndex | QPersistentModelIndex
 
@@ -80,7 +87,7 @@ def _runs(numbers: list[int]) -> Iterator[tuple[int, int]]:
 class _Row:
     """One task of the table, with what its cells need parsed once per change."""
 
-    __slots__ = ("id", "task", "created", "started", "finished", "cells", "search")
+    __slots__ = ("id", "task", "created", "started", "finished", "waiting", "cells", "search")
 
     def __init__(self, task: dict[str, Any]) -> None:
         self.id: str = task["id"]
@@ -92,6 +99,8 @@ class _Row:
         self.task = task
         self.started = taskview.parse_time(task.get("started_at"))
         self.finished = taskview.parse_time(task.get("finished_at"))
+        # Waiting for a retry's time: its Message counts down, so it is made on every read.
+        self.waiting = retry_in(task) is not None
         self.cells: list[str] | None = None  # display texts but Duration, made on demand
         self.search: tuple[str, str] | None = None  # for SearchRole, made on demand
 
@@ -232,6 +241,7 @@ class TaskModel(QAbstractTableModel):
 
     FLUSH_MS = 50
     TICK_MS = 1000
+    RETRY_TICK_MS = 1000
 
     task_changed = Signal(str)
     task_finished = Signal(str)
@@ -243,6 +253,7 @@ class TaskModel(QAbstractTableModel):
         *,
         flush_ms: int = FLUSH_MS,
         tick_ms: int = TICK_MS,
+        retry_tick_ms: int = RETRY_TICK_MS,
         max_events: int = 1000,
         max_output_lines: int = 10_000,
     ) -> None:
@@ -262,6 +273,7 @@ class TaskModel(QAbstractTableModel):
         self._finished: list[str] = []  # task_finished to emit
         self._announced: set[str] = set()  # task_finished emitted
         self._running: set[str] = set()
+        self._waiting: set[str] = set()  # tasks counting down to their next attempt
         self._flush_timer = QTimer(self)
         self._flush_timer.setSingleShot(True)
         self._flush_timer.setInterval(flush_ms)
@@ -269,6 +281,9 @@ class TaskModel(QAbstractTableModel):
         self._tick_timer = QTimer(self)
         self._tick_timer.setInterval(tick_ms)
         self._tick_timer.timeout.connect(self._on_tick_timer_timeout)
+        self._retry_timer = QTimer(self)
+        self._retry_timer.setInterval(retry_tick_ms)
+        self._retry_timer.timeout.connect(self._on_retry_timer_timeout)
 
     # ------------------------------------------------------------------ Qt model API
 
@@ -429,11 +444,14 @@ class TaskModel(QAbstractTableModel):
             self._history.pop(tid, None)
             self._orphans.pop(tid, None)
             self._running.discard(tid)
+            self._waiting.discard(tid)
             self._dirty.discard(tid)
             self._changed.discard(tid)
             self._asked.discard(tid)
         if not self._running:
             self._tick_timer.stop()
+        if not self._waiting:
+            self._retry_timer.stop()
         self._finished = [t for t in self._finished if t not in doomed]
         self._removed |= doomed
         positions = sorted(self._pos[t] for t in doomed if t in self._pos)
@@ -508,6 +526,14 @@ class TaskModel(QAbstractTableModel):
         """Whether the Duration of running rows is being refreshed (some task runs)."""
         return self._tick_timer.isActive()
 
+    def retry_ticking(self) -> bool:
+        """Whether the countdown of tasks waiting for a retry is being refreshed."""
+        return self._retry_timer.isActive()
+
+    def waiting_ids(self) -> list[str]:
+        """Ids of the tasks waiting for the time of their next attempt, newest first."""
+        return [t for t in self._ids() if t in self._waiting]
+
     def active_ids(self) -> list[str]:
         """Ids of the queued and running tasks, newest first."""
         return [t for t in self._ids() if not taskview.is_terminal(self._find_state(t))]
@@ -578,7 +604,8 @@ class TaskModel(QAbstractTableModel):
         self._track(row)
 
     def _track(self, row: _Row) -> None:
-        """Keep the set of running rows whose Duration ticks."""
+        """Keep the sets of running rows whose Duration ticks and of waiting rows whose
+        countdown does, each timer running only while its set is not empty."""
         if row.state == TaskState.RUNNING.value:
             self._running.add(row.id)
             if not self._tick_timer.isActive():
@@ -587,6 +614,14 @@ class TaskModel(QAbstractTableModel):
             self._running.discard(row.id)
             if not self._running:
                 self._tick_timer.stop()
+        if row.waiting:
+            self._waiting.add(row.id)
+            if not self._retry_timer.isActive():
+                self._retry_timer.start()
+        elif row.id in self._waiting:
+            self._waiting.discard(row.id)
+            if not self._waiting:
+                self._retry_timer.stop()
 
     def _keep_orphan(self, event: Event) -> None:
         tid = event.task_id
@@ -625,11 +660,26 @@ class TaskModel(QAbstractTableModel):
         for first, last in _runs(rows):
             self.dataChanged.emit(self.index(first, col), self.index(last, col), roles)
 
+    @Slot()
+    def _on_retry_timer_timeout(self) -> None:
+        """Refresh the countdown of waiting rows (their Message): one dataChanged per run of
+        neighbours, nothing for the other rows."""
+        if not self._waiting:
+            self._retry_timer.stop()
+            return
+        rows = sorted(r for r in map(self._row_number, self._waiting) if r is not None)
+        col = self.Column.MESSAGE
+        roles = [_DISPLAY, self.SortRole]
+        for first, last in _runs(rows):
+            self.dataChanged.emit(self.index(first, col), self.index(last, col), roles)
+
     # ------------------------------------------------------------------ cells
 
     def _display(self, row: _Row, col: int) -> str:
         if col == self.Column.DURATION:
             return taskview.format_duration(row.duration())
+        if col == self.Column.MESSAGE and row.waiting:
+            return self._message(row)  # a countdown: made on every read
         if row.cells is None:
             row.cells = self._cells(row)
         return row.cells[col]
@@ -637,19 +687,54 @@ class TaskModel(QAbstractTableModel):
     def _cells(self, row: _Row) -> list[str]:
         task = row.task
         state = row.state
-        message = task.get("message") or ""
-        if not message and isinstance(task.get("error"), dict):
-            message = str(task["error"].get("message") or "")
         return [
             self._titles.get(task.get("task") or "") or task.get("task") or "",
             self._state_label(task),
             self._progress_text(task),
-            message.split("\n", 1)[0],
+            self._message(row),
             taskview.format_submitted(task.get("created_at")),
             "",  # Duration: computed on every read, it ticks
             taskview.summarize_result(task.get("result"))
             if state == TaskState.SUCCEEDED.value else "",
         ]  # fmt: skip
+
+    def _message(self, row: _Row) -> str:
+        """The Message cell: the task's message, or what its retries and limits say."""
+        task = row.task
+        state = row.state
+        error = task.get("error")
+        upcoming = waiting_attempt(task)
+        if upcoming is not None:  # queued again after an attempt
+            text = f"Attempt {attempt_text(upcoming, task.get('max_attempts'))}"
+            wait = retry_in(task)
+            if wait is not None:
+                text += f" · next try {countdown(wait)}"
+            detail = error_text(error) if isinstance(error, dict) else task.get("message")
+            return f"{text} · {_first_line(detail)}" if detail else text
+        if state == TaskState.FAILED.value and isinstance(error, dict) and (
+                error.get("code") == "timeout"):  # fmt: skip
+            return _capitalized(error_text(error))  # "Timed out after 30 s"
+        if state == TaskState.CANCELLED.value:
+            forced = self._forced_cancel(row.id)
+            if forced is not None:
+                grace = forced.data.get("grace")
+                return ("Stopped by force after " + format_seconds(grace)
+                        if isinstance(grace, int | float) else "Stopped by force")  # fmt: skip
+        message = task.get("message") or ""
+        if not message and isinstance(error, dict):
+            message = str(error.get("message") or "")
+        return _first_line(message)
+
+    def _forced_cancel(self, task_id: str) -> Event | None:
+        """The "cancelled" event of a task killed after its cancel grace, if the model saw
+        it (the ledger's copy of the task says only "Cancelled")."""
+        history = self._history.get(task_id)
+        if history is None:
+            return None
+        for event in reversed(history.lifecycle):
+            if event.type is EventType.CANCELLED:
+                return event if event.data.get("forced") else None
+        return None
 
     @staticmethod
     def _state_label(task: dict[str, Any]) -> str:
@@ -702,16 +787,18 @@ class TaskModel(QAbstractTableModel):
         if col == self.Column.TASK:
             return f"{self._display(row, col)}\n{task.get('task')} · {row.id}"
         if col == self.Column.STATE:
-            attempt, most = task.get("attempt") or 0, task.get("max_attempts")
-            if not attempt:
-                return None
-            return f"Attempt {attempt} of {most}" if most else f"Attempt {attempt}"
+            return self._attempts_tooltip(task)
         if col == self.Column.MESSAGE or (col == self.Column.RESULT and task.get("error")):
             error = task.get("error")
             if isinstance(error, dict):
                 text = f"{error.get('message') or ''} ({error.get('code') or 'error'})"
+                if waiting_attempt(task) is not None:
+                    text = f"Last attempt failed: {text}"
             else:
                 text = task.get("message") or ""
+            forced = self._forced_cancel(row.id) if col == self.Column.MESSAGE else None
+            if forced is not None:
+                text = _capitalized(str(forced.data.get("reason") or text))
             return taskview.shorten(text, _TOOLTIP_CHARS) or None
         if col == self.Column.RESULT and task.get("result") is not None:
             pretty = json.dumps(task["result"], indent=2, ensure_ascii=False, default=str)
@@ -719,6 +806,34 @@ class TaskModel(QAbstractTableModel):
         if col == self.Column.SUBMITTED:
             return task.get("created_at")
         return None
+
+    @staticmethod
+    def _attempts_tooltip(task: dict[str, Any]) -> str | None:
+        """The State cell's tooltip: attempts, lost attempts and the time limit."""
+        most = task.get("max_attempts")
+        attempt = task.get("attempt") or 0
+        upcoming = waiting_attempt(task)
+        lines = []
+        if upcoming is not None:
+            lines.append(f"Waiting to run attempt {attempt_text(upcoming, most)}")
+        elif attempt:
+            lines.append(f"Attempt {attempt_text(attempt, most)}")
+        lost = task.get("lost_attempts") or 0
+        if lost:
+            lines.append(f"{lost} attempt{'s' if lost != 1 else ''} lost (the process running "
+                         f"{'them' if lost != 1 else 'it'} died)")  # fmt: skip
+        limit = task.get("timeout")
+        if isinstance(limit, int | float) and limit > 0:
+            lines.append(f"Time limit: {format_seconds(limit)} per attempt")
+        return "\n".join(lines) or None
+
+
+def _first_line(text: str) -> str:
+    return text.split("\n", 1)[0]
+
+
+def _capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 class TaskFilterProxy(QSortFilterProxyModel):

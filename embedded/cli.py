@@ -2,7 +2,8 @@
 
     herald                      open the desktop app
     herald serve                run the services headless until Ctrl-C or SIGTERM
-    herald submit TASK k=v ...  submit a task (--wait: live progress, exit 0/1; --json)
+    herald submit TASK k=v ...  submit a task (--wait: live progress, exit 0/1; --json;
+                                --timeout SECONDS: each attempt's time limit)
     herald tasks | show ID | cancel ID | catalog
     herald token create NAME    a second principal, with its own token
     herald service NAME ...     (internal) run one service; the frozen app's children
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import signal
@@ -20,9 +22,23 @@ import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from embedded.paths import default_data_dir
+from services.core.retry import format_seconds
+from services.core.wording import (
+    attempt_line,
+    attempt_text,
+    cancel_text,
+    countdown,
+    failure_text,
+    limits_text,
+    retry_text,
+    waiting_attempt,
+)
+
+if TYPE_CHECKING:
+    from services.core.events import Event
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 STREAM_GIVE_UP = 30.0  # seconds `submit --wait` waits for a lost event stream to return
@@ -33,6 +49,17 @@ def herald_version() -> str:
         return version("herald")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type of --timeout: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the task as JSON")
     s.add_argument("--idempotency-key", default=None,
                    help="a retried submit with the same key returns the same task")  # fmt: skip
+    s.add_argument("--timeout", type=_positive_seconds, default=None, metavar="SECONDS",
+                   help="each attempt's time limit (default: the task's own, see `herald "
+                        "catalog`); an attempt still running then is stopped")  # fmt: skip
 
     s = sub.add_parser("tasks", help="list your tasks, newest first")
     s.add_argument("--state", default=None, help="only tasks in these states (comma separated)")
@@ -117,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     except ServiceUnavailable as exc:
         print(f"herald: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:  # the reader left (`herald tasks | head`): not Herald's problem
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again
+        return EXIT_OK
     except OSError as exc:
         print(f"herald: cannot reach the running instance: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -133,11 +167,7 @@ def _client_command(client: Any, cmd: str, args: argparse.Namespace) -> int:
         _print_task(task, args.json)
         return EXIT_OK
     if cmd == "cancel":
-        task = client.cancel(args.id)
-        print(f"{task['id']}: {task['state']}"
-              + (" (cancel requested)" if task.get("cancel_requested")
-                 and task["state"] == "running" else ""))  # fmt: skip
-        return EXIT_OK
+        return _cancel(client, args)
     if cmd == "catalog":
         return _catalog(client, args)
     return EXIT_USAGE
@@ -263,13 +293,19 @@ def _serve(data_dir: Path, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-def _parse_kv(client: Any, task: str, pairs: list[str]) -> dict[str, Any]:
-    """Typed arguments from KEY=VALUE words, by the catalog's declared parameters."""
+def _find_spec(client: Any, task: str) -> dict[str, Any]:
+    """The catalog entry of `task` (exits with a message if there is none)."""
     spec = next((t for t in client.catalog() if t["name"] == task), None)
     if spec is None:
         raise SystemExit(f"herald: unknown task {task!r}; see `herald catalog`")
+    return spec
+
+
+def _parse_kv(spec: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
+    """Typed arguments from KEY=VALUE words, by the catalog entry's declared parameters."""
     from services.core.params import Param, ParamType
 
+    task = spec["name"]
     params = {p["name"]: p for p in spec["params"]}
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -279,7 +315,7 @@ def _parse_kv(client: Any, task: str, pairs: list[str]) -> dict[str, Any]:
         p = params.get(key)
         if p is None:
             raise SystemExit(f"herald: {task} has no parameter {key!r}; it takes: "
-                             + ", ".join(params) if params else "nothing")  # fmt: skip
+                             + (", ".join(params) if params else "nothing"))  # fmt: skip
         param = Param(key, ParamType(p["type"]))
         try:
             value = param.from_text(text)
@@ -292,26 +328,38 @@ def _parse_kv(client: Any, task: str, pairs: list[str]) -> dict[str, Any]:
 
 
 def _submit(client: Any, args: argparse.Namespace) -> int:
-    task_args = _parse_kv(client, args.task, args.args)
+    spec = _find_spec(client, args.task)
+    task_args = _parse_kv(spec, args.args)
     if not args.wait:
-        task = client.submit(args.task, task_args, args.idempotency_key)
+        task = client.submit(args.task, task_args, args.idempotency_key, timeout=args.timeout)
         if args.json:
             print(json.dumps(task, indent=2))
         else:
             print(task["id"])
         return EXIT_OK
-    return _submit_and_wait(client, args, task_args)
+    return _submit_and_wait(client, args, spec, task_args)
 
 
-def _submit_and_wait(client: Any, args: argparse.Namespace, task_args: dict[str, Any]) -> int:
+def _note(bar: _ProgressBar, text: str) -> None:
+    """A line about the waited task on stderr (retries, limits), below the progress bar."""
+    bar.clear()
+    print(f"herald: {text}", file=sys.stderr, flush=True)
+
+
+def _submit_and_wait(client: Any, args: argparse.Namespace, spec: dict[str, Any],
+                     task_args: dict[str, Any]) -> int:  # fmt: skip
     # Give up if the notifier stays away this long (the instance was stopped, say).
     stream = client.events(give_up_after=STREAM_GIVE_UP)
     stream.open()  # before submitting, so no event of the task can be missed
     bar = _ProgressBar(args.task, enabled=sys.stderr.isatty() and not args.json)
-    task = client.submit(args.task, task_args, args.idempotency_key)
+    task = client.submit(args.task, task_args, args.idempotency_key, timeout=args.timeout)
     task_id = task["id"]
+    limit = task.get("timeout")
+    max_attempts = task.get("max_attempts")
+    retry_at: float | None = None  # Unix time of the next attempt while one is awaited
     interrupted_at: float | None = None
     final: dict[str, Any] | None = None
+    last: Event | None = None  # the terminal event
     try:
         while final is None:
             # A Ctrl-C inside the generator ends it: make a new one each time round.
@@ -322,16 +370,32 @@ def _submit_and_wait(client: Any, args: argparse.Namespace, task_args: dict[str,
                         break
                     ev = msg.event if msg is not None else None
                     if ev is None or ev.task_id != task_id:
+                        if retry_at is not None:  # keep the countdown current
+                            bar.message(f"next try {countdown(retry_at - time.time())}")
                         continue
-                    if ev.type.value == "progress":
+                    etype = ev.type.value
+                    if etype == "progress":
                         bar.update(ev.data.get("fraction"), ev.data.get("message") or "")
-                    elif ev.type.value == "output" and not args.json:
+                    elif etype == "output" and not args.json:
                         bar.clear()
                         for line in ev.data.get("lines", []):
                             print(line, flush=True)
-                    elif ev.type.value == "retrying":
-                        bar.message(f"worker lost; retrying (attempt {ev.attempt + 1})")
+                    elif etype == "started":
+                        retry_at = None
+                        attempt = int(ev.data.get("attempt") or ev.attempt or 1)
+                        if isinstance(ev.data.get("timeout"), int | float):
+                            limit = ev.data["timeout"]
+                        bar.label = _bar_label(args.task, attempt, max_attempts, limit)
+                        if attempt > 1:
+                            _note(bar, f"attempt {attempt_text(attempt, max_attempts)} started")
+                    elif etype == "retrying":
+                        if isinstance(ev.data.get("max_attempts"), int):
+                            max_attempts = ev.data["max_attempts"]
+                        at = ev.data.get("at")
+                        retry_at = float(at) if isinstance(at, int | float) else None
+                        _note(bar, retry_text(ev))
                     elif ev.terminal:
+                        last = ev
                         final = client.get(task_id)
                         break
             except KeyboardInterrupt:
@@ -339,8 +403,14 @@ def _submit_and_wait(client: Any, args: argparse.Namespace, task_args: dict[str,
                     raise
                 interrupted_at = time.monotonic()
                 bar.clear()
-                print("Cancelling... (Ctrl-C again to stop waiting)", file=sys.stderr)
-                client.cancel(task_id)
+                answer = client.cancel(task_id)
+                grace = spec.get("cancel_grace")
+                if answer.get("state") == "running":
+                    what = cancel_text(grace if isinstance(grace, int | float) else None)
+                    print(f"Cancelling: {what}. (Ctrl-C again to stop waiting.)",
+                          file=sys.stderr)  # fmt: skip
+                else:
+                    print("Cancelling... (Ctrl-C again to stop waiting)", file=sys.stderr)
     except KeyboardInterrupt:
         bar.clear()
         return EXIT_INTERRUPTED
@@ -354,13 +424,24 @@ def _submit_and_wait(client: Any, args: argparse.Namespace, task_args: dict[str,
         print(result if isinstance(result, str | int | float) and not isinstance(result, bool)
               else json.dumps(result, indent=2))  # fmt: skip
     elif final["state"] == "failed":
-        err = final.get("error") or {}
-        print(f"herald: task failed: {err.get('message', 'unknown error')}", file=sys.stderr)
+        print(f"herald: {failure_text(final)}", file=sys.stderr)
+    elif final["state"] == "cancelled" and last is not None and last.data.get("reason"):
+        print(f"herald: task cancelled: {last.data['reason']}", file=sys.stderr)
     else:
         print(f"herald: task {final['state']}", file=sys.stderr)
     if interrupted_at is not None:
         return EXIT_INTERRUPTED
     return EXIT_OK if final["state"] == "succeeded" else EXIT_FAILED
+
+
+def _bar_label(task: str, attempt: int, max_attempts: int | None, limit: Any) -> str:
+    """The progress line's label: the task, and its attempt and time limit when they tell."""
+    parts = []
+    if attempt > 1 or (max_attempts or 0) > 1:
+        parts.append(f"attempt {attempt_text(attempt, max_attempts)}")
+    if isinstance(limit, int | float) and limit > 0:
+        parts.append(f"limit {format_seconds(limit)}")
+    return f"{task} ({', '.join(parts)})" if parts else task
 
 
 class _ProgressBar:
@@ -421,7 +502,19 @@ def _print_task(task: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(task, indent=2))
         return
-    for key in ("id", "task", "state", "attempt", "created_at", "started_at", "finished_at"):
+    for key in ("id", "task"):
+        print(f"{key:12} {task.get(key)}")
+    state = task.get("state")
+    waiting = waiting_attempt(task)
+    print(f"{'state':12} {state}" + (" (waiting to be tried again)" if waiting else ""))
+    print(f"{'attempt':12} {attempt_line(task)}")
+    lost = task.get("lost_attempts") or 0
+    if lost:
+        print(f"{'lost':12} {lost} attempt{'s' if lost != 1 else ''} lost: the process running "
+              f"{'them' if lost != 1 else 'it'} died")  # fmt: skip
+    if isinstance(task.get("timeout"), int | float):
+        print(f"{'time limit':12} {format_seconds(task['timeout'])} per attempt")
+    for key in ("created_at", "started_at", "finished_at"):
         print(f"{key:12} {task.get(key)}")
     print(f"{'args':12} {json.dumps(task.get('args'))}")
     if task.get("message"):
@@ -430,9 +523,31 @@ def _print_task(task: dict[str, Any], as_json: bool) -> None:
         print(f"{'result':12} {json.dumps(task['result'], indent=2)}")
     if task.get("error"):
         err = task["error"]
-        print(f"{'error':12} {err.get('code')}: {err.get('message')}")
+        label = "last error" if waiting else "error"
+        print(f"{label:12} {err.get('code')}: {err.get('message')}")
         if err.get("traceback"):
             print(err["traceback"])
+
+
+def _cancel(client: Any, args: argparse.Namespace) -> int:
+    task = client.cancel(args.id)
+    state = task["state"]
+    if state == "running":
+        grace: float | None = None
+        from embedded.client import ApiError, ServiceUnavailable
+
+        try:
+            spec = next((t for t in client.catalog() if t["name"] == task.get("task")), None)
+        except (ApiError, ServiceUnavailable):
+            spec = None  # the cancel went through: say the generic sentence
+        if spec is not None and isinstance(spec.get("cancel_grace"), int | float):
+            grace = float(spec["cancel_grace"])
+        print(f"{task['id']}: running; {cancel_text(grace)}")
+    elif state == "cancelled":
+        print(f"{task['id']}: cancelled")
+    else:  # it finished before the request arrived
+        print(f"{task['id']}: already {state}; nothing to cancel")
+    return EXIT_OK
 
 
 def _catalog(client: Any, args: argparse.Namespace) -> int:
@@ -442,6 +557,9 @@ def _catalog(client: Any, args: argparse.Namespace) -> int:
         return EXIT_OK
     for t in tasks:
         print(f"{t['name']}  {t['title']}")
+        limits = limits_text(t)
+        if limits:
+            print(f"    limits: {limits}")
         for p in t["params"]:
             default = "" if p["required"] else f" = {json.dumps(p.get('default'))}"
             print(f"    {p['name']}: {p['type']}{default}  {p.get('description', '')}".rstrip())

@@ -249,16 +249,24 @@ class AsyncHeraldClient:
         return decoded
 
     async def submit(self, task: str, args: dict[str, Any] | None = None,
-                     idempotency_key: str | None = None) -> dict[str, Any]:  # fmt: skip
+                     idempotency_key: str | None = None, *,
+                     timeout: float | None = None) -> dict[str, Any]:  # fmt: skip
         """Submit a task; returns it as the API shows it (state "queued").
 
+        Args:
+            timeout: each attempt's time limit in seconds; None: the task's default. (Not
+                the request's own timeout, which the client was created with.)
+
         Raises:
-            ApiError: e.g. 404 unknown_task, 422 validation_failed (with `fields`).
+            ApiError: e.g. 404 unknown_task, 422 validation_failed (with `fields`; a time
+                limit above the task's `max_timeout` is `fields["timeout"]`).
         """
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        body: dict[str, Any] = {"task": task, "args": args or {}}
+        if timeout is not None:
+            body["timeout"] = timeout
         task_json: dict[str, Any] = await self._ok(
-            "POST", "/api/tasks", {"task": task, "args": args or {}}, headers,
-            retry=idempotency_key is not None,
+            "POST", "/api/tasks", body, headers, retry=idempotency_key is not None,
         )  # fmt: skip
         return task_json
 
@@ -777,8 +785,11 @@ class HeraldClient:
         return self._run(self._async.request(method, path, body, headers))
 
     def submit(self, task: str, args: dict[str, Any] | None = None,
-               idempotency_key: str | None = None) -> dict[str, Any]:  # fmt: skip
-        return self._run(self._async.submit(task, args, idempotency_key))
+               idempotency_key: str | None = None, *,
+               timeout: float | None = None) -> dict[str, Any]:  # fmt: skip
+        """Submit a task (see `AsyncHeraldClient.submit`; `timeout` is the attempts' time
+        limit in seconds, None for the task's default)."""
+        return self._run(self._async.submit(task, args, idempotency_key, timeout=timeout))
 
     def get(self, task_id: str) -> dict[str, Any]:
         return self._run(self._async.get(task_id))

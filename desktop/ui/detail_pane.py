@@ -1,6 +1,7 @@
 """The detail pane: everything about the selected task.
 
-A header (title, state, id, attempts), then tabs: the result (pretty JSON, with links that
+A header (title, state, id, attempts, time limit; "attempt 2 of 3, next try in 8 s" with a
+countdown while a retry waits), then tabs: the result (pretty JSON, with links that
 open an output file or its folder) or the error with its traceback; the streamed output
 lines; the event timeline; the arguments. Output and timeline are appended to as events
 arrive rather than redrawn, so a chatty task does not make the pane expensive.
@@ -13,7 +14,7 @@ import os
 from datetime import datetime
 from typing import Any
 
-from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFontDatabase
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -27,6 +28,16 @@ from PySide6.QtWidgets import (
 )
 
 from services.core.events import Event, EventType
+from services.core.retry import format_seconds
+from services.core.taskview import parse_time
+from services.core.wording import (
+    attempt_line,
+    attempt_text,
+    error_text,
+    event_text,
+    retry_in,
+    waiting_attempt,
+)
 
 
 def pretty(value: Any) -> str:
@@ -43,17 +54,33 @@ def event_summary(ev: Event) -> str:
     if ev.type is EventType.OUTPUT:
         lines = d.get("lines", [])
         return f"{len(lines)} line(s)" + (f": {lines[-1][:80]}" if lines else "")
-    if ev.type is EventType.STARTED:
-        return f"attempt {d.get('attempt', ev.attempt)}"
-    if ev.type is EventType.RETRYING:
-        return f"{d.get('reason', '')}; attempt {d.get('next_attempt', '')} next"
     if ev.type is EventType.SUCCEEDED:
         return pretty(d.get("result"))[:120].replace("\n", " ")
-    if ev.type is EventType.FAILED:
-        return str((d.get("error") or {}).get("message", ""))
-    if ev.type is EventType.CANCELLED:
-        return str(d.get("reason", ""))
-    return ""
+    # started, retrying, failed, cancelled, cancel_requested: as the command line says them
+    text = event_text(ev)
+    return text[:1].upper() + text[1:] if text else ""
+
+
+def header_facts(task: dict[str, Any], now: float | None = None) -> list[str]:
+    """What the header says about a task's attempts and limits, each a short phrase:
+    "attempt 2 of 3, next try in 8 s", "time limit 30 s", "1 attempt lost"."""
+    facts = []
+    attempt = task.get("attempt") or 0
+    most = task.get("max_attempts")
+    if waiting_attempt(task) is not None:
+        line = attempt_line(task, now)
+        facts.append("attempt " + line.split(" (at ", 1)[0])  # the clock is in the tooltip
+    elif attempt > 1 or (attempt and (most or 0) > 1):
+        facts.append("attempt " + attempt_line(task, now))
+    limit = task.get("timeout")
+    if isinstance(limit, int | float) and limit > 0:
+        facts.append(f"time limit {format_seconds(limit)}")
+    lost = task.get("lost_attempts") or 0
+    if lost:
+        facts.append(f"{lost} attempt{'s' if lost != 1 else ''} lost")
+    if task.get("cancel_requested") and task.get("state") == "running":
+        facts.append("cancel requested")
+    return facts
 
 
 def result_paths(result: Any) -> list[str]:
@@ -73,9 +100,17 @@ class DetailPane(QWidget):
 
     link_opened = Signal(str)
 
+    COUNTDOWN_MS = 1000
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.task_id: str | None = None
+        self._task: dict[str, Any] | None = None
+        self._title = ""
+        # Keeps "next try in 8 s" current while the task shown waits for a retry.
+        self._countdown = QTimer(self)
+        self._countdown.setInterval(self.COUNTDOWN_MS)
+        self._countdown.timeout.connect(self._on_countdown_timeout)
         self._shown_events = 0
         self._shown_lines = 0
         mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
@@ -120,7 +155,10 @@ class DetailPane(QWidget):
 
     def clear(self) -> None:
         self.task_id = None
+        self._task = None
+        self._countdown.stop()
         self.header.setText("Select a task to see its details.")
+        self.header.setToolTip("")
         self.links.clear()
         for w in (self.result, self.output, self.args):
             w.clear()
@@ -134,14 +172,14 @@ class DetailPane(QWidget):
             self.clear()
             self.task_id = task["id"]
             self.args.setPlainText(pretty(task.get("args", {})))
-        state = task.get("state", "")
-        attempts = f" · attempt {task['attempt']} of {task.get('max_attempts', '?')}" \
-            if task.get("attempt", 0) > 1 else ""  # fmt: skip
-        cancel = " · cancel requested" if task.get("cancel_requested") and state == "running" \
-            else ""  # fmt: skip
-        self.header.setText(f"<b>{_esc(title)}</b> — {state}{attempts}{cancel}<br>"
-                            f"<small>{task['id']}</small>")  # fmt: skip
-        self._show_result(task)
+        self._task, self._title = task, title
+        self._show_header()
+        if retry_in(task) is not None:
+            if not self._countdown.isActive():
+                self._countdown.start()
+        else:
+            self._countdown.stop()
+        self._show_result(task, events)
         if len(events) < self._shown_events:  # the timeline was capped: redraw it
             self.timeline.clear()
             self._shown_events = 0
@@ -159,17 +197,47 @@ class DetailPane(QWidget):
             self.output.appendPlainText("\n".join(new))
         self._shown_lines = len(output)
 
-    def _show_result(self, task: dict[str, Any]) -> None:
+    def countdown_ticking(self) -> bool:
+        """Whether the header's "next try in …" is being refreshed."""
+        return self._countdown.isActive()
+
+    def _show_header(self) -> None:
+        task = self._task
+        if task is None:
+            return
+        facts = "".join(f" · {_esc(f)}" for f in header_facts(task))
+        self.header.setText(f"<b>{_esc(self._title)}</b> — {task.get('state', '')}{facts}<br>"
+                            f"<small>{task['id']}</small>")  # fmt: skip
+        self.header.setToolTip(f"Attempt {attempt_line(task)}" if waiting_attempt(task) else "")
+
+    def _on_countdown_timeout(self) -> None:
+        if self._task is None or retry_in(self._task) is None:
+            self._countdown.stop()
+        self._show_header()
+
+    def _show_result(self, task: dict[str, Any], events: list[Event]) -> None:
         state = task.get("state")
-        if state == "failed" and task.get("error"):
-            err = task["error"]
+        err = task.get("error")
+        if state == "failed" and err:
             text = f"{err.get('code', 'error')}: {err.get('message', '')}"
             if err.get("traceback"):
                 text += "\n\n" + err["traceback"]
         elif state == "succeeded":
             text = pretty(task.get("result"))
         elif state == "cancelled":
-            text = "Cancelled."
+            reason = next((str(e.data["reason"]) for e in reversed(events)
+                           if e.type is EventType.CANCELLED and e.data.get("reason")), "")
+            text = f"Cancelled: {reason}." if reason else "Cancelled."
+        elif waiting_attempt(task) is not None and isinstance(err, dict):
+            # The header counts down; this says when, which stays true.
+            at = parse_time(task.get("next_attempt_at"))
+            when = (f"runs at {datetime.fromtimestamp(at).strftime('%H:%M:%S')}" if at
+                    else "runs as soon as a worker is free")  # fmt: skip
+            upcoming = attempt_text(waiting_attempt(task) or 0, task.get("max_attempts"))
+            text = (f"Attempt {task.get('attempt')} failed: {error_text(err)}\n"
+                    f"Attempt {upcoming} {when}.")  # fmt: skip
+            if err.get("traceback"):
+                text += "\n\n" + err["traceback"]
         else:
             text = task.get("message") or ("Waiting to start…" if state == "queued" else "")
         if self.result.toPlainText() != text:

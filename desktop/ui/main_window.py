@@ -4,7 +4,8 @@ right, service and connection lights in the status bar, the log dock at the bott
 It renders models and forwards intents as signals; it never talks to a service itself.
 
 Signals:
-    run_requested(name, args): the user asked to run a task.
+    run_requested(name, args, timeout): the user asked to run a task (timeout: each
+        attempt's time limit in seconds, None for the task's default).
     cancel_requested(ids): cancel these tasks.
     rerun_requested(id): run this task again with the same arguments.
     clear_finished_requested(): remove finished tasks from the list.
@@ -60,7 +61,7 @@ STATE_FILTERS = [
 
 
 class MainWindow(QMainWindow):
-    run_requested = Signal(str, dict)
+    run_requested = Signal(str, dict, object)
     cancel_requested = Signal(list)
     rerun_requested = Signal(str)
     clear_finished_requested = Signal()
@@ -298,6 +299,10 @@ class MainWindow(QMainWindow):
         spec = self._catalog.get(name)
         return spec["title"] if spec else name
 
+    def spec_of(self, name: str) -> dict[str, Any] | None:
+        """The catalog entry of the task `name`, or None if the catalog has none."""
+        return self._catalog.get(name)
+
     def select_task(self, task_id: str) -> None:
         row = self.model.row_of(task_id)
         if row is None:
@@ -374,6 +379,7 @@ class MainWindow(QMainWindow):
         item = self.catalog_list.currentItem()
         if item is not None:
             s.setValue("window/catalog_task", item.data(Qt.ItemDataRole.UserRole))
+        s.setValue("window/form_advanced", self.form.advanced_expanded())
         s.sync()
 
     def restore_state(self) -> None:
@@ -398,6 +404,8 @@ class MainWindow(QMainWindow):
         header = s.value("window/table_header")
         if isinstance(header, QByteArray):
             self.table.horizontalHeader().restoreState(header)
+        # An INI file gives "true"/"false" back as text: ask for a bool.
+        self.form.set_advanced_expanded(bool(s.value("window/form_advanced", False, type=bool)))
 
     def remembered_catalog_task(self) -> str | None:
         value = self.settings.value("window/catalog_task")
@@ -481,6 +489,7 @@ class MainWindow(QMainWindow):
         # The form shows what runs again, ready for a tweaked run after this one.
         self.select_catalog_task(task["task"])
         self.form.set_values(task.get("args", {}))
+        self.form.set_time_limit(task.get("timeout"))
         self.rerun_requested.emit(ids[0])
 
     def _on_copy_triggered(self) -> None:

@@ -2,7 +2,10 @@
 checks before submitting, and the server's 422 field errors shown beside the fields.
 
 The input is one catalog entry as `GET /api/catalog` returns it:
-`{"name", "title", "description", "params": [...]}`, each parameter as `Param.to_json()`.
+`{"name", "title", "description", "params": [...], "timeout", "max_timeout", ...}`, each
+parameter as `Param.to_json()`. Below the parameters, a collapsible "Advanced" section holds
+how the task runs rather than what it does: the time limit of each attempt (empty: the
+task's default), checked against the task's `max_timeout` like the server does.
 Values are checked with `services.core.params.Param.validate`, the very code the web service
 runs, so the form and the server say the same thing about the same value.
 
@@ -47,10 +50,14 @@ from PySide6.QtWidgets import (
 )
 
 from services.core.params import REQUIRED, Param, ParamType, PathKind
+from services.core.retry import format_seconds
 
 PLACEHOLDER_TEXT = "Choose a task on the left"
 RUN_TEXT = "Run"
 BUSY_TEXT = "Submitting…"
+
+ADVANCED_TEXT = "Advanced"
+TIME_LIMIT = "timeout"  # the submit's key for the time limit, and the key of its 422 error
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # QSpinBox holds a C int
 NUMBER_LIMIT = 1e9  # bounds of a number spin box when the parameter declares none
@@ -138,6 +145,7 @@ class _Field:
         self.error.setObjectName(f"error_{self.name}")
         self.editor.setObjectName(f"field_{self.name}")
         self.message = ""
+        self.row_layout: QFormLayout | None = None  # the form layout holding its rows
 
     def _label_text(self) -> str:
         title = self.title.replace("&", "&&")  # a buddy label reads "&" as a mnemonic
@@ -494,6 +502,86 @@ class _ChoiceField(_Field):
             combo.setCurrentIndex(index)
 
 
+class _TimeLimitField(_Field):
+    """The time limit of each attempt, in seconds: a line edit whose placeholder says the
+    task's default ("default: 30 s", "no limit"); empty means that default. Checked as the
+    server checks a submit's `timeout`: a positive number, at most the task's maximum."""
+
+    editor: QLineEdit
+
+    def __init__(self, task_spec: dict[str, Any], parent: QWidget) -> None:
+        default, most = task_spec.get("timeout"), task_spec.get("max_timeout")
+        self.task_default: float | None = (float(default) if _is_number(default)
+                                           and default > 0 else None)  # fmt: skip
+        self.maximum: float | None = float(most) if _is_number(most) and most > 0 else None
+        description = "How long each attempt may run before it is stopped, in seconds. " + (
+            f"Empty: the task's default, {format_seconds(self.task_default)}."
+            if self.task_default else "Empty: no limit.")  # fmt: skip
+        if self.maximum:
+            description += f" At most {format_seconds(self.maximum)}."
+        spec = {"name": TIME_LIMIT, "type": ParamType.NUMBER.value, "title": "Time limit",
+                "description": description, "required": False, "default": None}  # fmt: skip
+        super().__init__(spec, None, parent)
+        # Not "field_timeout": that is the name a task's own "timeout" parameter would get.
+        self.editor.setObjectName("time_limit")
+        self.error.setObjectName("error_time_limit")
+
+    def _build(self, parent: QWidget) -> QWidget:
+        line = QLineEdit(parent)
+        line.setPlaceholderText(f"default: {format_seconds(self.task_default)}"
+                                if self.task_default else "no limit")  # fmt: skip
+        line.setClearButtonEnabled(True)
+        line.setValidator(QRegularExpressionValidator(
+            QRegularExpression(r"[0-9]*([.,][0-9]*)?"), line))  # fmt: skip
+        return line
+
+    def _wrap(self, editor: QWidget, parent: QWidget) -> QWidget:
+        box = QWidget(parent)
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(4)
+        row.addWidget(editor, 1)
+        unit = QLabel("seconds", box)
+        unit.setBuddy(editor)
+        row.addWidget(unit)
+        return box
+
+    def connect_changed(self, slot: Callable[[], None]) -> None:
+        self.editor.textChanged.connect(slot)
+
+    def read(self) -> Any:
+        text = self.editor.text().strip()
+        if not text:
+            return MISSING
+        try:
+            return float(text.replace(",", "."))
+        except ValueError:
+            raise ValueError("must be a number of seconds") from None
+
+    def write(self, value: Any) -> None:
+        if not _is_number(value):
+            self.editor.setText("")
+            return
+        self.editor.setText(f"{float(value):.3f}".rstrip("0").rstrip("."))
+
+    def problem(self) -> str | None:
+        try:
+            value = self.read()
+        except ValueError as exc:
+            return str(exc)
+        if value is MISSING:
+            return None
+        if not (math.isfinite(value) and value > 0):
+            return "must be a positive number of seconds"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be at most {format_seconds(self.maximum)} for this task"
+        return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 _FIELD_TYPES: dict[str, type[_Field]] = {
     ParamType.STRING.value: _TextField,
     ParamType.INTEGER.value: _IntegerField,
@@ -508,20 +596,29 @@ _FIELD_TYPES: dict[str, type[_Field]] = {
 
 
 class TaskForm(QWidget):
-    """The form for one task: its title, description and one row per parameter.
+    """The form for one task: its title, description, one row per parameter, and the
+    collapsible Advanced section (the time limit).
 
     Signals:
-        run_requested(name, args): the user asked to run the task `name` with `args` (checked
-            client-side already; JSON-able values, optional empty fields left out).
+        run_requested(name, args, timeout): the user asked to run the task `name` with
+            `args` (checked client-side already; JSON-able values, optional empty fields
+            left out) and `timeout`, each attempt's time limit in seconds (a float), or
+            None for the task's default.
+        advanced_toggled(bool): the user opened (True) or closed the Advanced section.
     """
 
-    run_requested = Signal(str, dict)
+    run_requested = Signal(str, dict, object)
+    advanced_toggled = Signal(bool)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("task_form")
         self._spec: dict[str, Any] | None = None
         self._fields: dict[str, _Field] = {}
+        self._time_limit: _TimeLimitField | None = None
+        self._advanced_open = False
+        self._advanced_button: QToolButton | None = None
+        self._advanced: QWidget | None = None
         self._busy = False
         self._general_error: QLabel | None = None
 
@@ -579,6 +676,8 @@ class TaskForm(QWidget):
         if old is not None:
             old.deleteLater()
         self._fields = {}
+        self._time_limit = None
+        self._advanced_button = self._advanced = None
         self._general_error = None
         self._spec = spec
         if spec is None:
@@ -618,16 +717,67 @@ class TaskForm(QWidget):
         for param_spec in spec.get("params", []):
             field = self._make_field(param_spec, content)
             self._fields[field.name] = field
-            form.addRow(field.label, field.widget)
-            form.addRow(None, field.error)
-            form.setRowVisible(field.error, False)
-            field.connect_changed(lambda *_args, f=field: self._clear_field_error(f))
+            self._add_rows(form, field)
         column.addLayout(form)
+        self._add_advanced(spec, content, column)
         column.addStretch(1)
-        self._form_layout = form
         self._paint_errors()
         self._scroll.setWidget(content)
         self._stack.setCurrentIndex(1)
+
+    def _add_rows(self, form: QFormLayout, field: _Field) -> None:
+        """The field's row and, below it, its error row (hidden while there is no error)."""
+        form.addRow(field.label, field.widget)
+        form.addRow(None, field.error)
+        form.setRowVisible(field.error, False)
+        field.row_layout = form
+        field.connect_changed(lambda *_args, f=field: self._clear_field_error(f))
+
+    def _add_advanced(self, spec: dict[str, Any], content: QWidget, column: QVBoxLayout) -> None:
+        """The Advanced toggle and the section it opens: the time limit."""
+        self._advanced_button = button = QToolButton(content)
+        button.setObjectName("advanced_toggle")
+        button.setText(ADVANCED_TEXT)
+        button.setAccessibleName("Advanced settings")
+        button.setToolTip("How the task runs: its time limit")
+        button.setCheckable(True)
+        button.setAutoRaise(True)
+        button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        column.addWidget(button)
+        self._advanced = section = QWidget(content)
+        section.setObjectName("advanced_section")
+        form = QFormLayout(section)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        self._time_limit = _TimeLimitField(spec, section)
+        self._add_rows(form, self._time_limit)
+        column.addWidget(section)
+        self._show_advanced(self._advanced_open)
+        button.toggled.connect(self._on_advanced_toggle_toggled)
+
+    def _show_advanced(self, open_: bool) -> None:
+        button, section = self._advanced_button, self._advanced
+        if button is None or section is None:
+            return
+        button.setChecked(open_)
+        button.setArrowType(Qt.ArrowType.DownArrow if open_ else Qt.ArrowType.RightArrow)
+        section.setVisible(open_)
+
+    def _on_advanced_toggle_toggled(self, checked: bool) -> None:
+        if checked == self._advanced_open:
+            return
+        self._advanced_open = checked
+        self._show_advanced(checked)
+        self.advanced_toggled.emit(checked)
+
+    def advanced_expanded(self) -> bool:
+        """Whether the Advanced section is open (it stays so from one task to the next)."""
+        return self._advanced_open
+
+    def set_advanced_expanded(self, expanded: bool) -> None:
+        """Open or close the Advanced section (e.g. as the window remembers it)."""
+        self._advanced_open = bool(expanded)
+        self._show_advanced(self._advanced_open)
 
     def _make_field(self, spec: dict[str, Any], parent: QWidget) -> _Field:
         param = param_from_json(spec)
@@ -654,6 +804,31 @@ class TaskForm(QWidget):
                 out[name] = value
         return out
 
+    def time_limit(self) -> float | None:
+        """The time limit typed in the Advanced section, in seconds; None when it is empty
+        (the task's default) or not a number."""
+        field = self._time_limit
+        if field is None:
+            return None
+        try:
+            value = field.read()
+        except ValueError:
+            return None
+        return None if value is MISSING else float(value)
+
+    def set_time_limit(self, seconds: float | None) -> None:
+        """Show a time limit (e.g. a task's, to run it again): the task's own default (or
+        None) shows the field empty; another value opens the Advanced section."""
+        field = self._time_limit
+        if field is None:
+            return
+        if seconds is None or seconds == field.task_default:
+            field.write(None)
+        else:
+            field.write(seconds)
+            self.set_advanced_expanded(True)
+        self._show_field_error(field, "")
+
     def set_values(self, args: dict[str, Any]) -> None:
         """Fill the form with `args` (e.g. to run a task again); parameters not in `args`
         get their defaults, unknown keys are ignored. Clears the errors."""
@@ -674,13 +849,21 @@ class TaskForm(QWidget):
             The problems by parameter name; empty when the form may be submitted.
         """
         errors: dict[str, str] = {}
-        for name, field in self._fields.items():
+        for name, field in self._named_fields():
             problem = field.problem()
             if problem:
                 errors[name] = problem
             self._show_field_error(field, problem or "")
         self._focus_first_error(errors)
         return errors
+
+    def _named_fields(self) -> list[tuple[str, _Field]]:
+        """Every field with the key its errors go by: the parameters by name, then the time
+        limit as "timeout" (the submit's key for it)."""
+        fields: list[tuple[str, _Field]] = list(self._fields.items())
+        if self._time_limit is not None:
+            fields.append((TIME_LIMIT, self._time_limit))
+        return fields
 
     def set_field_errors(self, fields: dict[str, str]) -> None:
         """Show the server's field errors (a 422 answer) beside the fields; a key that is no
@@ -689,6 +872,8 @@ class TaskForm(QWidget):
         general = []
         for key, message in fields.items():
             field = self._fields.get(key)
+            if field is None and key == TIME_LIMIT:
+                field = self._time_limit
             if field is None:
                 general.append(f"{'Arguments' if key == 'args' else key}: {message}")
             else:
@@ -707,11 +892,11 @@ class TaskForm(QWidget):
 
     def errors(self) -> dict[str, str]:
         """The field errors shown now, by parameter name."""
-        return {name: f.message for name, f in self._fields.items() if f.message}
+        return {name: f.message for name, f in self._named_fields() if f.message}
 
     def clear_errors(self) -> None:
         """Hide every error."""
-        for field in self._fields.values():
+        for _name, field in self._named_fields():
             self._show_field_error(field, "")
         self.set_general_error("")
 
@@ -720,7 +905,10 @@ class TaskForm(QWidget):
             return
         field.message = message
         field.error.setText(message[:1].upper() + message[1:])  # "is required" -> "Is required"
-        self._form_layout.setRowVisible(field.error, bool(message))
+        if field.row_layout is not None:
+            field.row_layout.setRowVisible(field.error, bool(message))
+        if message and field is self._time_limit:
+            self.set_advanced_expanded(True)  # an error in a closed section is no help
         self._mark_editor(field)
         field.editor.setAccessibleDescription(
             f"Error: {message}. {field.description}" if message else field.description)
@@ -729,7 +917,7 @@ class TaskForm(QWidget):
         self._show_field_error(field, "")
 
     def _focus_first_error(self, errors: dict[str, str]) -> None:
-        for name, field in self._fields.items():
+        for name, field in self._named_fields():
             if name in errors:
                 field.editor.setFocus(Qt.FocusReason.OtherFocusReason)
                 self._scroll.ensureWidgetVisible(field.widget)
@@ -738,14 +926,15 @@ class TaskForm(QWidget):
     def _paint_errors(self) -> None:
         """Colour the error labels and tint the invalid editors for the current palette."""
         red = error_color(self.palette())
-        labels = [f.error for f in self._fields.values()]
+        fields = [f for _name, f in self._named_fields()]
+        labels = [f.error for f in fields]
         if self._general_error is not None:
             labels.append(self._general_error)
         for label in labels:
             palette = label.palette()
             palette.setColor(QPalette.ColorRole.WindowText, red)
             label.setPalette(palette)
-        for field in self._fields.values():
+        for field in fields:
             self._mark_editor(field, red)
 
     def _mark_editor(self, field: _Field, red: QColor | None = None) -> None:
@@ -779,7 +968,7 @@ class TaskForm(QWidget):
         self.set_general_error("")
         if self.validate():
             return
-        self.run_requested.emit(self._spec["name"], self.values())
+        self.run_requested.emit(self._spec["name"], self.values(), self.time_limit())
 
     def set_busy(self, busy: bool) -> None:
         """While a submit is in flight: the Run button is disabled and says "Submitting…"."""

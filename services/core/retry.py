@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+MAX_TIMEOUT = 7 * 24 * 3600.0  # the longest time limit anyone may set (a week)
+DEFAULT_CANCEL_GRACE = 5.0  # seconds a cancelled attempt has to stop before it is killed
+
 
 class RetryReason(StrEnum):
     """Why a task is queued again (the `reason` of a "retrying" event)."""

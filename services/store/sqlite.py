@@ -279,7 +279,8 @@ class TaskStore:
         c.execute("PRAGMA synchronous=NORMAL")
         c.execute("PRAGMA foreign_keys=OFF")
         c.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint_pages)}")
-        self._depth = 0  # > 0 inside a batch: writes become savepoints of its transaction
+        self._depth = 0  # > 0 inside a batch: writes join its transaction
+        self._savepoints = True  # ... each as a savepoint
         # executescript commits by itself: run it outside an explicit transaction.
         with self._lock:
             if c.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
@@ -321,19 +322,22 @@ class TaskStore:
             retry_busy(lambda: self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)"), 1.0)
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, *, isolated: bool = True) -> Iterator[None]:
         """Group every write made inside the block into one transaction (group commit).
 
         The transaction begins with the first write (a block that writes nothing costs
-        nothing). Each write inside is a savepoint: one that fails is undone alone and
-        raises as usual, the others commit together when the block ends. If the commit
-        itself fails, none of them happened. Nested batches join the outer one.
+        nothing). With `isolated`, each write inside is a savepoint: one that fails is
+        undone alone and raises as usual, the others commit together when the block ends.
+        Without it (cheaper: no savepoint statements), a write that fails may leave part of
+        itself done: let the exception leave the block, which undoes the whole batch. If
+        the commit itself fails, none of them happened. Nested batches join the outer one.
         """
         with self._lock:
             if self._depth:
                 yield
                 return
             self._depth = 1
+            self._savepoints = isolated
             try:
                 yield
             except BaseException:
@@ -357,6 +361,9 @@ class TaskStore:
             if self._depth:
                 if not self._conn.in_transaction:
                     begin_immediate(self._conn)
+                if not self._savepoints:
+                    yield self._conn
+                    return
                 self._conn.execute("SAVEPOINT w")
                 try:
                     yield self._conn

@@ -25,7 +25,7 @@ from typing import Any
 
 from services.core.errors import TaskCancelled, TaskFailure, ValidationFailed
 from services.core.params import REQUIRED, Param, ParamType, PathKind, validate_args
-from services.core.retry import Backoff
+from services.core.retry import DEFAULT_CANCEL_GRACE, MAX_TIMEOUT, Backoff
 
 __all__ = ["Backoff", "Catalog", "Param", "ParamType", "PathKind", "REQUIRED", "TaskSpec",
            "task", "default_catalog", "load_catalog"]  # fmt: skip
@@ -39,10 +39,6 @@ BUILTIN_MODULES = (
     "services.tasks.builtin.report",
     "services.tasks.builtin.process",
 )
-
-
-MAX_TIMEOUT = 7 * 24 * 3600.0  # the longest time limit anyone may set (a week)
-DEFAULT_CANCEL_GRACE = 5.0  # seconds a cancelled task has to stop before it is killed
 
 
 @dataclass(frozen=True)

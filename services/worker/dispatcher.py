@@ -232,19 +232,23 @@ class Dispatcher:
         if self._writes:
             writes, self._writes = self._writes, []
             self._committed = False
+            post = list(self._post)
             try:
-                with self.store.batch():
+                with self.store.batch(isolated=False):
                     for write in writes:
-                        try:
-                            write()
-                        except sqlite3.Error:  # undone alone (a savepoint)
-                            log.exception("could not record an event")
+                        write()
             except sqlite3.Error:
-                # The round's records did not happen. Leases keep the tasks; what was
-                # received (an outcome, progress) is lost; the reaper finds those tasks.
-                log.exception("could not record this round's events")
-                self._post = []
-                return
+                # Undone as a whole. Each write again on its own, so that one that cannot
+                # be recorded (a full disk, say) does not take the others with it.
+                log.exception("could not record this round's events together")
+                self._post = post
+                for write in writes:
+                    try:
+                        write()
+                    except sqlite3.Error:
+                        # What it recorded is lost (an outcome, progress); the lease keeps
+                        # its task until the reaper finds it.
+                        log.exception("could not record an event")
             self._committed = True
         if self._notify:
             self._dirty.set()
@@ -673,7 +677,7 @@ class Dispatcher:
         """The claims of a dispatch in one transaction of their own (they must be decided
         before their run frames go out). A failed commit voids the attempts started."""
         try:
-            with self.store.batch():
+            with self.store.batch(isolated=False):
                 yield
         except sqlite3.Error:
             log.exception("could not record the start of %d task(s)", len(starts))

@@ -166,20 +166,18 @@ def spawn(catalog: Catalog) -> ExecutorProcess:
     run_parent, run_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     parent = os.getpid()
-    # Objects that exist now stay frozen in the child: the cycle collector never runs their
-    # finalizers there (they may take locks another thread of the dispatcher held when it
-    # forked), and the child's pages stay shared with the dispatcher's.
-    gc.freeze()
     try:
         pid = os.fork()
     except OSError:
-        gc.unfreeze()
         for sock in (run_parent, run_child, ctl_parent, ctl_child):
             sock.close()
         raise
     if pid == 0:  # the child: never returns
+        # What it inherited stays frozen: the cycle collector never runs those objects'
+        # finalizers here (they may take locks another thread of the dispatcher held
+        # when it forked), and their pages stay shared with the dispatcher's.
+        gc.freeze()
         executor_main(run_child, ctl_child, catalog, parent)
-    gc.unfreeze()
     run_child.close()
     ctl_child.close()
     run_parent.setblocking(False)

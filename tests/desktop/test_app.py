@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QLineEdit,
+    QToolButton,
     QWidget,
 )
 
@@ -43,11 +44,13 @@ class Running:
     def live(self) -> bool:
         return self.window.lights.connection.state == "connected"
 
-    def run_task(self, name: str, **values) -> str:
-        """Fill the form for `name` and click Run; returns the new task's id."""
+    def run_task(self, name: str, time_limit: float | None = None, **values) -> str:
+        """Fill the form for `name` (and its Advanced time limit) and click Run; returns the
+        new task's id."""
         w = self.window
         w.select_catalog_task(name)
         w.form.set_values(values)
+        w.form.set_time_limit(time_limit)
         before = {t["id"] for t in self.app.model.all_tasks()}
         self.qtbot.mouseClick(w.form.run_button, Qt.MouseButton.LeftButton)
         self.qtbot.waitUntil(
@@ -108,6 +111,10 @@ def test_cancel_a_running_task(running, qtbot):
     running.window.select_task(task_id)
     qtbot.keyClick(running.window.table, Qt.Key.Key_Delete)
     running.wait_state(task_id, "cancelled")
+    # What happens was said: asked to stop, by force after the catalog's cancel_grace.
+    assert running.window.status_message.text() == (
+        "The answer: asked to stop; if it does not stop at a checkpoint within 5 s it is "
+        "stopped by force.")
 
 
 def test_a_failing_task_shows_its_error(running):
@@ -144,10 +151,14 @@ def test_restart_the_app_and_see_earlier_tasks(tmp_path, runtime, aloop, qtbot):
     first = Running(tmp_path / "data", tmp_path / "settings.ini", qtbot)
     task_id = first.run_task("demo.answer", seconds=0)
     first.wait_state(task_id, "succeeded")
+    assert not first.window.form.advanced_expanded()  # collapsed the first time
+    first.window.form.findChild(QToolButton, "advanced_toggle").click()
     first.quit()
     second = Running(tmp_path / "data", tmp_path / "settings.ini", qtbot)
     try:
         second.wait_state(task_id, "succeeded")  # from the history, not from events
+        assert second.window.form.advanced_expanded()  # remembered, like the layout
+        assert second.window.form.findChild(QToolButton, "advanced_toggle").isChecked()
     finally:
         second.quit()
 
@@ -203,12 +214,25 @@ def test_a_second_launch_brings_the_window_to_the_front(running):
 
 
 def test_run_again_with_the_same_arguments(running, qtbot):
-    first = running.run_task("demo.answer", seconds=0.2)
+    first = running.run_task("demo.answer", time_limit=30, seconds=0.2)
+    assert running.app.model.task_by_id(first)["timeout"] == 30  # the form's time limit
     running.wait_state(first, "succeeded")
+    running.window.form.set_time_limit(None)
     running.window.select_task(first)
     before = {t["id"] for t in running.app.model.all_tasks()}
     qtbot.keyClick(running.window.table, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: len(running.app.model.all_tasks()) == len(before) + 1, timeout=WAIT)
     (again,) = [t for t in running.app.model.all_tasks() if t["id"] not in before]
     assert again["task"] == "demo.answer" and again["args"] == {"seconds": 0.2}
+    assert again["timeout"] == 30  # and the same time limit
+    assert running.window.form.time_limit() == 30  # the form shows what ran again
     running.wait_state(again["id"], "succeeded")
+
+
+def test_a_time_limit_stops_the_task_and_the_table_says_so(running):
+    task_id = running.run_task("demo.answer", time_limit=0.5, seconds=30)
+    running.wait_state(task_id, "failed")
+    model = running.app.model
+    assert model.task_by_id(task_id)["error"]["code"] == "timeout"
+    assert model.index(model.row_of(task_id), model.Column.MESSAGE).data() == (
+        "Timed out after 0.5 s")

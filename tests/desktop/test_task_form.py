@@ -406,11 +406,11 @@ def test_a_valid_form_emits_run_requested_with_the_values(form, qtbot, tmp_path)
     editor(form, "cwd").setText(str(tmp_path))
     with qtbot.waitSignal(form.run_requested, timeout=1000) as blocker:
         qtbot.mouseClick(form.run_button, Qt.MouseButton.LeftButton)
-    name, args = blocker.args
+    name, args, timeout = blocker.args
     assert name == "process.run"
-    assert args == {"program": "echo", "args": ["hello", "big world"], "cwd": str(tmp_path),
-                    "timeout": 0.0}  # fmt: skip
-    assert type(args["timeout"]) is float  # the types survive the Qt signal
+    assert args == {"program": "echo", "args": ["hello", "big world"], "cwd": str(tmp_path)}
+    assert type(args["args"]) is list  # the types survive the Qt signal
+    assert timeout is None  # the Advanced section left empty: the task's default
 
 
 # ------------------------------------------------------------------ server errors
@@ -468,7 +468,7 @@ def test_ctrl_return_in_a_field_submits(form, qtbot):
     type_into_spin(qtbot, spin, "0")
     with qtbot.waitSignal(form.run_requested, timeout=1000) as blocker:
         qtbot.keyClick(spin, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
-    assert blocker.args == ["demo.answer", {"seconds": 0.0}]
+    assert blocker.args == ["demo.answer", {"seconds": 0.0}, None]
     with qtbot.waitSignal(form.run_requested, timeout=1000):
         qtbot.keyClick(spin, Qt.Key.Key_Enter, Qt.KeyboardModifier.ControlModifier)
     # An invalid form is flagged instead.
@@ -481,7 +481,7 @@ def test_ctrl_return_in_a_field_submits(form, qtbot):
     qtbot.keyClicks(line, "/etc")
     with qtbot.waitSignal(form.run_requested, timeout=1000) as blocker:
         qtbot.keyClick(line, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
-    assert blocker.args == ["files.checksum", {"path": "/etc", "algorithm": "sha256"}]
+    assert blocker.args == ["files.checksum", {"path": "/etc", "algorithm": "sha256"}, None]
 
 
 def test_busy_disables_running(form, qtbot):
@@ -580,3 +580,124 @@ def test_many_rebuilds_leave_one_form_behind(form, qtbot):
     names = sorted(w.objectName() for w in form.findChildren(QWidget)
                    if w.objectName().startswith("field_"))  # fmt: skip
     assert names == sorted(f"field_{p['name']}" for p in last["params"])
+
+
+# ------------------------------------------------------------------ advanced: the time limit
+
+LIMITED = {**builtin("demo.answer"), "timeout": 30.0, "max_timeout": 600.0}
+
+
+def advanced_toggle(form: TaskForm) -> QToolButton:
+    return form.findChild(QToolButton, "advanced_toggle")
+
+
+def time_limit(form: TaskForm) -> QLineEdit:
+    return form.findChild(QLineEdit, "time_limit")
+
+
+def time_limit_error(form: TaskForm) -> str:
+    label = form.findChild(QLabel, "error_time_limit")
+    return label.text() if label.isVisibleTo(form) else ""
+
+
+def test_advanced_is_collapsed_by_default_and_stays_as_the_user_left_it(form, qtbot):
+    form.set_spec(LIMITED)
+    form.show()
+    toggle = advanced_toggle(form)
+    assert toggle.text() == "Advanced" and not toggle.isChecked()
+    assert not form.advanced_expanded() and not time_limit(form).isVisible()
+    with qtbot.waitSignal(form.advanced_toggled, timeout=1000) as blocker:
+        qtbot.mouseClick(toggle, Qt.MouseButton.LeftButton)
+    assert blocker.args == [True]
+    assert time_limit(form).isVisible() and toggle.arrowType() == Qt.ArrowType.DownArrow
+    form.set_spec(builtin("files.checksum"))  # another task: still open
+    assert form.advanced_expanded() and time_limit(form).isVisible()
+    with qtbot.assertNotEmitted(form.advanced_toggled):  # set by the program: no signal
+        form.set_advanced_expanded(False)
+    assert not time_limit(form).isVisibleTo(form) and not advanced_toggle(form).isChecked()
+
+
+def test_the_placeholder_says_the_tasks_default_from_the_catalog(form):
+    form.set_spec(LIMITED)
+    assert time_limit(form).placeholderText() == "default: 30 s"
+    assert "At most 10 min" in time_limit(form).toolTip()
+    form.set_spec(builtin("demo.answer"))  # a real entry: no default limit
+    assert builtin("demo.answer")["timeout"] is None
+    assert time_limit(form).placeholderText() == "no limit"
+    assert time_limit(form).accessibleName() == "Time limit"
+    assert form.time_limit() is None
+
+
+def test_a_time_limit_typed_in_reaches_run_requested(form, qtbot):
+    form.set_spec(LIMITED)
+    form.set_advanced_expanded(True)
+    fill_line(qtbot, time_limit(form), "12.5")
+    with qtbot.waitSignal(form.run_requested, timeout=1000) as blocker:
+        qtbot.mouseClick(form.run_button, Qt.MouseButton.LeftButton)
+    name, args, timeout = blocker.args
+    assert (name, args, timeout) == ("demo.answer", {"seconds": 5.0}, 12.5)
+    assert type(timeout) is float
+    assert "timeout" not in args  # the time limit is no argument of the task
+    fill_line(qtbot, time_limit(form), "")
+    with qtbot.waitSignal(form.run_requested, timeout=1000) as blocker:
+        form.submit()
+    assert blocker.args[2] is None
+
+
+def test_the_time_limit_is_checked_beside_the_field(form, qtbot):
+    form.set_spec(LIMITED)
+    form.show()
+    line = time_limit(form)
+    qtbot.keyClicks(line, "a1b")  # letters never make a number: refused while typing
+    assert line.text() == "1"
+    for text, problem in (("0", "must be a positive number of seconds"),
+                          ("601", "must be at most 10 min for this task"),
+                          (".", "must be a number of seconds")):  # fmt: skip
+        line.setText(text)
+        form.set_advanced_expanded(False)
+        with qtbot.assertNotEmitted(form.run_requested):
+            form.submit()
+        assert form.errors() == {"timeout": problem}
+        assert time_limit_error(form) == problem[:1].upper() + problem[1:]
+        assert form.advanced_expanded() and line.isVisible()  # opened to show the error
+        assert line.property("invalid") is True
+    qtbot.keyClick(line, Qt.Key.Key_Backspace)  # editing clears the error
+    assert time_limit_error(form) == "" and line.property("invalid") is False
+    line.setText("600")
+    assert form.validate() == {} and form.time_limit() == 600.0
+
+
+def test_the_servers_422_for_the_time_limit_lands_beside_it(form):
+    spec = CATALOG.get("demo.answer")
+    with pytest.raises(ValidationFailed) as caught:
+        spec.check_timeout(spec.max_timeout * 2)  # what the web service runs on a submit
+    fields = caught.value.to_body()["error"]["fields"]
+    assert set(fields) == {"timeout"}
+    form.set_spec(builtin("demo.answer"))
+    form.set_field_errors(fields)
+    assert time_limit_error(form) == "Must be at most 604800 s for this task"
+    assert general_error(form) == "" and form.advanced_expanded()
+
+
+def test_a_tasks_own_timeout_parameter_keeps_its_errors(form):
+    form.set_spec({"name": "t", "title": "T", "description": "", "params": [
+        {"name": "timeout", "type": "integer", "title": "Timeout", "description": "",
+         "required": False, "default": 1},
+    ]})  # fmt: skip
+    assert isinstance(editor(form, "timeout"), QSpinBox) and time_limit(form) is not None
+    form.set_field_errors({"timeout": "must be at least 0"})
+    assert shown_error(form, "timeout") == "Must be at least 0"
+    assert time_limit_error(form) == ""
+    assert form.values() == {"timeout": 1}
+
+
+def test_set_time_limit_shows_only_what_differs_from_the_default(form):
+    form.set_spec(LIMITED)
+    form.set_time_limit(30.0)  # the task's default: the field stays empty
+    assert time_limit(form).text() == "" and not form.advanced_expanded()
+    assert form.time_limit() is None
+    form.set_time_limit(90)
+    assert time_limit(form).text() == "90" and form.advanced_expanded()
+    assert form.time_limit() == 90.0
+    form.set_time_limit(None)
+    assert time_limit(form).text() == ""

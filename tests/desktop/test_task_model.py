@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import time
 
 import pytest
 from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
@@ -410,3 +411,118 @@ def test_many_calls_into_qt_leave_the_interpreter_whole(qtbot):
         model.flush()
         view.grab()
     assert sys.getrefcount(None) > 100 and sys.getrefcount(True) > 100
+
+
+# ------------------------------------------------------------------ retries and limits
+
+
+def retrying(feed: Feed, task_id: str, attempt: int = 1, *, delay: float = 8.0,
+             reason: str = "failed", max_attempts: int = 3, **extra) -> Event:  # fmt: skip
+    """A "retrying" event as the ledger records it, due `delay` seconds from now."""
+    data = {"reason": reason, "next_attempt": attempt + 1, "delay": delay,
+            "at": time.time() + delay if delay else None, "max_attempts": max_attempts,
+            "lost_attempts": 0, **extra}  # fmt: skip
+    if reason in ("failed", "requested"):
+        data.setdefault("error", {"code": "exception", "message": "OSError: disk busy"})
+    return feed.event(task_id, EventType.RETRYING, attempt, **data)
+
+
+def message_of(model: TaskModel, task_id: str, role=DISPLAY):
+    return model.index(model.row_of(task_id), COL.MESSAGE).data(role)
+
+
+def test_a_task_waiting_for_a_retry_counts_down(qtbot):
+    model = TaskModel(tick_ms=3_600_000)
+    feed = Feed()
+    model.apply_events([feed.queued("a"), feed.started("a"), retrying(feed, "a", delay=8)])
+    model.flush()
+    task = model.task_by_id("a")  # as services.core.taskview applied the events
+    assert (task["state"], task["attempt"], task["max_attempts"]) == ("queued", 1, 3)
+    assert task["next_attempt_at"] is not None
+    assert message_of(model, "a") == "Attempt 2 of 3 · next try in 8 s · OSError: disk busy"
+    assert model.index(0, COL.STATE).data(DISPLAY) == "Retrying"
+    assert message_of(model, "a", Qt.ItemDataRole.ToolTipRole) == (
+        "Last attempt failed: OSError: disk busy (exception)")
+    assert model.index(0, COL.STATE).data(Qt.ItemDataRole.ToolTipRole) == (
+        "Waiting to run attempt 2 of 3")
+    assert model.waiting_ids() == ["a"] and model.retry_ticking()
+    # The next attempt starts: no more countdown, no more timer.
+    model.apply_event(feed.event("a", EventType.STARTED, 2, attempt=2))
+    model.flush()
+    assert message_of(model, "a") == ""
+    assert model.waiting_ids() == [] and not model.retry_ticking()
+
+
+@strict_qt
+def test_the_countdown_refreshes_only_the_waiting_rows(qtbot, qtmodeltester):
+    model = TaskModel(tick_ms=3_600_000, retry_tick_ms=20)
+    qtmodeltester.check(model)
+    feed = Feed()
+    model.load([snapshot("run", 0, "running"), snapshot("done", 1, "succeeded")])
+    model.apply_events([feed.queued("w1"), feed.started("w1"), retrying(feed, "w1", delay=1.5),
+                        feed.queued("w2"), feed.started("w2"), retrying(feed, "w2", delay=60)])
+    model.flush()
+    assert ids(model) == ["w2", "w1", "done", "run"]
+    assert message_of(model, "w2").startswith("Attempt 2 of 3 · next try in 1 min ·")
+    first = message_of(model, "w1")
+    assert first.startswith("Attempt 2 of 3 · next try in 2 s")
+    changed = record(model.dataChanged)
+    qtbot.waitUntil(lambda: message_of(model, "w1") != first, timeout=3000)
+    assert message_of(model, "w1").startswith("Attempt 2 of 3 · next try in 1 s")
+    assert changed, "the countdown was not announced"
+    roles = [int(DISPLAY), TaskModel.SortRole]
+    # One run of the two waiting rows, their Message only; never the others.
+    assert all(c == ((0, COL.MESSAGE), (1, COL.MESSAGE), roles) for c in changed)
+    qtbot.waitUntil(lambda: message_of(model, "w1").startswith(
+        "Attempt 2 of 3 · next try now"), timeout=3000)  # fmt: skip
+    model.remove_tasks(["w1", "w2"])
+    assert not model.retry_ticking()
+
+
+def test_a_waiting_task_loaded_from_the_api_counts_down_too(qtbot):
+    model = TaskModel()
+    waiting = snapshot("s", 0, "queued", attempt=1, max_attempts=4, lost_attempts=1,
+                       timeout=30.0, message="Will retry: boom",
+                       error={"code": "boom", "message": "boom"},
+                       next_attempt_at=taskview.iso(time.time() + 125))  # fmt: skip
+    model.load([waiting])
+    assert message_of(model, "s") == "Attempt 2 of 4 · next try in 2 min 5 s · boom"
+    assert model.retry_ticking()
+    assert model.index(0, COL.STATE).data(Qt.ItemDataRole.ToolTipRole) == (
+        "Waiting to run attempt 2 of 4\n1 attempt lost (the process running it died)\n"
+        "Time limit: 30 s per attempt")
+
+
+def test_a_lost_worker_is_retried_at_once(qtbot):
+    model = TaskModel()
+    feed = Feed()
+    model.apply_events([feed.queued("a"), feed.started("a"),
+                        retrying(feed, "a", delay=0, reason="worker_lost", max_attempts=4,
+                                 lost_attempts=1, detail="killed by SIGSEGV")])  # fmt: skip
+    model.flush()
+    assert message_of(model, "a") == "Attempt 2 of 4 · Worker lost; retrying"
+    assert model.task_by_id("a")["lost_attempts"] == 1
+    assert not model.retry_ticking()  # nothing to count down
+
+
+def test_timed_out_and_forced_cancel_say_so(qtbot):
+    model = TaskModel()
+    feed = Feed()
+    model.apply_events([feed.queued("t"), feed.started("t"), feed.event(
+        "t", EventType.FAILED, 1, error={"code": "timeout", "timeout": 30, "message":
+                                         "Timed out after 30 s; the attempt was stopped."})])
+    model.apply_events([feed.queued("f"), feed.started("f"), feed.event(
+        "f", EventType.CANCEL_REQUESTED, 1), feed.event(
+        "f", EventType.CANCELLED, 1, forced=True, grace=5,
+        reason="stopped by force after 5 s: it did not stop at a checkpoint")])
+    model.apply_events([feed.queued("c"), feed.started("c"), feed.event(
+        "c", EventType.CANCELLED, 1, reason="stopped at a checkpoint")])  # fmt: skip
+    model.flush()
+    assert message_of(model, "t") == "Timed out after 30 s"
+    assert message_of(model, "t", Qt.ItemDataRole.ToolTipRole) == (
+        "Timed out after 30 s; the attempt was stopped. (timeout)")
+    assert message_of(model, "f") == "Stopped by force after 5 s"
+    assert message_of(model, "f", Qt.ItemDataRole.ToolTipRole) == (
+        "Stopped by force after 5 s: it did not stop at a checkpoint")
+    assert message_of(model, "c") == "Cancelled"
+    assert model.task_by_id("f")["message"] == "Cancelled"  # the task dict is the ledger's

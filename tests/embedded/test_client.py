@@ -102,6 +102,24 @@ async def test_api_errors_carry_code_and_fields(client: AsyncHeraldClient):
     assert (unknown.value.status, unknown.value.code) == (404, "not_found")
 
 
+async def test_submit_sends_a_time_limit(client: AsyncHeraldClient, blocking: HeraldClient):
+    limited = await client.submit("demo.answer", {"seconds": 0}, timeout=2.5)
+    assert limited["timeout"] == 2.5
+    assert (await client.submit("demo.answer", {"seconds": 0}))["timeout"] is None
+    assert blocking.submit("demo.answer", {"seconds": 0}, timeout=4)["timeout"] == 4
+    with pytest.raises(ApiError) as bad:
+        await client.submit("demo.answer", {"seconds": 0}, timeout=-1)
+    assert (bad.value.status, bad.value.code) == (422, "validation_failed")
+    assert bad.value.fields == {"timeout": "must be a positive number of seconds"}
+    async with client.events() as stream:
+        task = await client.submit("demo.answer", {"seconds": 5}, timeout=0.3)
+        events = await until_terminal(stream, task["id"])
+    started = next(e for e in events if e.type is EventType.STARTED)
+    assert started.data == {"attempt": 1, "timeout": 0.3}
+    assert events[-1].type is EventType.FAILED
+    assert events[-1].data["error"]["code"] == "timeout"
+
+
 async def test_a_bad_token_is_refused_on_both_channels(client: AsyncHeraldClient):
     async with AsyncHeraldClient(client.api, client.ws, "not-the-token") as stranger:
         with pytest.raises(ApiError) as http:

@@ -575,3 +575,21 @@ def test_parameters_of_process_run(catalog, tmp_path):
         with pytest.raises(ValidationFailed):
             spec.validate(bad)
 
+
+
+def test_the_readme_s_declared_task_example_declares_what_it_says(monkeypatch):
+    """The README's second example (timeouts, retries, limits, cleanup) is real code."""
+    import services.tasks
+    from services.tasks.catalog import Catalog
+
+    text = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = text.split("## Adding a task", 1)[1].split("\n## ", 1)[0]
+    example = re.findall(r"```python\n(.*?)```", section, re.S)[1]
+    fresh = Catalog()
+    monkeypatch.setattr(services.tasks, "task", fresh.task)
+    exec(compile(example, "README.md", "exec"), {})
+    spec = fresh.get("net.fetch")
+    assert (spec.timeout, spec.max_timeout, spec.retries, spec.retry_on) == (
+        60, 600, 3, (OSError,))
+    assert (spec.cancel_grace, spec.memory_limit, spec.concurrency) == (5, 512, 2)
+    assert spec.backoff.base == 2 and spec.backoff.maximum == 60
