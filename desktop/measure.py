@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from embedded.procstat import rss_mb
+from embedded.procstat import children, pss_mb, rss_mb
 
 
 async def until(predicate: Any, timeout: float = 60.0) -> None:
@@ -88,13 +88,20 @@ async def _stream(data_dir: Path, tasks: int, seconds: float, period: float) -> 
     streamed = time.perf_counter() - t0
     timer.stop()
     rss = {"gui": rss_mb(os.getpid())}
+    pids = [os.getpid()]
     for name, pid in zip(("web", "worker", "notifier"), desktop.monitor.pids(), strict=False):
         rss[name] = rss_mb(pid)
+        pids.append(pid)
+        if name == "worker":
+            executors = children(pid)
+            rss["executors"] = sum(rss_mb(p) for p in executors)
+            pids += executors
     result = {
         "lateness": lateness,
         "streamed": streamed,
         "events": sum(len(desktop.model.events(i)) for i in ids),
         "rss": rss,
+        "pss": sum(pss_mb(p) for p in pids),
     }
     await desktop.quit(ask=False)
     await run

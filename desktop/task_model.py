@@ -714,12 +714,6 @@ class TaskModel(QAbstractTableModel):
         if state == TaskState.FAILED.value and isinstance(error, dict) and (
                 error.get("code") == "timeout"):  # fmt: skip
             return _capitalized(error_text(error))  # "Timed out after 30 s"
-        if state == TaskState.CANCELLED.value:
-            forced = self._forced_cancel(row.id)
-            if forced is not None:
-                grace = forced.data.get("grace")
-                return ("Stopped by force after " + format_seconds(grace)
-                        if isinstance(grace, int | float) else "Stopped by force")  # fmt: skip
         message = task.get("message") or ""
         if not message and isinstance(error, dict):
             message = str(error.get("message") or "")
@@ -727,7 +721,7 @@ class TaskModel(QAbstractTableModel):
 
     def _forced_cancel(self, task_id: str) -> Event | None:
         """The "cancelled" event of a task killed after its cancel grace, if the model saw
-        it (the ledger's copy of the task says only "Cancelled")."""
+        it (its reason, for the tooltip, says more than the task's message)."""
         history = self._history.get(task_id)
         if history is None:
             return None

@@ -17,7 +17,7 @@ class EventType(StrEnum):
     PROGRESS = "progress"  # data: fraction (0..1 or None), message
     OUTPUT = "output"  # data: lines (list of str)
     CANCEL_REQUESTED = "cancel_requested"  # a running task was asked to stop
-    RETRYING = "retrying"  # the worker was lost; data: reason, attempt
+    RETRYING = "retrying"  # queued again; data: reason, next_attempt, delay, at, error?
     SUCCEEDED = "succeeded"  # data: result
     FAILED = "failed"  # data: error {code, message, traceback?}
     CANCELLED = "cancelled"  # data: reason

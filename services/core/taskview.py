@@ -22,12 +22,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.core.events import STATE_AFTER, Event, EventType
-from services.core.retry import retry_message
+from services.core.retry import format_seconds, retry_message
 from services.core.states import TERMINAL_STATES, TaskState
 
 # The messages the ledger writes itself (services.store), so a reload shows the same text.
 CANCELLED_MESSAGE = "Cancelled"
 CANCELLED_QUEUED_MESSAGE = "Cancelled before it started"
+
+
+def cancelled_message(data: dict[str, Any]) -> str:
+    """The message of a task that was cancelled while running, by its "cancelled" event's
+    data: "Stopped by force after 5 s" when it had to be killed."""
+    grace = data.get("grace")
+    if data.get("forced") and isinstance(grace, int | float):
+        return f"Stopped by force after {format_seconds(grace)}"
+    return CANCELLED_MESSAGE
 
 # Keys a later snapshot can fill in on a dict built from events, which never carry them.
 _STATIC_KEYS = ("task", "args", "max_attempts", "created_at", "links")
@@ -183,7 +192,7 @@ def apply_event(task: dict[str, Any] | None, event: Event) -> dict[str, Any] | N
             new["message"] = CANCELLED_QUEUED_MESSAGE
             new["cancel_requested"] = True
         else:
-            new["message"] = CANCELLED_MESSAGE
+            new["message"] = cancelled_message(data)
         new["finished_at"] = when
     state = STATE_AFTER[etype]
     if state is not None:

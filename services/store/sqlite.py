@@ -32,6 +32,7 @@ from services.core.errors import ErrorCode
 from services.core.events import Event, EventType
 from services.core.retry import RetryReason, retry_message
 from services.core.states import TaskState
+from services.core.taskview import cancelled_message
 from services.runtime import pid_alive
 
 SCHEMA = """
@@ -642,8 +643,8 @@ class TaskStore:
             etype, sets = EventType.FAILED, "message = ?"
             values = [(error or {}).get("message")]
         else:
-            data = {"reason": reason or "cancelled"}
-            etype, sets, values = EventType.CANCELLED, "message = ?", [CANCELLED_MESSAGE]
+            data = {"reason": reason or "cancelled", **(extra or {})}
+            etype, sets, values = EventType.CANCELLED, "message = ?", [cancelled_message(data)]
         if extra:
             data.update(extra)
         with self._write() as c:

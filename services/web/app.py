@@ -216,10 +216,13 @@ class TaskApi:
         try:
             clean = spec.validate(args)
         except ValidationFailed as exc:
-            try:
-                spec.check_timeout(timeout)
-            except ValidationFailed as bad_timeout:
-                exc.fields = {**(exc.fields or {}), **(bad_timeout.fields or {})}
+            # Both at once when they cannot be mistaken for each other (a task may have a
+            # parameter named "timeout" of its own: its error comes first then).
+            if not any(p.name == "timeout" for p in spec.params):
+                try:
+                    spec.check_timeout(timeout)
+                except ValidationFailed as bad_timeout:
+                    exc.fields = {**(exc.fields or {}), **(bad_timeout.fields or {})}
             raise exc from None
         seconds = spec.check_timeout(timeout)
         rec, event = self.store.create_task(

@@ -206,16 +206,24 @@ class Dispatcher:
             self.recover()
         threading.Thread(target=self._checkpoints, name="checkpoint", daemon=True).start()
         while not self._stopping.is_set():
-            self._dispatch()
+            self._handle(self._dispatch)
             timeout = self._timeout()
             ready = self._selector.select(timeout)
             if not ready and timeout >= BUSY_TIMEOUT:
                 self._look = True  # the slow fallback: look at the queue whatever was said
             with self._round():
                 for key, _ in ready:
-                    key.data()
-                self._timers()
+                    self._handle(key.data)
+                self._handle(self._timers)
         self._shutdown()
+
+    def _handle(self, handler: Callable[[], object]) -> None:
+        """Run one source's handler; a bug in one does not take the worker down with every
+        attempt it runs (the failure is logged, the loop goes on)."""
+        try:
+            handler()
+        except Exception:  # a store read that failed (a full disk), or a bug
+            log.exception("a handler of the worker's loop failed")
 
     @contextlib.contextmanager
     def _round(self) -> Iterator[None]:

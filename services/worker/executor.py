@@ -325,7 +325,7 @@ class Executor:
         except BaseException as exc:  # SystemExit from a task is its failure, not ours
             log.warning("task %s (%s) raised %s", task_id, spec.name, type(exc).__name__)
             outcome = self._failure(spec, ErrorCode.EXCEPTION, f"{type(exc).__name__}: {exc}",
-                                    exc=exc, tb=traceback.format_exc())  # fmt: skip
+                                    exc=exc, tb=_task_traceback(exc))  # fmt: skip
         finally:
             self._restore_memory(saved_limit)
             with self._current_lock:
@@ -400,6 +400,15 @@ def executor_main(run: socket.socket, control: socket.socket, catalog: Catalog,
         with contextlib.suppress(Exception):
             sys.stderr.flush()
         os._exit(code)
+
+
+def _task_traceback(exc: BaseException) -> str:
+    """The traceback of a task's exception from the task's own code down (the executor's
+    frame that called it is not the user's business)."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 def describe_exit(status: int) -> str:

@@ -121,6 +121,16 @@ def test_retries_after_failures_and_losses_match_the_ledger(store):
     assert same_view(task, api(store, rec.id))
 
 
+def test_a_forced_cancel_reads_the_same_from_events_and_the_ledger(store):
+    rec, e1 = store.create_task(principal="a", name="x", args={})
+    _, e2 = store.claim(rec.id, "w", 30)
+    e3 = store.finish(rec.id, 1, TaskState.CANCELLED, reason="stopped by force after 5 s",
+                      extra={"forced": True, "grace": 5})  # fmt: skip
+    task = follow([e1, e2, e3])
+    assert task["message"] == "Stopped by force after 5 s"
+    assert same_view(task, api(store, rec.id))
+
+
 def test_duplicates_and_old_events_are_ignored():
     task = follow([ev(1, EventType.QUEUED, name="x", args={}),
                    ev(2, EventType.STARTED, 100.0, 1, attempt=1)])  # fmt: skip

@@ -525,4 +525,4 @@ def test_timed_out_and_forced_cancel_say_so(qtbot):
     assert message_of(model, "f", Qt.ItemDataRole.ToolTipRole) == (
         "Stopped by force after 5 s: it did not stop at a checkpoint")
     assert message_of(model, "c") == "Cancelled"
-    assert model.task_by_id("f")["message"] == "Cancelled"  # the task dict is the ledger's
+    assert model.task_by_id("f")["message"] == "Stopped by force after 5 s"  # as the ledger says
