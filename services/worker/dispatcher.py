@@ -310,7 +310,7 @@ class Dispatcher:
             limits.append(self._last_parked + PARKED_RECHECK)
         if self._notify_due is not None:
             limits.append(self._notify_due)
-        if len(self.executors) < self.concurrency:
+        if self._serving() < self.concurrency:
             limits.append(self._next_spawn)
         return max(0.0, min(limits) - now)
 
@@ -353,7 +353,7 @@ class Dispatcher:
         if self._parked_count and now - self._last_parked >= PARKED_RECHECK:
             self._last_parked = now
             self._unpark = True  # another worker may have freed a slot
-        if len(self.executors) < self.concurrency and now >= self._next_spawn:
+        if self._serving() < self.concurrency and now >= self._next_spawn:
             self._fill_pool()
         if not self._own_signals and self._executors and not pool.HAVE_PIDFD:
             self._reap()  # no SIGCHLD and no pidfd: look at every round
@@ -415,8 +415,14 @@ class Dispatcher:
 
     # --------------------------------------------------------------- executors
 
+    def _serving(self) -> int:
+        """Executors that can take attempts (not those retiring or being killed: their
+        replacements start at once)."""
+        return sum(1 for ex in self._executors.values()
+                   if ex.state in (ExecutorState.IDLE, ExecutorState.BUSY))  # fmt: skip
+
     def _fill_pool(self) -> None:
-        while len(self.executors) < self.concurrency and not self._stopping.is_set():
+        while self._serving() < self.concurrency and not self._stopping.is_set():
             try:
                 ex = pool.spawn(self.catalog)
             except OSError as exc:
@@ -592,6 +598,7 @@ class Dispatcher:
         ex.state = ExecutorState.RETIRING  # it will not serve again
         log.info("stopping task %s (%s): %s", a.task_id, a.record.name, reason.value)
         pool.signal_tree(ex, signal.SIGTERM)
+        self._fill_pool()  # its replacement starts now, not when it is gone
 
     def _kill_strays(self) -> None:
         """Kill what killed attempts left behind (re-parented here as a subreaper)."""
