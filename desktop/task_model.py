@@ -650,25 +650,21 @@ class TaskModel(QAbstractTableModel):
 
     @Slot()
     def _on_tick_timer_timeout(self) -> None:
-        """Refresh the Duration of running rows: one dataChanged per run of neighbours."""
-        if not self._running:
-            self._tick_timer.stop()
-            return
-        rows = sorted(r for r in map(self._row_number, self._running) if r is not None)
-        col = self.Column.DURATION
-        roles = [_DISPLAY, self.SortRole]
-        for first, last in _runs(rows):
-            self.dataChanged.emit(self.index(first, col), self.index(last, col), roles)
+        """Refresh the Duration of running rows."""
+        self._refresh(self._running, self.Column.DURATION, self._tick_timer)
 
     @Slot()
     def _on_retry_timer_timeout(self) -> None:
-        """Refresh the countdown of waiting rows (their Message): one dataChanged per run of
-        neighbours, nothing for the other rows."""
-        if not self._waiting:
-            self._retry_timer.stop()
+        """Refresh the countdown of waiting rows (their Message)."""
+        self._refresh(self._waiting, self.Column.MESSAGE, self._retry_timer)
+
+    def _refresh(self, ids: set[str], col: int, timer: QTimer) -> None:
+        """One dataChanged per run of neighbouring rows of `ids` in column `col`, nothing for
+        the other rows; `timer` stops once there are none."""
+        if not ids:
+            timer.stop()
             return
-        rows = sorted(r for r in map(self._row_number, self._waiting) if r is not None)
-        col = self.Column.MESSAGE
+        rows = sorted(r for r in map(self._row_number, ids) if r is not None)
         roles = [_DISPLAY, self.SortRole]
         for first, last in _runs(rows):
             self.dataChanged.emit(self.index(first, col), self.index(last, col), roles)
