@@ -1,8 +1,13 @@
-"""`python -m bench [headless|desktop|all]` (default: all)."""
+"""`python -m bench [headless|desktop|all]` (default: all), or `python -m bench compare TREE`
+(this tree against another checkout, measured interleaved in one run)."""
 
 import sys
 
 which = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else "all"
+if which == "compare":
+    from bench.compare import main as compare
+
+    sys.exit(compare(sys.argv[2:]))
 rest = [a for a in sys.argv[1:] if a != which]
 code = 0
 if which in ("headless", "all"):

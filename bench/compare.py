@@ -1,0 +1,167 @@
+"""Compare this tree with another checkout of Herald in one run, measurements interleaved.
+
+This machine's speed drifts by a factor of two over minutes: two benchmarks run one after
+the other say little. This runs a `herald serve` of each tree at once and alternates short
+measurements between them, so that both see the same drift; the client is this tree's.
+
+    python -m bench compare OTHER_TREE [--rounds N]
+
+For each tree: back-to-back latency (p50, p99) with the CPU each service used per task,
+then throughput from 20 clients (each its own principal) with CPU per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.headless import Client, pct
+from embedded.procstat import cpu_seconds, tree_cpu_seconds
+
+CLIENTS = 20
+
+
+@dataclass
+class Tree:
+    """One checkout, its running instance and what was measured of it."""
+
+    root: Path
+    serve: subprocess.Popen[str] | None = None
+    tmp: Path | None = None
+    pids: dict[str, int] = field(default_factory=dict)
+    client: Client | None = None
+    clients: list[Client] = field(default_factory=list)
+    latency: list[float] = field(default_factory=list)
+    seq_cpu: dict[str, float] = field(default_factory=dict)
+    seq_tasks: int = 0
+    burst_seconds: float = 0.0
+    burst_cpu: float = 0.0
+    burst_tasks: int = 0
+
+    async def start(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="herald-compare-"))
+        runtime = self.tmp / "runtime"
+        runtime.mkdir(mode=0o700)
+        env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime),
+               "HERALD_DATA_DIR": str(self.tmp / "data"), "HERALD_LOG_LEVEL": "WARNING",
+               "PYTHONPATH": str(self.root)}  # fmt: skip
+        herald = [sys.executable, "-m", "embedded"]
+        self.serve = subprocess.Popen([*herald, "serve"], env=env, cwd=self.root, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert self.serve.stdout is not None
+        for out in self.serve.stdout:
+            if "Press Ctrl-C" in out:
+                break
+        else:
+            raise SystemExit(f"herald serve of {self.root} did not start")
+        info = json.loads(next((runtime / "herald").glob("instance-*.json")).read_text())
+        status = json.loads((self.tmp / "data" / "run" / "services.json").read_text())
+        self.pids = {n: s["pid"] for n, s in status["services"].items()}
+        self.client = Client(info["api"], info["ws"], info["token"])
+        await self.client.open()
+        tokens = [subprocess.run([*herald, "token", "create", f"c{i}"], env=env, cwd=self.root,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+                  for i in range(CLIENTS)]  # fmt: skip
+        self.clients = [Client(info["api"], info["ws"], t) for t in tokens]
+        await asyncio.gather(*(c.open() for c in self.clients))
+        for _ in range(100):  # warm up
+            await self.client.round_trip()
+        await self.burst(200)
+
+    def cpu(self) -> dict[str, float]:
+        out = {n: tree_cpu_seconds(p) for n, p in self.pids.items()}
+        out["dispatcher"] = cpu_seconds(self.pids["worker"])
+        return out
+
+    async def sequential(self, n: int) -> None:
+        assert self.client is not None
+        before = self.cpu()
+        for _ in range(n):
+            self.latency.append(await self.client.round_trip())
+        after = self.cpu()
+        for name, value in after.items():
+            self.seq_cpu[name] = self.seq_cpu.get(name, 0.0) + value - before[name]
+        self.seq_tasks += n
+
+    async def burst(self, total: int) -> float:
+        async def drive(c: Client, count: int) -> None:
+            sem = asyncio.Semaphore(8)
+
+            async def one() -> None:
+                async with sem:
+                    await asyncio.wait_for(await c.submit(), 60)
+
+            await asyncio.gather(*(one() for _ in range(count)))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(drive(c, total // len(self.clients)) for c in self.clients))
+        return time.perf_counter() - t0
+
+    async def measured_burst(self, total: int) -> None:
+        before = sum(tree_cpu_seconds(p) for p in self.pids.values())
+        self.burst_seconds += await self.burst(total)
+        self.burst_cpu += sum(tree_cpu_seconds(p) for p in self.pids.values()) - before
+        self.burst_tasks += total
+
+    async def stop(self) -> None:
+        for c in [*self.clients, *([self.client] if self.client else [])]:
+            await c.close()
+        if self.serve is not None:
+            self.serve.send_signal(signal.SIGTERM)
+            try:
+                self.serve.wait(20)
+            except subprocess.TimeoutExpired:
+                self.serve.kill()
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def report(self) -> None:
+        lat = self.latency
+        per = {n: v / self.seq_tasks * 1e6 for n, v in self.seq_cpu.items()}
+        executors = per.get("worker", 0.0) - per.get("dispatcher", 0.0)
+        print(f"\n{self.root}")
+        print(f"  latency p50 {pct(lat, 50) * 1000:.2f} ms, p99 {pct(lat, 99) * 1000:.2f} ms, "
+              f"mean {statistics.mean(lat) * 1000:.2f} ms ({len(lat)} back to back)")
+        print("  CPU per task back to back: " + ", ".join(
+            f"{n} {per[n]:.0f} µs" for n in ("web", "worker", "notifier") if n in per)
+            + f" (of the worker's, executors {executors:.0f} µs)")
+        print(f"  throughput {self.burst_tasks / self.burst_seconds:.0f} tasks/s from {CLIENTS} "
+              f"clients, CPU per task {self.burst_cpu / self.burst_tasks * 1000:.2f} ms")
+
+
+async def run(args: argparse.Namespace) -> int:
+    trees = [Tree(Path(__file__).resolve().parents[1]), Tree(Path(args.other).resolve())]
+    print(f"Comparing {trees[0].root} with {trees[1].root} ({os.cpu_count()} cores), "
+          f"{args.rounds} interleaved rounds", flush=True)
+    try:
+        for tree in trees:
+            await tree.start()
+        for _ in range(args.rounds):
+            for tree in trees:
+                await tree.sequential(20)
+            for tree in trees:
+                await tree.measured_burst(400)
+        for tree in trees:
+            tree.report()
+    finally:
+        for tree in trees:
+            await tree.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench compare", description=__doc__)
+    p.add_argument("other", help="another checkout of Herald (e.g. a `git worktree` of main)")
+    p.add_argument("--rounds", type=int, default=20)
+    return asyncio.run(run(p.parse_args(argv)))
