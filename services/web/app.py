@@ -168,8 +168,8 @@ class TaskApi:
         catalog: the tasks that may be submitted.
         store: the ledger and event log.
         queue: where submitted task ids are enqueued.
-        worker_wake: wakes the worker for a new task (b"!" and its id) or a cancel request
-            (b"cancel").
+        worker_wake: wakes the worker for a new task (b"?" and its id, just before it is
+            enqueued) or a cancel request (b"cancel").
         notifier_wake: wakes the notifier after every recorded event.
         max_lost: the cap on the attempts a task may lose with their process (the
             config's worker.max_attempts).
@@ -244,10 +244,11 @@ class TaskApi:
                 )
             headers["Idempotent-Replayed"] = "true"
             return web.Response(body=dumps(task_json(rec)), status=200, headers=headers)
+        # The wake-up names the task before its message is enqueued ("?"): an idle worker
+        # starts it meanwhile, without waiting for the queue (it drops the message when it
+        # comes to it); a busy one reads the message once it lands.
+        self.worker_wake.wake(b"?" + rec.id.encode())
         self.queue.enqueue(rec.id)
-        # The wake-up names the task: an idle worker starts it without reading the queue
-        # first (and drops its message when it comes to it).
-        self.worker_wake.wake(b"!" + rec.id.encode())
         self._wake_notifier_soon()
         return web.Response(body=dumps(task_json(rec)), status=202, headers=headers)
 

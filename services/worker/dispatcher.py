@@ -88,6 +88,8 @@ def _dgram_queue_length() -> int:
 # then the queue is drained instead of trusting their count.
 WAKE_OVERFLOW = _dgram_queue_length()
 MAX_HINTS = 1024  # task ids from wake-ups kept to start at once
+REREAD_FIRST, REREAD_MAX = 0.002, 1.0  # looking again for a message announced early
+MAX_READS = 64  # rounds of reading the queue in one dispatch
 MAX_HINTED = 10_000  # ids started by hint whose queue message is still to be dropped
 MiB = 1024 * 1024
 
@@ -152,10 +154,18 @@ class Dispatcher:
         self._urgent = False
         self._notify_due: float | None = None  # monotonic time of a deferred wake-up
         self._credits = 0  # enqueues announced by wake-ups and not dequeued yet
+        # Tasks a wake-up named before their message was enqueued ("?" + id): those not
+        # started by the hint must be read as soon as their message lands; the others'
+        # messages are duplicates, dropped whenever they are read.
+        self._expected = 0
+        self._expected_dups = 0
+        self._reread_at: float | None = None
+        self._reread_delay = REREAD_FIRST
         self._look = True  # the queue may hold more than was announced: drain it
         self._unpark = False  # a concurrency slot freed: look at the parked tasks
-        self._hints: deque[str] = deque()  # task ids named by wake-ups, not yet started
-        self._hinted: OrderedDict[str, None] = OrderedDict()  # started by hint: drop later
+        self._hints: deque[tuple[str, bool]] = deque()  # (id, early) named by wake-ups
+        # Started by hint (True: an early one): their queue message is dropped when read.
+        self._hinted: OrderedDict[str, bool] = OrderedDict()
         self._ready: deque[str] = deque()  # dequeued, not claimed yet (no executor free)
         self._committed = True
         self._next_spawn = 0.0
@@ -310,6 +320,8 @@ class Dispatcher:
             limits.append(self._last_parked + PARKED_RECHECK)
         if self._notify_due is not None:
             limits.append(self._notify_due)
+        if self._reread_at is not None:
+            limits.append(self._reread_at)
         if self._serving() < self.concurrency:
             limits.append(self._next_spawn)
         return max(0.0, min(limits) - now)
@@ -318,6 +330,8 @@ class Dispatcher:
         now = time.monotonic()
         if self._notify_due is not None and now >= self._notify_due:
             self._wake_notifier()
+        if self._reread_at is not None and now >= self._reread_at:
+            self._reread_at = None  # _dispatch reads again: _expected is still counted
         for ex in list(self._executors.values()):
             a = ex.attempt
             if a is None or a.done:
@@ -364,10 +378,18 @@ class Dispatcher:
         messages = self._receiver.drain()
         other = False
         for m in messages:
-            if m[:1] == b"!":  # "!" + the task id: one enqueue
-                self._credits += 1
+            kind = m[:1]
+            if kind == b"!" or (kind == b"?" and len(m) > 1):
+                # "!" (+ id): a task was enqueued; "?" + id: one is being enqueued.
+                early = kind == b"?"
+                if early:
+                    self._expected += 1
+                else:
+                    self._credits += 1
                 if len(m) > 1 and len(self._hints) < MAX_HINTS:
-                    self._hints.append(m[1:].decode("ascii", "replace"))
+                    self._hints.append((m[1:].decode("ascii", "replace"), early))
+                elif early:
+                    pass  # counted as expected: its message will be read when it lands
             elif m not in (b"cancel", b"stop"):
                 other = True
         if len(messages) >= WAKE_OVERFLOW or other:
@@ -645,9 +667,17 @@ class Dispatcher:
         if self._stopping.is_set():
             return
         self._start_known()
-        if self._credits or self._look:
-            self._read_queue()
+        # A message taken may turn out to start nothing (its task was cancelled or has run
+        # already): then read on while executors are idle and more is announced.
+        for _ in range(MAX_READS):
+            if not (self._credits or self._look or self._expected_dups
+                    or (self._expected and self._reread_at is None)):  # fmt: skip
+                return
+            if not self._read_queue():
+                return
             self._start_known()
+            if not self._idle():
+                return
 
     def _idle(self) -> list[ExecutorProcess]:
         return [ex for ex in self._executors.values() if ex.state is ExecutorState.IDLE]
@@ -668,17 +698,23 @@ class Dispatcher:
                     self._try_claim(parked_id, name, starts)
             # Hints only when every announced task has an executor: otherwise the queue's
             # order decides (newer tasks must not overtake older ones).
-            use_hints = not self._ready and self._credits <= len(idle) - len(starts)
+            use_hints = not self._ready and (
+                self._credits + self._expected <= len(idle) - len(starts))  # fmt: skip
             while use_hints and self._hints and len(starts) < len(idle):
-                task_id = self._hints.popleft()
+                task_id, early = self._hints.popleft()
                 if task_id in self._hinted:
                     continue
                 before = len(starts)
                 self._try_claim(task_id, None, starts, hinted=True)
                 if len(starts) > before:
-                    self._hinted[task_id] = None
+                    self._hinted[task_id] = early
+                    if early:  # its message, when it lands, is a duplicate
+                        self._expected -= 1
+                        self._expected_dups += 1
                     if len(self._hinted) > MAX_HINTED:
-                        self._hinted.popitem(last=False)
+                        _, was_early = self._hinted.popitem(last=False)
+                        if was_early:
+                            self._expected_dups = max(0, self._expected_dups - 1)
             self._hints.clear()
             # Each claim is decided (this transaction holds the write lock); the run
             # frames go out before the commit, so an attempt starts while it is being
@@ -701,22 +737,42 @@ class Dispatcher:
             self._notify = False
             self._void([rec for rec, _ in starts])
 
-    def _read_queue(self) -> None:
+    def _read_queue(self) -> bool:
         """Take queue messages for the idle executors (and drop those of tasks already
-        started by hint): as many as were announced, or until it is empty."""
+        started by hint): as many as were announced, or until it is empty. A message
+        announced before it was enqueued may not be there yet: it is looked for again
+        shortly (a duplicate's, lazily, on the next occasion).
+
+        Returns whether it took a message that may start a task.
+        """
         room = len(self._idle()) - len(self._ready)
-        while room > 0 and (self._credits > 0 or self._look):
+        took = False
+        while (room > 0 and (self._credits or self._expected or self._look)) or (
+                self._expected_dups):  # fmt: skip
             task_id = self.queue.dequeue()
             if task_id is None:
                 self._look = False
                 self._credits = 0
-                return
-            self._credits = max(0, self._credits - 1)
-            if task_id in self._hinted:
-                del self._hinted[task_id]  # started already: this message is a duplicate
+                if self._expected and self._reread_at is None:
+                    self._reread_at = time.monotonic() + self._reread_delay
+                    self._reread_delay = min(REREAD_MAX, self._reread_delay * 2)
+                return took
+            self._reread_delay = REREAD_FIRST
+            early = self._hinted.pop(task_id, None)
+            if early is not None:  # started already: this message is a duplicate
+                if early:
+                    self._expected_dups = max(0, self._expected_dups - 1)
+                else:
+                    self._credits = max(0, self._credits - 1)
                 continue
+            if self._credits:
+                self._credits -= 1
+            elif self._expected:
+                self._expected -= 1
             self._ready.append(task_id)
+            took = True
             room -= 1
+        return took
 
     def _void(self, records: list[TaskRecord]) -> None:
         """Claims that were never committed: stop their attempts, queue their tasks again."""
@@ -848,6 +904,10 @@ class Dispatcher:
                 task and enqueueing it leaves such a task behind.
         """
         self._look = True  # and look at the whole queue again
+        # Messages announced early that never came (a web service that died in between):
+        # the look above finds whatever did come.
+        if unchanged_for is not None:
+            self._expected = self._expected_dups = 0
         requeued, events = self.store.reap(live_worker=self.identity)
         for event in events:
             self._published(event)

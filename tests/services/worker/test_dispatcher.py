@@ -441,3 +441,35 @@ def test_a_task_recorded_but_never_enqueued_is_found(tmp_path):
         h.wait_state(task_id, TaskState.SUCCEEDED)
     finally:
         h.close()
+
+
+def test_a_task_named_before_its_message_starts_once(harness):
+    """The web names a task ("?" + id) and then enqueues it: an idle worker starts it at
+    once and drops the message that comes after."""
+    rec, _ = harness.store.create_task(principal="a", name="t.ok", args={})
+    harness.worker_wake.wake(b"?" + rec.id.encode())
+    harness.wait_state(rec.id, TaskState.RUNNING, TaskState.SUCCEEDED)
+    harness.queue.enqueue(rec.id)  # the message lands after the start
+    harness.wait_state(rec.id, TaskState.SUCCEEDED)
+    deadline = time.monotonic() + 5
+    while len(harness.queue):  # read and dropped
+        assert time.monotonic() < deadline
+        harness.worker_wake.wake(b"!")  # any later wake-up is an occasion to read it
+        time.sleep(0.05)
+    assert harness.types(rec.id).count(EventType.STARTED) == 1
+
+
+def test_a_task_named_while_every_executor_is_busy_starts_when_its_message_lands(tmp_path):
+    h = Harness(tmp_path / "data", concurrency=1)
+    h.thread.start()
+    try:
+        busy = h.submit("t.solo", {"seconds": 0.3})
+        h.wait_state(busy, TaskState.RUNNING)
+        rec, _ = h.store.create_task(principal="a", name="t.ok", args={})
+        h.worker_wake.wake(b"?" + rec.id.encode())  # no executor free: it cannot start
+        h.wait_state(busy, TaskState.SUCCEEDED)
+        time.sleep(0.1)  # the worker, idle now, looked for its message: not there yet
+        h.queue.enqueue(rec.id)  # it lands with no wake-up of its own
+        assert h.wait_state(rec.id, TaskState.SUCCEEDED) < 1.0  # not the 30 s idle look
+    finally:
+        h.close()
