@@ -352,7 +352,7 @@ def _submit_and_wait(client: Any, args: argparse.Namespace, spec: dict[str, Any]
     stream = client.events(give_up_after=STREAM_GIVE_UP)
     stream.open()  # before submitting, so no event of the task can be missed
     bar = _ProgressBar(args.task, enabled=sys.stderr.isatty() and not args.json)
-    task = client.submit(args.task, task_args, args.idempotency_key, timeout=args.timeout)
+    task, early_interrupt = _submit_uninterrupted(client, args, task_args)
     task_id = task["id"]
     limit = task.get("timeout")
     max_attempts = task.get("max_attempts")
@@ -364,6 +364,9 @@ def _submit_and_wait(client: Any, args: argparse.Namespace, spec: dict[str, Any]
         while final is None:
             # A Ctrl-C inside the generator ends it: make a new one each time round.
             try:
+                if early_interrupt:  # Ctrl-C while the task was being submitted
+                    early_interrupt = False
+                    raise KeyboardInterrupt
                 for msg in stream.messages(timeout=0.5):
                     if interrupted_at is not None and time.monotonic() - interrupted_at > 15:
                         final = client.get(task_id)  # the task ignores the cancel: stop waiting
@@ -432,6 +435,29 @@ def _submit_and_wait(client: Any, args: argparse.Namespace, spec: dict[str, Any]
     if interrupted_at is not None:
         return EXIT_INTERRUPTED
     return EXIT_OK if final["state"] == "succeeded" else EXIT_FAILED
+
+
+def _submit_uninterrupted(client: Any, args: argparse.Namespace,
+                          task_args: dict[str, Any]) -> tuple[dict[str, Any], bool]:  # fmt: skip
+    """Submit, with a Ctrl-C during the request held back until it is answered (then the
+    task it created can be cancelled, rather than left running unwatched). Returns the task
+    and whether Ctrl-C was pressed meanwhile."""
+    pressed = False
+
+    def hold(signum: int, frame: Any) -> None:
+        nonlocal pressed
+        pressed = True
+
+    try:
+        previous = signal.signal(signal.SIGINT, hold)
+    except ValueError:  # not the main thread (a test calling main()): nothing to hold
+        return client.submit(args.task, task_args, args.idempotency_key,
+                             timeout=args.timeout), False  # fmt: skip
+    try:
+        task = client.submit(args.task, task_args, args.idempotency_key, timeout=args.timeout)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return task, pressed
 
 
 def _bar_label(task: str, attempt: int, max_attempts: int | None, limit: Any) -> str:
