@@ -146,6 +146,7 @@ class Dispatcher:
         self._retry_ids: set[str] = set()
         self._limited = any(spec.concurrency for spec in catalog)
         self._stopping = threading.Event()
+        self._stop_requested = False  # set by a signal handler (see request_stop)
         self._dirty = threading.Event()
         self._sig_r, self._sig_w = socket.socketpair()
         self._post: list[Callable[[], None]] = []  # after the round's commit
@@ -177,10 +178,22 @@ class Dispatcher:
     # ------------------------------------------------------------------ control
 
     def stop(self) -> None:
-        """Ask the loop to stop (thread- and signal-safe)."""
+        """Ask the loop to stop (from any thread; from a signal handler, `request_stop`)."""
+        self._stop_requested = True
         self._stopping.set()
         self._dirty.set()
         self._self_wake.wake(b"stop")
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop from a signal handler: a flag and a wake-up, no lock. (A
+        handler runs between two bytecodes of the main thread, which may be inside
+        `Event.set` itself: taking that lock again there deadlocked the worker.)"""
+        self._stop_requested = True
+        self._self_wake.wake(b"stop")
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested or self._stopping.is_set()
 
     @property
     def executors(self) -> list[ExecutorProcess]:
@@ -215,7 +228,7 @@ class Dispatcher:
         with self._round():
             self.recover()
         threading.Thread(target=self._checkpoints, name="checkpoint", daemon=True).start()
-        while not self._stopping.is_set():
+        while not self.stopping:
             self._handle(self._dispatch)
             timeout = self._timeout()
             ready = self._selector.select(timeout)
@@ -225,6 +238,7 @@ class Dispatcher:
                 for key, _ in ready:
                     self._handle(key.data)
                 self._handle(self._timers)
+        self.stop()  # now from the loop itself: the checkpoint thread ends too
         self._shutdown()
 
     def _handle(self, handler: Callable[[], object]) -> None:
@@ -444,7 +458,7 @@ class Dispatcher:
                    if ex.state in (ExecutorState.IDLE, ExecutorState.BUSY))  # fmt: skip
 
     def _fill_pool(self) -> None:
-        while self._serving() < self.concurrency and not self._stopping.is_set():
+        while self._serving() < self.concurrency and not self.stopping:
             try:
                 ex = pool.spawn(self.catalog)
             except OSError as exc:
@@ -575,7 +589,7 @@ class Dispatcher:
             log.warning("executor %d ended: %s", ex.pid, how)
         if a is not None and a.stopping is not None:
             self._kill_strays()
-        if not self._stopping.is_set():
+        if not self.stopping:
             self._fill_pool()
 
     def _record_loss(self, a: Attempt, how: str) -> None:
@@ -664,7 +678,7 @@ class Dispatcher:
         as wake-ups announced (or all, when some may have been lost), so that reading it
         never delays a start; what it yields is started in turn.
         """
-        if self._stopping.is_set():
+        if self.stopping:
             return
         self._start_known()
         # A message taken may turn out to start nothing (its task was cancelled or has run

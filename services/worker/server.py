@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     dispatcher = Dispatcher(layout, catalog, concurrency,
                             max_tasks_per_executor=config.max_tasks_per_executor,
                             max_executor_memory=config.max_executor_memory)  # fmt: skip
-    signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop())
-    signal.signal(signal.SIGINT, lambda *_: dispatcher.stop())
+    signal.signal(signal.SIGTERM, lambda *_: dispatcher.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: dispatcher.request_stop())
     watch_stdin(dispatcher.stop)
     dispatcher.start_pool()  # the executors exist before anyone is told the worker is ready
     announce_ready("worker", concurrency=concurrency, tasks=len(catalog),
