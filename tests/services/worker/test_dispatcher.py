@@ -473,3 +473,23 @@ def test_a_task_named_while_every_executor_is_busy_starts_when_its_message_lands
         assert h.wait_state(rec.id, TaskState.SUCCEEDED) < 1.0  # not the 30 s idle look
     finally:
         h.close()
+
+
+def test_a_stop_asked_for_by_a_signal_handler_takes_no_lock(tmp_path):
+    """A handler runs between two bytecodes of the main thread, maybe inside Event.set
+    itself: stopping from there must not take the event's lock again (it deadlocked)."""
+    h = Harness(tmp_path / "data")
+    d = h.dispatcher
+    done = threading.Event()
+
+    def handler_inside_event_set() -> None:
+        with d._stopping._cond:  # the lock Event.set holds while it runs
+            d.request_stop()
+        done.set()
+
+    t = threading.Thread(target=handler_inside_event_set, daemon=True)
+    t.start()
+    assert done.wait(2), "request_stop blocked on the stop event's lock"
+    assert d.stopping
+    h.thread.start()  # the loop sees the request and stops at once
+    h.close()
