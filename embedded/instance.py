@@ -35,13 +35,15 @@ from embedded import herald_version
 from embedded.paths import runtime_file
 from embedded.supervisor import ServiceStatus, Supervisor
 from services.auth import repair_install_token, write_private
+from services.config import load_config
 from services.layout import DataLayout
-from services.runtime import pid_alive
+from services.runtime import process_running
 
 log = logging.getLogger("herald.instance")
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 ATTACH_WAIT = 30.0  # seconds a second instance waits for the first to finish starting
+LINGER_WAIT = 5.0  # seconds to wait for a dead instance's last services to let go of the lock
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ def read_instance(data_dir: Path, *, check_alive: bool = True) -> InstanceInfo |
         info = _read(path)
         if info is None or Path(info.data_dir) != data_dir:
             continue
-        if check_alive and not pid_alive(info.pid):
+        if check_alive and not process_running(info.pid):
             continue
         return info
     return None
@@ -230,7 +232,7 @@ class Instance:
             SupervisorError: a service could not start (its reason is in the message).
         """
         self.layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self.lock.acquire():
+        if not await self._acquire():
             pid = self.lock.holder()
             raise AlreadyRunning(self.data_dir, pid, read_instance(self.data_dir))
         try:
@@ -240,8 +242,13 @@ class Instance:
             for notice in self.notices:
                 log.warning("%s", notice)
             if self.supervisor is None:
+                options = dict(self._options)
+                try:
+                    options.setdefault("backoff_max", load_config(self.layout).restart_max_delay)
+                except ValueError:
+                    pass  # the services say what is wrong with the file, and refuse to start
                 self.supervisor = Supervisor(self.layout, keep_fds=(self._lock_fd(),),
-                                             **self._options)  # type: ignore[arg-type]
+                                             **options)  # type: ignore[arg-type]
             await self.supervisor.start()
         except BaseException:
             self.lock.release()
@@ -265,6 +272,17 @@ class Instance:
         await self.stop()
         return await self.start()
 
+    async def _acquire(self) -> bool:
+        """The lock, waiting a moment when its holder is dead but some of its services are
+        still on their way out (they hold the lock too, until they are gone)."""
+        deadline = time.monotonic() + LINGER_WAIT
+        while not self.lock.acquire():
+            holder = self.lock.holder()
+            if holder is not None and process_running(holder) or time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
     def _lock_fd(self) -> int:
         assert self.lock.fd is not None
         return self.lock.fd
@@ -280,7 +298,7 @@ async def wait_for_running(data_dir: Path, timeout: float = ATTACH_WAIT) -> Inst
         if info is not None:
             return info
         holder = lock.holder()
-        if holder is not None and not pid_alive(holder):
+        if holder is not None and not process_running(holder):
             return None
         await asyncio.sleep(0.1)
     return None
@@ -297,7 +315,7 @@ def services_down(data_dir: Path) -> list[str]:
         supervisor = int(body["supervisor_pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    if not pid_alive(supervisor) or not isinstance(services, dict):
+    if not process_running(supervisor) or not isinstance(services, dict):
         return []
     now = time.time()
     lines = []

@@ -8,6 +8,9 @@
     max_attempts = 3            # attempts a task may lose with their process before it fails
     max_tasks_per_executor = 1000  # an executor is replaced after this many attempts (0: never)
     max_executor_memory = 1024  # MB; an executor above it is replaced after its attempt (0: never)
+    [supervisor]
+    restart_max_delay = 30      # seconds: the longest wait before a crashed service is
+                                # started again (the wait doubles from 0.2 s up to this)
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class Config:
     max_attempts: int = 3
     max_tasks_per_executor: int = 1000
     max_executor_memory: int = 1024
+    restart_max_delay: float = 30.0
 
 
 def _int(section: dict[str, Any], key: str, default: int, low: int, high: int,
@@ -56,6 +60,13 @@ def load_config(layout: DataLayout) -> Config:
     modules = tasks.get("modules", [])
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
         raise ValueError(f"{where}: tasks.modules must be a list of strings")
+    supervisor = raw.get("supervisor", {})
+    if not isinstance(supervisor, dict):
+        raise ValueError(f"{where}: [supervisor] must be a table")
+    delay = supervisor.get("restart_max_delay", 30.0)
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0.2 <= delay <= 3600:
+        raise ValueError(f"{where}: supervisor.restart_max_delay must be a number of seconds "
+                         "from 0.2 to 3600")  # fmt: skip
     key = "concurrency" if "concurrency" in worker else "threads"
     return Config(
         task_modules=tuple(modules),
@@ -63,4 +74,5 @@ def load_config(layout: DataLayout) -> Config:
         max_attempts=_int(worker, "max_attempts", 3, 1, 100, where),
         max_tasks_per_executor=_int(worker, "max_tasks_per_executor", 1000, 0, 10**9, where),
         max_executor_memory=_int(worker, "max_executor_memory", 1024, 0, 10**7, where),
+        restart_max_delay=float(delay),
     )

@@ -145,7 +145,7 @@ def expected_parent() -> int | None:
 _FIRST_PARENT = os.getppid()  # the parent this process started with
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
     """Whether `pid` is a live process (a zombie, dead but not yet reaped, is not)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -164,7 +164,7 @@ def parent_gone() -> bool:
     parent = expected_parent()
     if parent is None:
         return False
-    return os.getppid() != _FIRST_PARENT or not _running(parent)
+    return os.getppid() != _FIRST_PARENT or not process_running(parent)
 
 
 def die_with_parent() -> None:
@@ -182,7 +182,7 @@ def die_with_parent() -> None:
     except OSError:
         return
     parent = expected_parent()
-    if (parent is not None and not _running(parent)) or os.getppid() == 1:
+    if (parent is not None and not process_running(parent)) or os.getppid() == 1:
         # the parent died before we got here
         os.kill(os.getpid(), signal.SIGTERM)
 
