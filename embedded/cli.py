@@ -286,8 +286,6 @@ def _serve(data_dir: Path, args: argparse.Namespace) -> int:
             print(f"herald: their logs are in {inst.layout.log_dir}", file=sys.stderr)
             return EXIT_FAILED
         serving = True
-        for notice in inst.notices:
-            print(f"herald: {notice}", file=sys.stderr)
         assert inst.supervisor is not None
         sup = inst.supervisor
         print(f"Herald {herald_version()} is serving\n"
@@ -297,6 +295,8 @@ def _serve(data_dir: Path, args: argparse.Namespace) -> int:
               f"  Token      {inst.layout.token_file}\n"
               f"  Logs       {inst.layout.log_dir}\n"
               "Press Ctrl-C to stop.", flush=True)  # fmt: skip
+        for notice in inst.notices:  # last, where they are seen
+            print(f"herald: {notice}", file=sys.stderr, flush=True)
         try:
             await stop.wait()
         finally:
