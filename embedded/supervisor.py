@@ -353,8 +353,11 @@ class Supervisor:
         name = child.status.name
         while not self._stopping:
             child.status.next_try = None
-            self._set(child, ServiceState.STARTING if child.status.restarts == 0
-                      else ServiceState.RESTARTING, "")  # fmt: skip
+            if child.status.restarts == 0:
+                self._set(child, ServiceState.STARTING, "")
+            else:
+                self._set(child, ServiceState.RESTARTING,
+                          f"starting again; last time: {child.status.reason}")  # fmt: skip
             began = time.monotonic()
             code = await self._run_once(child)
             if self._stopping:
