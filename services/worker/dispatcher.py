@@ -470,8 +470,9 @@ class Dispatcher:
         if now - self._last_cancel_poll >= BUSY_TIMEOUT and self._running:
             self._last_cancel_poll = now
             self._handle(self._apply_cancel_requests)
-        # Not while writes wait: their attempts are not running, yet leased to this worker.
-        if not self._backlog and not self._storage_waiting:
+        # Not while writes wait, this round's included: their attempts are not running any
+        # more, yet leased to this worker (the look would take them for lost ones).
+        if not self._backlog and not self._writes and not self._storage_waiting:
             if self._recover_due:
                 self._recover_due = False
                 self._last_reap = now
@@ -800,6 +801,8 @@ class Dispatcher:
         # A message taken may turn out to start nothing (its task was cancelled or has run
         # already): then read on while executors are idle and more is announced.
         for _ in range(MAX_READS):
+            if self._storage_waiting:
+                return  # a claim was refused just now
             if not (self._credits or self._look or self._expected_dups
                     or (self._expected and self._reread_at is None)):  # fmt: skip
                 return

@@ -7,68 +7,34 @@ to its end by itself (no service restarted), and both databases pass an integrit
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.disk import fill, integrity, small_disk
 from tests.e2e.harness import Instance, pid_alive, start_serve, wait_for
 
 SUBMITS = 60
-TMPFS_SIZE = "20m"
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 20 MB tmpfs mounted for the test (root only; skipped where mounting is refused)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0700",
-                           "tmpfs", str(mount)], capture_output=True, text=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
+def disk(tmp_path: Path) -> Iterator[Path]:
+    with small_disk(tmp_path / "disk", "20m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(path: Path) -> None:
-    """Write `path` until the disk refuses another byte."""
-    chunk = 1024 * 1024
-    with open(path, "wb", buffering=0) as f:
-        while chunk:
-            try:
-                f.write(b"\0" * chunk)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                chunk //= 2
-
-
-def integrity(path: Path) -> str:
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
 
 
 @pytest.fixture
-def full_disk_instance(small_disk: Path, tmp_path: Path) -> Iterator[Instance]:
-    inst = start_serve(small_disk / "data", tmp_path / "runtime", "--workers", "2")
+def full_disk_instance(disk: Path, tmp_path: Path) -> Iterator[Instance]:
+    inst = start_serve(disk / "data", tmp_path / "runtime", "--workers", "2")
     try:
         yield inst
     finally:
         inst.stop()
 
 
-def test_full_disk_answers_507_and_recovers_without_a_restart(full_disk_instance, small_disk):
+def test_full_disk_answers_507_and_recovers_without_a_restart(full_disk_instance, disk):
     inst = full_disk_instance
     client = inst.client
     pids = {name: inst.service_pid(name) for name in ("web", "worker", "notifier")}
@@ -79,7 +45,7 @@ def test_full_disk_answers_507_and_recovers_without_a_restart(full_disk_instance
     # is full: none of it may be lost, nor any of them run twice.
     busy = [client.submit("demo.answer", {"seconds": 1})["id"] for _ in range(4)]
     wait_for(lambda: client.get(busy[0])["state"] == "running")
-    filler = small_disk / "filler"
+    filler = disk / "filler"
     fill(filler)
     statuses: list[int] = []
     accepted = [warm["id"], *busy]
@@ -114,6 +80,6 @@ def test_full_disk_answers_507_and_recovers_without_a_restart(full_disk_instance
     for task_id in busy:
         assert client.get(task_id)["attempt"] == 1, client.timeline(task_id)
     assert inst.stop() == 0
-    data = small_disk / "data"
+    data = disk / "data"
     assert integrity(data / "herald.db") == "ok"
     assert integrity(data / "queue.db") == "ok"
