@@ -394,27 +394,32 @@ class Notifier:
         """Read what was appended since the last time and hand it to the subscribers."""
         self._pump_scheduled = False
         try:
-            if not self._router:
-                # Nobody to send to: skip the events (a subscriber replays its own).
-                self._cursor = max(self._cursor, self._store.head())
-                return
-            for _ in range(PAGES_PER_TURN):
-                events = self._store.events_after(self._cursor, limit=PAGE)
-                if events:
-                    self._cursor = events[-1].seq
-                    self._deliver(events)
-                if len(events) < PAGE:
-                    return
+            more = self._read_turn()
         except sqlite3.Error as exc:
             self._read_failed(exc)  # read again shortly, from the same cursor
             return
-        if self._retry is None and self._retry_delay > READ_RETRY_FIRST:
+        if self._retry_delay > READ_RETRY_FIRST:
             log.info("the event log can be read again")
             self._retry_delay = READ_RETRY_FIRST
         # A big burst: let connections breathe before reading on.
-        if not self._pump_scheduled and self._loop is not None:
+        if more and not self._pump_scheduled and self._loop is not None:
             self._pump_scheduled = True
             self._loop.call_soon(self._pump)
+
+    def _read_turn(self) -> bool:
+        """Fan out a few pages of the log; returns whether more may be waiting."""
+        if not self._router:
+            # Nobody to send to: skip the events (a subscriber replays its own).
+            self._cursor = max(self._cursor, self._store.head())
+            return False
+        for _ in range(PAGES_PER_TURN):
+            events = self._store.events_after(self._cursor, limit=PAGE)
+            if events:
+                self._cursor = events[-1].seq
+                self._deliver(events)
+            if len(events) < PAGE:
+                return False
+        return True
 
     def _read_failed(self, exc: sqlite3.Error) -> None:
         """Reading the log failed: read again after a backoff (a wake-up may come first)."""

@@ -2,7 +2,8 @@
 
 While the disk is full, a submit is answered 202 (recorded) or 507 `disk_full`, never
 another 5xx, and health says `disk_full`; once space is back, every accepted task runs
-to its end by itself (no service restarted), and both databases pass an integrity check.
+to its end by itself (no service restarted), a client connected throughout gets each of
+their events, and both databases pass an integrity check.
 """
 
 from __future__ import annotations
@@ -13,8 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from services.core.events import EventType
 from tests.disk import fill, integrity, small_disk
-from tests.e2e.harness import Instance, pid_alive, start_serve, wait_for
+from tests.e2e.harness import (
+    Instance,
+    collect_all_until_terminal,
+    pid_alive,
+    start_serve,
+    wait_for,
+)
 
 SUBMITS = 60
 
@@ -38,6 +46,8 @@ def test_full_disk_answers_507_and_recovers_without_a_restart(full_disk_instance
     inst = full_disk_instance
     client = inst.client
     pids = {name: inst.service_pid(name) for name in ("web", "worker", "notifier")}
+    stream = client.events()  # connected throughout: every event reaches it, in order
+    stream.open()
     warm = client.submit("demo.answer", {"seconds": 0})
     wait_for(lambda: client.get(warm["id"])["state"] == "succeeded")
 
@@ -70,6 +80,12 @@ def test_full_disk_answers_507_and_recovers_without_a_restart(full_disk_instance
         return all(states.get(task_id) == "succeeded" for task_id in accepted)
 
     wait_for(all_succeeded, timeout=30, interval=0.2)
+    by_task = collect_all_until_terminal(stream, accepted)
+    for events in by_task.values():
+        assert [e.type for e in events][:2] == [EventType.QUEUED, EventType.STARTED], events
+        assert events[-1].type is EventType.SUCCEEDED
+        assert [e.seq for e in events] == sorted(e.seq for e in events)
+    stream.close()
     wait_for(lambda: client.health()["status"] == "ok", timeout=10, interval=0.2)
     # Nothing was restarted: the same processes serve, and the supervisor counted no exit.
     assert all(pid_alive(pid) for pid in pids.values())
