@@ -98,6 +98,17 @@ class DiskWatch:
         self._problem: StorageProblem | None = None
         self._error = ""
 
+    def classify(self, exc: BaseException) -> StorageProblem | None:
+        """What storage failure `exc` is; an I/O error while the disk is (nearly) full is
+        taken for what it most likely is: no room (SQLite reports a failed growth of its
+        shared-memory file or a failed sync as I/O errors)."""
+        problem = storage_problem(exc)
+        if problem is StorageProblem.IO_ERROR:
+            free = free_bytes(self.root)
+            if free is not None and free < self.low_space:
+                return StorageProblem.DISK_FULL
+        return problem
+
     def failed(self, problem: StorageProblem, exc: BaseException) -> bool:
         """A write failed for this reason. Returns whether that starts a new episode (no
         failure within the window before): worth a line in the log."""

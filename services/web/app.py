@@ -42,7 +42,7 @@ from services.core.errors import HeraldError, ValidationFailed
 from services.core.events import EventType
 from services.core.states import TaskState
 from services.layout import DataLayout
-from services.store.failures import DiskWatch, storage_problem
+from services.store.failures import DiskWatch
 from services.store.sqlite import TaskRecord, TaskStore
 from services.tasks.catalog import Catalog
 from services.web.errors import JSON_HEADERS, dumps, error_middleware, error_response
@@ -278,7 +278,7 @@ class TaskApi:
                 self._enqueue_delay, self._enqueue_waiting)
 
     def _queue_failed(self, exc: Exception) -> None:
-        problem = storage_problem(exc)
+        problem = self.disk.classify(exc)
         if problem is not None:
             if self.disk.failed(problem, exc):
                 log.warning("the queue refused a message (%s); enqueueing it again later", exc)

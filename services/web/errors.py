@@ -84,7 +84,7 @@ def error_middleware(disk: DiskWatch | None = None) -> Middleware:
                 headers["Allow"] = exc.headers["Allow"]
             return error_response(HeraldError(code, message, exc.status), headers)
         except Exception as exc:
-            problem = storage_problem(exc)
+            problem = storage_problem(exc) if disk is None else disk.classify(exc)
             if problem is None:
                 log.exception("unexpected error in %s %s", request.method, request.path)
                 return error_response(HeraldError("internal", "Internal server error.", 500))

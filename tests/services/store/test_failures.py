@@ -78,3 +78,11 @@ def test_disk_watch_says_full_when_free_space_is_low(tmp_path):
     problem = watch.problem()
     assert problem is not None and problem[0] is StorageProblem.DISK_FULL
     assert "KB free" in problem[1]
+
+
+def test_an_io_error_on_a_full_disk_is_taken_for_no_room(tmp_path):
+    io_error = OSError(errno.EIO, "I/O error")
+    assert DiskWatch(tmp_path, low_space=0).classify(io_error) is StorageProblem.IO_ERROR
+    full = DiskWatch(tmp_path, low_space=2**62)
+    assert full.classify(io_error) is StorageProblem.DISK_FULL
+    assert full.classify(ValueError("no")) is None
