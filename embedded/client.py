@@ -335,7 +335,8 @@ class AsyncHeraldClient:
         return body["tasks"]  # type: ignore[no-any-return]
 
     async def health(self) -> dict[str, Any]:
-        """The instance's health: status ok/degraded, version and each service's state."""
+        """The instance's health: status ok, degraded or disk_full (with a detail), version
+        and each service's state."""
         body: dict[str, Any] = await self._ok("GET", "/api/health")
         return body
 

@@ -52,7 +52,7 @@ class _Storage(SqliteStorage):
 
     @contextlib.contextmanager
     def db(self, commit: bool = False, close: bool = False) -> Iterator[sqlite3.Cursor]:
-        # Huey's own, with the lock taken by retry_busy.
+        # Huey's own, with the lock taken by retry_busy, and a failed commit undone.
         with self.lock:
             conn = self.conn
             cursor = conn.cursor()
@@ -66,7 +66,14 @@ class _Storage(SqliteStorage):
                 raise
             else:
                 if commit:
-                    conn.commit()
+                    try:
+                        conn.commit()
+                    except Exception:
+                        # A commit the disk refused (full) can leave the transaction open,
+                        # holding the write lock against every other service.
+                        if conn.in_transaction:
+                            conn.rollback()
+                        raise
             finally:
                 cursor.close()
                 if close:

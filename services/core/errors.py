@@ -78,3 +78,21 @@ class TaskFailure(Exception):
         self.message = message
         self.retry_after = retry_after
         self.retry = retry or retry_after is not None
+
+
+class StorageFull(HeraldError):
+    """Nothing could be recorded: the data disk is full, or failed the write (HTTP 507
+    Insufficient Storage). Nothing was done; the same request can succeed later.
+
+    Args:
+        code: "disk_full" (no room) or "storage_error" (the disk failed the write).
+    """
+
+    def __init__(self, code: str = "disk_full") -> None:
+        if code == "disk_full":
+            message = ("Herald's data disk is full: nothing was recorded. Free some space "
+                       "and try again.")  # fmt: skip
+        else:
+            message = ("Herald's data disk failed a write: nothing was recorded. Try again "
+                       "later.")  # fmt: skip
+        super().__init__(code, message, 507)

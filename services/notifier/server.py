@@ -6,6 +6,11 @@ missed, `caught_up`, then live events. Live events are read from the log once pe
 for everybody and fanned out by the core `Router`; each connection has its own outbox and
 sender task, so a slow client delays nobody else (and is closed with 1013 when it falls
 too far behind; it resumes losslessly from its last seq).
+
+The notifier only reads the log. A read that fails (a disk that fails, or a full one that
+the log's shared memory cannot grow on) is tried again with backoff from the same cursor,
+and a client connecting meanwhile is closed with 1013 (try again later): nothing is lost,
+nothing crashes.
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ MAX_BACKLOG = 10_000  # live messages queued for one client before it is dropped
 MAX_MESSAGE = 64 * 1024  # largest client message accepted
 CLOSE_TRY_AGAIN_LATER = 1013
 TOO_FAR_BEHIND = "try again later: too far behind; reconnect with your last seq"
+READ_FAILED = "try again later: the event log cannot be read right now"
+READ_RETRY_FIRST, READ_RETRY_MAX = 0.1, 2.0  # seconds before reading again after a failure
 SINCE_HEADER = "Herald-Since"
 URL_TOKEN_PARAMS = ("token", "access_token")
 
@@ -180,6 +187,8 @@ class Notifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._pump_scheduled = False
+        self._retry: asyncio.TimerHandle | None = None  # reading again after a failure
+        self._retry_delay = READ_RETRY_FIRST
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -227,6 +236,9 @@ class Notifier:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         if self._server is not None:
             self._server.close(code=CLOSE_GOING_AWAY, reason="notifier stopping")
             await self._server.wait_closed()
@@ -297,7 +309,12 @@ class Notifier:
         sender = asyncio.create_task(client.run_sender())
         log.info("%s connected from %s", client.principal, ws.remote_address)
         try:
-            await self._stream(client, conn.since)
+            try:
+                await self._stream(client, conn.since)
+            except sqlite3.Error as exc:
+                log.warning("cannot replay the log to %s: %s", client.principal, exc)
+                await ws.close(CLOSE_TRY_AGAIN_LATER, READ_FAILED)
+                return
             async for message in ws:
                 try:
                     request = decode_client_message(message)
@@ -307,7 +324,12 @@ class Notifier:
                 if request.type == "ping":
                     client.queue((encode_pong(),))
                 elif request.type == "resume":
-                    await self._stream(client, request.since)
+                    try:
+                        await self._stream(client, request.since)
+                    except sqlite3.Error as exc:
+                        log.warning("cannot replay the log to %s: %s", client.principal, exc)
+                        await ws.close(CLOSE_TRY_AGAIN_LATER, READ_FAILED)
+                        break
         except ConnectionClosed:
             pass
         finally:
@@ -364,8 +386,8 @@ class Notifier:
         self._timer = self._loop.call_later(self._fallback_interval, self._on_timer)
         try:
             behind = self._store.head() > self._cursor
-        except sqlite3.Error:
-            log.exception("cannot read the event log's head")
+        except sqlite3.Error as exc:
+            self._read_failed(exc)
             return
         if behind:
             self._pump()
@@ -374,25 +396,44 @@ class Notifier:
         """Read what was appended since the last time and hand it to the subscribers."""
         self._pump_scheduled = False
         try:
-            if not self._router:
-                # Nobody to send to: skip the events (a subscriber replays its own).
-                self._cursor = max(self._cursor, self._store.head())
-                return
-            for _ in range(PAGES_PER_TURN):
-                events = self._store.events_after(self._cursor, limit=PAGE)
-                if events:
-                    self._cursor = events[-1].seq
-                    self._deliver(events)
-                if len(events) < PAGE:
-                    return
-        except sqlite3.Error:
-            # The next wake-up or the fallback timer tries again from the same cursor.
-            log.exception("cannot read the event log")
+            more = self._read_turn()
+        except sqlite3.Error as exc:
+            self._read_failed(exc)  # read again shortly, from the same cursor
             return
+        if self._retry_delay > READ_RETRY_FIRST:
+            log.info("the event log can be read again")
+            self._retry_delay = READ_RETRY_FIRST
         # A big burst: let connections breathe before reading on.
-        if not self._pump_scheduled and self._loop is not None:
+        if more and not self._pump_scheduled and self._loop is not None:
             self._pump_scheduled = True
             self._loop.call_soon(self._pump)
+
+    def _read_turn(self) -> bool:
+        """Fan out a few pages of the log; returns whether more may be waiting."""
+        if not self._router:
+            # Nobody to send to: skip the events (a subscriber replays its own).
+            self._cursor = max(self._cursor, self._store.head())
+            return False
+        for _ in range(PAGES_PER_TURN):
+            events = self._store.events_after(self._cursor, limit=PAGE)
+            if events:
+                self._cursor = events[-1].seq
+                self._deliver(events)
+            if len(events) < PAGE:
+                return False
+        return True
+
+    def _read_failed(self, exc: sqlite3.Error) -> None:
+        """Reading the log failed: read again after a backoff (a wake-up may come first)."""
+        if self._retry_delay == READ_RETRY_FIRST:
+            log.warning("cannot read the event log (%s); trying again", exc)
+        if self._retry is None and self._loop is not None:
+            self._retry = self._loop.call_later(self._retry_delay, self._on_retry)
+            self._retry_delay = min(READ_RETRY_MAX, self._retry_delay * 2)
+
+    def _on_retry(self) -> None:
+        self._retry = None
+        self._pump()
 
     def _deliver(self, events: list[Event]) -> None:
         texts: dict[int, str] = {}  # each event is encoded once, whoever it goes to

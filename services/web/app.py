@@ -13,6 +13,10 @@ Choices a client can rely on:
   `Idempotent-Replayed: true`; no second task is created. Reusing a key with a different
   task or arguments is 409 `idempotency_conflict`.
 - A task of another principal is indistinguishable from a task that does not exist (404).
+- A write the data disk refuses is 507 `disk_full` (or `storage_error`): nothing was
+  recorded, and the same request can succeed later. A submit is 202 once its task is in the
+  ledger, even if the queue then refused its message: the message is enqueued again here
+  with backoff (and the worker looks for queued tasks without one).
 
 The store and queue calls are short synchronous SQLite transactions (~0.1 ms): they run
 directly on the event loop, because a thread hop would cost more than the call itself.
@@ -38,6 +42,7 @@ from services.core.errors import HeraldError, ValidationFailed
 from services.core.events import EventType
 from services.core.states import TaskState
 from services.layout import DataLayout
+from services.store.failures import DiskWatch
 from services.store.sqlite import TaskRecord, TaskStore
 from services.tasks.catalog import Catalog
 from services.web.errors import JSON_HEADERS, dumps, error_middleware, error_response
@@ -53,6 +58,8 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,200}")
 _SUBMIT_KEYS = frozenset({"task", "args", "timeout"})
 _JSON_TYPES = ("application/json",)
 QUEUED_NOTIFY_DELAY = 0.05  # seconds (see TaskApi._wake_notifier_soon)
+# Enqueueing again a task whose message the queue refused: first wait, and the longest.
+ENQUEUE_RETRY_FIRST, ENQUEUE_RETRY_MAX = 0.2, 2.0
 
 
 class Waker(Protocol):
@@ -193,6 +200,10 @@ class TaskApi:
         self.notifier_wake = notifier_wake
         self.max_lost = max_lost
         self._notifier_pending = False
+        self.disk = DiskWatch(layout.root)
+        self._unqueued: dict[str, None] = {}  # in the ledger, not in the queue yet (in order)
+        self._enqueue_retry: asyncio.TimerHandle | None = None
+        self._enqueue_delay = ENQUEUE_RETRY_FIRST
         self.version = herald_version()
         # The catalog does not change while the service runs: encode its views once.
         self._catalog_body = dumps({"tasks": [spec.to_json() for spec in catalog]})
@@ -248,9 +259,54 @@ class TaskApi:
         # starts it meanwhile, without waiting for the queue (it drops the message when it
         # comes to it); a busy one reads the message once it lands.
         self.worker_wake.wake(b"?" + rec.id.encode())
-        self.queue.enqueue(rec.id)
+        self._enqueue(rec.id)
         self._wake_notifier_soon()
         return web.Response(body=dumps(task_json(rec)), status=202, headers=headers)
+
+    def _enqueue(self, task_id: str) -> None:
+        """Put a task recorded in the ledger into the queue, now or, if the queue refuses
+        (a full disk), later: it is accepted either way, since the ledger is the truth."""
+        if not self._unqueued:
+            try:
+                self.queue.enqueue(task_id)
+                return
+            except Exception as exc:
+                self._queue_failed(exc)
+        self._unqueued[task_id] = None  # behind those waiting already: order is kept
+        if self._enqueue_retry is None:
+            self._enqueue_retry = asyncio.get_running_loop().call_later(
+                self._enqueue_delay, self._enqueue_waiting)
+
+    def _queue_failed(self, exc: Exception) -> None:
+        problem = self.disk.classify(exc)
+        if problem is not None:
+            if self.disk.failed(problem, exc):
+                log.warning("the queue refused a message (%s); enqueueing it again later", exc)
+        else:
+            log.error("could not enqueue a task (%s); enqueueing it again later", exc,
+                      exc_info=exc)  # fmt: skip
+
+    def _enqueue_waiting(self) -> None:
+        """Enqueue the tasks the queue refused, oldest first; back off while it refuses."""
+        self._enqueue_retry = None
+        done = 0
+        while self._unqueued:
+            task_id = next(iter(self._unqueued))
+            try:
+                self.queue.enqueue(task_id)
+            except Exception as exc:
+                self._queue_failed(exc)
+                self._enqueue_delay = min(ENQUEUE_RETRY_MAX, self._enqueue_delay * 2)
+                self._enqueue_retry = asyncio.get_running_loop().call_later(
+                    self._enqueue_delay, self._enqueue_waiting)
+                break
+            del self._unqueued[task_id]
+            done += 1
+        if done:
+            log.info("enqueued %d task(s) the queue had refused", done)
+            self.worker_wake.wake()
+        if not self._unqueued:
+            self._enqueue_delay = ENQUEUE_RETRY_FIRST
 
     def _wake_notifier_soon(self) -> None:
         """Wake the notifier for a "queued" event a moment later, one wake-up for every
@@ -393,20 +449,24 @@ class TaskApi:
         return web.Response(body=self._openapi_body, headers=JSON_HEADERS)
 
     async def health(self, request: web.Request) -> web.Response:
-        """GET /api/health: ok when every service the supervisor knows is ready."""
+        """GET /api/health: ok when every service the supervisor knows is ready; disk_full
+        (or storage_error) while the data disk refuses writes.
+
+        The supervisor cannot write its status file to a full disk: what this says of the
+        disk comes from this service itself (its own failed writes, the free space now)."""
         services = self._services_status()
         ready = all(isinstance(s, dict) and s.get("state") == "ready" for s in services.values())
-        return web.Response(
-            body=dumps(
-                {
-                    "status": "ok" if ready else "degraded",
-                    "version": self.version,
-                    "services": services,
-                    "problems": self.catalog.problems,
-                }
-            ),
-            headers=JSON_HEADERS,
-        )
+        body: dict[str, Any] = {
+            "status": "ok" if ready else "degraded",
+            "version": self.version,
+            "services": services,
+            "problems": self.catalog.problems,
+        }
+        problem = self.disk.problem()
+        if problem is not None:
+            body["status"] = problem[0].value
+            body["detail"] = problem[1]
+        return web.Response(body=dumps(body), headers=JSON_HEADERS)
 
     def _services_status(self) -> dict[str, Any]:
         """The supervisor's status file, or just this service when there is none."""
@@ -457,7 +517,8 @@ def make_app(
     api = TaskApi(layout, catalog, store, queue, worker_wake, notifier_wake, max_lost)
     app = web.Application(
         client_max_size=MAX_BODY,
-        middlewares=[error_middleware, security_middleware(authenticator or Authenticator(layout))],
+        middlewares=[error_middleware(api.disk),
+                     security_middleware(authenticator or Authenticator(layout))],
     )
     app.add_routes(api.routes())
     return app

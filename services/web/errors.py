@@ -1,7 +1,9 @@
 """Every failure leaves the web service as a JSON error body, never as a bare 500 page.
 
 The body is always `{"error": {"code", "message", "fields"?}}` (see
-`services.core.errors.HeraldError`), with the matching HTTP status.
+`services.core.errors.HeraldError`), with the matching HTTP status. A write that the data
+disk refuses (full, or failing) is 507 `disk_full` / `storage_error`, not a 500: it can
+succeed later, and health says so meanwhile.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from services.core.errors import HeraldError
+from services.core.errors import HeraldError, StorageFull
+from services.store.failures import DiskWatch, storage_problem
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +64,33 @@ def error_response(
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn HeraldError, aiohttp's HTTP errors and anything unexpected into JSON bodies."""
-    try:
-        return await handler(request)
-    except HeraldError as exc:
-        return error_response(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
-        message = exc.reason if exc.status != 413 else "The request body is too large."
-        headers = {}
-        if exc.status == 405 and "Allow" in exc.headers:
-            headers["Allow"] = exc.headers["Allow"]
-        return error_response(HeraldError(code, message, exc.status), headers)
-    except Exception:
-        log.exception("unexpected error in %s %s", request.method, request.path)
-        return error_response(HeraldError("internal", "Internal server error.", 500))
+def error_middleware(disk: DiskWatch | None = None) -> Middleware:
+    """The middleware that turns HeraldError, aiohttp's HTTP errors, storage failures and
+    anything unexpected into JSON bodies; storage failures are told to `disk`."""
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except HeraldError as exc:
+            return error_response(exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
+            message = exc.reason if exc.status != 413 else "The request body is too large."
+            headers = {}
+            if exc.status == 405 and "Allow" in exc.headers:
+                headers["Allow"] = exc.headers["Allow"]
+            return error_response(HeraldError(code, message, exc.status), headers)
+        except Exception as exc:
+            problem = storage_problem(exc) if disk is None else disk.classify(exc)
+            if problem is None:
+                log.exception("unexpected error in %s %s", request.method, request.path)
+                return error_response(HeraldError("internal", "Internal server error.", 500))
+            if disk is None or disk.failed(problem, exc):
+                log.warning("%s %s: the data disk refused a write (%s): answering 507 until "
+                            "it has room", request.method, request.path, exc)  # fmt: skip
+            return error_response(StorageFull(problem.value))
+
+    return errors

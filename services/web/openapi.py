@@ -49,6 +49,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         415: "Body is not application/json (code unsupported_media_type)",
         422: "Task arguments or timeout are not valid (code validation_failed, with fields)",
         500: "Unexpected server error (code internal)",
+        507: "The data disk is full, or failed the write: nothing was recorded; the same "
+             "request can succeed later (code disk_full / storage_error)",
     }
     out: dict[str, Any] = {}
     for status in sorted({*statuses, 403, 500}):
@@ -209,7 +211,10 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["status", "version", "services"],
         "properties": {
-            "status": {"type": "string", "enum": ["ok", "degraded"]},
+            "status": {"type": "string", "enum": ["ok", "degraded", "disk_full",
+                                                  "storage_error"]},  # fmt: skip
+            "detail": {"type": "string", "description":
+                       "Why the data disk refuses writes (status disk_full, storage_error)"},
             "version": {"type": "string"},
             "services": {
                 "type": "object",
@@ -294,7 +299,8 @@ PATHS: dict[str, dict[str, Any]] = {
                     },
                 },
             ],
-            "responses": {"200": _response("A page of tasks", "TaskList"), **_errors(400, 401)},
+            "responses": {"200": _response("A page of tasks", "TaskList"),
+                          **_errors(400, 401, 507)},
         },
         "post": {
             "operationId": "submitTask",
@@ -320,7 +326,7 @@ PATHS: dict[str, dict[str, Any]] = {
                     "Task",
                     {**_LOCATION, "Idempotent-Replayed": {"schema": {"const": "true"}}},
                 ),
-                **_errors(400, 401, 404, 409, 413, 415, 422),
+                **_errors(400, 401, 404, 409, 413, 415, 422, 507),
             },
         },
     },
@@ -329,13 +335,13 @@ PATHS: dict[str, dict[str, Any]] = {
             "operationId": "getTask",
             "summary": "One of the caller's tasks",
             "parameters": [_TASK_ID],
-            "responses": {"200": _response("The task", "Task"), **_errors(401, 404)},
+            "responses": {"200": _response("The task", "Task"), **_errors(401, 404, 507)},
         },
         "delete": {
             "operationId": "deleteTask",
             "summary": "Forget a finished task (its events stay in the log)",
             "parameters": [_TASK_ID],
-            "responses": {"204": {"description": "Deleted"}, **_errors(401, 404, 409)},
+            "responses": {"204": {"description": "Deleted"}, **_errors(401, 404, 409, 507)},
         },
     },
     "/api/tasks/{task_id}/events": {
@@ -358,7 +364,7 @@ PATHS: dict[str, dict[str, Any]] = {
             ],
             "responses": {
                 "200": _response("The task's events", "EventList"),
-                **_errors(400, 401, 404),
+                **_errors(400, 401, 404, 507),
             },
         }
     },
@@ -369,7 +375,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "parameters": [_TASK_ID],
             "responses": {
                 "202": _response("Cancelled, or cancellation requested", "Task"),
-                **_errors(401, 404, 409),
+                **_errors(401, 404, 409, 507),
             },
         }
     },

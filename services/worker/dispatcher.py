@@ -20,6 +20,12 @@ What it guarantees:
 - At most `concurrency` attempts of a task that declares it run at once (checked in the
   ledger, so across workers too); others wait, queued.
 - Idle, it sleeps in select() with a long timeout: no polling latency, next to no CPU.
+- A write the data disk refuses (full, or failing) is neither dropped nor fatal: it waits,
+  in order with every later write, and they are tried again with backoff (at most
+  `STORAGE_RETRY_MAX` apart). Meanwhile no attempt starts (running ones go on; what they
+  report waits too), and the first attempts after an outage start only once their claim
+  is committed. Once writes go through, the queue and the ledger are looked at again, so
+  every queued task runs.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from services.layout import DataLayout
 from services.queue import TaskQueue
 from services.runtime import parent_gone
 from services.store import TaskStore
+from services.store.failures import StorageProblem, storage_problem
 from services.store.sqlite import TaskRecord, worker_identity
 from services.tasks.catalog import MAX_TIMEOUT, Catalog, TaskSpec
 from services.wake import WakeReceiver, WakeSender
@@ -68,6 +75,11 @@ STOP_GRACE = 3.0  # seconds running attempts get to finish when the worker stops
 SPAWN_RETRY = 1.0  # seconds before trying again when an executor could not be forked
 CHECKPOINT_DELAY = 1.0  # seconds after a write before the WAL is checkpointed
 MAX_PARKED = 10_000  # task ids held waiting for a concurrency slot
+# Writes the disk refused are tried again after this many seconds, doubling to the max.
+STORAGE_RETRY_FIRST, STORAGE_RETRY_MAX = 0.1, 2.0
+# Writes held while the disk refuses them; beyond this, progress and output reports are
+# dropped (outcomes, claims and losses never are).
+MAX_BACKLOG = 100_000
 # The notifier is woken at once for a terminal event; for the others (started, progress,
 # output) within this many seconds, so that a quick attempt's "started" and "succeeded"
 # take one wake-up, and the notifier and its clients do not compete for the CPU with the
@@ -151,7 +163,15 @@ class Dispatcher:
         self._dirty = threading.Event()
         self._sig_r, self._sig_w = socket.socketpair()
         self._post: list[Callable[[], None]] = []  # after the round's commit
-        self._writes: list[Callable[[], object]] = []  # the round's writes, run at its end
+        # The round's writes, run at its end: (write, droppable).
+        self._writes: list[tuple[Callable[[], object], bool]] = []
+        # Writes the disk refused, in order, with every write queued after them.
+        self._backlog: deque[tuple[Callable[[], object], bool]] = deque()
+        self._storage_down_since: float | None = None  # monotonic; None: writes go through
+        self._storage_retry_at = 0.0  # monotonic: no write is tried before
+        self._storage_delay = STORAGE_RETRY_FIRST
+        self._recover_due = False  # look at the ledger and the queue once writes go through
+        self._dropped = 0  # progress reports dropped during this outage
         self._notify = False
         self._urgent = False
         self._notify_due: float | None = None  # monotonic time of a deferred wake-up
@@ -169,7 +189,6 @@ class Dispatcher:
         # Started by hint (True: an early one): their queue message is dropped when read.
         self._hinted: OrderedDict[str, bool] = OrderedDict()
         self._ready: deque[str] = deque()  # dequeued, not claimed yet (no executor free)
-        self._committed = True
         self._next_spawn = 0.0
         self._last_renew = self._last_reap = self._last_parked = time.monotonic()
         self._last_cancel_poll = time.monotonic()
@@ -227,7 +246,7 @@ class Dispatcher:
         """The main loop; returns after `stop()` once running attempts were handled."""
         self.start_pool()
         with self._round():
-            self.recover()
+            self._handle(self.recover)
         threading.Thread(target=self._checkpoints, name="checkpoint", daemon=True).start()
         while not self.stopping:
             self._handle(self._dispatch)
@@ -244,11 +263,16 @@ class Dispatcher:
 
     def _handle(self, handler: Callable[[], object]) -> None:
         """Run one source's handler; a bug in one does not take the worker down with every
-        attempt it runs (the failure is logged, the loop goes on)."""
+        attempt it runs (the failure is logged, the loop goes on), nor does a write the
+        disk refused (the worker backs off)."""
         try:
             handler()
-        except Exception:  # a store read that failed (a full disk), or a bug
-            log.exception("a handler of the worker's loop failed")
+        except Exception as exc:
+            problem = storage_problem(exc)
+            if problem is not None:
+                self._storage_failed(exc, problem)
+            else:
+                log.exception("a handler of the worker's loop failed")
 
     @contextlib.contextmanager
     def _round(self) -> Iterator[None]:
@@ -260,29 +284,12 @@ class Dispatcher:
         self._post = []
         self._writes = []
         self._notify = self._urgent = False
-        self._committed = True
         yield
         if self._writes:
-            writes, self._writes = self._writes, []
-            self._committed = False
-            post = list(self._post)
-            try:
-                with self.store.batch(isolated=False):
-                    for write in writes:
-                        write()
-            except sqlite3.Error:
-                # Undone as a whole. Each write again on its own, so that one that cannot
-                # be recorded (a full disk, say) does not take the others with it.
-                log.exception("could not record this round's events together")
-                self._post = post
-                for write in writes:
-                    try:
-                        write()
-                    except sqlite3.Error:
-                        # What it recorded is lost (an outcome, progress); the lease keeps
-                        # its task until the reaper finds it.
-                        log.exception("could not record an event")
-            self._committed = True
+            self._hold(self._writes)
+            self._writes = []
+        if self._backlog and not self._storage_waiting:
+            self._flush()
         if self._notify:
             self._dirty.set()
             if self._urgent:
@@ -293,12 +300,98 @@ class Dispatcher:
         for action in post:
             try:
                 action()
-            except Exception:
-                log.exception("post-commit action failed")
+            except Exception as exc:
+                problem = storage_problem(exc)
+                if problem is not None:  # an enqueue: the ledger has the task, recover finds it
+                    self._storage_failed(exc, problem)
+                else:
+                    log.exception("post-commit action failed")
 
-    def _write(self, action: Callable[[], object]) -> None:
-        """Queue a store write for the end of this round."""
-        self._writes.append(action)
+    def _write(self, action: Callable[[], object], *, droppable: bool = False) -> None:
+        """Queue a store write for the end of this round (`droppable`: a report that may be
+        dropped if the disk refuses writes for very long)."""
+        self._writes.append((action, droppable))
+
+    # ------------------------------------------------------------------ storage
+
+    @property
+    def _storage_waiting(self) -> bool:
+        """The disk refused a write and it is not time to try again yet."""
+        return self._storage_down_since is not None and time.monotonic() < self._storage_retry_at
+
+    def _hold(self, writes: list[tuple[Callable[[], object], bool]]) -> None:
+        """Put writes behind those waiting (all of them, in order, while the disk refused
+        none; only the outcomes, past MAX_BACKLOG)."""
+        for entry in writes:
+            if entry[1] and len(self._backlog) >= MAX_BACKLOG:
+                self._dropped += 1
+                if self._dropped == 1:
+                    log.warning("%d writes wait for the disk: dropping progress reports "
+                                "until it takes them", len(self._backlog))  # fmt: skip
+                continue
+            self._backlog.append(entry)
+
+    def _flush(self) -> None:
+        """Run the writes waiting, in order, in one transaction (group commit). If the
+        disk refuses them, they stay and are tried again after a backoff; if one write
+        fails for another reason (a bug), each is run on its own, and that one is lost."""
+        writes = list(self._backlog)
+        post = list(self._post)
+        try:
+            with self.store.batch(isolated=False):
+                for write, _ in writes:
+                    write()
+        except Exception as exc:
+            self._post = post  # undone as a whole: so is what waited for it
+            problem = storage_problem(exc)
+            if problem is not None:
+                self._storage_failed(exc, problem)
+                return
+            log.exception("could not record this round's events together")
+            self._backlog.clear()
+            for i, (write, _) in enumerate(writes):
+                try:
+                    write()
+                except Exception as one:
+                    problem = storage_problem(one)
+                    if problem is not None:  # this one and the rest wait, in order
+                        self._backlog.extend(writes[i:])
+                        self._storage_failed(one, problem)
+                        return
+                    # What it recorded is lost (an outcome, progress); the lease keeps
+                    # its task until the reaper finds it.
+                    log.exception("could not record an event")
+            self._storage_ok()
+            return
+        self._backlog.clear()
+        self._storage_ok()
+
+    def _storage_failed(self, exc: BaseException, problem: StorageProblem) -> None:
+        """The disk refused a write: writes wait, attempts do not start, until a retry."""
+        now = time.monotonic()
+        if self._storage_down_since is None:
+            self._storage_down_since = now
+            self._storage_delay = STORAGE_RETRY_FIRST
+            what = "is full" if problem is StorageProblem.DISK_FULL else "failed a write"
+            log.warning("the data disk %s (%s): the worker holds its writes and starts no "
+                        "attempt until it takes them", what, exc)  # fmt: skip
+        else:
+            self._storage_delay = min(STORAGE_RETRY_MAX, self._storage_delay * 2)
+        self._storage_retry_at = now + self._storage_delay
+        self._recover_due = True
+
+    def _storage_ok(self) -> None:
+        """Writes went through: if they had been refused, everything resumes."""
+        if self._storage_down_since is None:
+            return
+        now = time.monotonic()
+        log.info("the data disk takes writes again after %.1f s%s", now - self._storage_down_since,
+                 f"; {self._dropped} progress report(s) were dropped" if self._dropped else "")
+        self._storage_down_since = None
+        self._storage_delay = STORAGE_RETRY_FIRST
+        self._dropped = 0
+        self._look = True
+        self._last_renew = now - LEASE_SECONDS  # renew at once: they may have run short
 
     def _published(self, event: Event | None) -> Event | None:
         if event is not None:
@@ -339,6 +432,10 @@ class Dispatcher:
             limits.append(self._reread_at)
         if self._serving() < self.concurrency:
             limits.append(self._next_spawn)
+        if self._storage_waiting:
+            limits.append(self._storage_retry_at)
+        elif self._backlog or self._recover_due:
+            limits.append(now)  # the writes waiting, or the look after an outage, are due
         return max(0.0, min(limits) - now)
 
     def _timers(self) -> None:
@@ -364,21 +461,26 @@ class Dispatcher:
                 log.error("executor %d (task %s) did not die after SIGKILL; abandoning it",
                           ex.pid, a.task_id)  # fmt: skip
                 self._executor_gone(ex, None)
-        wall = time.time()
-        while self._retries and self._retries[0][0] <= wall:
-            _, task_id = heapq.heappop(self._retries)
-            self._retry_ids.discard(task_id)
-            self.queue.enqueue(task_id)
-            self._credits += 1
-        if self._running and now - self._last_renew >= LEASE_SECONDS / 3:
+        self._handle(self._enqueue_due_retries)
+        if self._running and now - self._last_renew >= LEASE_SECONDS / 3 and (
+                self._storage_down_since is None):  # fmt: skip
             self._last_renew = now
-            self.store.renew_leases(self.identity, LEASE_SECONDS, list(self._running))
+            running = list(self._running)
+            self._write(lambda: self.store.renew_leases(self.identity, LEASE_SECONDS, running),
+                        droppable=True)  # fmt: skip
         if now - self._last_cancel_poll >= BUSY_TIMEOUT and self._running:
             self._last_cancel_poll = now
-            self._apply_cancel_requests()
-        if now - self._last_reap >= REAP_INTERVAL:
-            self._last_reap = now
-            self.recover(unchanged_for=REAP_INTERVAL)
+            self._handle(self._apply_cancel_requests)
+        # Not while writes wait, this round's included: their attempts are not running any
+        # more, yet leased to this worker (the look would take them for lost ones).
+        if not self._backlog and not self._writes and not self._storage_waiting:
+            if self._recover_due:
+                self._recover_due = False
+                self._last_reap = now
+                self._handle(self.recover)  # everything queued, not only the older tasks
+            elif now - self._last_reap >= REAP_INTERVAL:
+                self._last_reap = now
+                self._handle(lambda: self.recover(unchanged_for=REAP_INTERVAL))
         if self._parked_count and now - self._last_parked >= PARKED_RECHECK:
             self._last_parked = now
             self._unpark = True  # another worker may have freed a slot
@@ -386,6 +488,15 @@ class Dispatcher:
             self._fill_pool()
         if not self._own_signals and self._executors and not pool.HAVE_PIDFD:
             self._reap()  # no SIGCHLD and no pidfd: look at every round
+
+    def _enqueue_due_retries(self) -> None:
+        wall = time.time()
+        while self._retries and self._retries[0][0] <= wall and not self._storage_waiting:
+            task_id = self._retries[0][1]
+            self.queue.enqueue(task_id)  # if the disk refuses, it stays due
+            heapq.heappop(self._retries)
+            self._retry_ids.discard(task_id)
+            self._credits += 1
 
     # ----------------------------------------------------------------- sources
 
@@ -487,13 +598,13 @@ class Dispatcher:
             message = msg.get("message")
             text = None if message is None else str(message)[:1000]
             self._write(lambda: self._published(self.store.progress(
-                rec.id, rec.attempt, fraction, text)))  # fmt: skip
+                rec.id, rec.attempt, fraction, text)), droppable=True)  # fmt: skip
         elif kind == "output":
             lines = msg.get("lines")
             if isinstance(lines, list) and lines:
                 texts = [str(x) for x in lines]
                 self._write(lambda: self._published(self.store.output(rec.id, rec.attempt,
-                                                                      texts)))  # fmt: skip
+                                                                      texts)), droppable=True)
         elif kind == "cleanup":
             if isinstance(msg.get("add"), str):
                 a.temp_paths.add(msg["add"])
@@ -637,6 +748,12 @@ class Dispatcher:
         pool.signal_tree(ex, signal.SIGTERM)
         self._fill_pool()  # its replacement starts now, not when it is gone
 
+    def _release_leases(self) -> None:
+        requeued, events = self.store.reap(release=self.identity)
+        for ev in events:
+            self._published(ev)
+        self._enqueue_after_commit([r.id for r in requeued])
+
     def _kill_strays(self) -> None:
         """Kill what killed attempts left behind (re-parented here as a subreaper)."""
         if not self.subreaper:
@@ -679,12 +796,14 @@ class Dispatcher:
         as wake-ups announced (or all, when some may have been lost), so that reading it
         never delays a start; what it yields is started in turn.
         """
-        if self.stopping:
-            return
+        if self.stopping or self._storage_waiting or self._backlog:
+            return  # the writes waiting go first
         self._start_known()
         # A message taken may turn out to start nothing (its task was cancelled or has run
         # already): then read on while executors are idle and more is announced.
         for _ in range(MAX_READS):
+            if self._storage_waiting:
+                return  # a claim was refused just now
             if not (self._credits or self._look or self._expected_dups
                     or (self._expected and self._reread_at is None)):  # fmt: skip
                 return
@@ -704,6 +823,9 @@ class Dispatcher:
             self._hints.clear()  # no room: their queue messages bring them back
             return
         starts: list[tuple[TaskRecord, TaskSpec]] = []
+        # Just after the disk refused writes, an attempt starts only once its claim is
+        # committed: one whose claim is refused never runs (and is never killed).
+        careful = self._storage_down_since is not None
         with self._round(), self._claims(starts):
             while self._ready and len(starts) < len(idle):
                 self._try_claim(self._ready.popleft(), None, starts)
@@ -735,6 +857,10 @@ class Dispatcher:
             # frames go out before the commit, so an attempt starts while it is being
             # made durable. Should the commit fail, the attempts are void: killed
             # below, their tasks still queued in the ledger.
+            if not careful:
+                for (rec, spec), ex in zip(starts, idle, strict=False):
+                    self._start(ex, rec, spec)
+        if careful:  # `starts` is empty if the commit failed
             for (rec, spec), ex in zip(starts, idle, strict=False):
                 self._start(ex, rec, spec)
 
@@ -745,12 +871,20 @@ class Dispatcher:
         try:
             with self.store.batch(isolated=False):
                 yield
-        except sqlite3.Error:
-            log.exception("could not record the start of %d task(s)", len(starts))
+        except sqlite3.Error as exc:
+            problem = storage_problem(exc)
+            if problem is not None:
+                self._storage_failed(exc, problem)
+            else:
+                log.exception("could not record the start of %d task(s)", len(starts))
             self._post.clear()
             self._writes.clear()
             self._notify = False
             self._void([rec for rec, _ in starts])
+            starts.clear()
+        else:
+            if starts:
+                self._storage_ok()
 
     def _read_queue(self) -> bool:
         """Take queue messages for the idle executors (and drop those of tasks already
@@ -790,7 +924,9 @@ class Dispatcher:
         return took
 
     def _void(self, records: list[TaskRecord]) -> None:
-        """Claims that were never committed: stop their attempts, queue their tasks again."""
+        """Claims that were never committed: stop their attempts (if started), and keep
+        their tasks, still queued in the ledger, first in line to be claimed again (their
+        queue messages are gone, or dropped when read: they were started by hint)."""
         for rec in records:
             ex = self._running.pop(rec.id, None)
             if ex is None or ex.attempt is None:
@@ -800,10 +936,9 @@ class Dispatcher:
             ex.attempt = None
             ex.state = ExecutorState.RETIRING
             pool.signal_tree(ex, signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            for rec in records:
-                self.queue.enqueue(rec.id)
-                self._credits += 1
+        for rec in reversed(records):
+            if rec.id not in self._ready:
+                self._ready.appendleft(rec.id)
 
     def _unparked(self, room: int) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -938,7 +1073,7 @@ class Dispatcher:
         since = None if unchanged_for is None else time.time() - unchanged_for
         queued = self.store.queued_ids(unchanged_since=since)
         if queued:
-            pending = self.queue.pending_ids() | set(ids) | {
+            pending = self.queue.pending_ids() | set(ids) | set(self._ready) | {
                 t for q in self._parked.values() for t in q}  # fmt: skip
             for task_id in queued:
                 if task_id not in pending:
@@ -965,6 +1100,7 @@ class Dispatcher:
         that no round waits for a checkpoint's fsync. Sleeps while nothing is written."""
         store = TaskStore(self.layout.ledger_db, checkpoint_pages=0)
         queue = TaskQueue(self.layout, checkpoint_pages=0)
+        refused = False
         while not self._stopping.is_set():
             self._dirty.wait()
             if self._stopping.wait(CHECKPOINT_DELAY):
@@ -973,8 +1109,14 @@ class Dispatcher:
             try:
                 store.checkpoint()
                 queue.checkpoint()
-            except Exception:
-                log.exception("checkpoint failed")
+            except Exception as exc:
+                if storage_problem(exc) is None:
+                    log.exception("checkpoint failed")
+                elif not refused:
+                    log.warning("checkpoint put off: %s", exc)
+                refused = True  # the next write tries again
+            else:
+                refused = False
         store.close()
 
     # ----------------------------------------------------------------- shutdown
@@ -1018,10 +1160,13 @@ class Dispatcher:
         with self._round():
             for ex in list(self._executors.values()):  # unkillable: give their tasks back
                 self._executor_gone(ex, None)
-            requeued, events = self.store.reap(release=self.identity)
-            for ev in events:
-                self._published(ev)
-            self._enqueue_after_commit([r.id for r in requeued])
+        if self._backlog:  # one last try; else their leases bring their tasks back
+            self._storage_retry_at = 0.0
+            with self._round():
+                pass
+        if not self._backlog:
+            with self._round():
+                self._handle(self._release_leases)
         self._kill_strays()
         self._close()
 

@@ -4,7 +4,11 @@ its own principal's only, with no gap and no duplicate."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
+
+import pytest
+from websockets.exceptions import ConnectionClosed
 
 from services.auth import DEFAULT_PRINCIPAL
 from services.core.envelope import encode_ping, encode_resume
@@ -283,3 +287,54 @@ async def test_no_gap_and_no_duplicate_while_events_pour_in(notifier, open_clien
             await asyncio.gather(*followers)
     finally:
         thread.join()
+
+
+class FailingReads(TaskStore):
+    """The real store, whose reads fail as a failing disk's do while `failing` is set."""
+
+    failing = False
+
+    def _check(self) -> None:
+        if self.failing:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    def head(self) -> int:
+        self._check()
+        return super().head()
+
+    def events_after(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._check()
+        return super().events_after(*args, **kwargs)
+
+
+async def test_reads_that_fail_are_tried_again_and_a_client_meanwhile_comes_back_later(
+        layout, open_client, writer, recv_events, start_session, caplog):  # fmt: skip
+    from services.auth import Authenticator
+    from services.notifier.server import Notifier
+    from services.wake import WakeReceiver
+
+    store = FailingReads(layout.ledger_db)
+    receiver = WakeReceiver(layout.wake_address("notifier"))
+    # No fallback timer to speak of: only the notifier's own retry can deliver.
+    notifier = Notifier(store, Authenticator(layout), receiver, fallback_interval=600)
+    await notifier.start()
+    try:
+        live = await open_client(notifier.url)
+        await start_session(live)
+        store.failing = True
+        events = writer.lifecycle(LOCAL)
+        writer.wake()  # its read fails
+        late = await open_client(notifier.url)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(late.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        assert "try again later" in closed.value.rcvd.reason
+        async with asyncio.timeout(5):
+            while not any("cannot read the event log" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.01)
+        store.failing = False  # and no wake-up: the notifier reads again by itself
+        assert_same_events(await recv_events(live, len(events)), events)
+    finally:
+        await notifier.stop()
+        receiver.close()
+        store.close()

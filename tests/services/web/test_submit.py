@@ -6,6 +6,7 @@ modules from importing the conftest, so it is typed `Any` here.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -273,3 +274,38 @@ async def test_longest_idempotency_key_is_fine(api: Any) -> None:
     resp = await api.submit("test.noop", headers={"Idempotency-Key": "~" * 200})
     assert resp.status == 202
     assert api.store.get_task(resp.body["id"]).state is TaskState.QUEUED
+
+
+def queued_ids(api: Any) -> list[str]:
+    """The task ids in the queue, in the order they will be dequeued."""
+    return [str(t.args[0]) for t in api.queue.huey.pending()]
+
+
+async def test_a_task_whose_message_the_queue_refuses_is_accepted_and_enqueued_later(
+    api: Any,
+) -> None:
+    # SQLite's own "database or disk is full": the queue may not grow by a page.
+    conn = api.queue.huey.storage.conn
+    conn.execute("PRAGMA max_page_count = 1")  # (never below its size now)
+    submitted: list[str] = []
+    while len(queued_ids(api)) == len(submitted):
+        assert len(submitted) < 2000, "the queue never filled up"
+        resp = await api.submit("test.noop")
+        assert resp.status == 202, resp.body  # in the ledger: accepted
+        submitted.append(resp.body["id"])
+    for _ in range(3):  # later ones wait behind it, even if they would fit
+        resp = await api.submit("test.noop")
+        assert resp.status == 202, resp.body
+        submitted.append(resp.body["id"])
+    health = (await api.call("GET", "/api/health", token=None)).body
+    assert health["status"] == "disk_full" and health["detail"], health
+    api.worker_rx.drain()
+
+    conn.execute("PRAGMA max_page_count = 1073741823")  # room again
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while len(queued_ids(api)) < len(submitted):
+        assert loop.time() < deadline, "the refused messages were never enqueued"
+        await asyncio.sleep(0.02)
+    assert queued_ids(api) == submitted  # in the order they were accepted
+    assert b"!" in await api.woken(api.worker_rx)  # and the worker was told

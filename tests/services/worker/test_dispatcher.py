@@ -24,6 +24,7 @@ from services.store import TaskStore
 from services.tasks.catalog import Catalog
 from services.wake import WakeReceiver, WakeSender
 from services.worker.dispatcher import Dispatcher
+from tests.disk import fill, integrity, small_disk
 
 catalog = Catalog()
 
@@ -138,6 +139,15 @@ def garbage(ctx):
 def suicide(ctx):
     ctx.progress(0.1, "going")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@catalog.task("t.gate", params=[Param("path", ParamType.STRING)])
+def gate(ctx, path):
+    while not os.path.exists(path):
+        ctx.sleep(0.02)
+    for i in range(500):  # ~0.5 MB of output: more than a WAL file has room for
+        ctx.output(f"{i:04d} " + "x" * 1000)
+    return "through"
 
 
 class Harness:
@@ -496,3 +506,51 @@ def test_a_stop_asked_for_by_a_signal_handler_takes_no_lock(tmp_path):
     assert d.stopping
     h.thread.start()  # the loop sees the request and stops at once
     h.close()
+
+
+def test_reports_the_full_disk_refuses_wait_in_order_and_nothing_runs_twice(tmp_path, caplog):
+    with small_disk(tmp_path / "disk", "8m") as disk:
+        h = Harness(disk / "data")
+        h.thread.start()
+        try:
+            opened = tmp_path / "gate"
+            gated = [h.submit("t.gate", {"path": str(opened)}) for _ in range(2)]
+            waiting = [h.submit("t.ok") for _ in range(3)]
+            for task_id in gated:
+                h.wait_state(task_id, TaskState.RUNNING)
+            fill(disk / "filler")
+            opened.touch()  # the gated attempts report, end, and nothing can be recorded
+            deadline = time.monotonic() + 15
+            while not any("data disk is full" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "the disk never refused a write"
+                time.sleep(0.02)
+            time.sleep(0.5)
+            # Nothing lost meanwhile, nothing done twice: no attempt starts while the
+            # disk refuses the ones that ended.
+            assert all(h.store.get_task(t).state is TaskState.RUNNING for t in gated)
+            assert all(h.store.get_task(t).attempt == 0 for t in waiting)
+
+            (disk / "filler").unlink()
+            for task_id in gated + waiting:
+                h.wait_state(task_id, TaskState.SUCCEEDED)
+        finally:
+            h.close()
+        store = TaskStore(h.layout.ledger_db)
+        try:
+            for task_id in gated + waiting:
+                rec = store.get_task(task_id)
+                timeline = [(e.type.value, e.attempt)
+                            for e in store.events_after(0, task_id=task_id)]  # fmt: skip
+                assert rec.attempt == 1 and rec.lost == 0, timeline
+            for task_id in gated:
+                events = store.events_after(0, task_id=task_id)
+                types = [e.type for e in events]
+                assert types[:2] == [EventType.QUEUED, EventType.STARTED]
+                assert types[-1] is EventType.SUCCEEDED
+                assert set(types[2:-1]) == {EventType.OUTPUT}
+                lines = [line for e in events[2:-1] for line in e.data["lines"]]
+                assert [line[:4] for line in lines] == [f"{i:04d}" for i in range(500)]
+        finally:
+            store.close()
+        assert integrity(h.layout.ledger_db) == "ok"
+        assert integrity(h.layout.queue_db) == "ok"
