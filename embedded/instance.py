@@ -148,8 +148,9 @@ class DataDirLock:
         except OSError:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": time.time()}).encode(), 0)
+        with contextlib.suppress(OSError):  # who holds it is a courtesy (a full disk)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": time.time()}).encode(), 0)
         self.fd = fd
         return True
 
