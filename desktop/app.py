@@ -110,6 +110,7 @@ class DesktopApp(QObject):
         m.services_failed.connect(self._on_monitor_services_failed)
         b.catalog_loaded.connect(self._on_bridge_catalog_loaded)
         b.tasks_loaded.connect(self.model.load)
+        b.tasks_reloaded.connect(self.model.reload)
         b.task_received.connect(self.model.upsert)
         b.event_received.connect(self._on_bridge_event_received)
         b.connection_changed.connect(self._on_bridge_connection_changed)

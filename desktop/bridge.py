@@ -30,6 +30,9 @@ class ClientBridge(QObject):
     Signals:
         catalog_loaded(list): the catalog's task specs.
         tasks_loaded(list): the caller's tasks from the API, newest first.
+        tasks_reloaded(list, bool): the same, loaded again because the notifier said
+            "reset" (events were pruned or the log recreated); True when the list is
+            every task the ledger has (not cut at HISTORY_LIMIT).
         task_received(dict): a task as an HTTP answer gave it (after a submit or cancel).
         event_received(object): one services.core.events.Event, in seq order, once.
         connection_changed(str, float): the stream's state ("connecting", "connected",
@@ -38,6 +41,7 @@ class ClientBridge(QObject):
 
     catalog_loaded = Signal(list)
     tasks_loaded = Signal(list)
+    tasks_reloaded = Signal(list, bool)
     task_received = Signal(dict)
     event_received = Signal(object)
     connection_changed = Signal(str, float)
@@ -64,15 +68,20 @@ class ClientBridge(QObject):
         await self._load()
         self._reader = asyncio.ensure_future(self._read(self._stream))
 
-    async def _load(self) -> None:
+    async def _load(self, *, reload: bool = False) -> None:
         client = self.client
         self.catalog_loaded.emit(await client.catalog())
         tasks = []
+        complete = True
         async for task in client.iter_tasks(page_size=200):
             tasks.append(task)
             if len(tasks) >= HISTORY_LIMIT:
+                complete = False
                 break
-        self.tasks_loaded.emit(tasks)
+        if reload:
+            self.tasks_reloaded.emit(tasks, complete)
+        else:
+            self.tasks_loaded.emit(tasks)
 
     async def _read(self, stream: AsyncEventStream) -> None:
         try:
@@ -80,8 +89,10 @@ class ClientBridge(QObject):
                 if msg.event is not None:
                     self.last_seq = stream.last_seq
                     self.event_received.emit(msg.event)
-                elif msg.type == "welcome" and msg.body.get("reset"):
-                    await self._load()  # the log was recreated: start from the ledger
+                elif msg.type == "reset":
+                    # Events we were owed are gone (pruned, or a recreated log): the
+                    # ledger says how things stand.
+                    await self._load(reload=True)
         except StreamClosed:
             pass
         except Exception:

@@ -375,6 +375,21 @@ class TaskModel(QAbstractTableModel):
             self._adopt_orphans(row.id)
         self.flush()
 
+    def reload(self, tasks: list[dict[str, Any]], complete: bool) -> None:
+        """Merge tasks from the API after the notifier said "reset" (events were pruned).
+
+        With `complete` (the list is every task the ledger has), finished rows it lacks
+        were pruned from the ledger: they leave the table. Active rows always stay.
+        """
+        self.load(tasks)
+        if not complete:
+            return
+        kept = {t["id"] for t in tasks}
+        gone = [row.id for row in self._rows
+                if row.id not in kept and taskview.is_terminal(row.state)]  # fmt: skip
+        if gone:
+            self.remove_tasks(gone)
+
     def upsert(self, task: dict[str, Any]) -> None:
         """Add or update one task from the API (a submit's answer, a fetched task)."""
         self.load([task])

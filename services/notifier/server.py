@@ -30,11 +30,14 @@ from services.auth import Authenticator, bearer_token, host_allowed, origin_allo
 from services.core.delivery import Router, Subscription, plan_resume
 from services.core.envelope import (
     CLOSE_GOING_AWAY,
+    RESET_PRUNED,
+    RESET_RECREATED,
     ProtocolError,
     decode_client_message,
     encode_caught_up,
     encode_event,
     encode_pong,
+    encode_reset,
     encode_welcome,
     parse_since,
 )
@@ -321,8 +324,12 @@ class Notifier:
         if client.closed:
             return
         head = self._store.head()
-        plan = plan_resume(since, head)
+        through = 0 if since is None else self._store.pruned_through(client.principal)
+        plan = plan_resume(since, head, through)
         client.queue((encode_welcome(client.principal, head, plan.reset),))
+        if plan.reload:
+            reason = RESET_RECREATED if plan.reset else RESET_PRUNED
+            client.queue((encode_reset(reason, through + 1),))
         cursor = plan.after
         while True:
             page = self._store.events_after(cursor, principal=client.principal, limit=PAGE)
@@ -336,6 +343,11 @@ class Notifier:
             await client.drained()
             if client.closed:
                 return
+        if since is not None and not plan.reload:
+            # Pruned while the replay went on: what was sent may have gaps.
+            through = self._store.pruned_through(client.principal)
+            if through > since:
+                client.queue((encode_reset(RESET_PRUNED, through + 1),))
         # No await since the last read: the live fan-out takes over exactly after `cursor`
         # (it reads events after its own cursor, and Subscription.accept drops any seq
         # the replay already sent).

@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     concurrency = args.workers if args.workers else config.worker_threads
     dispatcher = Dispatcher(layout, catalog, concurrency,
                             max_tasks_per_executor=config.max_tasks_per_executor,
-                            max_executor_memory=config.max_executor_memory)  # fmt: skip
+                            max_executor_memory=config.max_executor_memory,
+                            retention_seconds=config.retention_seconds,
+                            retention_keep=config.retention_keep)  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.request_stop())
     signal.signal(signal.SIGINT, lambda *_: dispatcher.request_stop())
     watch_stdin(dispatcher.stop)
