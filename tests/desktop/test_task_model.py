@@ -526,3 +526,20 @@ def test_timed_out_and_forced_cancel_say_so(qtbot):
         "Stopped by force after 5 s: it did not stop at a checkpoint")
     assert message_of(model, "c") == "Cancelled"
     assert model.task_by_id("f")["message"] == "Stopped by force after 5 s"  # as the ledger says
+
+
+def test_a_reload_after_pruning_drops_the_finished_rows_the_ledger_lost(qtbot):
+    model = TaskModel()
+    model.load([snapshot("old", 1, "succeeded"), snapshot("gone", 2, "failed"),
+                snapshot("run", 3, "running"), snapshot("kept", 4, "succeeded")])  # fmt: skip
+    removed = record(model.rowsRemoved)
+    # A partial list (cut at the bridge's history limit) says nothing of the others.
+    model.reload([snapshot("kept", 4, "succeeded")], complete=False)
+    assert ids(model) == ["kept", "run", "gone", "old"]
+    model.reload([snapshot("kept", 4, "succeeded"), snapshot("new", 5, "queued")], complete=True)
+    assert ids(model) == ["new", "kept", "run"]  # a running row stays whatever the list says
+    assert len(removed) == 1  # neighbouring rows go in one range
+    feed = Feed()
+    model.apply_event(feed.progress("gone", 0.5))  # a late event of a pruned task
+    model.flush()
+    assert ids(model) == ["new", "kept", "run"]
