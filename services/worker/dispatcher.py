@@ -991,12 +991,15 @@ class Dispatcher:
         queue = TaskQueue(self.layout, checkpoint_pages=0)
         wals = ((store, lambda: store.sizes()["wal"]), (queue, queue.wal_size))
         next_prune = time.monotonic()
+        next_truncate = 0.0  # after a failed try, the next is not sooner than this
         while not self._stopping.is_set():
             self._dirty.wait()
             deadline = time.monotonic() + CHECKPOINT_DELAY
             while not self._stopping.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0 or any(size() > WAL_TRUNCATE_BYTES for _, size in wals):
+                now = time.monotonic()
+                left = deadline - now
+                if left <= 0 or (now >= next_truncate and any(
+                        size() > WAL_TRUNCATE_BYTES for _, size in wals)):  # fmt: skip
                     break
                 self._stopping.wait(min(WAL_POLL, left))
             if self._stopping.is_set():
@@ -1012,6 +1015,8 @@ class Dispatcher:
                     quiet = not self._dirty.is_set()
                     if wal > WAL_TRUNCATE_BYTES or (quiet and wal > JOURNAL_SIZE_LIMIT):
                         if not db.checkpoint(truncate=True):
+                            # A reader holds an old snapshot: try again in a while.
+                            next_truncate = time.monotonic() + CHECKPOINT_DELAY
                             log.debug("could not empty a %d-byte WAL yet", wal)
             except Exception:
                 log.exception("checkpoint failed")
