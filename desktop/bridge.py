@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
@@ -30,9 +31,10 @@ class ClientBridge(QObject):
     Signals:
         catalog_loaded(list): the catalog's task specs.
         tasks_loaded(list): the caller's tasks from the API, newest first.
-        tasks_reloaded(list, bool): the same, loaded again because the notifier said
-            "reset" (events were pruned or the log recreated); True when the list is
-            every task the ledger has (not cut at HISTORY_LIMIT).
+        tasks_reloaded(list, float): the same, loaded again because the notifier said
+            "reset" (events were pruned or the log recreated), and the wall time at which
+            the loading began: every task created before it that the ledger still has is
+            in the list (0.0 when the list was cut at HISTORY_LIMIT).
         task_received(dict): a task as an HTTP answer gave it (after a submit or cancel).
         event_received(object): one services.core.events.Event, in seq order, once.
         connection_changed(str, float): the stream's state ("connecting", "connected",
@@ -41,7 +43,7 @@ class ClientBridge(QObject):
 
     catalog_loaded = Signal(list)
     tasks_loaded = Signal(list)
-    tasks_reloaded = Signal(list, bool)
+    tasks_reloaded = Signal(list, float)
     task_received = Signal(dict)
     event_received = Signal(object)
     connection_changed = Signal(str, float)
@@ -72,14 +74,14 @@ class ClientBridge(QObject):
         client = self.client
         self.catalog_loaded.emit(await client.catalog())
         tasks = []
-        complete = True
+        as_of = time.time()
         async for task in client.iter_tasks(page_size=200):
             tasks.append(task)
             if len(tasks) >= HISTORY_LIMIT:
-                complete = False
+                as_of = 0.0
                 break
         if reload:
-            self.tasks_reloaded.emit(tasks, complete)
+            self.tasks_reloaded.emit(tasks, as_of)
         else:
             self.tasks_loaded.emit(tasks)
 
