@@ -31,7 +31,7 @@ from desktop.bridge import ClientBridge
 from desktop.services import SERVICE_NAMES, ServiceMonitor
 from desktop.task_model import TaskModel
 from desktop.ui.main_window import MainWindow
-from embedded.cli import herald_version
+from embedded import herald_version
 from embedded.client import ApiError
 from services.core.events import Event
 from services.core.retry import format_seconds
@@ -108,6 +108,8 @@ class DesktopApp(QObject):
         m.service_logged.connect(w.log_dock.append)
         m.services_ready.connect(self._on_monitor_services_ready)
         m.services_failed.connect(self._on_monitor_services_failed)
+        m.notice.connect(w.show_notice)
+        b.problems_found.connect(lambda problems: [w.show_notice(p) for p in problems])
         b.catalog_loaded.connect(self._on_bridge_catalog_loaded)
         b.tasks_loaded.connect(self.model.load)
         b.tasks_reloaded.connect(self.model.reload)

@@ -47,6 +47,7 @@ class ClientBridge(QObject):
     task_received = Signal(dict)
     event_received = Signal(object)
     connection_changed = Signal(str, float)
+    problems_found = Signal(list)  # what /api/health says could not be loaded (plug-ins)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -73,6 +74,9 @@ class ClientBridge(QObject):
     async def _load(self, *, reload: bool = False) -> None:
         client = self.client
         self.catalog_loaded.emit(await client.catalog())
+        problems = (await client.health()).get("problems") or []
+        if problems:  # plug-ins that could not be loaded: said, not silently skipped
+            self.problems_found.emit([str(p) for p in problems])
         tasks = []
         as_of = time.time()
         async for task in client.iter_tasks(page_size=200):

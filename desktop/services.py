@@ -1,26 +1,22 @@
 """The embedded services as the desktop app sees them: the one supervisor, through Qt signals.
 
-`ServiceMonitor` starts web, worker and notifier with `embedded.supervisor.Supervisor` (the
-same code as `herald serve`), writes the runtime file so `herald submit` in a shell finds
-this instance, and turns the supervisor's callbacks into signals for the status bar and the
-log dock. When a headless `herald serve` already runs for the same data dir, the app
-attaches to it instead of starting a second set of services.
+`ServiceMonitor` starts web, worker and notifier through `embedded.instance.Instance` (the
+same code as `herald serve`: the data dir's lock, token repair, the supervisor, the runtime
+file that lets `herald submit` in a shell find this instance), and turns the supervisor's
+callbacks into signals for the status bar and the log dock. When another instance (a
+headless `herald serve`) holds the data dir, the app attaches to it instead of starting a
+second set of services.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import time
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from embedded.cli import herald_version
-from embedded.instance import InstanceInfo, read_instance, remove_instance, write_instance
+from embedded.instance import AlreadyRunning, Instance, StartupError, wait_for_running
 from embedded.supervisor import ServiceState, ServiceStatus, Supervisor, SupervisorError
-from services.auth import ensure_install_token
-from services.layout import DataLayout
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +30,25 @@ class ServiceMonitor(QObject):
         service_changed(name, state, message): a service moved to another ServiceState.
         service_logged(name, line): a service wrote a log line.
         services_ready(): every service is ready (after a start or a restart).
-        services_failed(message): the services could not be started, or one gave up.
+        services_failed(message): the services could not be started.
+        notice(message): something was repaired on the way up (e.g. a new token).
     """
 
     service_changed = Signal(str, str, str)
     service_logged = Signal(str, str)
     services_ready = Signal()
     services_failed = Signal(str)
+    notice = Signal(str)
 
     def __init__(self, data_dir: Path, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.layout = DataLayout(data_dir)
+        self.instance = Instance(data_dir, on_state=self._on_supervisor_state,
+                                 on_log=self.service_logged.emit)  # fmt: skip
+        self.layout = self.instance.layout
         self.token = ""
         self.api_url = ""
         self.ws_url = ""
         self.attached_pid: int | None = None  # a headless instance we only talk to
-        self._supervisor: Supervisor | None = None
         self._states: dict[str, str] = {n: ServiceState.STOPPED.value for n in SERVICE_NAMES}
 
     # ------------------------------------------------------------------ queries
@@ -60,8 +59,13 @@ class ServiceMonitor(QObject):
     def states(self) -> dict[str, str]:
         return dict(self._states)
 
+    @property
+    def _supervisor(self) -> Supervisor | None:
+        return self.instance.supervisor if self.attached_pid is None else None
+
     def logs(self, name: str) -> list[str]:
-        return self._supervisor.logs(name) if self._supervisor else []
+        sup = self._supervisor
+        return sup.logs(name) if sup else []
 
     @property
     def owns_services(self) -> bool:
@@ -69,44 +73,45 @@ class ServiceMonitor(QObject):
 
     def pids(self) -> list[int]:
         """The pids of the children this app runs (none when attached)."""
-        if self._supervisor is None:
+        sup = self._supervisor
+        if sup is None:
             return []
-        return [p for n in SERVICE_NAMES if (p := self._supervisor.pid(n)) is not None]
+        return [p for n in SERVICE_NAMES if (p := sup.pid(n)) is not None]
 
     # ------------------------------------------------------------------ control
 
     async def start(self) -> bool:
         """Start the services (or attach to a running instance); True once all are ready."""
-        self.token = ensure_install_token(self.layout)
-        running = read_instance(self.layout.root)
-        if running is not None and running.pid != os.getpid():
+        try:
+            info = await self.instance.start()
+        except AlreadyRunning as exc:
+            running = exc.info or await wait_for_running(self.layout.root)
+            if running is None:
+                message = f"{exc}, but it did not get ready; try again in a moment"
+                log.error("%s", message)
+                self.services_failed.emit(message)
+                return False
             self.attached_pid = running.pid
             self.api_url, self.ws_url, self.token = running.api, running.ws, running.token
             for name in SERVICE_NAMES:
                 self._set(name, ServiceState.READY.value, f"run by pid {running.pid}")
             self.services_ready.emit()
             return True
-        if self._supervisor is None:
-            self._supervisor = Supervisor(self.layout, on_state=self._on_supervisor_state,
-                                          on_log=self.service_logged.emit)  # fmt: skip
-        try:
-            await self._supervisor.start()
-        except SupervisorError as exc:
+        except (StartupError, SupervisorError, OSError) as exc:
             log.error("services failed to start: %s", exc)
             self.services_failed.emit(str(exc))
             return False
-        self.api_url, self.ws_url = self._supervisor.api_url, self._supervisor.ws_url
-        write_instance(InstanceInfo(pid=os.getpid(), data_dir=str(self.layout.root),
-                                    api=self.api_url, ws=self.ws_url, token=self.token,
-                                    version=herald_version(), started_at=time.time()))  # fmt: skip
+        self.attached_pid = None
+        self.api_url, self.ws_url, self.token = info.api, info.ws, info.token
+        for notice in self.instance.notices:
+            self.notice.emit(notice)
         self.services_ready.emit()
         return True
 
     async def stop(self) -> None:
         """Stop the services this app runs (an attached instance is left alone)."""
-        if self._supervisor is not None:
-            await self._supervisor.stop()
-            remove_instance(self.layout.root, os.getpid())
+        if self.attached_pid is None:
+            await self.instance.stop()
 
     async def restart(self) -> bool:
         """Stop and start again (the "Restart services" action)."""
@@ -116,9 +121,8 @@ class ServiceMonitor(QObject):
     # ---------------------------------------------------------------- internals
 
     def _on_supervisor_state(self, status: ServiceStatus) -> None:
+        # FAILED happens only while starting; start() then says it (services_failed).
         self._set(status.name, status.state.value, status.message)
-        if status.state is ServiceState.FAILED:
-            self.services_failed.emit(status.message)
 
     def _set(self, name: str, state: str, message: str) -> None:
         self._states[name] = state

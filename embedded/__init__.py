@@ -5,3 +5,13 @@ file, and the `herald` command line.
 Boundaries: never imports PySide6 or qasync (the desktop app drives the supervisor through
 its asyncio API and callbacks); never imports a service shell's internals, only starts them.
 """
+
+from importlib.metadata import PackageNotFoundError, version
+
+
+def herald_version() -> str:
+    """The installed version of Herald ("0+unknown" when run from a bare checkout)."""
+    try:
+        return version("herald")
+    except PackageNotFoundError:
+        return "0+unknown"

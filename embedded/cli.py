@@ -21,10 +21,10 @@ import shutil
 import signal
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from embedded import herald_version
 from embedded.paths import default_data_dir
 from services.core.retry import format_seconds
 from services.core.wording import (
@@ -43,13 +43,6 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 STREAM_GIVE_UP = 30.0  # seconds `submit --wait` waits for a lost event stream to return
-
-
-def herald_version() -> str:
-    try:
-        return version("herald")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def _positive_seconds(text: str) -> float:
@@ -162,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         return _prune(data_dir, args)
     from embedded.client import ApiError, HeraldClient, NotRunning, ServiceUnavailable
 
+    args.resolved_data_dir = data_dir
     try:
         with HeraldClient.for_data_dir(data_dir) as client:
             return _client_command(client, cmd, args)
@@ -175,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE if exc.status in (400, 404, 422) else EXIT_FAILED
     except ServiceUnavailable as exc:
         print(f"herald: {exc}", file=sys.stderr)
+        _say_what_is_down(data_dir)
         return EXIT_FAILED
     except BrokenPipeError:  # the reader left (`herald tasks | head`): not Herald's problem
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -182,7 +177,21 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except OSError as exc:
         print(f"herald: cannot reach the running instance: {exc}", file=sys.stderr)
+        _say_what_is_down(data_dir)
         return EXIT_FAILED
+
+
+def _say_what_is_down(data_dir: Path, submitted: bool = False) -> None:
+    """Which of the instance's services are down, since when and why (from the
+    supervisor's status file), on stderr."""
+    from embedded.instance import services_down
+
+    lines = services_down(data_dir)
+    for line in lines:
+        print(f"herald: {line}", file=sys.stderr, flush=True)
+    if submitted and any(line.startswith("worker ") for line in lines):
+        print("herald: the task was accepted; it runs once the worker is back",
+              file=sys.stderr, flush=True)  # fmt: skip
 
 
 def _client_command(client: Any, cmd: str, args: argparse.Namespace) -> int:
@@ -308,56 +317,62 @@ def _prune(data_dir: Path, args: argparse.Namespace) -> int:
 def _serve(data_dir: Path, args: argparse.Namespace) -> int:
     import logging
 
-    from embedded.instance import InstanceInfo, read_instance, remove_instance, write_instance
-    from embedded.supervisor import ServiceState, Supervisor, SupervisorError
-    from services.auth import ensure_install_token
-    from services.layout import DataLayout
+    from embedded.instance import AlreadyRunning, Instance, StartupError
+    from embedded.supervisor import ServiceState, SupervisorError
 
     logging.basicConfig(level=os.environ.get("HERALD_LOG_LEVEL", "WARNING").upper(),
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")  # fmt: skip
-    running = read_instance(data_dir)
-    if running is not None:
-        print(f"herald: already running for {data_dir} (pid {running.pid}) at {running.api}",
-              file=sys.stderr)  # fmt: skip
-        return EXIT_FAILED
-    layout = DataLayout(data_dir)
-    token = ensure_install_token(layout)
+    serving = False
 
     def on_state(st: Any) -> None:
+        if not serving:
+            return  # while starting, a failure is said once, by start()
         if st.state is ServiceState.FAILED:
             print(f"herald: {st.name} failed: {st.message}", file=sys.stderr, flush=True)
         elif st.state is ServiceState.RESTARTING and st.message:
             print(f"herald: {st.name} {st.message}", file=sys.stderr, flush=True)
+        elif st.state is ServiceState.READY and st.restarts:
+            print(f"herald: {st.name} is back (restart {st.restarts})", file=sys.stderr,
+                  flush=True)  # fmt: skip
 
     async def run() -> int:
-        sup = Supervisor(layout, web_port=args.port, notifier_port=args.ws_port,
-                         worker_threads=args.workers, on_state=on_state)  # fmt: skip
+        nonlocal serving
+        inst = Instance(data_dir, web_port=args.port, notifier_port=args.ws_port,
+                        workers=args.workers, on_state=on_state)  # fmt: skip
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await sup.start()
+            await inst.start()
+        except AlreadyRunning as exc:
+            print(f"herald: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except StartupError as exc:
+            print(f"herald: cannot start: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         except SupervisorError as exc:
             print(f"herald: could not start the services: {exc}", file=sys.stderr)
-            print(f"herald: their logs are in {layout.log_dir}", file=sys.stderr)
+            print(f"herald: their logs are in {inst.layout.log_dir}", file=sys.stderr)
             return EXIT_FAILED
-        write_instance(InstanceInfo(pid=os.getpid(), data_dir=str(data_dir),
-                                    api=sup.api_url, ws=sup.ws_url, token=token,
-                                    version=herald_version(), started_at=time.time()))  # fmt: skip
+        serving = True
+        assert inst.supervisor is not None
+        sup = inst.supervisor
         print(f"Herald {herald_version()} is serving\n"
               f"  API        {sup.api_url}/api\n"
               f"  WebSocket  {sup.ws_url}\n"
               f"  Data dir   {data_dir}\n"
-              f"  Token      {layout.token_file}\n"
-              f"  Logs       {layout.log_dir}\n"
+              f"  Token      {inst.layout.token_file}\n"
+              f"  Logs       {inst.layout.log_dir}\n"
               "Press Ctrl-C to stop.", flush=True)  # fmt: skip
+        for notice in inst.notices:  # last, where they are seen
+            print(f"herald: {notice}", file=sys.stderr, flush=True)
         try:
             await stop.wait()
         finally:
+            serving = False
             print("Stopping...", flush=True)
-            await sup.stop()
-            remove_instance(data_dir, os.getpid())
+            await inst.stop()
         return EXIT_OK
 
     return asyncio.run(run())
@@ -402,6 +417,7 @@ def _submit(client: Any, args: argparse.Namespace) -> int:
     task_args = _parse_kv(spec, args.args)
     if not args.wait:
         task = client.submit(args.task, task_args, args.idempotency_key, timeout=args.timeout)
+        _say_what_is_down(args.resolved_data_dir, submitted=True)
         if args.json:
             print(json.dumps(task, indent=2))
         else:
@@ -533,6 +549,7 @@ def _submit_uninterrupted(client: Any, args: argparse.Namespace,
         task = client.submit(args.task, task_args, args.idempotency_key, timeout=args.timeout)
     finally:
         signal.signal(signal.SIGINT, previous)
+    _say_what_is_down(args.resolved_data_dir, submitted=True)
     return task, pressed
 
 

@@ -2,17 +2,24 @@
 
 Used by `herald serve` and by the desktop app alike (it only needs a running asyncio loop;
 qasync's works). Each child announces readiness with one line (services.runtime); the
-supervisor waits for it, restarts a child that exits unexpectedly with a growing delay on
-the same port, and gives up on a service, visibly, after repeated failures. It stops
-children by request (closing their stdin), and they die with it even when it is SIGKILLed
-(PR_SET_PDEATHSIG in the child, plus end-of-file on that same stdin pipe).
+supervisor waits for it and restarts a child that exits unexpectedly, on the same port, for
+as long as it runs: the delay doubles from 0.2 s up to 30 s while the child keeps dying
+young, and starts over once it stayed up for a while. It never gives up on a service once
+started, because a service given up strands every task accepted after it (a full disk, a
+kill -9 loop and two poison tasks all used to end there). Only at start-up does a service
+that cannot start at all make `start()` fail, with the reason the child gave
+(`HERALD_FATAL`) or the last line it printed.
+
+Children die with the supervisor even when it is SIGKILLed: each asks the kernel for a
+signal when its parent dies (services.runtime.die_with_parent, told the supervisor's pid
+in HERALD_PARENT_PID), and reads end-of-file on the stdin pipe the supervisor holds. No
+`preexec_fn` (it runs Python between fork and exec, unsafe with Qt's threads).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -24,17 +31,23 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from typing import IO
 
 from services.auth import write_private
 from services.layout import DataLayout
-from services.runtime import parse_ready
+from services.runtime import PARENT_ENV, parse_fatal, parse_ready
 
 log = logging.getLogger("herald.supervisor")
 
 SERVICES = ("web", "worker", "notifier")
-BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+BACKOFF_FIRST = 0.2  # seconds before the first restart of a service that died young
+BACKOFF_MAX = 30.0  # the delay doubles up to this
+STABLE_AFTER = 10.0  # a service up this long is healthy again: the next delay is the first
+START_TRIES = 3  # at start-up, a service that exits this often before it is ready fails start
 LOG_KEEP = 500  # lines of each service's log kept in memory
 LOG_FILE_MAX = 5 * 1024 * 1024
+TAIL_KEEP = 20  # lines of a run's stderr kept to explain its exit
+LOG_RETRY = 5.0  # seconds before a log file that could not be written is tried again
 
 
 class ServiceState(StrEnum):
@@ -50,7 +63,13 @@ class ServiceState(StrEnum):
 
 @dataclass
 class ServiceStatus:
-    """What the supervisor knows of one service."""
+    """What the supervisor knows of one service.
+
+    Attributes:
+        since: when (epoch seconds) it entered its current state.
+        reason: why its last run ended: the reason it gave, or the last line it printed.
+        next_try: when (epoch seconds) it is started again, while it waits to be.
+    """
 
     name: str
     state: ServiceState = ServiceState.STOPPED
@@ -60,6 +79,9 @@ class ServiceStatus:
     restarts: int = 0
     last_exit: int | None = None
     message: str = ""
+    since: float = field(default_factory=time.time)
+    reason: str = ""
+    next_try: float | None = None
 
 
 class SupervisorError(RuntimeError):
@@ -80,10 +102,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the spawning thread's process dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+def exit_text(code: int | None) -> str:
+    """How a process ended, in words: "exited with code 1", "killed by SIGKILL"."""
+    if code is None:
+        return "could not be started"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def backoff_delay(short_runs: int, first: float = BACKOFF_FIRST,
+                  cap: float = BACKOFF_MAX) -> float:  # fmt: skip
+    """The delay before the next start after `short_runs` consecutive runs that died young."""
+    return min(cap, first * 2 ** max(0, short_runs - 1))
 
 
 @dataclass
@@ -93,8 +127,64 @@ class _Child:
     proc: asyncio.subprocess.Process | None = None
     ready: asyncio.Future[dict[str, object]] | None = None
     task: asyncio.Task[None] | None = None
-    failures: deque[float] = field(default_factory=deque)
+    short_runs: int = 0  # consecutive runs that ended before STABLE_AFTER
+    early_exits: int = 0  # consecutive runs that ended before the service was ever ready
+    ever_ready: bool = False
+    fatal: str | None = None  # the reason this run gave for not starting
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_KEEP))
     logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_KEEP))
+
+
+class _LogFile:
+    """One service's log file, kept open (a line costs a write, not an open and a stat),
+    rotated by size; when it cannot be written (a full disk) lines go to our stderr
+    instead, and the file is tried again a few seconds later."""
+
+    def __init__(self, path: os.PathLike[str] | str, name: str) -> None:
+        self.path = os.fspath(path)
+        self.name = name
+        self._file: IO[str] | None = None
+        self._size = 0
+        self._broken_until = 0.0
+
+    def write(self, line: str) -> None:
+        if self._broken_until and time.monotonic() < self._broken_until:
+            self._fallback(line)
+            return
+        try:
+            if self._file is None:
+                self._file = open(self.path, "a", encoding="utf-8", errors="replace")
+                self._size = self._file.tell()
+            if self._size > LOG_FILE_MAX:
+                self._file.close()
+                self._file = None
+                os.replace(self.path, self.path + ".1")
+                self._file = open(self.path, "a", encoding="utf-8", errors="replace")
+                self._size = 0
+            self._file.write(line + "\n")
+            self._file.flush()
+            self._size += len(line) + 1
+            if self._broken_until:
+                self._broken_until = 0.0
+                log.warning("%s's log file %s can be written again", self.name, self.path)
+        except OSError as exc:
+            if not self._broken_until:
+                log.error("cannot write %s (%s); %s's log goes to stderr for now",
+                          self.path, exc, self.name)  # fmt: skip
+            self._broken_until = time.monotonic() + LOG_RETRY
+            self.close()
+            self._fallback(line)
+
+    def _fallback(self, line: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"{self.name}: {line}\n")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
 
 
 class Supervisor:
@@ -106,7 +196,11 @@ class Supervisor:
         worker_threads: tasks the worker runs at once (None: the config's).
         on_state: called with a ServiceStatus at every transition (the GUI's hook).
         on_log: called with (service, line) for every log line of a child.
-        max_failures: failures within `failure_window` seconds after which it gives up.
+        backoff_first, backoff_max: the first and the longest delay before a restart.
+        stable_after: seconds up after which a service's next restart is quick again.
+        start_tries: exits before ready, at start-up, after which `start()` fails.
+        keep_fds: file descriptors every child inherits (the instance's lock, so that no
+            second instance starts while a child of this one still runs).
     """
 
     def __init__(
@@ -118,17 +212,26 @@ class Supervisor:
         worker_threads: int | None = None,
         on_state: Callable[[ServiceStatus], None] | None = None,
         on_log: Callable[[str, str], None] | None = None,
-        max_failures: int = 5,
-        failure_window: float = 60.0,
+        backoff_first: float = BACKOFF_FIRST,
+        backoff_max: float = BACKOFF_MAX,
+        stable_after: float = STABLE_AFTER,
+        start_tries: int = START_TRIES,
         ready_timeout: float = 30.0,
+        keep_fds: tuple[int, ...] = (),
     ) -> None:
         self.layout = layout
         self.on_state = on_state
         self.on_log = on_log
-        self.max_failures = max_failures
-        self.failure_window = failure_window
+        self.backoff_first = backoff_first
+        self.backoff_max = backoff_max
+        self.stable_after = stable_after
+        self.start_tries = start_tries
         self.ready_timeout = ready_timeout
+        self.keep_fds = keep_fds
         self._stopping = False
+        self._starting = False
+        self._status_retry: asyncio.TimerHandle | None = None
+        self._status_failed = False
         web_port = web_port or free_port()
         notifier_port = notifier_port or free_port()
         base = ["--data-dir", str(layout.root)]
@@ -145,6 +248,7 @@ class Supervisor:
         }
         layout.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         layout.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._logfiles = {n: _LogFile(layout.log_dir / f"{n}.log", n) for n in self._children}
 
     # ------------------------------------------------------------------ queries
 
@@ -176,15 +280,20 @@ class Supervisor:
         """Start every service and wait until each is ready.
 
         Raises:
-            SupervisorError: a service gave up before becoming ready.
+            SupervisorError: a service could not start (its reason is in the message).
         """
         self._stopping = False
+        self._starting = True
         for child in self._children.values():
-            child.failures.clear()
+            child.short_runs = child.early_exits = 0
+            child.ever_ready = False
             child.status.restarts = 0
             child.task = asyncio.ensure_future(self._keep_running(child))
-        waits = [self._wait_ready(c) for c in self._children.values()]
-        results = await asyncio.gather(*waits, return_exceptions=True)
+        try:
+            waits = [self._wait_ready(c) for c in self._children.values()]
+            results = await asyncio.gather(*waits, return_exceptions=True)
+        finally:
+            self._starting = False
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             await self.stop()
@@ -206,8 +315,14 @@ class Supervisor:
                 with contextlib.suppress(asyncio.CancelledError):
                     await child.task
                 child.task = None
+            child.status.next_try = None
             if child.status.state is not ServiceState.FAILED:
                 self._set(child, ServiceState.STOPPED)
+        for f in self._logfiles.values():
+            f.close()
+        if self._status_retry is not None:
+            self._status_retry.cancel()
+            self._status_retry = None
 
     async def restart(self) -> None:
         """Stop everything and start again (the "Restart services" action)."""
@@ -224,7 +339,9 @@ class Supervisor:
             if child.status.state is ServiceState.FAILED:
                 raise SupervisorError(f"{child.status.name}: {child.status.message}")
             if time.monotonic() > deadline:
-                raise SupervisorError(f"{child.status.name} was not ready in time")
+                why = f" (last: {child.status.reason})" if child.status.reason else ""
+                raise SupervisorError(f"{child.status.name} was not ready within "
+                                      f"{self.ready_timeout:.0f} s{why}")  # fmt: skip
             fut = child.ready
             if fut is None or fut.done():  # between two runs
                 await asyncio.sleep(0.02)
@@ -235,33 +352,52 @@ class Supervisor:
     async def _keep_running(self, child: _Child) -> None:
         name = child.status.name
         while not self._stopping:
-            self._set(child, ServiceState.STARTING if child.status.restarts == 0
-                      else ServiceState.RESTARTING)  # fmt: skip
+            child.status.next_try = None
+            if child.status.restarts == 0:
+                self._set(child, ServiceState.STARTING, "")
+            else:
+                self._set(child, ServiceState.RESTARTING,
+                          f"starting again; last time: {child.status.reason}")  # fmt: skip
+            began = time.monotonic()
             code = await self._run_once(child)
             if self._stopping:
                 return
-            now = time.monotonic()
-            child.failures.append(now)
-            while child.failures and now - child.failures[0] > self.failure_window:
-                child.failures.popleft()
+            lived = time.monotonic() - began
             child.status.last_exit = code
-            if len(child.failures) >= self.max_failures:
-                msg = (f"{name} exited {len(child.failures)} times within "
-                       f"{self.failure_window:.0f} s (last exit code {code}); gave up")  # fmt: skip
-                log.error("%s", msg)
-                self._set(child, ServiceState.FAILED, msg)
+            child.status.reason = self._exit_reason(child, code)
+            if child.ever_ready:
+                child.early_exits = 0
+            else:
+                child.early_exits += 1
+            if self._starting and not child.ever_ready and child.early_exits >= self.start_tries:
+                # Cannot start at all: say why, and let start() fail with it.
+                log.error("%s cannot start: %s", name, child.status.reason)
+                self._set(child, ServiceState.FAILED, child.status.reason)
                 return
-            delay = BACKOFF[min(len(child.failures) - 1, len(BACKOFF) - 1)]
-            log.warning("%s exited with code %s; restarting in %.1f s", name, code, delay)
+            child.short_runs = 1 if lived >= self.stable_after else child.short_runs + 1
+            delay = backoff_delay(child.short_runs, self.backoff_first, self.backoff_max)
+            log.warning("%s %s; restarting in %.1f s", name, child.status.reason, delay)
             child.status.restarts += 1
+            child.status.next_try = time.time() + delay
             self._set(child, ServiceState.RESTARTING,
-                      f"exited with code {code}; restarting in {delay:.1f} s")  # fmt: skip
+                      f"{child.status.reason}; restarting in {delay:.1f} s")  # fmt: skip
             await asyncio.sleep(delay)
+
+    def _exit_reason(self, child: _Child, code: int | None) -> str:
+        """Why a run ended: its own fatal reason, else how it ended and its last line."""
+        if child.fatal:
+            return child.fatal
+        how = exit_text(code)
+        last = next((line for line in reversed(child.tail) if line.strip()), "")
+        return f"{how}: {last.strip()}" if last and code != 0 else how
 
     async def _run_once(self, child: _Child) -> int | None:
         loop = asyncio.get_running_loop()
         child.ready = loop.create_future()
+        child.fatal = None
+        child.tail.clear()
         env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_TOKEN")}
+        env[PARENT_ENV] = str(os.getpid())
         try:
             proc = await asyncio.create_subprocess_exec(
                 *service_command(child.status.name, child.args),
@@ -269,10 +405,11 @@ class Supervisor:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                pass_fds=self.keep_fds,
             )
         except OSError as exc:
-            self._log(child, f"could not start: {exc}")
+            child.fatal = f"could not be started: {exc}"
+            self._log(child, child.fatal)
             return None
         child.proc = proc
         child.status.pid = proc.pid
@@ -286,7 +423,7 @@ class Supervisor:
             child.ready.set_result({})
         child.status.pid = None
         child.proc = None
-        self._log(child, f"exited with code {code}")
+        self._log(child, exit_text(code))
         return code
 
     async def _read(self, child: _Child, stream: asyncio.StreamReader | None,
@@ -301,6 +438,12 @@ class Supervisor:
             if not raw:
                 return
             line = raw.decode("utf-8", "replace").rstrip("\n")
+            if watch_ready:
+                reason = parse_fatal(line)
+                if reason is not None:
+                    child.fatal = reason
+                    self._log(child, f"cannot start: {reason}")
+                    continue
             if watch_ready and child.ready is not None and not child.ready.done():
                 info = parse_ready(line)
                 if info is not None:
@@ -310,8 +453,11 @@ class Supervisor:
                     url = info.get("url")
                     child.status.url = url if isinstance(url, str) else None
                     child.ready.set_result(info)
+                    child.ever_ready = True
                     self._set(child, ServiceState.READY, "")
                     continue
+            if not watch_ready:
+                child.tail.append(line)
             self._log(child, line)
 
     async def _reap(self, child: _Child, timeout: float) -> None:
@@ -338,6 +484,8 @@ class Supervisor:
             st.message = message
         if st.state is state and message is None:
             return
+        if st.state is not state:
+            st.since = time.time()
         st.state = state
         log.info("service %s: %s%s", st.name, state.value, f" ({st.message})" if st.message else "")
         self._write_status()
@@ -349,14 +497,7 @@ class Supervisor:
 
     def _log(self, child: _Child, line: str) -> None:
         child.logs.append(line)
-        path = self.layout.log_dir / f"{child.status.name}.log"
-        try:
-            if path.exists() and path.stat().st_size > LOG_FILE_MAX:
-                path.replace(path.with_suffix(".log.1"))
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
-        except OSError:
-            pass
+        self._logfiles[child.status.name].write(line)
         if self.on_log is not None:
             try:
                 self.on_log(child.status.name, line)
@@ -364,6 +505,8 @@ class Supervisor:
                 log.exception("on_log callback failed")
 
     def _write_status(self) -> None:
+        """Write the status file /api/health reads; when that fails (a full disk), say so
+        once and try again every second until it works, so health never stays stale."""
         body = {
             "supervisor_pid": os.getpid(),
             "updated": time.time(),
@@ -372,5 +515,29 @@ class Supervisor:
                 for n, c in self._children.items()
             },
         }
-        with contextlib.suppress(OSError):
+        try:
             write_private(self.layout.status_file, json.dumps(body, indent=2) + "\n")
+        except OSError as exc:
+            if not self._status_failed:
+                log.error("cannot write %s: %s; trying again every second",
+                          self.layout.status_file, exc)  # fmt: skip
+            self._status_failed = True
+            self._retry_status()
+            return
+        if self._status_failed:
+            self._status_failed = False
+            log.warning("%s written again", self.layout.status_file)
+
+    def _retry_status(self) -> None:
+        if self._status_retry is not None or self._stopping:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+
+        def again() -> None:
+            self._status_retry = None
+            self._write_status()
+
+        self._status_retry = loop.call_later(1.0, again)

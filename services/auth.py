@@ -8,9 +8,11 @@ every known hash in constant time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -48,12 +50,18 @@ def write_private(path: Path, text: str) -> None:
 
 
 def load_principals(layout: DataLayout) -> dict[str, str]:
-    """Principal name -> token hash, from auth.json (empty if missing)."""
+    """Principal name -> token hash, from auth.json (empty if missing).
+
+    Raises:
+        ValueError: auth.json is not what Herald writes (see `ensure_install_token`).
+    """
     try:
-        data = json.loads(layout.auth_file.read_text())
+        data = json.loads(layout.auth_file.read_bytes())
+        return {str(k): str(v["token_sha256"]) for k, v in data.get("principals", {}).items()}
     except FileNotFoundError:
         return {}
-    return {str(k): str(v["token_sha256"]) for k, v in data.get("principals", {}).items()}
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"{layout.auth_file} is not valid: {exc}") from None
 
 
 def _save_principals(layout: DataLayout, principals: dict[str, str]) -> None:
@@ -61,21 +69,68 @@ def _save_principals(layout: DataLayout, principals: dict[str, str]) -> None:
     write_private(layout.auth_file, json.dumps(body, indent=2) + "\n")
 
 
-def ensure_install_token(layout: DataLayout) -> str:
-    """The install's token, created on first use, with its principal registered."""
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,512}")
+
+
+def _read_token(path: Path) -> tuple[str, str | None]:
+    """The token in `path` ("" if there is none) and, if it cannot be used, why not."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return "", None
+    except OSError as exc:
+        return "", f"cannot be read: {exc.strerror or exc}"
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return "", "is not text"
+    if not _TOKEN.fullmatch(token):
+        return "", "is empty" if not token else "does not hold a token"
+    return token, None
+
+
+def repair_install_token(layout: DataLayout) -> tuple[str, list[str]]:
+    """The install's token, created on first use, with its principal registered, and what
+    had to be repaired to get it, in words (empty when nothing was wrong).
+
+    A token file that is not a token (not text, damaged) is replaced by a new token: the
+    old one, if anyone still has it, no longer works, and the notice says so. An auth.json
+    that cannot be read is set aside (auth.json.damaged) and started again with the
+    install's principal only.
+    """
     layout.root.mkdir(parents=True, exist_ok=True)
     os.chmod(layout.root, 0o700)
+    notices: list[str] = []
+    token, problem = _read_token(layout.token_file)
     try:
-        token = layout.token_file.read_text().strip()
-    except FileNotFoundError:
-        token = ""
-    principals = load_principals(layout)
+        principals = load_principals(layout)
+    except (ValueError, OSError) as exc:
+        aside = layout.auth_file.with_name(layout.auth_file.name + ".damaged")
+        with contextlib.suppress(OSError):
+            os.replace(layout.auth_file, aside)
+        notices.append(f"{exc}; it was moved to {aside} and started again: principals "
+                       "other than the install's own must be created again "
+                       "(`herald token create NAME`)")  # fmt: skip
+        principals = {}
     if not token:
         token = new_token()
         write_private(layout.token_file, token + "\n")
+        if problem is not None:
+            notices.append(f"the token file {layout.token_file} {problem}; a new token was "
+                           "written there, and the old one no longer works: clients that "
+                           "used it must read the new one")  # fmt: skip
     if principals.get(DEFAULT_PRINCIPAL) != hash_token(token):
         principals[DEFAULT_PRINCIPAL] = hash_token(token)
         _save_principals(layout, principals)
+    return token, notices
+
+
+def ensure_install_token(layout: DataLayout) -> str:
+    """The install's token, created on first use, with its principal registered (what had
+    to be repaired is logged; `repair_install_token` returns it)."""
+    token, notices = repair_install_token(layout)
+    for notice in notices:
+        logging.getLogger("herald.auth").warning("%s", notice)
     return token
 
 
@@ -113,7 +168,11 @@ class Authenticator:
             mtime = 0.0
         if mtime != self._mtime:
             self._mtime = mtime
-            self._hashes = list(load_principals(self._layout).items())
+            try:
+                self._hashes = list(load_principals(self._layout).items())
+            except (ValueError, OSError) as exc:  # being rewritten, or damaged: keep the last
+                logging.getLogger("herald.auth").warning("%s; keeping the principals read "
+                                                         "before", exc)  # fmt: skip
 
     def principal_for(self, token: str | None) -> str | None:
         """The principal whose token this is, or None."""

@@ -8,6 +8,9 @@
     max_attempts = 3            # attempts a task may lose with their process before it fails
     max_tasks_per_executor = 1000  # an executor is replaced after this many attempts (0: never)
     max_executor_memory = 1024  # MB; an executor above it is replaced after its attempt (0: never)
+    [supervisor]
+    restart_max_delay = 30      # seconds: the longest wait before a crashed service is
+                                # started again (the wait doubles from 0.2 s up to this)
     [retention]                 # finished tasks and their events; the worker prunes them
     max_age_days = 30           # finished longer ago than this (0: no age limit)
     max_tasks = 10000           # beyond this many finished tasks, the oldest (0: no limit)
@@ -29,6 +32,7 @@ class Config:
     max_attempts: int = 3
     max_tasks_per_executor: int = 1000
     max_executor_memory: int = 1024
+    restart_max_delay: float = 30.0
     retention_days: float = 30.0  # 0: finished tasks are never pruned by age
     retention_tasks: int = 10_000  # 0: ... nor by count
 
@@ -81,6 +85,13 @@ def load_config(layout: DataLayout) -> Config:
     modules = tasks.get("modules", [])
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
         raise ValueError(f"{where}: tasks.modules must be a list of strings")
+    supervisor = raw.get("supervisor", {})
+    if not isinstance(supervisor, dict):
+        raise ValueError(f"{where}: [supervisor] must be a table")
+    delay = supervisor.get("restart_max_delay", 30.0)
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0.2 <= delay <= 3600:
+        raise ValueError(f"{where}: supervisor.restart_max_delay must be a number of seconds "
+                         "from 0.2 to 3600")  # fmt: skip
     key = "concurrency" if "concurrency" in worker else "threads"
     return Config(
         task_modules=tuple(modules),
@@ -88,6 +99,7 @@ def load_config(layout: DataLayout) -> Config:
         max_attempts=_int(worker, "max_attempts", 3, 1, 100, where),
         max_tasks_per_executor=_int(worker, "max_tasks_per_executor", 1000, 0, 10**9, where),
         max_executor_memory=_int(worker, "max_executor_memory", 1024, 0, 10**7, where),
+        restart_max_delay=float(delay),
         retention_days=_number(retention, "max_age_days", 30.0, 0, 10**6, where, "retention"),
         retention_tasks=_int(retention, "max_tasks", 10_000, 0, 10**9, where, "retention"),
     )

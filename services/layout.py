@@ -46,6 +46,16 @@ class DataLayout:
         return self.root / "config.toml"
 
     @property
+    def lock_file(self) -> Path:
+        """Held (flock) by the one instance running on this data dir; says its pid."""
+        return self.root / "herald.lock"
+
+    @property
+    def instance_file(self) -> Path:
+        """The running instance's runtime file (API, WebSocket, token), owner-only."""
+        return self.run_dir / "instance.json"
+
+    @property
     def run_dir(self) -> Path:
         """Sockets of the running instance (owner-only)."""
         return self.root / "run"

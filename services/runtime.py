@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import gc
 import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable
@@ -25,6 +27,8 @@ from typing import Any
 from services.layout import DataLayout
 
 READY_PREFIX = "HERALD_READY "
+FATAL_PREFIX = "HERALD_FATAL "
+PARENT_ENV = "HERALD_PARENT_PID"  # set by the supervisor: the pid its children must outlive not
 
 
 def announce_ready(service: str, **info: Any) -> None:
@@ -49,6 +53,46 @@ def parse_ready(line: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return info if isinstance(info, dict) else None
+
+
+def announce_fatal(reason: str) -> None:
+    """Say, in one line the supervisor reads, why this service cannot start (e.g. "port
+    8080 is in use"); it shows the reason instead of the tail of a traceback."""
+    sys.stdout.write(FATAL_PREFIX + json.dumps({"reason": reason}) + "\n")
+    sys.stdout.flush()
+
+
+def startup_reason(exc: BaseException, port: int | None = None) -> str:
+    """Why a service could not start, in one line a user can act on."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return f"port {port} is in use" if port else f"its port is in use ({exc.strerror})"
+    text = " ".join(str(exc).split())
+    if isinstance(exc, sqlite3.DatabaseError):
+        return f"its database cannot be used: {text}"
+    if isinstance(exc, ValueError):  # a config file's mistake, said in full by load_config
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def cannot_start(service: str, exc: BaseException, port: int | None = None) -> int:
+    """Log why `service` cannot start (with the traceback), tell the supervisor the reason
+    in one line, and return the exit status (2)."""
+    reason = startup_reason(exc, port)
+    logging.getLogger(f"herald.{service}").error("cannot start: %s", reason, exc_info=exc)
+    announce_fatal(reason)
+    return 2
+
+
+def parse_fatal(line: str) -> str | None:
+    """The reason of a fatal line, or None if the line is something else."""
+    if not line.startswith(FATAL_PREFIX):
+        return None
+    try:
+        info = json.loads(line[len(FATAL_PREFIX):])
+    except ValueError:
+        return None
+    reason = info.get("reason") if isinstance(info, dict) else None
+    return reason if isinstance(reason, str) else None
 
 
 def service_arguments(service: str, argv: list[str] | None) -> argparse.Namespace:
@@ -90,8 +134,45 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def expected_parent() -> int | None:
+    """The supervisor's pid, as it passed it (None when the service was run by hand)."""
+    try:
+        return int(os.environ[PARENT_ENV])
+    except (KeyError, ValueError):
+        return None
+
+
+_FIRST_PARENT = os.getppid()  # the parent this process started with
+
+
+def process_running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie, dead but not yet reaped, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
+    except (OSError, ValueError):
+        return pid_alive(pid) if not os.path.isdir("/proc") else False
+
+
+def parent_gone() -> bool:
+    """Whether the supervisor that started this service has died.
+
+    Either we were re-parented, or (a frozen onefile bundle runs each service behind its
+    own bootloader process, which outlives the supervisor) the supervisor's pid is dead.
+    """
+    parent = expected_parent()
+    if parent is None:
+        return False
+    return os.getppid() != _FIRST_PARENT or not process_running(parent)
+
+
 def die_with_parent() -> None:
-    """Ask the kernel to send SIGTERM when the parent goes away (Linux only)."""
+    """Ask the kernel to send SIGTERM when the parent goes away (Linux only).
+
+    The supervisor passes its pid (HERALD_PARENT_PID): if it died before this ran, the
+    parent is already someone else (init, or a subreaper), and the service stops at once.
+    """
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -100,7 +181,9 @@ def die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
     except OSError:
         return
-    if os.getppid() == 1:  # the parent died before we got here
+    parent = expected_parent()
+    if (parent is not None and not process_running(parent)) or os.getppid() == 1:
+        # the parent died before we got here
         os.kill(os.getpid(), signal.SIGTERM)
 
 

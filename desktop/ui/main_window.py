@@ -162,6 +162,11 @@ class MainWindow(QMainWindow):
         self.banner_button = QPushButton("Restart services")
         self.banner_button.clicked.connect(self.restart_services_requested)
         self.banner_button.hide()
+        self.notice = QLabel()
+        self.notice.setWordWrap(True)
+        self.notice.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.notice.setStyleSheet("QLabel { background: #f0c04a; color: black; padding: 6px; }")
+        self.notice.hide()
         banner_row = QHBoxLayout()
         banner_row.addWidget(self.banner, 1)
         banner_row.addWidget(self.banner_button)
@@ -169,6 +174,7 @@ class MainWindow(QMainWindow):
         central_layout = QVBoxLayout(central)
         central_layout.setContentsMargins(6, 6, 6, 0)
         central_layout.addLayout(banner_row)
+        central_layout.addWidget(self.notice)
         central_layout.addWidget(self.main_splitter, 1)
         self.setCentralWidget(central)
 
@@ -346,6 +352,13 @@ class MainWindow(QMainWindow):
         self.banner.show()
         self.banner_button.show()
         self.log_dock.show()
+
+    def show_notice(self, message: str) -> None:
+        """Something the user should know that did not stop Herald (a plug-in that could
+        not be loaded, a token that had to be renewed): an amber line above the tasks."""
+        text = self.notice.text()
+        self.notice.setText(f"{text}\n{message}" if text else message)
+        self.notice.show()
 
     def hide_failure(self) -> None:
         self.banner.hide()

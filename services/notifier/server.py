@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from services.auth import Authenticator, bearer_token, host_allowed, origin_allowed
+from services.config import load_config
 from services.core.delivery import Router, Subscription, plan_resume
 from services.core.envelope import (
     CLOSE_GOING_AWAY,
@@ -44,6 +45,7 @@ from services.core.envelope import (
 from services.core.events import Event
 from services.runtime import (
     announce_ready,
+    cannot_start,
     die_with_parent,
     layout_from,
     service_arguments,
@@ -453,8 +455,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("websockets.server").setLevel(logging.WARNING)
     die_with_parent()
     layout = layout_from(args)
-    store = TaskStore(layout.ledger_db)
-    receiver = WakeReceiver(layout.wake_address("notifier"))
+    try:
+        load_config(layout)  # a broken config file is said here too, not only by the others
+        store = TaskStore(layout.ledger_db)
+        receiver = WakeReceiver(layout.wake_address("notifier"))
+    except Exception as exc:
+        return cannot_start("notifier", exc)
     notifier = Notifier(
         store, Authenticator(layout), receiver, web_port=args.web_port, port=args.port
     )
@@ -476,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(run())
+    except OSError as exc:  # the port is taken, most likely
+        return cannot_start("notifier", exc, args.port)
     finally:
         receiver.close()
         with contextlib.suppress(sqlite3.Error):

@@ -178,6 +178,7 @@ class Catalog:
 
     def __init__(self) -> None:
         self._specs: dict[str, TaskSpec] = {}
+        self.problems: list[str] = []  # plug-ins that could not be loaded, in words
 
     def add(self, spec: TaskSpec) -> None:
         existing = self._specs.get(spec.name)
@@ -270,18 +271,29 @@ def load_catalog(modules: Iterable[str] = (), *, entry_point_group: str = ENTRY_
     """Import the built-in tasks, the modules named in the config and the entry points.
 
     Each module registers its tasks with `@task` when imported. A module that fails to
-    import is logged and skipped, so one broken plug-in does not take Herald down.
+    import is skipped, so one broken plug-in does not take Herald down, but not silently:
+    it is logged and kept in `problems` (shown by /api/health and the desktop app).
     """
     for mod in BUILTIN_MODULES:
         importlib.import_module(mod)
+    problems: list[str] = []
     for mod in modules:
         try:
             importlib.import_module(mod)
-        except Exception:
+        except Exception as exc:
             log.exception("could not load task module %s", mod)
+            problems.append(f"task module {mod!r} failed to import: {_one_line(exc)}")
     for ep in entry_points(group=entry_point_group):
         try:
             ep.load()
-        except Exception:
+        except Exception as exc:
             log.exception("could not load task entry point %s", ep.name)
+            problems.append(f"task plug-in {ep.name!r} ({ep.value}) failed to load: "
+                            f"{_one_line(exc)}")  # fmt: skip
+    default_catalog.problems = problems
     return default_catalog
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

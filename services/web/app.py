@@ -402,6 +402,7 @@ class TaskApi:
                     "status": "ok" if ready else "degraded",
                     "version": self.version,
                     "services": services,
+                    "problems": self.catalog.problems,
                 }
             ),
             headers=JSON_HEADERS,

@@ -18,6 +18,7 @@ from services.config import load_config
 from services.queue import TaskQueue
 from services.runtime import (
     announce_ready,
+    cannot_start,
     die_with_parent,
     layout_from,
     service_arguments,
@@ -74,10 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("web", args.log_level)
     die_with_parent()
     layout = layout_from(args)
-    config = load_config(layout)
-    catalog = load_catalog(config.task_modules)
-    store = TaskStore(layout.ledger_db)
-    queue = TaskQueue(layout)
+    try:
+        config = load_config(layout)
+        catalog = load_catalog(config.task_modules)
+        store = TaskStore(layout.ledger_db)
+        queue = TaskQueue(layout)
+    except Exception as exc:
+        return cannot_start("web", exc)
     worker_wake = WakeSender(layout.wake_address("worker"))
     notifier_wake = WakeSender(layout.wake_address("notifier"))
     app = make_app(
@@ -92,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         asyncio.run(serve(app, args.port, access_log=args.log_level.upper() == "DEBUG"))
+    except OSError as exc:  # the port is taken, most likely
+        return cannot_start("web", exc, args.port)
     finally:
         worker_wake.close()
         notifier_wake.close()

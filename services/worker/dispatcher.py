@@ -46,6 +46,7 @@ from services.core.retry import format_seconds
 from services.core.states import TaskState
 from services.layout import DataLayout
 from services.queue import TaskQueue
+from services.runtime import parent_gone
 from services.store import TaskStore
 from services.store.sqlite import JOURNAL_SIZE_LIMIT, TaskRecord, worker_identity
 from services.tasks.catalog import MAX_TIMEOUT, Catalog, TaskSpec
@@ -1035,7 +1036,14 @@ class Dispatcher:
     # ----------------------------------------------------------------- shutdown
 
     def _shutdown(self) -> None:
-        """Give running attempts a moment, then stop them and put their tasks back."""
+        """Give running attempts a moment, then stop them and put their tasks back.
+
+        When the supervisor died (SIGKILLed), nothing may outlive it by more than a moment:
+        every attempt is killed at once, and its task put back for the next start.
+        """
+        if parent_gone():
+            self._abandon()
+            return
         deadline = time.monotonic() + self.stop_grace
         while self._running and time.monotonic() < deadline:
             ready = self._selector.select(max(0.0, min(0.1, deadline - time.monotonic())))
@@ -1071,6 +1079,29 @@ class Dispatcher:
                 self._published(ev)
             self._enqueue_after_commit([r.id for r in requeued])
         self._kill_strays()
+        self._close()
+
+    def _abandon(self) -> None:
+        """The supervisor is gone: kill every attempt's process tree now, give the tasks
+        back (their leases would do it at the next start anyway), and close."""
+        log.warning("the supervisor is gone: killing %d running attempt(s) and stopping",
+                    len(self._running))  # fmt: skip
+        for ex in list(self._executors.values()):
+            pool.signal_tree(ex, signal.SIGKILL)
+        self._kill_strays()
+        deadline = time.monotonic() + 0.5
+        while self._own_signals and time.monotonic() < deadline:
+            pool.reap_children()  # so that none is left behind, not even as a zombie
+            if not pool.strays(set()):
+                break
+            time.sleep(0.01)
+        try:
+            self.store.reap(release=self.identity)
+        except sqlite3.Error as exc:
+            log.warning("could not give the tasks back now (%s); their leases will", exc)
+        self._close()
+
+    def _close(self) -> None:
         if self._own_signals:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -9,6 +9,7 @@ import sys
 from services.config import load_config
 from services.runtime import (
     announce_ready,
+    cannot_start,
     die_with_parent,
     layout_from,
     service_arguments,
@@ -28,16 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     layout = layout_from(args)
     try:
         config = load_config(layout)
-    except ValueError as exc:
-        log.error("%s", exc)
-        return 2
-    catalog = load_catalog(config.task_modules)
-    concurrency = args.workers if args.workers else config.worker_threads
-    dispatcher = Dispatcher(layout, catalog, concurrency,
-                            max_tasks_per_executor=config.max_tasks_per_executor,
-                            max_executor_memory=config.max_executor_memory,
-                            retention_seconds=config.retention_seconds,
-                            retention_keep=config.retention_keep)  # fmt: skip
+        catalog = load_catalog(config.task_modules)
+        concurrency = args.workers if args.workers else config.worker_threads
+        dispatcher = Dispatcher(layout, catalog, concurrency,
+                                max_tasks_per_executor=config.max_tasks_per_executor,
+                                max_executor_memory=config.max_executor_memory,
+                                retention_seconds=config.retention_seconds,
+                                retention_keep=config.retention_keep)  # fmt: skip
+    except Exception as exc:
+        return cannot_start("worker", exc)
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.request_stop())
     signal.signal(signal.SIGINT, lambda *_: dispatcher.request_stop())
     watch_stdin(dispatcher.stop)

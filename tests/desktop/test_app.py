@@ -238,6 +238,37 @@ def test_a_time_limit_stops_the_task_and_the_table_says_so(running):
         "Timed out after 0.5 s")
 
 
+def test_a_plugin_that_fails_to_import_is_shown(tmp_path, runtime, aloop, qtbot):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "config.toml").write_text('[tasks]\nmodules = ["no_such_task_module"]\n')
+    r = Running(data, tmp_path / "settings.ini", qtbot)
+    try:
+        qtbot.waitUntil(lambda: r.window.notice.isVisible(), timeout=WAIT)
+        text = r.window.notice.text()
+        assert "no_such_task_module" in text and "failed to import" in text
+    finally:
+        r.quit()
+
+
+def test_the_app_attaches_to_a_serve_started_with_another_runtime_dir(tmp_path, runtime,
+                                                                        aloop, qtbot):  # fmt: skip
+    from tests.e2e.harness import start_serve
+
+    data = tmp_path / "data"
+    serve = start_serve(data, tmp_path / "other-runtime")  # its runtime file is not ours
+    try:
+        r = Running(data, tmp_path / "settings.ini", qtbot)
+        assert r.app.monitor.attached_pid == serve.proc.pid
+        assert not r.app.monitor.owns_services
+        task_id = r.run_task("demo.answer", seconds=0)
+        r.wait_state(task_id, "succeeded")
+        r.quit()
+        assert serve.proc.poll() is None  # the app leaves the instance it attached to alone
+    finally:
+        serve.stop()
+
+
 def test_a_reset_after_pruning_reloads_the_table(running, qtbot):
     from services.core.states import TaskState
     from services.store import TaskStore
