@@ -6,7 +6,8 @@
                                 --timeout SECONDS: each attempt's time limit)
     herald tasks | show ID | cancel ID | catalog
     herald token create NAME    a second principal, with its own token
-    herald prune [--older-than 7d] [--keep N]   delete old finished tasks and their events
+    herald prune [--older-than 7d] [--keep N] [--vacuum]
+                                delete old finished tasks and their events
     herald service NAME ...     (internal) run one service; the frozen app's children
 """
 
@@ -131,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--keep", type=int, default=None, metavar="N",
                    help="and all but the N newest finished tasks (default: [retention] "
                         "max_tasks, 10000; 0 keeps none)")  # fmt: skip
+    s.add_argument("--vacuum", action="store_true",
+                   help="then shrink herald.db to what it holds (freed space is otherwise "
+                        "reused by new tasks; a running instance waits meanwhile)")  # fmt: skip
 
     s = sub.add_parser("service", help=argparse.SUPPRESS)
     s.add_argument("name", choices=["web", "worker", "notifier"])
@@ -303,6 +307,8 @@ def _prune(data_dir: Path, args: argparse.Namespace) -> int:
     store = TaskStore(layout.ledger_db)
     try:
         done = store.prune(older_than=older_than, keep=keep)
+        if args.vacuum:
+            store.vacuum()
         store.checkpoint(truncate=True, wait=2.0)
         sizes = store.sizes()
     finally:

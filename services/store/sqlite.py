@@ -295,6 +295,7 @@ SAFETY_CHECKPOINT_PAGES = 10_000
 # stay on disk at its peak size.
 JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
 TERMINAL_STATES = tuple(s.value for s in TaskState if s.terminal)
+PRUNE_WAL_LIMIT = 32 * 1024 * 1024  # see TaskStore.prune
 
 
 @dataclass(frozen=True, slots=True)
@@ -1010,13 +1011,15 @@ class TaskStore:
         return PruneResult(len(ids), events)
 
     def prune(self, *, older_than: float | None = None, keep: int | None = None,
-              batch: int = 200, pause: float = 0.01,
+              batch: int = 200, pause: float = 0.01, wal_limit: int = PRUNE_WAL_LIMIT,
               stop: Callable[[], bool] | None = None) -> PruneResult:  # fmt: skip
         """Retention: delete finished tasks older than `older_than` seconds, or beyond the
         `keep` newest, with their events, `batch` tasks per transaction and `pause`
         seconds between transactions, so that no writer waits long for the lock.
 
         Args:
+            wal_limit: a WAL past this many bytes is checkpointed and emptied between two
+                batches (a first pass over a big ledger writes a lot).
             stop: checked between batches; True ends the pruning early.
         """
         before = None if older_than is None else time.time() - older_than
@@ -1026,8 +1029,20 @@ class TaskStore:
             total += done
             if (done.tasks < batch and done.events < batch * 4) or (stop and stop()):
                 return total
+            if self.sizes()["wal"] > wal_limit:
+                self.checkpoint(truncate=True)
             if pause:
                 time.sleep(pause)
+
+    def vacuum(self) -> None:
+        """Give the free pages back to the file system (VACUUM, then an emptied WAL).
+
+        Writers wait for the whole rewrite (seconds for a big ledger), and the WAL grows
+        to the database's size meanwhile: for `herald prune --vacuum`, not the services.
+        """
+        with self._lock:
+            retry_busy(lambda: self._conn.execute("VACUUM"), 30.0)
+        self.checkpoint(truncate=True, wait=5.0)
 
     def sizes(self) -> dict[str, int]:
         """Bytes on disk of the database and its WAL (for health and the bench)."""

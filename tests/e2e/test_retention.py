@@ -92,11 +92,12 @@ def test_prune_works_without_a_running_instance(tmp_path, runtime_dir):
     with client.events() as stream:
         _run_tasks(client, stream, 4)
     assert inst.stop() == 0
-    out = inst.cli("prune", "--keep", "1")
+    out = inst.cli("prune", "--keep", "1", "--vacuum")
     assert out.returncode == 0, out.stderr
     assert "Pruned 3 task(s)" in out.stdout
     db = sqlite3.connect(data / "herald.db")
     assert db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 1
+    assert db.execute("PRAGMA freelist_count").fetchone()[0] == 0  # vacuumed
     db.close()
     assert inst.cli("prune", "--older-than", "soon").returncode == 2
 
