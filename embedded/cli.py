@@ -307,6 +307,12 @@ def _prune(data_dir: Path, args: argparse.Namespace) -> int:
     store = TaskStore(layout.ledger_db)
     try:
         done = store.prune(older_than=older_than, keep=keep)
+        if done.events:
+            from services.wake import PRUNED_WAKE, WakeSender
+
+            sender = WakeSender(layout.wake_address("notifier"))  # if one runs
+            sender.wake(PRUNED_WAKE)
+            sender.close()
         if args.vacuum:
             store.vacuum()
         store.checkpoint(truncate=True, wait=2.0)

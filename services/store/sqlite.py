@@ -940,6 +940,13 @@ class TaskStore:
                 "SELECT through FROM pruned WHERE principal = ?", (principal,)).fetchone())
         return int(row[0]) if row else 0
 
+    def pruned_marks(self) -> dict[str, int]:
+        """Every principal's `pruned_through` (one row per principal that lost events)."""
+        with self._lock:
+            rows = retry_busy(lambda: self._conn.execute(
+                "SELECT principal, through FROM pruned").fetchall())
+        return {p: int(t) for p, t in rows}
+
     def prune_batch(self, *, finished_before: float | None = None,
                     keep: int | None = None, limit: int = 200) -> PruneResult:  # fmt: skip
         """Delete up to `limit` finished tasks with their events, in one short transaction.

@@ -50,7 +50,7 @@ from services.runtime import parent_gone
 from services.store import TaskStore
 from services.store.sqlite import JOURNAL_SIZE_LIMIT, TaskRecord, worker_identity
 from services.tasks.catalog import MAX_TIMEOUT, Catalog, TaskSpec
-from services.wake import WakeReceiver, WakeSender
+from services.wake import PRUNED_WAKE, WakeReceiver, WakeSender
 from services.worker import pool, protocol
 from services.worker.executor import describe_exit
 from services.worker.pool import Attempt, ExecutorProcess, ExecutorState, StopReason
@@ -1030,6 +1030,7 @@ class Dispatcher:
         done = store.prune(older_than=self.retention_seconds, keep=self.retention_keep,
                            batch=PRUNE_BATCH, stop=self._stopping.is_set)  # fmt: skip
         if done.tasks or done.events:
+            self._notifier.wake(PRUNED_WAKE)
             log.info("retention: pruned %d finished task(s) and %d event(s)",
                      done.tasks, done.events)  # fmt: skip
 

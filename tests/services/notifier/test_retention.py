@@ -83,3 +83,41 @@ async def test_a_resume_message_after_pruning_gets_a_reset_too(
     assert (await recv(ws))["type"] == "welcome"
     assert (await recv(ws))["type"] == "reset"
     assert (await recv(ws))["type"] == "caught_up"
+
+
+async def test_a_live_client_that_lost_events_not_sent_yet_gets_a_reset(
+    notifier, open_client, writer, recv, recv_events, start_session
+):
+    from services.wake import PRUNED_WAKE
+
+    ws = await open_client(notifier.url, since=0)
+    await start_session(ws)
+    lost = writer.lifecycle(LOCAL)  # recorded, but pruned before the notifier read it
+    with writer.store._write() as c:
+        c.execute("UPDATE tasks SET finished_at = 0 WHERE id = ?", (lost[0].task_id,))
+    writer.store.prune(older_than=86400)
+    writer.sender.wake(PRUNED_WAKE)
+    assert await recv(ws) == {"v": 1, "type": "reset", "reason": "pruned",
+                              "oldest": lost[-1].seq + 1}  # fmt: skip
+
+
+async def test_a_live_client_that_was_sent_the_pruned_events_gets_no_reset(
+    notifier, open_client, writer, recv, recv_events, start_session
+):
+    from services.core.envelope import encode_ping
+    from services.wake import PRUNED_WAKE
+
+    ws = await open_client(notifier.url, since=0)
+    await start_session(ws)
+    seen = writer.lifecycle(LOCAL)
+    writer.wake()
+    await recv_events(ws, len(seen))
+    with writer.store._write() as c:
+        c.execute("UPDATE tasks SET finished_at = 0 WHERE id = ?", (seen[0].task_id,))
+    writer.store.prune(older_than=86400)
+    writer.sender.wake(PRUNED_WAKE)
+    later = writer.queued(LOCAL)
+    writer.wake()  # handled after the pruned wake-up: same socket, in order
+    assert (await recv(ws))["seq"] == later.seq
+    await ws.send(encode_ping())
+    assert (await recv(ws))["type"] == "pong"  # no reset in between
