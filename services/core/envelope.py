@@ -5,16 +5,19 @@ Server to client (every message carries "v" and "type"):
     {"v": 1, "type": "event", "seq": N, "task": ID, "event": TYPE, "ts": T,
      "attempt": A, "data": {...}}
     {"v": 1, "type": "reset", "reason": R, "oldest": N}
-                                                right after a welcome (before the replay):
-                                                events of this principal after the client's
-                                                resume point are gone, so the replay that
-                                                follows is incomplete; reload the tasks from
-                                                the HTTP API. R is "pruned" (retention
-                                                deleted finished tasks' events) or
-                                                "recreated" (the log is new; the welcome
-                                                says reset too). From seq N on, nothing of
-                                                this principal's was deleted: a later
-                                                resume from N - 1 or beyond is complete.
+                                                events of this principal that the client
+                                                was owed are gone, so what it is sent is
+                                                incomplete: reload the tasks from the HTTP
+                                                API. Right after a welcome (before the
+                                                replay) when the resume point is below what
+                                                was pruned; at any time on a live connection
+                                                when pruning deleted events not sent yet.
+                                                R is "pruned" (retention deleted finished
+                                                tasks' events) or "recreated" (the log is
+                                                new; the welcome says reset too). From seq N
+                                                on, nothing of this principal's was deleted:
+                                                a later resume from N - 1 or beyond is
+                                                complete. Events that remain still follow.
     {"v": 1, "type": "caught_up", "seq": N}     after the replay of missed events
     {"v": 1, "type": "pong"}
 Client to server:
