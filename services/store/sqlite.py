@@ -295,7 +295,7 @@ SAFETY_CHECKPOINT_PAGES = 10_000
 # stay on disk at its peak size.
 JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
 TERMINAL_STATES = tuple(s.value for s in TaskState if s.terminal)
-PRUNE_WAL_LIMIT = 32 * 1024 * 1024  # see TaskStore.prune
+PRUNE_WAL_LIMIT = 16 * 1024 * 1024  # see TaskStore.prune
 
 
 @dataclass(frozen=True, slots=True)
