@@ -1,7 +1,8 @@
 """Measure Herald headless: latency, throughput, CPU, memory, idle cost and start-up.
 
 Starts a real `herald serve` in a temp data dir and drives it like real clients do: tasks
-submitted over HTTP, results taken from the WebSocket. Prints each figure beside its target.
+submitted over HTTP, results taken from the WebSocket. Prints each figure beside its target,
+and the sizes of the databases and their WALs after the throughput run and after pruning.
 
     python -m bench [--quick]
 """
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -109,6 +112,25 @@ class Client:
         if self.reader:
             await self.reader
         await self.http.close()
+
+
+def storage(title: str, data: Path) -> None:
+    """The sizes of both databases and their WALs (free pages are reused, not returned)."""
+    print(f"\n{title}")
+    for name in ("herald.db", "queue.db"):
+        path = data / name
+        size = path.stat().st_size if path.exists() else 0
+        free = 0
+        with contextlib.suppress(sqlite3.Error):
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            free = (db.execute("PRAGMA freelist_count").fetchone()[0]
+                    * db.execute("PRAGMA page_size").fetchone()[0])  # fmt: skip
+            db.close()
+        wal = data / f"{name}-wal"
+        wal_size = wal.stat().st_size if wal.exists() else 0
+        line(f"{name} (of which free pages)", f"{size / 1e6:.1f} MB",
+             f"({free / 1e6:.1f} MB free)")  # fmt: skip
+        line(f"{name}-wal", f"{wal_size / 1e6:.1f} MB", "target < 64 MB", wal_size < 64 * 2**20)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -207,6 +229,12 @@ async def run(args: argparse.Namespace) -> int:
         for n in pids:
             what = f"{n} (dispatcher + executors)" if n == "worker" else n
             line(f"  of which {what}", f"{(cpu1[n] - cpu0[n]) / total * 1000:.2f} ms")
+
+        storage("Storage after the throughput run", data)
+        pruned = subprocess.run([*herald, "prune", "--keep", "100"], env=env,
+                                capture_output=True, text=True)  # fmt: skip
+        storage("Storage after `herald prune --keep 100`", data)
+        print("  " + (pruned.stdout or pruned.stderr).split(";")[0].strip(), flush=True)
 
         print("\nCancel (request to the cancelled event)")
         coop = statistics.median([await client.cancel_latency("demo.answer", {"seconds": 60})

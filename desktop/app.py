@@ -112,6 +112,7 @@ class DesktopApp(QObject):
         b.problems_found.connect(lambda problems: [w.show_notice(p) for p in problems])
         b.catalog_loaded.connect(self._on_bridge_catalog_loaded)
         b.tasks_loaded.connect(self.model.load)
+        b.tasks_reloaded.connect(self.model.reload)
         b.task_received.connect(self.model.upsert)
         b.event_received.connect(self._on_bridge_event_received)
         b.connection_changed.connect(self._on_bridge_connection_changed)

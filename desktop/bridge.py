@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
@@ -30,6 +31,10 @@ class ClientBridge(QObject):
     Signals:
         catalog_loaded(list): the catalog's task specs.
         tasks_loaded(list): the caller's tasks from the API, newest first.
+        tasks_reloaded(list, float): the same, loaded again because the notifier said
+            "reset" (events were pruned or the log recreated), and the wall time at which
+            the loading began: every task created before it that the ledger still has is
+            in the list (0.0 when the list was cut at HISTORY_LIMIT).
         task_received(dict): a task as an HTTP answer gave it (after a submit or cancel).
         event_received(object): one services.core.events.Event, in seq order, once.
         connection_changed(str, float): the stream's state ("connecting", "connected",
@@ -38,6 +43,7 @@ class ClientBridge(QObject):
 
     catalog_loaded = Signal(list)
     tasks_loaded = Signal(list)
+    tasks_reloaded = Signal(list, float)
     task_received = Signal(dict)
     event_received = Signal(object)
     connection_changed = Signal(str, float)
@@ -65,18 +71,23 @@ class ClientBridge(QObject):
         await self._load()
         self._reader = asyncio.ensure_future(self._read(self._stream))
 
-    async def _load(self) -> None:
+    async def _load(self, *, reload: bool = False) -> None:
         client = self.client
         self.catalog_loaded.emit(await client.catalog())
         problems = (await client.health()).get("problems") or []
         if problems:  # plug-ins that could not be loaded: said, not silently skipped
             self.problems_found.emit([str(p) for p in problems])
         tasks = []
+        as_of = time.time()
         async for task in client.iter_tasks(page_size=200):
             tasks.append(task)
             if len(tasks) >= HISTORY_LIMIT:
+                as_of = 0.0
                 break
-        self.tasks_loaded.emit(tasks)
+        if reload:
+            self.tasks_reloaded.emit(tasks, as_of)
+        else:
+            self.tasks_loaded.emit(tasks)
 
     async def _read(self, stream: AsyncEventStream) -> None:
         try:
@@ -84,8 +95,10 @@ class ClientBridge(QObject):
                 if msg.event is not None:
                     self.last_seq = stream.last_seq
                     self.event_received.emit(msg.event)
-                elif msg.type == "welcome" and msg.body.get("reset"):
-                    await self._load()  # the log was recreated: start from the ledger
+                elif msg.type == "reset":
+                    # Events we were owed are gone (pruned, or a recreated log): the
+                    # ledger says how things stand.
+                    await self._load(reload=True)
         except StreamClosed:
             pass
         except Exception:

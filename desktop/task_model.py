@@ -375,6 +375,25 @@ class TaskModel(QAbstractTableModel):
             self._adopt_orphans(row.id)
         self.flush()
 
+    def reload(self, tasks: list[dict[str, Any]], as_of: float) -> None:
+        """Merge tasks from the API after the notifier said "reset" (events were pruned).
+
+        Args:
+            as_of: the wall time at which the list was read: it holds every task created
+                before then that the ledger still has (0: it was cut short and says
+                nothing of the others). A row created before then that it lacks was
+                pruned (it finished meanwhile, whatever the row still says): it goes.
+        """
+        self.load(tasks)
+        if as_of <= 0:
+            return
+        kept = {t["id"] for t in tasks}
+        gone = [row.id for row in self._rows if row.id not in kept and row.created < as_of]
+        gone += [tid for tid, row in self._pending.items()
+                 if tid not in kept and row.created < as_of]  # fmt: skip
+        if gone:
+            self.remove_tasks(gone)
+
     def upsert(self, task: dict[str, Any]) -> None:
         """Add or update one task from the API (a submit's answer, a fetched task)."""
         self.load([task])

@@ -6,6 +6,8 @@
                                 --timeout SECONDS: each attempt's time limit)
     herald tasks | show ID | cancel ID | catalog
     herald token create NAME    a second principal, with its own token
+    herald prune [--older-than 7d] [--keep N] [--vacuum]
+                                delete old finished tasks and their events
     herald service NAME ...     (internal) run one service; the frozen app's children
 """
 
@@ -52,6 +54,22 @@ def _positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(text: str) -> float:
+    """argparse type of --older-than: a number with a unit (s, m, h, d, w; days if none)."""
+    t = text.strip().lower()
+    unit = _UNITS.get(t[-1:]) if t else None
+    try:
+        value = float(t[:-1] if unit else t) * (unit or 86400)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an age: {text!r} (e.g. 7d, 12h, 30m)") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a positive age, not {text}")
     return value
 
 
@@ -105,6 +123,19 @@ def _parser() -> argparse.ArgumentParser:
     t = tsub.add_parser("create", help="create a principal (or renew its token); prints it")
     t.add_argument("name")
 
+    s = sub.add_parser("prune", help="delete old finished tasks and their events now "
+                                     "(also done by the worker; works with or without a "
+                                     "running instance)")  # fmt: skip
+    s.add_argument("--older-than", type=_duration, default=None, metavar="AGE",
+                   help="finished longer ago than AGE, e.g. 7d, 12h, 30m (default: "
+                        "[retention] max_age_days in config.toml, 30 d)")  # fmt: skip
+    s.add_argument("--keep", type=int, default=None, metavar="N",
+                   help="and all but the N newest finished tasks (default: [retention] "
+                        "max_tasks, 10000; 0 keeps none)")  # fmt: skip
+    s.add_argument("--vacuum", action="store_true",
+                   help="then shrink herald.db to what it holds (freed space is otherwise "
+                        "reused by new tasks; a running instance waits meanwhile)")  # fmt: skip
+
     s = sub.add_parser("service", help=argparse.SUPPRESS)
     s.add_argument("name", choices=["web", "worker", "notifier"])
     s.add_argument("rest", nargs=argparse.REMAINDER)
@@ -124,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(data_dir, args)
     if cmd == "token":
         return _token(data_dir, args)
+    if cmd == "prune":
+        return _prune(data_dir, args)
     from embedded.client import ApiError, HeraldClient, NotRunning, ServiceUnavailable
 
     args.resolved_data_dir = data_dir
@@ -241,6 +274,55 @@ def _token(data_dir: Path, args: argparse.Namespace) -> int:
     print(token)
     print(f"Principal {args.name!r} created. Keep this token secret: send it as "
           "`Authorization: Bearer <token>`.", file=sys.stderr)  # fmt: skip
+    return EXIT_OK
+
+
+def _prune(data_dir: Path, args: argparse.Namespace) -> int:
+    """`herald prune`: retention now, on the store itself (SQLite lets it share the file
+    with a running instance; its short transactions interleave with the services')."""
+    from services.config import load_config
+    from services.layout import DataLayout
+    from services.store.sqlite import TaskStore
+
+    layout = DataLayout(data_dir)
+    if not layout.ledger_db.exists():
+        print(f"herald: no task ledger in {data_dir}: nothing to prune", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        config = load_config(layout)
+    except ValueError as exc:
+        print(f"herald: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    older_than = args.older_than if args.older_than is not None else config.retention_seconds
+    keep = args.keep if args.keep is not None else config.retention_keep
+    if keep is not None and keep < 0:
+        print("herald: --keep must be 0 or more", file=sys.stderr)
+        return EXIT_USAGE
+    rules = []
+    if older_than is not None:
+        age = f"{older_than / 86400:g} d" if older_than >= 86400 else format_seconds(older_than)
+        rules.append(f"finished more than {age} ago")
+    if keep is not None:
+        rules.append(f"beyond the newest {keep} finished")
+    store = TaskStore(layout.ledger_db)
+    try:
+        done = store.prune(older_than=older_than, keep=keep)
+        if done.events:
+            from services.wake import PRUNED_WAKE, WakeSender
+
+            sender = WakeSender(layout.wake_address("notifier"))  # if one runs
+            sender.wake(PRUNED_WAKE)
+            sender.close()
+        if args.vacuum:
+            store.vacuum()
+        store.checkpoint(truncate=True, wait=2.0)
+        sizes = store.sizes()
+    finally:
+        store.close()
+    print(f"Pruned {done.tasks} task(s) and {done.events} event(s)"
+          + (f" ({' or '.join(rules)})" if rules else " (no retention rule is set)")
+          + f"; {layout.ledger_db.name} is {sizes['db'] / 1e6:.1f} MB, its WAL "
+            f"{sizes['wal'] / 1e6:.1f} MB.")  # fmt: skip
     return EXIT_OK
 
 
@@ -387,6 +469,12 @@ def _submit_and_wait(client: Any, args: argparse.Namespace, spec: dict[str, Any]
                     if interrupted_at is not None and time.monotonic() - interrupted_at > 15:
                         final = client.get(task_id)  # the task ignores the cancel: stop waiting
                         break
+                    if msg is not None and msg.type == "reset":
+                        # Events were pruned: the task's own end may be among them.
+                        now = client.get(task_id)
+                        if now.get("state") in ("succeeded", "failed", "cancelled"):
+                            final = now
+                            break
                     ev = msg.event if msg is not None else None
                     if ev is None or ev.task_id != task_id:
                         if retry_at is not None:  # keep the countdown current

@@ -379,8 +379,11 @@ class AsyncEventStream:
     """The principal's events, each once and in order, across reconnects of the notifier.
 
     `open()` connects and returns the welcome; iterating (or `recv()`) yields every later
-    decoded message: events, "caught_up", and the welcome of each reconnection (its
-    "reset" says the log was recreated). Iterating a stream that was not opened opens it
+    decoded message: events, "caught_up", the welcome of each reconnection (its
+    "reset" says the log was recreated) and "reset" messages: events of this principal
+    after the resume point were deleted (retention pruned finished tasks, or the log was
+    recreated), so the caller must reload its tasks from the API (`iter_tasks`); the
+    events that remain still follow, each once. Iterating a stream that was not opened opens it
     and yields its welcome first. When the connection drops the stream reconnects by
     itself after the delays of `reconnect_delays()`, sending the last seq it saw, and
     drops any event it already yielded. `close()` (from any task of the loop) ends the
@@ -426,6 +429,7 @@ class AsyncEventStream:
         self._closed_event: asyncio.Event | None = None
         self.state = StreamState.CLOSED  # until opened
         self._state_reported: tuple[StreamState, float | None] | None = None
+        self.resets = 0  # "reset" messages received: reloads the caller was asked for
 
     @property
     def last_seq(self) -> int | None:
@@ -493,6 +497,10 @@ class AsyncEventStream:
                     continue  # already yielded before a reconnect
             elif msg.type == "welcome":
                 self._take_welcome(msg)
+            elif msg.type == "reset":
+                self.resets += 1
+                log.warning("events after seq %s are gone (%s): reload the tasks from the API",
+                            self._cursor.last_seq, msg.body.get("reason"))  # fmt: skip
             return msg
 
     def __aiter__(self) -> AsyncEventStream:

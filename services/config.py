@@ -11,6 +11,9 @@
     [supervisor]
     restart_max_delay = 30      # seconds: the longest wait before a crashed service is
                                 # started again (the wait doubles from 0.2 s up to this)
+    [retention]                 # finished tasks and their events; the worker prunes them
+    max_age_days = 30           # finished longer ago than this (0: no age limit)
+    max_tasks = 10000           # beyond this many finished tasks, the oldest (0: no limit)
 """
 
 from __future__ import annotations
@@ -30,14 +33,34 @@ class Config:
     max_tasks_per_executor: int = 1000
     max_executor_memory: int = 1024
     restart_max_delay: float = 30.0
+    retention_days: float = 30.0  # 0: finished tasks are never pruned by age
+    retention_tasks: int = 10_000  # 0: ... nor by count
+
+    @property
+    def retention_seconds(self) -> float | None:
+        """The age limit of finished tasks in seconds (None: none)."""
+        return self.retention_days * 86400.0 if self.retention_days > 0 else None
+
+    @property
+    def retention_keep(self) -> int | None:
+        """How many finished tasks are kept (None: no limit)."""
+        return self.retention_tasks if self.retention_tasks > 0 else None
 
 
 def _int(section: dict[str, Any], key: str, default: int, low: int, high: int,
-         where: str) -> int:  # fmt: skip
+         where: str, table: str = "worker") -> int:  # fmt: skip
     value = section.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{where}: worker.{key} must be an integer {low}-{high}")
+        raise ValueError(f"{where}: {table}.{key} must be an integer {low}-{high}")
     return value
+
+
+def _number(section: dict[str, Any], key: str, default: float, low: float, high: float,
+            where: str, table: str) -> float:  # fmt: skip
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValueError(f"{where}: {table}.{key} must be a number {low:g}-{high:g}")
+    return float(value)
 
 
 def load_config(layout: DataLayout) -> Config:
@@ -55,8 +78,10 @@ def load_config(layout: DataLayout) -> Config:
     where = str(layout.config_file)
     tasks = raw.get("tasks", {})
     worker = raw.get("worker", {})
-    if not isinstance(tasks, dict) or not isinstance(worker, dict):
-        raise ValueError(f"{where}: [tasks] and [worker] must be tables")
+    retention = raw.get("retention", {})
+    if not isinstance(tasks, dict) or not isinstance(worker, dict) \
+            or not isinstance(retention, dict):  # fmt: skip
+        raise ValueError(f"{where}: [tasks], [worker] and [retention] must be tables")
     modules = tasks.get("modules", [])
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
         raise ValueError(f"{where}: tasks.modules must be a list of strings")
@@ -75,4 +100,6 @@ def load_config(layout: DataLayout) -> Config:
         max_tasks_per_executor=_int(worker, "max_tasks_per_executor", 1000, 0, 10**9, where),
         max_executor_memory=_int(worker, "max_executor_memory", 1024, 0, 10**7, where),
         restart_max_delay=float(delay),
+        retention_days=_number(retention, "max_age_days", 30.0, 0, 10**6, where, "retention"),
+        retention_tasks=_int(retention, "max_tasks", 10_000, 0, 10**9, where, "retention"),
     )

@@ -19,7 +19,7 @@ from huey.exceptions import HueyException
 from huey.storage import SqliteStorage
 
 from services.layout import DataLayout
-from services.store.sqlite import retry_busy
+from services.store.sqlite import JOURNAL_SIZE_LIMIT, retry_busy, wal_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class _Storage(SqliteStorage):
         conn = super()._create_connection()
         conn.execute("pragma synchronous=1")
         conn.execute(f"pragma wal_autocheckpoint={int(self.checkpoint_pages)}")
+        conn.execute(f"pragma journal_size_limit={JOURNAL_SIZE_LIMIT}")
         return conn
 
     def _set_journal_mode(self, conn: sqlite3.Connection) -> None:
@@ -105,6 +106,7 @@ class TaskQueue:
     """Enqueue and dequeue task ids through Huey on SQLite."""
 
     def __init__(self, layout: DataLayout, *, checkpoint_pages: int | None = None) -> None:
+        self.path = layout.queue_db
         self.huey = _Huey(QUEUE_NAME, filename=str(layout.queue_db), results=False, utc=True)
         if checkpoint_pages is not None:
             self.huey.storage.checkpoint_pages = checkpoint_pages
@@ -133,9 +135,17 @@ class TaskQueue:
             except (AttributeError, IndexError, TypeError):
                 log.error("skipped a queue message without a task id: %r", task)
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, *, truncate: bool = False, wait: float = 0.5) -> bool:
         """Copy the queue's WAL into its database (see TaskStore.checkpoint)."""
-        self.huey.storage.sql("pragma wal_checkpoint(PASSIVE)")
+        storage = self.huey.storage
+        return wal_checkpoint(storage.conn, storage.lock, truncate=truncate, wait=wait)
+
+    def wal_size(self) -> int:
+        """Bytes of the queue's WAL file."""
+        try:
+            return (self.path.parent / (self.path.name + "-wal")).stat().st_size
+        except OSError:
+            return 0
 
     def pending_ids(self) -> set[str]:
         """Task ids waiting in the queue."""

@@ -11,6 +11,10 @@ import contextlib
 import os
 import socket
 
+# What a pruner (the worker's retention, `herald prune`) sends the notifier: "events were
+# deleted; tell live clients that lost some they had not been sent yet".
+PRUNED_WAKE = b"pruned"
+
 
 class WakeSender:
     """Sends wake-ups to one address; silently does nothing while nobody listens."""

@@ -26,23 +26,31 @@ class ResumePlan:
         after: replay events with seq > after (then live ones).
         reset: the client's seq is ahead of the log (it was reset): it must drop what it
             knew and take the full replay.
+        reload: events the client was owed are gone (pruned, or the log recreated): the
+            replay is incomplete and the client must reload its tasks from the API. The
+            notifier says so with a "reset" message.
     """
 
     after: int
     reset: bool
+    reload: bool = False
 
 
-def plan_resume(since: int | None, head: int) -> ResumePlan:
-    """What to replay for a client that last saw `since` when the log's head is `head`.
+def plan_resume(since: int | None, head: int, pruned_through: int = 0) -> ResumePlan:
+    """What to replay for a client that last saw `since` when the log's head is `head`
+    and pruning deleted this principal's events up to seq `pruned_through`.
 
     No `since`: live events only. A `since` beyond the head means the log was recreated,
-    so everything is replayed and the client told to reset.
+    so everything is replayed and the client told to reset. A `since` below
+    `pruned_through` means some of the principal's events after it were deleted (whole
+    finished tasks): what remains is replayed, and the client told to reload. Pruning
+    another principal's events never concerns this one: the watermark is per principal.
     """
     if since is None:
         return ResumePlan(after=head, reset=False)
     if since > head:
-        return ResumePlan(after=0, reset=True)
-    return ResumePlan(after=since, reset=False)
+        return ResumePlan(after=0, reset=True, reload=True)
+    return ResumePlan(after=since, reset=False, reload=since < pruned_through)
 
 
 @dataclass(eq=False)

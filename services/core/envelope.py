@@ -4,6 +4,20 @@ Server to client (every message carries "v" and "type"):
     {"v": 1, "type": "welcome", "principal": P, "head": N, "reset": bool}
     {"v": 1, "type": "event", "seq": N, "task": ID, "event": TYPE, "ts": T,
      "attempt": A, "data": {...}}
+    {"v": 1, "type": "reset", "reason": R, "oldest": N}
+                                                events of this principal that the client
+                                                was owed are gone, so what it is sent is
+                                                incomplete: reload the tasks from the HTTP
+                                                API. Right after a welcome (before the
+                                                replay) when the resume point is below what
+                                                was pruned; at any time on a live connection
+                                                when pruning deleted events not sent yet.
+                                                R is "pruned" (retention deleted finished
+                                                tasks' events) or "recreated" (the log is
+                                                new; the welcome says reset too). From seq N
+                                                on, nothing of this principal's was deleted:
+                                                a later resume from N - 1 or beyond is
+                                                complete. Events that remain still follow.
     {"v": 1, "type": "caught_up", "seq": N}     after the replay of missed events
     {"v": 1, "type": "pong"}
 Client to server:
@@ -65,6 +79,15 @@ def encode_welcome(principal: str, head: int, reset: bool) -> str:
     )
 
 
+RESET_PRUNED = "pruned"
+RESET_RECREATED = "recreated"
+
+
+def encode_reset(reason: str, oldest: int) -> str:
+    """The wire text of a reset: reload from the API; complete from seq `oldest` on."""
+    return _dumps({"v": VERSION, "type": "reset", "reason": reason, "oldest": oldest})
+
+
 def encode_caught_up(seq: int) -> str:
     return _dumps({"v": VERSION, "type": "caught_up", "seq": seq})
 
@@ -112,7 +135,7 @@ def decode_server_message(text: str | bytes) -> ServerMessage:
         except (KeyError, ValueError, TypeError) as exc:
             raise ProtocolError(CLOSE_INVALID_PAYLOAD, f"malformed event: {exc}") from None
         return ServerMessage("event", obj, event)
-    if mtype in ("welcome", "caught_up", "pong", "ping"):
+    if mtype in ("welcome", "reset", "caught_up", "pong", "ping"):
         return ServerMessage(str(mtype), obj)
     raise ProtocolError(CLOSE_UNKNOWN_TYPE, f"unknown message type {mtype!r}")
 

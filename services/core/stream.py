@@ -3,6 +3,11 @@ after a reconnect, and how long to wait between attempts.
 
 Pure: the command-line client, the tests, the benchmark and the desktop bridge share these
 rules. The server side (who is sent what) is `services.core.delivery`.
+
+A "reset" message (see `services.core.envelope`) does not move the cursor: the replay that
+follows it still brings every event that is left, each once. It tells the client that some
+events it was owed are gone (pruned with their finished tasks), so whatever it shows must
+be reloaded from the HTTP API.
 """
 
 from __future__ import annotations

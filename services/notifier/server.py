@@ -36,11 +36,14 @@ from services.config import load_config
 from services.core.delivery import Router, Subscription, plan_resume
 from services.core.envelope import (
     CLOSE_GOING_AWAY,
+    RESET_PRUNED,
+    RESET_RECREATED,
     ProtocolError,
     decode_client_message,
     encode_caught_up,
     encode_event,
     encode_pong,
+    encode_reset,
     encode_welcome,
     parse_since,
 )
@@ -55,7 +58,7 @@ from services.runtime import (
     watch_stdin,
 )
 from services.store.sqlite import TaskStore
-from services.wake import WakeReceiver
+from services.wake import PRUNED_WAKE, WakeReceiver
 
 log = logging.getLogger("herald.notifier")
 
@@ -94,6 +97,7 @@ class _Client:
         self.ws = ws
         self.principal = principal
         self.sub: Subscription | None = None
+        self.reset_through = 0  # the watermark its last "reset" message was sent for
         self.closed = False
         self._max_backlog = max_backlog
         self._outbox: deque[str] = deque()
@@ -183,6 +187,7 @@ class Notifier:
         self._router = Router()
         self._client_of: dict[Subscription, _Client] = {}
         self._cursor = 0  # every event up to here has been fanned out
+        self._pruned_seen = 0  # the highest pruning watermark looked at
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -210,6 +215,7 @@ class Notifier:
         """Listen, and start following the log from its current head."""
         self._loop = asyncio.get_running_loop()
         self._cursor = self._store.head()
+        self._pruned_seen = max(self._store.pruned_marks().values(), default=0)
         ping_interval, ping_timeout = self._ping
         self._server = await serve(
             self._handle,
@@ -345,8 +351,13 @@ class Notifier:
         if client.closed:
             return
         head = self._store.head()
-        plan = plan_resume(since, head)
+        through = 0 if since is None else self._store.pruned_through(client.principal)
+        plan = plan_resume(since, head, through)
         client.queue((encode_welcome(client.principal, head, plan.reset),))
+        if plan.reload:
+            reason = RESET_RECREATED if plan.reset else RESET_PRUNED
+            client.queue((encode_reset(reason, through + 1),))
+            client.reset_through = through
         cursor = plan.after
         while True:
             page = self._store.events_after(cursor, principal=client.principal, limit=PAGE)
@@ -360,6 +371,12 @@ class Notifier:
             await client.drained()
             if client.closed:
                 return
+        if since is not None and not plan.reload:
+            # Pruned while the replay went on: what was sent may have gaps.
+            through = self._store.pruned_through(client.principal)
+            if through > since:
+                client.queue((encode_reset(RESET_PRUNED, through + 1),))
+                client.reset_through = through
         # No await since the last read: the live fan-out takes over exactly after `cursor`
         # (it reads events after its own cursor, and Subscription.accept drops any seq
         # the replay already sent).
@@ -378,8 +395,31 @@ class Notifier:
     # -------------------------------------------------------------------- fan-out
 
     def _on_wake(self) -> None:
-        self._receiver.drain()
+        messages = self._receiver.drain()
         self._pump()
+        if PRUNED_WAKE in messages:
+            self._check_pruned()
+
+    def _check_pruned(self) -> None:
+        """After pruning: a live subscriber whose principal lost events it had not been
+        sent yet (pruned before the fan-out read them) is told to reload ("reset").
+
+        Cheap when nothing was pruned: one read of a table with a row per principal.
+        """
+        try:
+            marks = self._store.pruned_marks()
+        except sqlite3.Error:
+            log.exception("cannot read the pruning watermarks")
+            return
+        top = max(marks.values(), default=0)
+        if top <= self._pruned_seen:
+            return
+        self._pruned_seen = top
+        for sub, client in list(self._client_of.items()):
+            through = marks.get(sub.principal, 0)
+            if through > max(sub.cursor, client.reset_through):
+                client.reset_through = through
+                client.queue((encode_reset(RESET_PRUNED, through + 1),))
 
     def _on_timer(self) -> None:
         assert self._loop is not None
@@ -391,6 +431,7 @@ class Notifier:
             return
         if behind:
             self._pump()
+        self._check_pruned()  # in case its wake-up was lost
 
     def _pump(self) -> None:
         """Read what was appended since the last time and hand it to the subscribers."""

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +79,11 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_principal_seq ON events (principal, seq);
 CREATE INDEX IF NOT EXISTS events_task_seq ON events (task_id, seq);
+CREATE TABLE IF NOT EXISTS pruned (
+    principal TEXT PRIMARY KEY,
+    through INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 """
 
 # Indexes on columns an older database gets only from the migration.
@@ -87,7 +92,7 @@ CREATE INDEX IF NOT EXISTS tasks_next_attempt ON tasks (next_attempt_at)
     WHERE next_attempt_at IS NOT NULL;
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the `pruned` watermarks (retention) and tasks_finished
 # Columns added since version 1 (the first release), with their definitions.
 _ADDED_COLUMNS = {
     "failures": "INTEGER NOT NULL DEFAULT 0",
@@ -245,6 +250,38 @@ def retry_busy(run: Any, timeout: float = BUSY_TIMEOUT) -> Any:
         tries += 1
 
 
+def wal_checkpoint(conn: sqlite3.Connection, lock: Any, *, truncate: bool = False,
+                   wait: float = 0.5) -> bool:
+    """Checkpoint the WAL of `conn`'s database (PASSIVE, or TRUNCATE: see
+    `TaskStore.checkpoint`); True when it completed. `lock` guards `conn`."""
+    mode = "TRUNCATE" if truncate else "PASSIVE"
+    deadline = time.monotonic() + wait
+    tries = 0
+    while True:
+        with lock:
+            try:
+                busy, log, done = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise
+                busy, log, done = 1, -1, -1
+        if not busy and log == done:
+            return True
+        if not truncate or time.monotonic() >= deadline:
+            return False
+        # Another connection holds the write lock or reads an older snapshot: both are
+        # brief. (No busy handler here: it would sleep at least a millisecond per try.)
+        time.sleep(_LOCK_WAITS[min(tries, len(_LOCK_WAITS) - 1)])
+        tries += 1
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def begin_immediate(c: sqlite3.Connection) -> None:
     """Take the write lock (BEGIN IMMEDIATE), waiting for it in fine steps."""
     retry_busy(lambda: c.execute("BEGIN IMMEDIATE"))
@@ -254,6 +291,22 @@ def begin_immediate(c: sqlite3.Connection) -> None:
 # off for its own connection and checkpoints in a background thread instead, so no task
 # waits for a checkpoint's fsync; other writers keep a high threshold as a safety net.
 SAFETY_CHECKPOINT_PAGES = 10_000
+# Bytes a WAL file is cut back to whenever SQLite starts it over: a burst's WAL does not
+# stay on disk at its peak size.
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+TERMINAL_STATES = tuple(s.value for s in TaskState if s.terminal)
+PRUNE_WAL_LIMIT = 16 * 1024 * 1024  # see TaskStore.prune
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What one `TaskStore.prune_batch` (or a whole `prune`) deleted."""
+
+    tasks: int = 0
+    events: int = 0
+
+    def __add__(self, other: PruneResult) -> PruneResult:
+        return PruneResult(self.tasks + other.tasks, self.events + other.events)
 
 
 class TaskStore:
@@ -280,6 +333,7 @@ class TaskStore:
         c.execute("PRAGMA synchronous=NORMAL")
         c.execute("PRAGMA foreign_keys=OFF")
         c.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint_pages)}")
+        c.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         self._depth = 0  # > 0 inside a batch: writes join its transaction
         self._savepoints = True  # ... each as a savepoint
         # executescript commits by itself: run it outside an explicit transaction.
@@ -317,10 +371,18 @@ class TaskStore:
         with self._lock:
             self._conn.close()
 
-    def checkpoint(self) -> None:
-        """Copy the WAL into the database without blocking readers or writers."""
-        with self._lock:
-            retry_busy(lambda: self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)"), 1.0)
+    def checkpoint(self, *, truncate: bool = False, wait: float = 0.5) -> bool:
+        """Copy the WAL into the database without blocking readers or writers.
+
+        Args:
+            truncate: then also empty the WAL file (TRUNCATE): this takes the write lock
+                and needs every reader to be off the WAL, so it is tried for `wait`
+                seconds in fine steps between other connections' transactions.
+
+        Returns:
+            True when every frame was copied (and, with `truncate`, the file emptied).
+        """
+        return wal_checkpoint(self._conn, self._lock, truncate=truncate, wait=wait)
 
     @contextmanager
     def batch(self, *, isolated: bool = True) -> Iterator[None]:
@@ -866,6 +928,133 @@ class TaskStore:
         return [(r[0], r[1]) for r in rows]
 
     # ----------------------------------------------------------------- the log
+
+    def pruned_through(self, principal: str) -> int:
+        """The highest seq of this principal's events that pruning deleted (0: none).
+
+        A client of this principal that last saw a seq below it may have missed events
+        that are gone: it must reload its tasks from the API (the notifier's "reset").
+        """
+        with self._lock:
+            row = retry_busy(lambda: self._conn.execute(
+                "SELECT through FROM pruned WHERE principal = ?", (principal,)).fetchone())
+        return int(row[0]) if row else 0
+
+    def pruned_marks(self) -> dict[str, int]:
+        """Every principal's `pruned_through` (one row per principal that lost events)."""
+        with self._lock:
+            rows = retry_busy(lambda: self._conn.execute(
+                "SELECT principal, through FROM pruned").fetchall())
+        return {p: int(t) for p, t in rows}
+
+    def prune_batch(self, *, finished_before: float | None = None,
+                    keep: int | None = None, limit: int = 200) -> PruneResult:  # fmt: skip
+        """Delete up to `limit` finished tasks with their events, in one short transaction.
+
+        A finished task goes when it finished before `finished_before` (a wall time), or
+        when it is not among the `keep` most recently submitted finished tasks. Events left
+        by tasks deleted from the ledger ("clear finished") go by the same age. Each
+        principal's `pruned_through` watermark is raised to the highest seq deleted.
+
+        Returns:
+            How many tasks and events it deleted (0 tasks and 0 events: nothing is left
+            to prune).
+        """
+        if finished_before is None and keep is None:
+            return PruneResult()
+        with self._write() as c:
+            clauses, params = [], []
+            if finished_before is not None:
+                clauses.append("finished_at < ?")
+                params.append(finished_before)
+            if keep is not None:
+                row = c.execute(
+                    "SELECT n FROM tasks WHERE state IN ({}) ORDER BY n DESC LIMIT 1 "
+                    "OFFSET ?".format(",".join("?" * len(TERMINAL_STATES))),
+                    (*TERMINAL_STATES, max(0, keep)),
+                ).fetchone()
+                if row is not None:
+                    clauses.append("n <= ?")
+                    params.append(row[0])
+            ids: list[str] = []
+            if clauses:
+                ids = [r[0] for r in c.execute(
+                    "SELECT id FROM tasks WHERE state IN ({}) AND ({}) ORDER BY n LIMIT ?".format(
+                        ",".join("?" * len(TERMINAL_STATES)), " OR ".join(clauses)),
+                    (*TERMINAL_STATES, *params, limit),
+                )]  # fmt: skip
+            marks: dict[str, int] = {}
+            events = 0
+            if ids:
+                marks_sql = ",".join("?" * len(ids))
+                for principal, through in c.execute(
+                    f"SELECT principal, MAX(seq) FROM events WHERE task_id IN ({marks_sql}) "
+                    "GROUP BY principal", ids,
+                ):  # fmt: skip
+                    marks[principal] = through
+                events += c.execute(f"DELETE FROM events WHERE task_id IN ({marks_sql})",
+                                    ids).rowcount  # fmt: skip
+                c.execute(f"DELETE FROM tasks WHERE id IN ({marks_sql})", ids)
+            if finished_before is not None and len(ids) < limit:
+                # The events of tasks the ledger no longer has, oldest first.
+                orphans = c.execute(
+                    "SELECT seq, principal FROM events WHERE ts < ? AND task_id NOT IN "
+                    "(SELECT id FROM tasks) ORDER BY seq LIMIT ?",
+                    (finished_before, (limit - len(ids)) * 4),
+                ).fetchall()
+                for seq, principal in orphans:
+                    marks[principal] = max(marks.get(principal, 0), seq)
+                if orphans:
+                    events += c.execute(
+                        "DELETE FROM events WHERE seq IN ({})".format(",".join("?" * len(orphans))),
+                        [seq for seq, _ in orphans],
+                    ).rowcount  # fmt: skip
+            for principal, through in marks.items():
+                c.execute(
+                    "INSERT INTO pruned (principal, through) VALUES (?, ?) ON CONFLICT "
+                    "(principal) DO UPDATE SET through = MAX(through, excluded.through)",
+                    (principal, through),
+                )
+        return PruneResult(len(ids), events)
+
+    def prune(self, *, older_than: float | None = None, keep: int | None = None,
+              batch: int = 200, pause: float = 0.01, wal_limit: int = PRUNE_WAL_LIMIT,
+              stop: Callable[[], bool] | None = None) -> PruneResult:  # fmt: skip
+        """Retention: delete finished tasks older than `older_than` seconds, or beyond the
+        `keep` newest, with their events, `batch` tasks per transaction and `pause`
+        seconds between transactions, so that no writer waits long for the lock.
+
+        Args:
+            wal_limit: a WAL past this many bytes is checkpointed and emptied between two
+                batches (a first pass over a big ledger writes a lot).
+            stop: checked between batches; True ends the pruning early.
+        """
+        before = None if older_than is None else time.time() - older_than
+        total = PruneResult()
+        while True:
+            done = self.prune_batch(finished_before=before, keep=keep, limit=batch)
+            total += done
+            if (done.tasks < batch and done.events < batch * 4) or (stop and stop()):
+                return total
+            if self.sizes()["wal"] > wal_limit:
+                self.checkpoint(truncate=True)
+            if pause:
+                time.sleep(pause)
+
+    def vacuum(self) -> None:
+        """Give the free pages back to the file system (VACUUM, then an emptied WAL).
+
+        Writers wait for the whole rewrite (seconds for a big ledger), and the WAL grows
+        to the database's size meanwhile: for `herald prune --vacuum`, not the services.
+        """
+        with self._lock:
+            retry_busy(lambda: self._conn.execute("VACUUM"), 30.0)
+        self.checkpoint(truncate=True, wait=5.0)
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes on disk of the database and its WAL (for health and the bench)."""
+        return {name: _size(Path(f"{self.path}{suffix}"))
+                for name, suffix in (("db", ""), ("wal", "-wal"))}  # fmt: skip
 
     def head(self) -> int:
         """The seq of the newest event (0 for an empty log)."""

@@ -55,9 +55,9 @@ from services.queue import TaskQueue
 from services.runtime import parent_gone
 from services.store import TaskStore
 from services.store.failures import StorageProblem, storage_problem
-from services.store.sqlite import TaskRecord, worker_identity
+from services.store.sqlite import JOURNAL_SIZE_LIMIT, TaskRecord, worker_identity
 from services.tasks.catalog import MAX_TIMEOUT, Catalog, TaskSpec
-from services.wake import WakeReceiver, WakeSender
+from services.wake import PRUNED_WAKE, WakeReceiver, WakeSender
 from services.worker import pool, protocol
 from services.worker.executor import describe_exit
 from services.worker.pool import Attempt, ExecutorProcess, ExecutorState, StopReason
@@ -74,6 +74,16 @@ KILL_WAIT = 10.0  # after SIGKILL: an unkillable process (D state) is abandoned 
 STOP_GRACE = 3.0  # seconds running attempts get to finish when the worker stops
 SPAWN_RETRY = 1.0  # seconds before trying again when an executor could not be forked
 CHECKPOINT_DELAY = 1.0  # seconds after a write before the WAL is checkpointed
+# A WAL past this is checkpointed at once and emptied (TRUNCATE), even mid-burst: under a
+# sustained stream of writes a PASSIVE checkpoint never catches up with the writers, so
+# SQLite never starts the file over and it grows with every commit (735 MB for a backlog
+# of 20,000 tasks drained by the worker alone).
+# (Each costs the writers a pause of tens of ms, for its fsyncs: measured here 30-80 ms;
+# the WAL can grow by 50 MB/s while the worker drains a backlog, hence the short poll.)
+WAL_TRUNCATE_BYTES = 16 * 1024 * 1024
+WAL_POLL = 0.05  # seconds between looks at the WALs' sizes while writes go on
+PRUNE_INTERVAL = 600.0  # seconds between retention passes (only while things are written)
+PRUNE_BATCH = 200  # finished tasks deleted per transaction
 MAX_PARKED = 10_000  # task ids held waiting for a concurrency slot
 # Writes the disk refused are tried again after this many seconds, doubling to the max.
 STORAGE_RETRY_FIRST, STORAGE_RETRY_MAX = 0.1, 2.0
@@ -131,17 +141,26 @@ class Dispatcher:
         max_executor_memory: MB above which an executor is replaced after its attempt
             (0: never).
         stop_grace: seconds running attempts get to finish when the worker stops.
+        retention_seconds: finished tasks older than this are pruned with their events
+            (None: no age limit).
+        retention_keep: at most this many finished tasks are kept (None: no limit).
+        prune_interval: seconds between retention passes while things are written.
     """
 
     def __init__(self, layout: DataLayout, catalog: Catalog, concurrency: int = 4, *,
                  max_tasks_per_executor: int = 1000, max_executor_memory: int = 1024,
-                 stop_grace: float = STOP_GRACE) -> None:  # fmt: skip
+                 stop_grace: float = STOP_GRACE, retention_seconds: float | None = None,
+                 retention_keep: int | None = None,
+                 prune_interval: float = PRUNE_INTERVAL) -> None:  # fmt: skip
         self.layout = layout
         self.catalog = catalog
         self.concurrency = max(1, concurrency)
         self.max_tasks_per_executor = max_tasks_per_executor
         self.max_executor_memory = max_executor_memory
         self.stop_grace = stop_grace
+        self.retention_seconds = retention_seconds
+        self.retention_keep = retention_keep
+        self.prune_interval = prune_interval
         self.identity = worker_identity()
         # Commits here never checkpoint: the checkpointer thread does it off the hot path.
         self.store = TaskStore(layout.ledger_db, checkpoint_pages=0)
@@ -1096,19 +1115,47 @@ class Dispatcher:
             self._post.append(enqueue)
 
     def _checkpoints(self) -> None:
-        """Checkpoint both databases shortly after writes, on connections of its own, so
-        that no round waits for a checkpoint's fsync. Sleeps while nothing is written."""
+        """Housekeeping on connections of its own, so that no round waits for it: checkpoint
+        both databases shortly after writes, and prune finished tasks (retention) at most
+        every `prune_interval` seconds. Sleeps while nothing is written.
+
+        WAL policy: a PASSIVE checkpoint a second after writes; a WAL past
+        WAL_TRUNCATE_BYTES is checkpointed at once and emptied (TRUNCATE), and so is one
+        past the journal size limit once the writes have stopped, so that neither file
+        stays at a burst's size.
+        """
         store = TaskStore(self.layout.ledger_db, checkpoint_pages=0)
         queue = TaskQueue(self.layout, checkpoint_pages=0)
         refused = False
+        wals = ((store, lambda: store.sizes()["wal"]), (queue, queue.wal_size))
+        next_prune = time.monotonic()
+        next_truncate = 0.0  # after a failed try, the next is not sooner than this
         while not self._stopping.is_set():
             self._dirty.wait()
-            if self._stopping.wait(CHECKPOINT_DELAY):
+            deadline = time.monotonic() + CHECKPOINT_DELAY
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                left = deadline - now
+                if left <= 0 or (now >= next_truncate and any(
+                        size() > WAL_TRUNCATE_BYTES for _, size in wals)):  # fmt: skip
+                    break
+                self._stopping.wait(min(WAL_POLL, left))
+            if self._stopping.is_set():
                 break
             self._dirty.clear()
             try:
-                store.checkpoint()
-                queue.checkpoint()
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + self.prune_interval
+                    self._prune(store)
+                for db, size in wals:
+                    db.checkpoint()
+                    wal = size()
+                    quiet = not self._dirty.is_set()
+                    if wal > WAL_TRUNCATE_BYTES or (quiet and wal > JOURNAL_SIZE_LIMIT):
+                        if not db.checkpoint(truncate=True):
+                            # A reader holds an old snapshot: try again in a while.
+                            next_truncate = time.monotonic() + CHECKPOINT_DELAY
+                            log.debug("could not empty a %d-byte WAL yet", wal)
             except Exception as exc:
                 if storage_problem(exc) is None:
                     log.exception("checkpoint failed")
@@ -1118,6 +1165,17 @@ class Dispatcher:
             else:
                 refused = False
         store.close()
+
+    def _prune(self, store: TaskStore) -> None:
+        """One retention pass, in short transactions (see TaskStore.prune)."""
+        if self.retention_seconds is None and self.retention_keep is None:
+            return
+        done = store.prune(older_than=self.retention_seconds, keep=self.retention_keep,
+                           batch=PRUNE_BATCH, stop=self._stopping.is_set)  # fmt: skip
+        if done.tasks or done.events:
+            self._notifier.wake(PRUNED_WAKE)
+            log.info("retention: pruned %d finished task(s) and %d event(s)",
+                     done.tasks, done.events)  # fmt: skip
 
     # ----------------------------------------------------------------- shutdown
 

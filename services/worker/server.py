@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         concurrency = args.workers if args.workers else config.worker_threads
         dispatcher = Dispatcher(layout, catalog, concurrency,
                                 max_tasks_per_executor=config.max_tasks_per_executor,
-                                max_executor_memory=config.max_executor_memory)  # fmt: skip
+                                max_executor_memory=config.max_executor_memory,
+                                retention_seconds=config.retention_seconds,
+                                retention_keep=config.retention_keep)  # fmt: skip
     except Exception as exc:
         return cannot_start("worker", exc)
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.request_stop())

@@ -43,3 +43,15 @@ def test_router_fans_out_by_principal():
     assert [(s is a2, [e.seq for e in evs]) for s, evs in router.route([ev(4, "a")])] == [
         (True, [4])
     ]
+
+
+def test_resume_plans_after_pruning():
+    # The principal's events were pruned up to seq 7 (pruned_through).
+    assert plan_resume(3, 10, 7).reload  # owed events may be gone: reload
+    assert plan_resume(3, 10, 7).after == 3  # and what is left is still replayed
+    assert not plan_resume(7, 10, 7).reload  # saw through the watermark: complete
+    assert not plan_resume(9, 10, 7).reload
+    assert not plan_resume(None, 10, 7).reload  # live only: nothing owed
+    assert not plan_resume(3, 10, 0).reload  # nothing of its own was pruned
+    recreated = plan_resume(11, 10, 0)
+    assert recreated.reset and recreated.reload and recreated.after == 0

@@ -47,3 +47,9 @@ def test_since_accepts_decimal_text():
     assert env.parse_since("12") == 12
     with pytest.raises(env.ProtocolError):
         env.parse_since("12a")
+
+
+def test_reset_round_trip():
+    msg = env.decode_server_message(env.encode_reset(env.RESET_PRUNED, 42))
+    assert msg.type == "reset" and msg.event is None
+    assert msg.body == {"v": 1, "type": "reset", "reason": "pruned", "oldest": 42}

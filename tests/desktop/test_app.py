@@ -267,3 +267,35 @@ def test_the_app_attaches_to_a_serve_started_with_another_runtime_dir(tmp_path, 
         assert serve.proc.poll() is None  # the app leaves the instance it attached to alone
     finally:
         serve.stop()
+
+
+def test_a_reset_after_pruning_reloads_the_table(running, qtbot):
+    from services.core.states import TaskState
+    from services.store import TaskStore
+
+    old = running.run_task("demo.answer", seconds=0)
+    running.wait_state(old, "succeeded")
+    kept = running.run_task("demo.answer", seconds=0)
+    running.wait_state(kept, "succeeded")
+    reloaded = []
+    running.app.bridge.tasks_reloaded.connect(lambda tasks, _as_of: reloaded.append(tasks))
+    notifier = running.app.monitor._supervisor.pid("notifier")
+    os.kill(notifier, signal.SIGSTOP)  # the app hears nothing more for a while
+    store = TaskStore(running.app.data_dir / "herald.db")
+    try:
+        missed = running.run_task("demo.answer", seconds=0)  # its row comes from the submit
+        qtbot.waitUntil(lambda: store.get_task(missed).state is TaskState.SUCCEEDED,
+                        timeout=WAIT)  # fmt: skip
+        with store._write() as c:  # both finished long ago, as far as retention goes
+            c.execute("UPDATE tasks SET finished_at = 0 WHERE id IN (?, ?)", (old, missed))
+        assert store.prune(older_than=86400).tasks == 2
+    finally:
+        os.kill(notifier, signal.SIGKILL)
+        store.close()
+    # The restarted notifier says "reset" (the app last saw a seq below what was pruned):
+    # the app reloads, and both pruned tasks leave the table, the one it never saw end too.
+    qtbot.waitUntil(lambda: bool(reloaded), timeout=WAIT)
+    assert {t["id"] for t in reloaded[0]} == {kept}
+    qtbot.waitUntil(lambda: running.state(old) is None and running.state(missed) is None,
+                    timeout=WAIT)  # fmt: skip
+    assert running.state(kept) == "succeeded"

@@ -526,3 +526,24 @@ def test_timed_out_and_forced_cancel_say_so(qtbot):
         "Stopped by force after 5 s: it did not stop at a checkpoint")
     assert message_of(model, "c") == "Cancelled"
     assert model.task_by_id("f")["message"] == "Stopped by force after 5 s"  # as the ledger says
+
+
+def test_a_reload_after_pruning_drops_the_rows_the_ledger_lost(qtbot):
+    model = TaskModel()
+    model.load([snapshot("old", 1, "succeeded"), snapshot("gone", 2, "queued"),
+                snapshot("kept", 4, "succeeded"), snapshot("late", 9, "queued")])  # fmt: skip
+    removed = record(model.rowsRemoved)
+    # A list cut short (at the bridge's history limit) says nothing of the others.
+    model.reload([snapshot("kept", 4, "succeeded")], as_of=0.0)
+    assert ids(model) == ["late", "kept", "gone", "old"]
+    # Rows created before the list was read and missing from it were pruned, whatever
+    # state they still show (their end was among the pruned events); a row created after
+    # (submitted meanwhile) stays.
+    model.reload([snapshot("kept", 4, "succeeded"), snapshot("new", 5, "running")],
+                 as_of=T0 + 6 * 60)  # fmt: skip
+    assert ids(model) == ["late", "new", "kept"]
+    assert len(removed) == 1  # neighbouring rows go in one range
+    feed = Feed()
+    model.apply_event(feed.succeeded("gone"))  # a late event of a pruned task
+    model.flush()
+    assert ids(model) == ["late", "new", "kept"]

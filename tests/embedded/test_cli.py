@@ -204,3 +204,25 @@ def test_the_parser_takes_positive_seconds(capsys):
     with pytest.raises(SystemExit):
         cli.main(["submit", "demo.answer", "--timeout", "nan"])
     assert "must be a positive number of seconds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("7d", 7 * 86400), ("12h", 43200),
+                                               ("30m", 1800), ("45s", 45), ("2w", 14 * 86400),
+                                               ("3", 3 * 86400), ("0s", 0)])  # fmt: skip
+def test_prune_ages(text, seconds):
+    assert cli._duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "-1d", "", "d", "infd"])
+def test_bad_prune_ages_are_refused(text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli._duration(text)
+
+
+def test_prune_of_a_data_dir_without_a_ledger_says_so(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "embedded", "--data-dir", str(tmp_path), "prune"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 2 and "nothing to prune" in out.stderr
+    assert not (tmp_path / "herald.db").exists()

@@ -100,6 +100,8 @@ async def test_since_beyond_head_resets_and_replays_everything(notifier, open_cl
     ws = await open_client(notifier.url, since=head + 100)
     welcome = await recv(ws)
     assert welcome["reset"] is True and welcome["head"] == head
+    # Whatever the client knew is of another log: it reloads its tasks from the API.
+    assert await recv(ws) == {"v": 1, "type": "reset", "reason": "recreated", "oldest": 1}
     assert_same_events(await recv_events(ws, len(mine)), mine)
     assert await recv(ws) == {"v": 1, "type": "caught_up", "seq": mine[-1].seq}
 

@@ -21,6 +21,7 @@ from services.core.states import TaskState
 from services.layout import DataLayout
 from services.queue import TaskQueue
 from services.store import TaskStore
+from services.store.sqlite import JOURNAL_SIZE_LIMIT
 from services.tasks.catalog import Catalog
 from services.wake import WakeReceiver, WakeSender
 from services.worker.dispatcher import Dispatcher
@@ -554,3 +555,41 @@ def test_reports_the_full_disk_refuses_wait_in_order_and_nothing_runs_twice(tmp_
             store.close()
         assert integrity(h.layout.ledger_db) == "ok"
         assert integrity(h.layout.queue_db) == "ok"
+
+
+def test_the_worker_prunes_finished_tasks_beyond_the_retention_limit(tmp_path):
+    h = Harness(tmp_path / "data", retention_keep=3, prune_interval=0.0)
+    h.thread.start()
+    try:
+        ids = [h.submit("t.ok") for _ in range(6)]
+        for t in ids:
+            h.wait_state(t, TaskState.SUCCEEDED)
+        last_pruned = max(h.events(t)[-1].seq for t in ids[:3])
+        # The housekeeping thread prunes about a second after the writes.
+        deadline = time.monotonic() + 15
+        while len(h.store.list_tasks("a")) > 3:
+            assert time.monotonic() < deadline, [t.id for t in h.store.list_tasks("a")]
+            time.sleep(0.05)
+        assert [t.id for t in h.store.list_tasks("a")] == ids[:2:-1]  # the newest three
+        assert all(h.events(t) == [] for t in ids[:3])
+        assert h.store.pruned_through("a") == last_pruned
+    finally:
+        h.close()
+
+
+def test_the_worker_empties_a_grown_wal_once_writes_stop(harness):
+    layout = harness.layout
+    wal = Path(f"{layout.ledger_db}-wal")
+    writer = TaskStore(layout.ledger_db, checkpoint_pages=0)  # a writer that never checkpoints
+    rec, _ = writer.create_task(principal="a", name="t.ok", args={})
+    with writer._write() as c:
+        for _ in range(60):
+            writer._append(c, rec.id, "a", EventType.OUTPUT, 0, {"lines": ["x" * 100_000]},
+                           time.time())  # fmt: skip
+    writer.close()
+    assert wal.stat().st_size > JOURNAL_SIZE_LIMIT
+    harness.wait_state(harness.submit("t.ok"), TaskState.SUCCEEDED)  # the worker writes too
+    deadline = time.monotonic() + 15
+    while wal.exists() and wal.stat().st_size > 0:
+        assert time.monotonic() < deadline, wal.stat().st_size
+        time.sleep(0.05)
