@@ -1190,7 +1190,12 @@ class Dispatcher:
             return
         deadline = time.monotonic() + self.stop_grace
         while self._running and time.monotonic() < deadline:
-            ready = self._selector.select(max(0.0, min(0.1, deadline - time.monotonic())))
+            # The end of stdin comes as the supervisor's files are closed, a moment before
+            # the kernel re-parents us and sends the parent-death signal: look again.
+            if parent_gone():
+                self._abandon()
+                return
+            ready = self._selector.select(max(0.0, min(0.05, deadline - time.monotonic())))
             with self._round():
                 for key, _ in ready:
                     key.data()
@@ -1205,6 +1210,9 @@ class Dispatcher:
         # Wait for them (SIGKILL after TERM_GRACE), recording each attempt given back.
         deadline = time.monotonic() + TERM_GRACE + 2.0
         while self._executors and time.monotonic() < deadline:
+            if parent_gone():
+                self._abandon()
+                return
             ready = self._selector.select(0.05)
             with self._round():
                 for key, _ in ready:

@@ -69,6 +69,14 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "?"
+
+
 class _Killer(threading.Thread):
     """Kills one service with SIGKILL `times` times, each time once it is back and has
     served for `after` seconds."""
@@ -293,7 +301,7 @@ def test_sigkill_of_serve_leaves_no_process_and_the_tasks_run_next_time(tmp_path
     deadline = time.monotonic() + 1.0  # the issue's bound: nothing left after 1 s
     while time.monotonic() < deadline and any(pid_alive(p) for p in family):
         time.sleep(0.02)
-    assert [p for p in family if pid_alive(p)] == []
+    assert {p: _cmdline(p) for p in family if pid_alive(p)} == {}
     herald.stop()
     herald = start_serve(data, runtime_dir, *SHORT)
     try:
