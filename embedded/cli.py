@@ -5,7 +5,10 @@
     herald submit TASK k=v ...  submit a task (--wait: live progress, exit 0/1; --json;
                                 --timeout SECONDS: each attempt's time limit)
     herald tasks | show ID | cancel ID | catalog
-    herald token create NAME    a second principal, with its own token
+    herald token create NAME [--allow TASK]... [--root DIR]... [--read-root DIR]...
+                                a second principal, with its own token (printed alone
+                                on stdout) and what it may do
+    herald token list | revoke NAME
     herald prune [--older-than 7d] [--keep N] [--vacuum]
                                 delete old finished tasks and their events
     herald service NAME ...     (internal) run one service; the frozen app's children
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedded import herald_version
-from embedded.paths import default_data_dir
+from embedded.paths import default_data_dir, runtime_dir
 from services.core.retry import format_seconds
 from services.core.wording import (
     attempt_line,
@@ -120,7 +123,23 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("token", help="manage principals and their tokens")
     tsub = s.add_subparsers(dest="token_command", metavar="ACTION", required=True)
-    t = tsub.add_parser("create", help="create a principal (or renew its token); prints it")
+    t = tsub.add_parser("create", help="create a principal (or renew its token and "
+                                       "capabilities); prints its token")  # fmt: skip
+    t.add_argument("name")
+    t.add_argument("--allow", action="append", default=None, metavar="TASK",
+                   help="a task it may run (repeat it; '*' for all; default: every task "
+                        "but process.run)")  # fmt: skip
+    t.add_argument("--root", action="append", default=[], metavar="DIR",
+                   help="a folder its tasks may read and write under (repeat it; default: "
+                        "none, so tasks with a path are refused)")  # fmt: skip
+    t.add_argument("--read-root", action="append", default=[], metavar="DIR",
+                   help="a folder its tasks may only read under (repeat it)")
+    t.add_argument("--network", action="store_true",
+                   help="its tasks may open network connections")
+    t = tsub.add_parser("list", help="the principals and what each may do")
+    t.add_argument("--json", action="store_true")
+    t = tsub.add_parser("revoke", help="remove a principal: its token stops working and its "
+                                       "open connections are closed")  # fmt: skip
     t.add_argument("name")
 
     s = sub.add_parser("prune", help="delete old finished tasks and their events now "
@@ -263,17 +282,85 @@ def _gui(data_dir: Path, self_check: bool = False) -> int:
 
 
 def _token(data_dir: Path, args: argparse.Namespace) -> int:
-    from services.auth import create_principal
+    from services.access import protected_dirs
+    from services.auth import ALL_TASKS, create_principal, is_under, load_entries, revoke_principal
     from services.layout import DataLayout
+    from services.wake import REVOKED_WAKE, WakeSender
 
+    layout = DataLayout(data_dir)
     try:
-        token = create_principal(DataLayout(data_dir), args.name)
+        if args.token_command == "list":
+            return _token_list(load_entries(layout), args.json)
+        if args.token_command == "revoke":
+            if not revoke_principal(layout, args.name):
+                print(f"herald: there is no principal {args.name!r}", file=sys.stderr)
+                return EXIT_FAILED
+        else:
+            try:
+                runtime: Path | None = runtime_dir()
+            except OSError:
+                runtime = None
+            protected = protected_dirs(layout, runtime)
+            for folder in [*args.root, *args.read_root]:
+                real = os.path.realpath(os.path.expanduser(folder))
+                if any(is_under(real, d) or is_under(d, real) for d in protected):
+                    raise ValueError(f"{folder} holds or lies in Herald's own files; no "
+                                     "principal may be given it")  # fmt: skip
+            if args.allow is not None:
+                _check_task_names(layout, args.allow, ALL_TASKS)
+            token = create_principal(layout, args.name, allow=args.allow, roots=args.root,
+                                     read_roots=args.read_root, network=args.network)  # fmt: skip
     except ValueError as exc:
         print(f"herald: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    # A revoked or renewed token's open WebSockets are closed at once (the notifier looks
+    # again at auth.json on this wake-up; without it, within its fallback interval).
+    sender = WakeSender(layout.wake_address("notifier"))
+    sender.wake(REVOKED_WAKE)
+    sender.close()
+    if args.token_command == "revoke":
+        print(f"Principal {args.name!r} revoked.", file=sys.stderr)
+        return EXIT_OK
     print(token)
     print(f"Principal {args.name!r} created. Keep this token secret: send it as "
           "`Authorization: Bearer <token>`.", file=sys.stderr)  # fmt: skip
+    return EXIT_OK
+
+
+def _check_task_names(layout: Any, names: list[str], everything: str) -> None:
+    """Refuse a name no task of the catalog has (a typo would allow nothing)."""
+    from services.config import load_config
+    from services.tasks.catalog import load_catalog
+
+    catalog = load_catalog(load_config(layout).task_modules)
+    unknown = [n for n in names if n != everything and n not in catalog]
+    if unknown:
+        raise ValueError("no such task: " + ", ".join(unknown) + " (see `herald catalog`)")
+
+
+def _token_list(entries: dict[str, Any], as_json: bool) -> int:
+    from services.auth import DEFAULT_DENIED
+
+    rows = []
+    for name, entry in sorted(entries.items()):
+        caps = entry.capabilities
+        rows.append({"principal": name, "owner": caps.owner,
+                     "allow": None if caps.allow is None else sorted(caps.allow),
+                     "roots": list(caps.roots), "read_roots": list(caps.read_roots),
+                     "network": caps.network})  # fmt: skip
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for row in rows:
+        if row["owner"]:
+            print(f"{row['principal']}  owner: every task, every folder but Herald's own")
+            continue
+        allow = ("every task but " + ", ".join(sorted(DEFAULT_DENIED))
+                 if row["allow"] is None else ", ".join(row["allow"]) or "no task")  # fmt: skip
+        print(f"{row['principal']}  tasks: {allow}")
+        print(f"    read+write: {', '.join(row['roots']) or '-'}")
+        print(f"    read only:  {', '.join(row['read_roots']) or '-'}")
+        print(f"    network:    {'yes' if row['network'] else 'no'}")
     return EXIT_OK
 
 

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import IO
 
+from embedded.paths import runtime_dir
 from services.auth import write_private
 from services.layout import DataLayout
 from services.runtime import PARENT_ENV, parse_fatal, parse_ready
@@ -235,6 +236,10 @@ class Supervisor:
         web_port = web_port or free_port()
         notifier_port = notifier_port or free_port()
         base = ["--data-dir", str(layout.root)]
+        try:  # a folder no task may touch: the services are told where it is
+            base += ["--runtime-dir", str(runtime_dir())]
+        except OSError as exc:
+            log.warning("no runtime dir (%s): tasks are not kept out of one", exc)
         self._children = {
             "web": _Child(ServiceStatus("web", port=web_port), [*base, "--port", str(web_port)]),
             "worker": _Child(

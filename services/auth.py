@@ -1,9 +1,22 @@
-"""Who is asking, and may they ask: tokens, principals, Host and Origin checks.
+"""Who is asking, and may they ask: tokens, principals, capabilities, Host and Origin checks.
 
-Shared by the web service and the notifier. Tokens are stored only as SHA-256 hashes in
-`auth.json` (owner-only); the install's own token is also kept in clear in `token`
+Shared by the web service, the notifier and the worker. Tokens are stored only as SHA-256
+hashes in `auth.json` (owner-only); the install's own token is also kept in clear in `token`
 (owner-only) so local clients can use it. A presented token is hashed and compared with
 every known hash in constant time.
+
+auth.json holds, per principal, its token hash and its capabilities:
+
+    {"principals": {
+        "local": {"token_sha256": "..."},
+        "bob": {"token_sha256": "...", "allow": ["files.checksum"],
+                "roots": ["/home/a/shared"], "read_roots": ["/srv/data"], "network": false}}}
+
+The install's own principal ("local", the owner) may run every task over every folder
+but Herald's own. Any other principal may run the tasks in "allow" (absent: every task but
+those in `DEFAULT_DENIED`; "*": every task), read and write under "roots", only read under
+"read_roots" (both absent: no folder at all), and open network connections only with
+"network". Files written before capabilities existed (a hash only) read as those defaults.
 """
 
 from __future__ import annotations
@@ -17,13 +30,120 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from services.layout import DataLayout
 
 DEFAULT_PRINCIPAL = "local"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# What a principal other than the owner may not run unless it is allowed by name: a program
+# can do anything its user can.
+DEFAULT_DENIED = frozenset({"process.run"})
+ALL_TASKS = "*"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What one principal may do.
+
+    Attributes:
+        principal: its name.
+        owner: the install's own principal: every task, every folder but Herald's own.
+        allow: the tasks it may run by name ("*": all); None: every task but
+            `DEFAULT_DENIED`. Ignored for the owner.
+        roots: folders (resolved, absolute) it may read and write under; the owner's is "/".
+        read_roots: folders it may only read under.
+        network: whether its tasks may open network connections.
+    """
+
+    principal: str
+    owner: bool = False
+    allow: frozenset[str] | None = None
+    roots: tuple[str, ...] = ()
+    read_roots: tuple[str, ...] = ()
+    network: bool = False
+
+    def may_run(self, task: str) -> bool:
+        if self.owner:
+            return True
+        if self.allow is None:
+            return task not in DEFAULT_DENIED
+        return ALL_TASKS in self.allow or task in self.allow
+
+    @property
+    def write_roots(self) -> tuple[str, ...]:
+        """The folders its tasks may write under (for the owner: "/", less Herald's own)."""
+        return self.roots
+
+    @property
+    def readable_roots(self) -> tuple[str, ...]:
+        """The folders its tasks may read under: its roots and its read roots."""
+        return self.roots + self.read_roots
+
+    def may_read(self, real_path: str) -> bool:
+        """Whether a resolved path lies under one of its readable roots."""
+        return any(is_under(real_path, root) for root in self.readable_roots)
+
+    def may_write(self, real_path: str) -> bool:
+        """Whether a resolved path lies under one of its write roots."""
+        return any(is_under(real_path, root) for root in self.write_roots)
+
+    def to_json(self) -> dict[str, Any]:
+        """What auth.json stores (never the owner's: it has no choices)."""
+        out: dict[str, Any] = {}
+        if self.allow is not None:
+            out["allow"] = sorted(self.allow)
+        out["roots"] = list(self.roots)
+        out["read_roots"] = list(self.read_roots)
+        out["network"] = self.network
+        return out
+
+
+def is_under(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or lies under it (both absolute and resolved)."""
+    if folder == os.sep:
+        return path.startswith(os.sep)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def owner_capabilities(principal: str = DEFAULT_PRINCIPAL) -> Capabilities:
+    return Capabilities(principal, owner=True, roots=(os.sep,), network=True)
+
+
+def _capabilities_from(name: str, entry: dict[str, Any]) -> Capabilities:
+    """A principal's capabilities from its auth.json entry (missing members: defaults)."""
+    if name == DEFAULT_PRINCIPAL:
+        return owner_capabilities(name)
+    allow = entry.get("allow")
+
+    def folders(key: str) -> tuple[str, ...]:
+        value = entry.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and os.path.isabs(v)
+                                                   for v in value):  # fmt: skip
+            raise ValueError(f"principal {name!r}: {key} must be a list of absolute paths")
+        return tuple(value)
+
+    if allow is not None and not (isinstance(allow, list)
+                                  and all(isinstance(a, str) for a in allow)):  # fmt: skip
+        raise ValueError(f"principal {name!r}: allow must be a list of task names")
+    network = entry.get("network", False)
+    if not isinstance(network, bool):
+        raise ValueError(f"principal {name!r}: network must be true or false")
+    return Capabilities(name, allow=None if allow is None else frozenset(allow),
+                        roots=folders("roots"), read_roots=folders("read_roots"),
+                        network=network)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PrincipalEntry:
+    """One principal of auth.json: its token's hash and what it may do."""
+
+    token_sha256: str
+    capabilities: Capabilities
 
 
 def hash_token(token: str) -> str:
@@ -49,24 +169,51 @@ def write_private(path: Path, text: str) -> None:
         raise
 
 
-def load_principals(layout: DataLayout) -> dict[str, str]:
-    """Principal name -> token hash, from auth.json (empty if missing).
+def load_entries(layout: DataLayout) -> dict[str, PrincipalEntry]:
+    """Every principal of auth.json with its token hash and capabilities (empty if missing).
 
     Raises:
         ValueError: auth.json is not what Herald writes (see `ensure_install_token`).
     """
     try:
         data = json.loads(layout.auth_file.read_bytes())
-        return {str(k): str(v["token_sha256"]) for k, v in data.get("principals", {}).items()}
+        return {str(k): PrincipalEntry(str(v["token_sha256"]), _capabilities_from(str(k), v))
+                for k, v in data.get("principals", {}).items()}  # fmt: skip
     except FileNotFoundError:
         return {}
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ValueError(f"{layout.auth_file} is not valid: {exc}") from None
 
 
-def _save_principals(layout: DataLayout, principals: dict[str, str]) -> None:
-    body = {"principals": {k: {"token_sha256": v} for k, v in sorted(principals.items())}}
-    write_private(layout.auth_file, json.dumps(body, indent=2) + "\n")
+def load_principals(layout: DataLayout) -> dict[str, str]:
+    """Principal name -> token hash, from auth.json (empty if missing).
+
+    Raises:
+        ValueError: auth.json is not what Herald writes (see `ensure_install_token`).
+    """
+    return {name: e.token_sha256 for name, e in load_entries(layout).items()}
+
+
+def capabilities(layout: DataLayout, principal: str) -> Capabilities | None:
+    """What `principal` may do, read from auth.json now (None: no such principal).
+
+    For the worker, when an attempt starts: the ledger names the principal.
+
+    Raises:
+        ValueError: auth.json is damaged.
+    """
+    entry = load_entries(layout).get(principal)
+    return None if entry is None else entry.capabilities
+
+
+def _save_entries(layout: DataLayout, entries: dict[str, PrincipalEntry]) -> None:
+    principals = {}
+    for name, e in sorted(entries.items()):
+        item: dict[str, Any] = {"token_sha256": e.token_sha256}
+        if not e.capabilities.owner:
+            item.update(e.capabilities.to_json())
+        principals[name] = item
+    write_private(layout.auth_file, json.dumps({"principals": principals}, indent=2) + "\n")
 
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,512}")
@@ -103,7 +250,7 @@ def repair_install_token(layout: DataLayout) -> tuple[str, list[str]]:
     notices: list[str] = []
     token, problem = _read_token(layout.token_file)
     try:
-        principals = load_principals(layout)
+        principals = load_entries(layout)
     except (ValueError, OSError) as exc:
         aside = layout.auth_file.with_name(layout.auth_file.name + ".damaged")
         with contextlib.suppress(OSError):
@@ -119,9 +266,10 @@ def repair_install_token(layout: DataLayout) -> tuple[str, list[str]]:
             notices.append(f"the token file {layout.token_file} {problem}; a new token was "
                            "written there, and the old one no longer works: clients that "
                            "used it must read the new one")  # fmt: skip
-    if principals.get(DEFAULT_PRINCIPAL) != hash_token(token):
-        principals[DEFAULT_PRINCIPAL] = hash_token(token)
-        _save_principals(layout, principals)
+    own = principals.get(DEFAULT_PRINCIPAL)
+    if own is None or own.token_sha256 != hash_token(token):
+        principals[DEFAULT_PRINCIPAL] = PrincipalEntry(hash_token(token), owner_capabilities())
+        _save_entries(layout, principals)
     return token, notices
 
 
@@ -134,58 +282,117 @@ def ensure_install_token(layout: DataLayout) -> str:
     return token
 
 
-def create_principal(layout: DataLayout, name: str) -> str:
-    """Register a new principal (or give an existing one a new token); returns the token.
+def create_principal(
+    layout: DataLayout,
+    name: str,
+    *,
+    allow: Iterable[str] | None = None,
+    roots: Iterable[str] = (),
+    read_roots: Iterable[str] = (),
+    network: bool = False,
+) -> str:
+    """Register a new principal (or give an existing one a new token and these
+    capabilities); returns the token.
+
+    Args:
+        allow: the tasks it may run ("*": all); None: every task but `DEFAULT_DENIED`.
+        roots, read_roots: folders it may read and write / only read under (resolved
+            here, symbolic links followed).
+        network: whether its tasks may open network connections.
 
     Raises:
-        ValueError: the name is not 1-64 letters, digits, '.', '_' or '-'.
+        ValueError: the name is not 1-64 letters, digits, '.', '_' or '-', it is the
+            install's own, or a root is not an existing folder.
     """
     if not _NAME.fullmatch(name):
         raise ValueError("a principal name is 1-64 letters, digits, '.', '_' or '-'")
     ensure_install_token(layout)
     if name == DEFAULT_PRINCIPAL:
         raise ValueError(f"{DEFAULT_PRINCIPAL!r} is the install's own principal")
-    principals = load_principals(layout)
+
+    def resolved(folders: Iterable[str]) -> tuple[str, ...]:
+        out = []
+        for folder in folders:
+            real = os.path.realpath(os.path.expanduser(folder))
+            if not os.path.isdir(real):
+                raise ValueError(f"{folder} is not a folder")
+            if real not in out:
+                out.append(real)
+        return tuple(out)
+
+    caps = Capabilities(name, allow=None if allow is None else frozenset(allow),
+                        roots=resolved(roots), read_roots=resolved(read_roots),
+                        network=network)  # fmt: skip
+    principals = load_entries(layout)
     token = new_token()
-    principals[name] = hash_token(token)
-    _save_principals(layout, principals)
+    principals[name] = PrincipalEntry(hash_token(token), caps)
+    _save_entries(layout, principals)
     return token
 
 
+def revoke_principal(layout: DataLayout, name: str) -> bool:
+    """Remove a principal and its token; False if there was none of that name.
+
+    Raises:
+        ValueError: it is the install's own principal.
+    """
+    if name == DEFAULT_PRINCIPAL:
+        raise ValueError(f"{DEFAULT_PRINCIPAL!r} is the install's own principal; its token "
+                         "is renewed by deleting the token file while Herald is stopped")
+    principals = load_entries(layout)
+    if principals.pop(name, None) is None:
+        return False
+    _save_entries(layout, principals)
+    return True
+
+
 class Authenticator:
-    """Maps a presented token to its principal; re-reads auth.json when it changes."""
+    """Maps a presented token to its principal and its capabilities; re-reads auth.json
+    whenever it changed (one stat per look-up: a revoked token stops working at once)."""
 
     def __init__(self, layout: DataLayout) -> None:
         self._layout = layout
-        self._mtime = -1.0
+        self._stamp: tuple[int, int, int] | None = None
         self._hashes: list[tuple[str, str]] = []
-        self._reload()
+        self._caps: dict[str, Capabilities] = {}
+        self.reload()
 
-    def _reload(self) -> None:
+    def reload(self) -> bool:
+        """Read auth.json again if it changed since the last read; whether it did."""
         try:
-            mtime = self._layout.auth_file.stat().st_mtime
+            st = self._layout.auth_file.stat()
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
         except FileNotFoundError:
-            mtime = 0.0
-        if mtime != self._mtime:
-            self._mtime = mtime
-            try:
-                self._hashes = list(load_principals(self._layout).items())
-            except (ValueError, OSError) as exc:  # being rewritten, or damaged: keep the last
-                logging.getLogger("herald.auth").warning("%s; keeping the principals read "
-                                                         "before", exc)  # fmt: skip
+            stamp = (0, 0, 0)
+        if stamp == self._stamp:
+            return False
+        try:
+            entries = load_entries(self._layout)
+        except (ValueError, OSError) as exc:  # being rewritten, or damaged: keep the last
+            logging.getLogger("herald.auth").warning("%s; keeping the principals read "
+                                                     "before", exc)  # fmt: skip
+            return False
+        self._stamp = stamp
+        self._hashes = [(name, e.token_sha256) for name, e in entries.items()]
+        self._caps = {name: e.capabilities for name, e in entries.items()}
+        return True
 
     def principal_for(self, token: str | None) -> str | None:
         """The principal whose token this is, or None."""
         if not token:
             return None
-        found = self._match(token)
-        if found is None:
-            self._reload()  # a principal may have been created since
-            found = self._match(token)
-        return found
+        self.reload()
+        return self._match(hash_token(token))
 
-    def _match(self, token: str) -> str | None:
-        presented = hash_token(token)
+    def holds(self, principal: str, token_sha256: str) -> bool:
+        """Whether `principal` still exists with this token (as last read; see `reload`)."""
+        return self._match(token_sha256) == principal
+
+    def capabilities(self, principal: str) -> Capabilities | None:
+        """What `principal` may do (None: it is not, or no longer, known)."""
+        return self._caps.get(principal)
+
+    def _match(self, presented: str) -> str | None:
         found = None
         for principal, expected in self._hashes:  # no early exit: constant time
             if hmac.compare_digest(presented, expected):

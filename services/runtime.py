@@ -105,6 +105,8 @@ def service_arguments(service: str, argv: list[str] | None) -> argparse.Namespac
     p.add_argument("--workers", type=int, default=None,
                    help="attempts run at once (default: the config file's, else 4)")
     p.add_argument("--log-level", default=os.environ.get("HERALD_LOG_LEVEL", "INFO"))
+    p.add_argument("--runtime-dir", type=Path, default=None,
+                   help="the user's runtime dir for Herald (no task may touch it)")  # fmt: skip
     return p.parse_args(argv)
 
 

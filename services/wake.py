@@ -14,6 +14,9 @@ import socket
 # What a pruner (the worker's retention, `herald prune`) sends the notifier: "events were
 # deleted; tell live clients that lost some they had not been sent yet".
 PRUNED_WAKE = b"pruned"
+# What `herald token revoke` (or create, renewing a token) sends the notifier: "auth.json
+# changed; close the connections whose token no longer holds".
+REVOKED_WAKE = b"revoked"
 
 
 class WakeSender:

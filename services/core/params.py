@@ -33,6 +33,14 @@ class PathKind(StrEnum):
     NEW_FILE = "new_file"  # a file to be written; its folder must exist
 
 
+class PathAccess(StrEnum):
+    """What a task does with a path argument (the capability it needs)."""
+
+    READ = "read"
+    WRITE = "write"
+    EXECUTE = "execute"  # a program to run: a name looked up in PATH, or a path
+
+
 class _Required:
     def __repr__(self) -> str:
         return "REQUIRED"
@@ -62,6 +70,8 @@ class Param:
         choices: the allowed values of a CHOICE parameter.
         path_kind: what a PATH must point at.
         pattern: a regular expression a STRING must match in full.
+        access: what the task does with a PATH (default: WRITE for NEW_FILE, else READ);
+            a STRING with an access is a path when it holds a separator (a program).
     """
 
     name: str
@@ -74,10 +84,20 @@ class Param:
     choices: tuple[str, ...] | None = None
     path_kind: PathKind | None = None
     pattern: str | None = None
+    access: PathAccess | None = None
 
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
+
+    @property
+    def path_access(self) -> PathAccess | None:
+        """What the task does with this argument's path; None: it is not a path."""
+        if self.access is not None:
+            return self.access
+        if self.type is not ParamType.PATH:
+            return None
+        return PathAccess.WRITE if self.path_kind is PathKind.NEW_FILE else PathAccess.READ
 
     def to_json(self) -> dict[str, Any]:
         """The parameter as published by the catalog."""
@@ -97,6 +117,8 @@ class Param:
             out["choices"] = list(self.choices)
         if self.path_kind is not None:
             out["path_kind"] = self.path_kind.value
+        if self.path_access is not None:
+            out["access"] = self.path_access.value
         return out
 
     def json_schema(self) -> dict[str, Any]:

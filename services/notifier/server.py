@@ -31,7 +31,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from services.auth import Authenticator, bearer_token, host_allowed, origin_allowed
+from services.auth import Authenticator, bearer_token, hash_token, host_allowed, origin_allowed
 from services.config import load_config
 from services.core.delivery import Router, Subscription, plan_resume
 from services.core.envelope import (
@@ -58,7 +58,7 @@ from services.runtime import (
     watch_stdin,
 )
 from services.store.sqlite import TaskStore
-from services.wake import PRUNED_WAKE, WakeReceiver
+from services.wake import PRUNED_WAKE, REVOKED_WAKE, WakeReceiver
 
 log = logging.getLogger("herald.notifier")
 
@@ -77,12 +77,15 @@ READ_FAILED = "try again later: the event log cannot be read right now"
 READ_RETRY_FIRST, READ_RETRY_MAX = 0.1, 2.0  # seconds before reading again after a failure
 SINCE_HEADER = "Herald-Since"
 URL_TOKEN_PARAMS = ("token", "access_token")
+CLOSE_REVOKED = 4401  # the connection's token was revoked (or renewed)
+REVOKED = "unauthorized: this token was revoked"
 
 
 class _Connection(ServerConnection):
     """A connection that carries what its handshake established."""
 
     principal: str = ""
+    token_sha256: str = ""
     since: int | None = None
 
 
@@ -296,6 +299,7 @@ class Notifier:
             since = values.pop()
         conn = cast(_Connection, ws)
         conn.principal = principal
+        conn.token_sha256 = hash_token(token or "")
         conn.since = since
         return None
 
@@ -399,6 +403,24 @@ class Notifier:
         self._pump()
         if PRUNED_WAKE in messages:
             self._check_pruned()
+        if REVOKED_WAKE in messages:
+            self._close_revoked()
+
+    def _close_revoked(self) -> None:
+        """Close, with CLOSE_REVOKED, every connection whose token auth.json no longer
+        holds (its principal revoked, or given a new token)."""
+        self._auth.reload()
+        for ws in list(self._server.connections if self._server is not None else ()):
+            conn = cast(_Connection, ws)
+            if conn.principal and not self._auth.holds(conn.principal, conn.token_sha256):
+                log.info("%s: token revoked; closing its connection", conn.principal)
+                for client in [c for c in self._client_of.values() if c.ws is ws]:
+                    self._unsubscribe(client)  # not one more event for it
+                    client.stop()
+                task = asyncio.get_running_loop().create_task(self._close_slow(ws, REVOKED,
+                                                                               CLOSE_REVOKED))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     def _check_pruned(self) -> None:
         """After pruning: a live subscriber whose principal lost events it had not been
@@ -432,6 +454,8 @@ class Notifier:
         if behind:
             self._pump()
         self._check_pruned()  # in case its wake-up was lost
+        if self._auth.reload():  # the same for a revocation's
+            self._close_revoked()
 
     def _pump(self) -> None:
         """Read what was appended since the last time and hand it to the subscribers."""
@@ -498,10 +522,11 @@ class Notifier:
         task.add_done_callback(self._tasks.discard)
 
     @staticmethod
-    async def _close_slow(ws: ServerConnection) -> None:
+    async def _close_slow(ws: ServerConnection, reason: str = TOO_FAR_BEHIND,
+                          code: int = CLOSE_TRY_AGAIN_LATER) -> None:  # fmt: skip
         try:
             async with asyncio.timeout(5):
-                await ws.close(CLOSE_TRY_AGAIN_LATER, TOO_FAR_BEHIND)
+                await ws.close(code, reason)
         except TimeoutError:
             # It does not even read the close frame.
             ws.transport.abort()

@@ -24,10 +24,11 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from services.core.errors import TaskCancelled, TaskFailure, ValidationFailed
-from services.core.params import REQUIRED, Param, ParamType, PathKind, validate_args
+from services.core.params import REQUIRED, Param, ParamType, PathAccess, PathKind, validate_args
 from services.core.retry import DEFAULT_CANCEL_GRACE, MAX_TIMEOUT, Backoff
 
-__all__ = ["Backoff", "Catalog", "Param", "ParamType", "PathKind", "REQUIRED", "TaskSpec",
+__all__ = ["Backoff", "Catalog", "Param", "ParamType", "PathAccess", "PathKind", "REQUIRED",
+           "TaskSpec",
            "task", "default_catalog", "load_catalog"]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class TaskSpec:
     memory_limit: int | None = None
     concurrency: int | None = None
     module: str = field(default="")
+    path_defaults: tuple[tuple[str, Callable[[dict[str, Any]], str | None]], ...] = ()
 
     def __post_init__(self) -> None:
         def bad(what: str) -> ValueError:
@@ -103,6 +105,29 @@ class TaskSpec:
             "memory_limit": self.memory_limit,
             "concurrency": self.concurrency,
         }
+
+    def path_args(self, args: dict[str, Any]) -> list[tuple[str, str, PathAccess]]:
+        """Every path validated `args` make the task touch: (parameter, path, access).
+
+        A path parameter left out counts with the path the task then picks itself
+        (`path_defaults`), so that it is checked like a given one.
+        """
+        defaults = dict(self.path_defaults)
+        out = []
+        for p in self.params:
+            access = p.path_access
+            if access is None:
+                continue
+            value = args.get(p.name)
+            if value is None and p.name in defaults:
+                value = defaults[p.name](args)
+            if not isinstance(value, str) or not value:
+                continue
+            if p.type is not ParamType.PATH and not (os.sep in value or (
+                    os.altsep and os.altsep in value)):  # fmt: skip
+                continue  # a program's name, looked up in PATH
+            out.append((p.name, value, access))
+        return out
 
     def check_timeout(self, value: Any) -> float | None:
         """The time limit of a submit: `value` (seconds) if given, else the task's default.
@@ -215,6 +240,7 @@ class Catalog:
         memory_limit: int | None = None,
         concurrency: int | None = None,
         max_lost: int = 3,
+        path_defaults: dict[str, Callable[[dict[str, Any]], str | None]] | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator: declare `func(ctx, **args)` as the task `name` with its parameters.
 
@@ -234,6 +260,8 @@ class Catalog:
             concurrency: at most this many attempts of this task run at once.
             max_lost: attempts lost because their process died before the task fails
                 with `worker_lost` (also capped by the config's worker.max_attempts).
+            path_defaults: for a path parameter whose default is None, the path the task
+                picks itself from the other arguments (checked at submit like a given one).
         """
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -255,6 +283,7 @@ class Catalog:
                     memory_limit=memory_limit,
                     concurrency=concurrency,
                     module=func.__module__,
+                    path_defaults=tuple((path_defaults or {}).items()),
                 )
             )
             return func

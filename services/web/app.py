@@ -13,6 +13,10 @@ Choices a client can rely on:
   `Idempotent-Replayed: true`; no second task is created. Reusing a key with a different
   task or arguments is 409 `idempotency_conflict`.
 - A task of another principal is indistinguishable from a task that does not exist (404).
+- A principal sees in the catalog, and may submit, only the tasks it is allowed (else 403
+  `forbidden`, naming the capability); a path argument is resolved and must lie under its
+  folders (else 403 `forbidden`), and never in Herald's own files, whoever asks (else 422
+  `validation_failed` with the field). `GET /api/me` says who the caller is and what it may do.
 - A write the data disk refuses is 507 `disk_full` (or `storage_error`): nothing was
   recorded, and the same request can succeed later. A submit is 202 once its task is in the
   ledger, even if the queue then refused its message: the message is enqueued again here
@@ -31,15 +35,18 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from services.auth import Authenticator
+from services.access import check_paths, check_task, protected_dirs
+from services.auth import Authenticator, Capabilities
 from services.core.envelope import encode_event
 from services.core.errors import HeraldError, ValidationFailed
 from services.core.events import EventType
+from services.core.params import validate_args
 from services.core.states import TaskState
 from services.layout import DataLayout
 from services.store.failures import DiskWatch
@@ -180,6 +187,8 @@ class TaskApi:
         notifier_wake: wakes the notifier after every recorded event.
         max_lost: the cap on the attempts a task may lose with their process (the
             config's worker.max_attempts).
+        authenticator: what each principal may do (its capabilities).
+        runtime_dir: the runtime dir, one of Herald's own folders no task may touch.
     """
 
     def __init__(
@@ -191,8 +200,12 @@ class TaskApi:
         worker_wake: Waker,
         notifier_wake: Waker,
         max_lost: int,
+        authenticator: Authenticator | None = None,
+        runtime_dir: Path | str | None = None,
     ) -> None:
         self.layout = layout
+        self.authenticator = authenticator or Authenticator(layout)
+        self.protected = protected_dirs(layout, runtime_dir)
         self.catalog = catalog
         self.store = store
         self.queue = queue
@@ -206,7 +219,7 @@ class TaskApi:
         self._enqueue_delay = ENQUEUE_RETRY_FIRST
         self.version = herald_version()
         # The catalog does not change while the service runs: encode its views once.
-        self._catalog_body = dumps({"tasks": [spec.to_json() for spec in catalog]})
+        self._catalog_bodies: dict[frozenset[str], bytes] = {}
         self._openapi_body = dumps(openapi_document(catalog, self.version))
 
     # ------------------------------------------------------------------ tasks
@@ -224,7 +237,12 @@ class TaskApi:
         spec = self.catalog.get(name)
         if spec is None:
             raise HeraldError("unknown_task", f"There is no task named {name[:100]!r}.", 404)
+        caps = self._capabilities(principal)
+        check_task(spec, caps)
         try:
+            # Where the paths lead is checked before whether they exist: what a principal
+            # learns of folders it may not read is "forbidden", nothing more.
+            check_paths(spec, validate_args(spec.params, args), caps, self.protected)
             clean = spec.validate(args)
         except ValidationFailed as exc:
             # Both at once when they cannot be mistaken for each other (a task may have a
@@ -440,9 +458,36 @@ class TaskApi:
 
     # --------------------------------------------------------------- the rest
 
+    def _capabilities(self, principal: str) -> Capabilities:
+        caps = self.authenticator.capabilities(principal)
+        if caps is None:  # revoked between its token check and now
+            raise HeraldError("unauthorized", "A valid bearer token is required.", 401)
+        return caps
+
     async def catalog_view(self, request: web.Request) -> web.Response:
-        """GET /api/catalog: every task that may be submitted, with its parameters."""
-        return web.Response(body=self._catalog_body, headers=JSON_HEADERS)
+        """GET /api/catalog: every task the caller may submit, with its parameters."""
+        caps = self._capabilities(request[PRINCIPAL])
+        names = frozenset(spec.name for spec in self.catalog if caps.may_run(spec.name))
+        body = self._catalog_bodies.get(names)
+        if body is None:  # the catalog does not change while the service runs
+            body = dumps({"tasks": [s.to_json() for s in self.catalog if s.name in names]})
+            if len(self._catalog_bodies) < 64:
+                self._catalog_bodies[names] = body
+        return web.Response(body=body, headers=JSON_HEADERS)
+
+    async def me(self, request: web.Request) -> web.Response:
+        """GET /api/me: the caller's principal and its capabilities."""
+        caps = self._capabilities(request[PRINCIPAL])
+        body = {
+            "principal": caps.principal,
+            "owner": caps.owner,
+            "tasks": [spec.name for spec in self.catalog if caps.may_run(spec.name)],
+            "allow": None if caps.owner or caps.allow is None else sorted(caps.allow),
+            "roots": list(caps.roots),
+            "read_roots": list(caps.read_roots),
+            "network": caps.network,
+        }
+        return web.Response(body=dumps(body), headers=JSON_HEADERS)
 
     async def openapi(self, request: web.Request) -> web.Response:
         """GET /api/openapi.json."""
@@ -487,6 +532,7 @@ class TaskApi:
             web.get("/api/health", self.health, allow_head=False),
             web.get("/api/openapi.json", self.openapi, allow_head=False),
             web.get("/api/catalog", self.catalog_view, allow_head=False),
+            web.get("/api/me", self.me, allow_head=False),
             web.get("/api/tasks", self.list_tasks, allow_head=False),
             web.post("/api/tasks", self.submit),
             web.get("/api/tasks/{task_id}", self.get_task, allow_head=False),
@@ -506,19 +552,22 @@ def make_app(
     max_lost: int = 3,
     *,
     authenticator: Authenticator | None = None,
+    runtime_dir: Path | str | None = None,
 ) -> web.Application:
     """The aiohttp application of the HTTP API, ready for an AppRunner.
 
     Args:
         layout: the data dir; its auth file is read unless `authenticator` is given.
         catalog, store, queue, worker_wake, notifier_wake, max_lost: see `TaskApi`.
-        authenticator: resolves bearer tokens to principals.
+        authenticator: resolves bearer tokens to principals and their capabilities.
+        runtime_dir: the runtime dir (no task may touch it, nor the data dir).
     """
-    api = TaskApi(layout, catalog, store, queue, worker_wake, notifier_wake, max_lost)
+    authenticator = authenticator or Authenticator(layout)
+    api = TaskApi(layout, catalog, store, queue, worker_wake, notifier_wake, max_lost,
+                  authenticator, runtime_dir)  # fmt: skip
     app = web.Application(
         client_max_size=MAX_BODY,
-        middlewares=[error_middleware(api.disk),
-                     security_middleware(authenticator or Authenticator(layout))],
+        middlewares=[error_middleware(api.disk), security_middleware(authenticator)],
     )
     app.add_routes(api.routes())
     return app

@@ -42,12 +42,15 @@ def _errors(*statuses: int) -> dict[str, Any]:
     texts = {
         400: "Bad request: malformed body, query or header (code bad_request)",
         401: "Missing or invalid bearer token (code unauthorized)",
-        403: "Host or Origin refused (code forbidden_host / forbidden_origin)",
+        403: "Host or Origin refused (code forbidden_host / forbidden_origin); on a submit, "
+             "also a task or a folder the caller may not use (code forbidden, naming the "
+             "capability it lacks: task:NAME, read:PATH or write:PATH, with fields)",
         404: "Not found (code not_found / unknown_task)",
         409: "Conflict (code already_finished / idempotency_conflict)",
         413: "Body over 1 MiB (code too_large)",
         415: "Body is not application/json (code unsupported_media_type)",
-        422: "Task arguments or timeout are not valid (code validation_failed, with fields)",
+        422: "Task arguments or timeout are not valid (code validation_failed, with "
+             "fields), e.g. a path in Herald's own files, which no task may touch",
         500: "Unexpected server error (code internal)",
         507: "The data disk is full, or failed the write: nothing was recorded; the same "
              "request can succeed later (code disk_full / storage_error)",
@@ -243,6 +246,26 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Me": {
+        "type": "object",
+        "required": ["principal", "owner", "tasks", "allow", "roots", "read_roots", "network"],
+        "properties": {
+            "principal": {"type": "string", "description": "Who the token says the caller is"},
+            "owner": {"type": "boolean", "description":
+                      "The install's own principal: every task, every folder but Herald's own"},
+            "tasks": {"type": "array", "items": {"type": "string"},
+                      "description": "The tasks of the catalog it may run"},
+            "allow": {"type": ["array", "null"], "items": {"type": "string"},
+                      "description": "The tasks it was allowed by name ('*': all); null: "
+                                     "every task but process.run (or, for the owner, all)"},
+            "roots": {"type": "array", "items": {"type": "string"},
+                      "description": "Folders its tasks may read and write under"},
+            "read_roots": {"type": "array", "items": {"type": "string"},
+                           "description": "Folders its tasks may only read under"},
+            "network": {"type": "boolean",
+                        "description": "Whether its tasks may open network connections"},
+        },
+    },
 }
 
 PATHS: dict[str, dict[str, Any]] = {
@@ -267,8 +290,15 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/catalog": {
         "get": {
             "operationId": "catalog",
-            "summary": "The tasks that may be submitted, with their parameters",
+            "summary": "The tasks the caller may submit, with their parameters",
             "responses": {"200": _response("The catalog", "Catalog"), **_errors(401)},
+        }
+    },
+    "/api/me": {
+        "get": {
+            "operationId": "me",
+            "summary": "Who the caller is, and what it may do (its capabilities)",
+            "responses": {"200": _response("The caller's principal", "Me"), **_errors(401)},
         }
     },
     "/api/tasks": {

@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         notifier_wake,
         max_lost=config.max_attempts,
         authenticator=Authenticator(layout),
+        runtime_dir=args.runtime_dir,
     )
     try:
         asyncio.run(serve(app, args.port, access_log=args.log_level.upper() == "DEBUG"))

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from services.core.errors import TaskCancelled, TaskFailure
 from services.tasks.builtin.files import display_path, io_failure
-from services.tasks.catalog import Param, ParamType, PathKind, task
+from services.tasks.catalog import Param, ParamType, PathAccess, PathKind, task
 from services.tasks.context import TaskContext
 
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
@@ -89,12 +89,14 @@ def _stop(proc: subprocess.Popen[bytes], reader: threading.Thread) -> None:
     ),
     params=[
         Param("program", ParamType.STRING, title="Program", minimum=1, maximum=4096,
+              access=PathAccess.EXECUTE,
               description="The program: a name looked up in PATH, or a path."),  # fmt: skip
         Param("args", ParamType.STRING_LIST, title="Arguments", default=[],
               description="Its arguments, one per item."),  # fmt: skip
         Param("cwd", ParamType.PATH, title="Folder", path_kind=PathKind.DIRECTORY,
               default=None, description="Where it runs; by default your home folder."),  # fmt: skip
     ],
+    path_defaults={"cwd": lambda args: os.path.expanduser("~")},
 )
 def run(ctx: TaskContext, program: str, args: list[str] | None = None,
         cwd: str | None = None) -> dict[str, Any]:  # fmt: skip

@@ -367,6 +367,7 @@ def default_destination(source: str) -> str:
         Param("overwrite", ParamType.BOOLEAN, title="Overwrite", default=False,
               description="Replace the report file if it exists."),  # fmt: skip
     ],
+    path_defaults={"destination": lambda args: default_destination(args["source"])},
 )
 def csv_report(ctx: TaskContext, source: str, destination: str | None = None,
                delimiter: str = "auto", overwrite: bool = False) -> dict[str, Any]:  # fmt: skip
