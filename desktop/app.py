@@ -111,6 +111,7 @@ class DesktopApp(QObject):
         m.notice.connect(w.show_notice)
         b.problems_found.connect(lambda problems: [w.show_notice(p) for p in problems])
         b.catalog_loaded.connect(self._on_bridge_catalog_loaded)
+        b.identity_loaded.connect(w.set_identity)
         b.tasks_loaded.connect(self.model.load)
         b.tasks_reloaded.connect(self.model.reload)
         b.task_received.connect(self.model.upsert)

@@ -48,6 +48,7 @@ class ClientBridge(QObject):
     event_received = Signal(object)
     connection_changed = Signal(str, float)
     problems_found = Signal(list)  # what /api/health says could not be loaded (plug-ins)
+    identity_loaded = Signal(dict)  # GET /api/me: the principal and its capabilities
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -73,6 +74,7 @@ class ClientBridge(QObject):
 
     async def _load(self, *, reload: bool = False) -> None:
         client = self.client
+        self.identity_loaded.emit(await client.me())
         self.catalog_loaded.emit(await client.catalog())
         problems = (await client.health()).get("problems") or []
         if problems:  # plug-ins that could not be loaded: said, not silently skipped

@@ -334,6 +334,11 @@ class AsyncHeraldClient:
         body = await self._ok("GET", "/api/catalog")
         return body["tasks"]  # type: ignore[no-any-return]
 
+    async def me(self) -> dict[str, Any]:
+        """Who the token says the caller is, and what it may do (`GET /api/me`)."""
+        body: dict[str, Any] = await self._ok("GET", "/api/me")
+        return body
+
     async def health(self) -> dict[str, Any]:
         """The instance's health: status ok, degraded or disk_full (with a detail), version
         and each service's state."""
@@ -829,6 +834,9 @@ class HeraldClient:
 
     def health(self) -> dict[str, Any]:
         return self._run(self._async.health())
+
+    def me(self) -> dict[str, Any]:
+        return self._run(self._async.me())
 
     def timeline(self, task_id: str, after: int = 0) -> list[Event]:
         return self._run(self._async.timeline(task_id, after))

@@ -72,6 +72,7 @@ class MainWindow(QMainWindow):
                  icon: QIcon, settings: QSettings) -> None:  # fmt: skip
         super().__init__()
         self.model = model
+        self.identity: dict[str, Any] | None = None  # GET /api/me, once the bridge has it
         self.settings = settings
         self._catalog: dict[str, dict[str, Any]] = {}
         self._notified_task: str | None = None
@@ -231,7 +232,8 @@ class MainWindow(QMainWindow):
         self.logs_action = self.log_dock.toggleViewAction()
         self.logs_action.setText("Service &logs")
         self.logs_action.setShortcut(QKeySequence("Ctrl+L"))
-        self.about_action = self._action("&About Herald", None, lambda: show_about(self))
+        self.about_action = self._action("&About Herald", None,
+                                         lambda: show_about(self, self.identity))
         # The form's own Ctrl+Return works only while it has focus; this action works anywhere
         # in the window, and two shortcuts on one key would cancel each other out.
         self.run_action.setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
@@ -352,6 +354,10 @@ class MainWindow(QMainWindow):
         self.banner.show()
         self.banner_button.show()
         self.log_dock.show()
+
+    def set_identity(self, me: dict[str, Any]) -> None:
+        """Who the app is signed in as, and what it may do (shown in the About box)."""
+        self.identity = me
 
     def show_notice(self, message: str) -> None:
         """Something the user should know that did not stop Herald (a plug-in that could

@@ -299,3 +299,11 @@ def test_a_reset_after_pruning_reloads_the_table(running, qtbot):
     qtbot.waitUntil(lambda: running.state(old) is None and running.state(missed) is None,
                     timeout=WAIT)  # fmt: skip
     assert running.state(kept) == "succeeded"
+
+
+def test_the_about_box_says_who_the_app_is_signed_in_as(running):
+    from desktop.ui.about import about_text
+
+    me = running.window.identity
+    assert me is not None and me["principal"] == "local" and me["owner"] is True
+    assert "Signed in as local (the owner)" in about_text(me)
