@@ -181,4 +181,18 @@ def test_revoke_closes_bs_websocket_and_refuses_its_token(herald):
                 ws.recv(timeout=10)
         assert ws.close_code == 4401 and re.search("revoked", ws.close_reason or "")
     assert dave.request("GET", "/api/tasks")[0] == 401
-    assert "dave" not in herald.cli("token", "list").stdout
+    assert "dave" not in {r["principal"] for r in json.loads(herald.cli("token", "list",
+                                                                        "--json").stdout)}
+
+
+def test_token_create_refuses_roots_holding_herald_files_and_unknown_tasks(herald, places):
+    for root in (herald.data_dir.parent, herald.data_dir / "logs"):
+        done = herald.cli("token", "create", "eve", "--root", str(root))
+        assert done.returncode == 2 and "Herald's own files" in done.stderr, done.stderr
+        assert done.stdout == ""
+    done = herald.cli("token", "create", "eve", "--allow", "files.chekcsum")
+    assert done.returncode == 2 and "no such task: files.chekcsum" in done.stderr
+    assert "eve" not in {r["principal"] for r in json.loads(herald.cli("token", "list",
+                                                                       "--json").stdout)}
+    assert herald.cli("token", "revoke", "local").returncode == 2
+    assert herald.cli("token", "revoke", "nobody").returncode == 1
