@@ -454,8 +454,7 @@ class Notifier:
         if behind:
             self._pump()
         self._check_pruned()  # in case its wake-up was lost
-        if self._auth.reload():  # the same for a revocation's
-            self._close_revoked()
+        self._close_revoked()  # the same for a revocation's (a handshake may have re-read it)
 
     def _pump(self) -> None:
         """Read what was appended since the last time and hand it to the subscribers."""
