@@ -646,9 +646,9 @@ def _submit_uninterrupted(client: Any, args: argparse.Namespace,
                              timeout=args.timeout), False  # fmt: skip
     try:
         task = client.submit(args.task, task_args, args.idempotency_key, timeout=args.timeout)
+        _say_what_is_down(args.resolved_data_dir, submitted=True)  # Ctrl-C still held
     finally:
         signal.signal(signal.SIGINT, previous)
-    _say_what_is_down(args.resolved_data_dir, submitted=True)
     return task, pressed
 
 
