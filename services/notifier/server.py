@@ -4,8 +4,15 @@ One `Notifier` serves WebSocket connections on 127.0.0.1 at the path /ws. Each c
 is one principal's `Subscription`: it is sent a welcome, the replay of the events it
 missed, `caught_up`, then live events. Live events are read from the log once per wake-up
 for everybody and fanned out by the core `Router`; each connection has its own outbox and
-sender task, so a slow client delays nobody else (and is closed with 1013 when it falls
-too far behind; it resumes losslessly from its last seq).
+sender task, so a slow client delays nobody else.
+
+Hostile or broken clients are bounded: a connection's outbox holds at most `max_outbox`
+bytes (8 MiB) of live messages, beyond which it is closed with 1013 (try again later; it
+resumes losslessly from its last seq), and a replay reads pages of at most `PAGE_BYTES` at
+the client's pace. A principal may hold at most `max_connections` (64) connections; one
+more is closed with 4429 (`CLOSE_TOO_MANY_CONNECTIONS`) and a reason. The soft limit of
+open files is raised to the hard one at start, so the cap, not the fd table, is what a
+crowd of connections meets first.
 
 The notifier only reads the log. A read that fails (a disk that fails, or a full one that
 the log's shared memory cannot grow on) is tried again with backoff from the same cursor,
@@ -19,6 +26,7 @@ import asyncio
 import contextlib
 import http
 import logging
+import resource
 import signal
 import sqlite3
 import sys
@@ -36,6 +44,8 @@ from services.config import load_config
 from services.core.delivery import Router, Subscription, plan_resume
 from services.core.envelope import (
     CLOSE_GOING_AWAY,
+    CLOSE_TOO_MANY_CONNECTIONS,
+    CLOSE_TRY_AGAIN_LATER,
     RESET_PRUNED,
     RESET_RECREATED,
     ProtocolError,
@@ -64,15 +74,20 @@ log = logging.getLogger("herald.notifier")
 
 PATH = "/ws"
 PAGE = 1000  # events per read from the log
+PAGE_BYTES = 4 * 1024 * 1024  # ... and at most about this much of their data (one event more)
 PAGES_PER_TURN = 8  # a burst bigger than this is read over several loop turns
 # Seconds between checks of the log's head in case a wake-up datagram was lost (rare on
 # a local socket). Each check wakes an idle process, which is dearer than it looks: on a
 # cold CPU a few-microsecond check costs milliseconds.
 FALLBACK_INTERVAL = 10.0
-MAX_BACKLOG = 10_000  # live messages queued for one client before it is dropped
+# Bytes of live messages queued for one client before it is closed (1013). The memory a
+# connection can pin is about this, plus one message and the socket's buffers.
+MAX_OUTBOX = 8 * 1024 * 1024
+MAX_CONNECTIONS = 64  # per principal; one more is closed with CLOSE_TOO_MANY_CONNECTIONS
 MAX_MESSAGE = 64 * 1024  # largest client message accepted
-CLOSE_TRY_AGAIN_LATER = 1013
-TOO_FAR_BEHIND = "try again later: too far behind; reconnect with your last seq"
+TOO_FAR_BEHIND = ("try again later: more than {} MiB of events queued for a client that does "
+                  "not read them; reconnect with your last seq")  # fmt: skip
+TOO_MANY = "too many connections: this principal already has {} open"
 READ_FAILED = "try again later: the event log cannot be read right now"
 READ_RETRY_FIRST, READ_RETRY_MAX = 0.1, 2.0  # seconds before reading again after a failure
 SINCE_HEADER = "Herald-Since"
@@ -90,17 +105,20 @@ class _Client:
     """One connected client: its subscription, outbox and the task that sends the outbox.
 
     Messages leave in the order they were queued. Replay pages are paced by `drained()`;
-    live messages are refused (`queue_live` returns False) beyond `max_backlog`.
+    live messages are refused (`queue_live` returns False) once the outbox would hold more
+    than `max_outbox` bytes (as Python holds them: `sys.getsizeof`). An empty outbox takes
+    any one message, so an event bigger than the limit still reaches a client that reads.
     """
 
-    def __init__(self, ws: ServerConnection, principal: str, max_backlog: int) -> None:
+    def __init__(self, ws: ServerConnection, principal: str, max_outbox: int) -> None:
         self.ws = ws
         self.principal = principal
         self.sub: Subscription | None = None
         self.reset_through = 0  # the watermark its last "reset" message was sent for
         self.closed = False
-        self._max_backlog = max_backlog
+        self._max_outbox = max_outbox
         self._outbox: deque[str] = deque()
+        self.queued_bytes = 0  # of what is in the outbox
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -108,13 +126,18 @@ class _Client:
     def queue(self, texts: Iterable[str]) -> None:
         if self.closed:
             return
-        self._outbox.extend(texts)
+        size = 0
+        for text in texts:
+            self._outbox.append(text)
+            size += sys.getsizeof(text)
+        self.queued_bytes += size
         self._idle.clear()
         self._ready.set()
 
     def queue_live(self, texts: list[str]) -> bool:
         """Queue live messages; False if that would put the client too far behind."""
-        if len(self._outbox) + len(texts) > self._max_backlog:
+        size = self.queued_bytes + sum(map(sys.getsizeof, texts))
+        if size > self._max_outbox and (self._outbox or len(texts) > 1):
             return False
         self.queue(texts)
         return True
@@ -127,6 +150,7 @@ class _Client:
         """Drop whatever is queued and let the sender task end."""
         self.closed = True
         self._outbox.clear()
+        self.queued_bytes = 0
         self._ready.set()
         self._idle.set()
 
@@ -137,8 +161,10 @@ class _Client:
                 await self._ready.wait()
                 self._ready.clear()
                 while outbox:
+                    text = outbox.popleft()
+                    self.queued_bytes -= sys.getsizeof(text)
                     # Returns without yielding unless the socket's buffer is full.
-                    await ws.send(outbox.popleft())
+                    await ws.send(text)
                 self._idle.set()
         except ConnectionClosed:
             pass
@@ -157,7 +183,10 @@ class Notifier:
         host, port: where to listen (port 0: any free port; see `port` after `start`).
         fallback_interval: seconds between cheap checks of the log's head, in case a
             wake-up was lost.
-        max_backlog: live messages queued for one client before it is closed with 1013.
+        max_outbox: bytes of live messages queued for one client before it is closed
+            with 1013.
+        max_connections: connections one principal may hold at once; one more is closed
+            with CLOSE_TOO_MANY_CONNECTIONS.
         ping_interval, ping_timeout: WebSocket keepalive, in seconds.
     """
 
@@ -171,7 +200,8 @@ class Notifier:
         host: str = "127.0.0.1",
         port: int = 0,
         fallback_interval: float = FALLBACK_INTERVAL,
-        max_backlog: int = MAX_BACKLOG,
+        max_outbox: int = MAX_OUTBOX,
+        max_connections: int = MAX_CONNECTIONS,
         ping_interval: float = 20.0,
         ping_timeout: float = 20.0,
     ) -> None:
@@ -182,7 +212,9 @@ class Notifier:
         self._host = host
         self._port = port
         self._fallback_interval = fallback_interval
-        self._max_backlog = max_backlog
+        self._max_outbox = max_outbox
+        self._max_connections = max_connections
+        self._open_by_principal: dict[str, int] = {}
         self._ping = (ping_interval, ping_timeout)
         self._router = Router()
         self._client_of: dict[Subscription, _Client] = {}
@@ -311,12 +343,31 @@ class Notifier:
 
     async def _handle(self, ws: ServerConnection) -> None:
         conn = cast(_Connection, ws)
-        client = _Client(ws, conn.principal, self._max_backlog)
+        principal = conn.principal
+        held = self._open_by_principal.get(principal, 0)
+        if held >= self._max_connections:
+            log.warning("%s has %d connections already; closing one more from %s",
+                        principal, held, ws.remote_address)  # fmt: skip
+            await self._close_or_abort(ws, CLOSE_TOO_MANY_CONNECTIONS, TOO_MANY.format(held))
+            return
+        self._open_by_principal[principal] = held + 1
+        try:
+            await self._serve_client(ws, principal, conn.since)
+        finally:
+            left = self._open_by_principal[principal] - 1
+            if left:
+                self._open_by_principal[principal] = left
+            else:
+                del self._open_by_principal[principal]
+
+    async def _serve_client(self, ws: ServerConnection, principal: str,
+                            since: int | None) -> None:  # fmt: skip
+        client = _Client(ws, principal, self._max_outbox)
         sender = asyncio.create_task(client.run_sender())
         log.info("%s connected from %s", client.principal, ws.remote_address)
         try:
             try:
-                await self._stream(client, conn.since)
+                await self._stream(client, since)
             except sqlite3.Error as exc:
                 log.warning("cannot replay the log to %s: %s", client.principal, exc)
                 await ws.close(CLOSE_TRY_AGAIN_LATER, READ_FAILED)
@@ -360,11 +411,15 @@ class Notifier:
             client.reset_through = through
         cursor = plan.after
         while True:
-            page = self._store.events_after(cursor, principal=client.principal, limit=PAGE)
+            page = self._store.events_after(cursor, principal=client.principal, limit=PAGE,
+                                            max_bytes=PAGE_BYTES)  # fmt: skip
+            texts = [encode_event(ev) for ev in page]
             if page:
                 cursor = page[-1].seq
-                client.queue([encode_event(ev) for ev in page])
-            if len(page) < PAGE:
+                client.queue(texts)
+            # A page cut short by its bytes is bigger than that in text: read on. (An
+            # extra read when it was not cut finds the rest, or nothing: harmless.)
+            if len(page) < PAGE and sum(map(len, texts)) <= PAGE_BYTES:
                 break
             # A long replay goes at the client's pace. Events appended meanwhile are
             # found by the next read: the subscription does not exist yet.
@@ -493,18 +548,36 @@ class Notifier:
         log.warning("%s is too far behind; closing its connection", client.principal)
         self._unsubscribe(client)
         client.stop()
-        task = asyncio.get_running_loop().create_task(self._close_slow(client.ws))
+        reason = TOO_FAR_BEHIND.format(self._max_outbox // (1024 * 1024))
+        task = asyncio.get_running_loop().create_task(
+            self._close_or_abort(client.ws, CLOSE_TRY_AGAIN_LATER, reason))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     @staticmethod
-    async def _close_slow(ws: ServerConnection) -> None:
+    async def _close_or_abort(ws: ServerConnection, code: int, reason: str) -> None:
         try:
             async with asyncio.timeout(5):
-                await ws.close(CLOSE_TRY_AGAIN_LATER, TOO_FAR_BEHIND)
+                await ws.close(code, reason)
         except TimeoutError:
             # It does not even read the close frame.
             ws.transport.abort()
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit of open files to the hard one (desktops often start services
+    at 1,024); returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1024 * 1024) if soft != resource.RLIM_INFINITY else soft
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, exc)
+    log.info("open files limit: %d", soft)
+    return soft
 
 
 async def serve_until_stopped(notifier: Notifier, stop: asyncio.Event) -> None:
@@ -525,15 +598,17 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("websockets.server").setLevel(logging.WARNING)
     die_with_parent()
     layout = layout_from(args)
+    raise_open_files_limit()
     try:
-        load_config(layout)  # a broken config file is said here too, not only by the others
+        config = load_config(layout)
         store = TaskStore(layout.ledger_db)
         receiver = WakeReceiver(layout.wake_address("notifier"))
     except Exception as exc:
         return cannot_start("notifier", exc)
     notifier = Notifier(
-        store, Authenticator(layout), receiver, web_port=args.web_port, port=args.port
-    )
+        store, Authenticator(layout), receiver, web_port=args.web_port, port=args.port,
+        max_outbox=config.notifier_max_outbox, max_connections=config.notifier_max_connections,
+    )  # fmt: skip
 
     async def run() -> None:
         loop = asyncio.get_running_loop()

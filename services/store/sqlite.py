@@ -1064,9 +1064,14 @@ class TaskStore:
 
     def events_after(
         self, after: int, *, principal: str | None = None, task_id: str | None = None,
-        limit: int = 1000,
+        limit: int = 1000, max_bytes: int | None = None,
     ) -> list[Event]:  # fmt: skip
-        """Events with seq > after, oldest first, optionally of one principal or task."""
+        """Events with seq > after, oldest first, optionally of one principal or task.
+
+        Args:
+            max_bytes: stop after the event whose data brings the page past this many
+                bytes (a page holds at least one event).
+        """
         sql = "SELECT seq, task_id, principal, type, ts, attempt, data FROM events WHERE seq > ?"
         params: list[Any] = [after]
         if principal is not None:
@@ -1078,8 +1083,24 @@ class TaskStore:
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
         with self._lock:
-            rows = retry_busy(lambda: self._conn.execute(sql, params).fetchall())
+            if max_bytes is None:
+                rows = retry_busy(lambda: self._conn.execute(sql, params).fetchall())
+            else:
+                rows = retry_busy(lambda: _rows_within(self._conn.execute(sql, params),
+                                                       max_bytes))  # fmt: skip
         return [
             Event(seq, tid, p, EventType(t), ts, attempt, json.loads(data))
             for seq, tid, p, t, ts, attempt, data in rows
         ]
+
+
+def _rows_within(cursor: sqlite3.Cursor, max_bytes: int) -> list[tuple[Any, ...]]:
+    """Rows of an events query until their data passes `max_bytes` (the last column)."""
+    rows, size = [], 0
+    for row in cursor:
+        rows.append(row)
+        size += len(row[-1])
+        if size > max_bytes:
+            cursor.close()
+            break
+    return rows

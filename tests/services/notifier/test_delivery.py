@@ -196,12 +196,13 @@ async def test_resume_message_replays_then_goes_live_without_duplicates(
 async def test_a_client_too_far_behind_is_closed_with_1013_and_resumes_losslessly(
     start_notifier, open_client, tokens, writer, recv, recv_events, start_session
 ):
-    notifier = await start_notifier(max_backlog=3)
+    # A 1-byte outbox: one message at a time fits (into an empty outbox), a burst does not.
+    notifier = await start_notifier(max_outbox=1)
     ws = await open_client(notifier.url)
     other = await open_client(notifier.url, token=tokens["bob"])
     await start_session(ws)
     await start_session(other)
-    burst = writer.lifecycle(LOCAL, steps=3)  # 6 events > 3 queued at once
+    burst = writer.lifecycle(LOCAL, steps=3)  # 6 events queued at once
     bobs = writer.queued("bob")
     writer.wake()
     async with asyncio.timeout(5):
