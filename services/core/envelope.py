@@ -25,6 +25,13 @@ Client to server:
     {"v": 1, "type": "resume", "since": N}      replay every later event, then live ones
 
 The resume point may also be given at the handshake (`?since=N` or a `Herald-Since` header).
+
+Sequence numbers are the principal's own (since schema 4): an event's "seq", the welcome's
+"head", "caught_up", "oldest", "since" and the HTTP API's `after` cursors all count this
+principal's events alone (1, 2, 3, ...), so nothing another principal does moves them.
+Events recorded before the upgrade keep the number they had (their position in the shared
+log then), so a principal's seqs may have gaps there and a cursor saved before the upgrade
+still resumes exactly; clients only ever rely on seqs increasing.
 """
 
 from __future__ import annotations

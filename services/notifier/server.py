@@ -218,8 +218,8 @@ class Notifier:
         self._ping = (ping_interval, ping_timeout)
         self._router = Router()
         self._client_of: dict[Subscription, _Client] = {}
-        self._cursor = 0  # every event up to here has been fanned out
-        self._pruned_seen = 0  # the highest pruning watermark looked at
+        self._cursor = 0  # every event up to this log position has been fanned out
+        self._pruned_seen: dict[str, int] = {}  # the pruning watermarks looked at
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -247,7 +247,7 @@ class Notifier:
         """Listen, and start following the log from its current head."""
         self._loop = asyncio.get_running_loop()
         self._cursor = self._store.head()
-        self._pruned_seen = max(self._store.pruned_marks().values(), default=0)
+        self._pruned_seen = self._store.pruned_marks()
         ping_interval, ping_timeout = self._ping
         self._server = await serve(
             self._handle,
@@ -401,7 +401,7 @@ class Notifier:
         self._unsubscribe(client)
         if client.closed:
             return
-        head = self._store.head()
+        head = self._store.head(client.principal)
         through = 0 if since is None else self._store.pruned_through(client.principal)
         plan = plan_resume(since, head, through)
         client.queue((encode_welcome(client.principal, head, plan.reset),))
@@ -466,13 +466,13 @@ class Notifier:
         except sqlite3.Error:
             log.exception("cannot read the pruning watermarks")
             return
-        top = max(marks.values(), default=0)
-        if top <= self._pruned_seen:
+        raised = {p for p, t in marks.items() if t > self._pruned_seen.get(p, 0)}
+        self._pruned_seen = marks
+        if not raised:
             return
-        self._pruned_seen = top
         for sub, client in list(self._client_of.items()):
             through = marks.get(sub.principal, 0)
-            if through > max(sub.cursor, client.reset_through):
+            if sub.principal in raised and through > max(sub.cursor, client.reset_through):
                 client.reset_through = through
                 client.queue((encode_reset(RESET_PRUNED, through + 1),))
 
@@ -513,7 +513,7 @@ class Notifier:
         for _ in range(PAGES_PER_TURN):
             events = self._store.events_after(self._cursor, limit=PAGE)
             if events:
-                self._cursor = events[-1].seq
+                self._cursor = events[-1].log_pos
                 self._deliver(events)
             if len(events) < PAGE:
                 return False
@@ -537,9 +537,9 @@ class Notifier:
             client = self._client_of[sub]
             out = []
             for ev in evs:
-                text = texts.get(ev.seq)
+                text = texts.get(ev.log_pos)
                 if text is None:
-                    text = texts[ev.seq] = encode_event(ev)
+                    text = texts[ev.log_pos] = encode_event(ev)
                 out.append(text)
             if not client.queue_live(out):
                 self._drop_slow(client)

@@ -1,10 +1,16 @@
 """The task ledger and the append-only event log in one SQLite database (WAL).
 
 Each write is one short IMMEDIATE transaction that updates the ledger and appends the
-matching event together, so the ledger and the log never disagree. Sequence numbers come
-from an AUTOINCREMENT key: writes are serialised, so seq order is commit order and a reader
-that asks for "seq > N" never skips an event committed later with a smaller seq. Several
-writes can share one transaction (`TaskStore.batch`, the worker's group commit).
+matching event together, so the ledger and the log never disagree. Several writes can share
+one transaction (`TaskStore.batch`, the worker's group commit).
+
+Two numbers per event. Its position in the whole log (`events.seq`, an AUTOINCREMENT key;
+`Event.log_pos`) serves the notifier's fan-out only and is never shown. What a principal
+sees is its own sequence (`events.pseq`; `Event.seq`): 1, 2, 3, ... for its events alone,
+counted in `heads` in the same transaction as the append, so another principal's activity
+moves nothing a principal can see. Writes are serialised, so both orders are commit order:
+a reader that asks for "seq > N" (of the log, or of one principal) never skips an event
+committed later with a smaller number.
 
 Attempts: `attempt` counts every start. A failed attempt may be retried while `failures`
 stays below `max_attempts - 1` (the task's `retries`), after a wait (`next_attempt_at`); an
@@ -75,13 +81,16 @@ CREATE TABLE IF NOT EXISTS events (
     type TEXT NOT NULL,
     ts REAL NOT NULL,
     attempt INTEGER NOT NULL,
-    data TEXT NOT NULL
+    data TEXT NOT NULL,
+    pseq INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS events_principal_seq ON events (principal, seq);
-CREATE INDEX IF NOT EXISTS events_task_seq ON events (task_id, seq);
 CREATE TABLE IF NOT EXISTS pruned (
     principal TEXT PRIMARY KEY,
     through INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS heads (
+    principal TEXT PRIMARY KEY,
+    head INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 """
@@ -90,9 +99,15 @@ CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at) WHERE finished_
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS tasks_next_attempt ON tasks (next_attempt_at)
     WHERE next_attempt_at IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS events_principal_pseq ON events (principal, pseq);
+CREATE INDEX IF NOT EXISTS events_task_pseq ON events (task_id, pseq);
+DROP INDEX IF EXISTS events_principal_seq;
+DROP INDEX IF EXISTS events_task_seq;
 """
 
-SCHEMA_VERSION = 3  # 3: the `pruned` watermarks (retention) and tasks_finished
+# 3: the `pruned` watermarks (retention) and tasks_finished.
+# 4: per-principal sequences (events.pseq, heads); `pruned.through` counts in them.
+SCHEMA_VERSION = 4
 # Columns added since version 1 (the first release), with their definitions.
 _ADDED_COLUMNS = {
     "failures": "INTEGER NOT NULL DEFAULT 0",
@@ -361,11 +376,34 @@ class TaskStore:
                     # Version 1 had no retries of failures: its max_attempts counted the
                     # attempts a dying worker could lose.
                     c.execute("UPDATE tasks SET max_lost = max_attempts, max_attempts = 1")
+                if "pseq" not in {row[1] for row in c.execute("PRAGMA table_info(events)")}:
+                    TaskStore._migrate_sequences(c)
                 c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             c.execute("ROLLBACK")
             raise
         c.execute("COMMIT")
+
+    @staticmethod
+    def _migrate_sequences(c: sqlite3.Connection) -> None:
+        """Version 4: give every event a per-principal seq, with no client's cursor lost.
+
+        Existing events keep their log position as their seq (increasing per principal,
+        with gaps), so a cursor saved before the upgrade resumes exactly, and the
+        `pruned` watermarks (log positions) stay right. Each principal's counter starts at
+        the log's head then: what the upgrade shows is what every principal could see
+        before it; from then on nothing of another principal's moves it.
+        """
+        c.execute("ALTER TABLE events ADD COLUMN pseq INTEGER NOT NULL DEFAULT 0")
+        c.execute("UPDATE events SET pseq = seq")
+        top = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        head = max(top[0] if top else 0,
+                   c.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+        c.execute(
+            "INSERT OR IGNORE INTO heads (principal, head) SELECT principal, ? FROM ("
+            "SELECT principal FROM events UNION SELECT principal FROM pruned "
+            "UNION SELECT principal FROM tasks)", (head,),
+        )  # fmt: skip
 
     def close(self) -> None:
         with self._lock:
@@ -455,12 +493,18 @@ class TaskStore:
         data: dict[str, Any],
         now: float,
     ) -> Event:
+        # The principal's next seq, counted in the same transaction as the append.
+        pseq = c.execute(
+            "INSERT INTO heads (principal, head) VALUES (?, 1) ON CONFLICT (principal) "
+            "DO UPDATE SET head = head + 1 RETURNING head", (principal,),
+        ).fetchone()[0]  # fmt: skip
         cur = c.execute(
-            "INSERT INTO events (task_id, principal, type, ts, attempt, data) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (task_id, principal, etype.value, now, attempt, _dumps(data)),
+            "INSERT INTO events (task_id, principal, type, ts, attempt, data, pseq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (task_id, principal, etype.value, now, attempt, _dumps(data), pseq),
         )
-        return Event(cur.lastrowid or 0, task_id, principal, etype, now, attempt, data)
+        return Event(pseq, task_id, principal, etype, now, attempt, data,
+                     log_pos=cur.lastrowid or 0)  # fmt: skip
 
     def _get(self, c: sqlite3.Connection, task_id: str) -> TaskRecord | None:
         row = c.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
@@ -930,7 +974,7 @@ class TaskStore:
     # ----------------------------------------------------------------- the log
 
     def pruned_through(self, principal: str) -> int:
-        """The highest seq of this principal's events that pruning deleted (0: none).
+        """The highest seq (the principal's own) of its events that pruning deleted (0: none).
 
         A client of this principal that last saw a seq below it may have missed events
         that are gone: it must reload its tasks from the API (the notifier's "reset").
@@ -988,7 +1032,7 @@ class TaskStore:
             if ids:
                 marks_sql = ",".join("?" * len(ids))
                 for principal, through in c.execute(
-                    f"SELECT principal, MAX(seq) FROM events WHERE task_id IN ({marks_sql}) "
+                    f"SELECT principal, MAX(pseq) FROM events WHERE task_id IN ({marks_sql}) "
                     "GROUP BY principal", ids,
                 ):  # fmt: skip
                     marks[principal] = through
@@ -998,16 +1042,16 @@ class TaskStore:
             if finished_before is not None and len(ids) < limit:
                 # The events of tasks the ledger no longer has, oldest first.
                 orphans = c.execute(
-                    "SELECT seq, principal FROM events WHERE ts < ? AND task_id NOT IN "
+                    "SELECT seq, principal, pseq FROM events WHERE ts < ? AND task_id NOT IN "
                     "(SELECT id FROM tasks) ORDER BY seq LIMIT ?",
                     (finished_before, (limit - len(ids)) * 4),
                 ).fetchall()
-                for seq, principal in orphans:
-                    marks[principal] = max(marks.get(principal, 0), seq)
+                for _, principal, pseq in orphans:
+                    marks[principal] = max(marks.get(principal, 0), pseq)
                 if orphans:
                     events += c.execute(
                         "DELETE FROM events WHERE seq IN ({})".format(",".join("?" * len(orphans))),
-                        [seq for seq, _ in orphans],
+                        [seq for seq, _, _ in orphans],
                     ).rowcount  # fmt: skip
             for principal, through in marks.items():
                 c.execute(
@@ -1056,32 +1100,45 @@ class TaskStore:
         return {name: _size(Path(f"{self.path}{suffix}"))
                 for name, suffix in (("db", ""), ("wal", "-wal"))}  # fmt: skip
 
-    def head(self) -> int:
-        """The seq of the newest event (0 for an empty log)."""
+    def head(self, principal: str | None = None) -> int:
+        """The seq of the principal's newest event (0 before its first), or without a
+        principal the log position of the newest event of all (the notifier's own
+        bookkeeping: never shown to a principal)."""
         with self._lock:
-            row = retry_busy(lambda: self._conn.execute("SELECT MAX(seq) FROM events").fetchone())
-        return row[0] or 0
+            if principal is None:
+                row = retry_busy(lambda: self._conn.execute(
+                    "SELECT MAX(seq) FROM events").fetchone())  # fmt: skip
+            else:
+                row = retry_busy(lambda: self._conn.execute(
+                    "SELECT head FROM heads WHERE principal = ?", (principal,)).fetchone())
+        return (row[0] or 0) if row else 0
 
     def events_after(
         self, after: int, *, principal: str | None = None, task_id: str | None = None,
         limit: int = 1000, max_bytes: int | None = None,
     ) -> list[Event]:  # fmt: skip
-        """Events with seq > after, oldest first, optionally of one principal or task.
+        """Events after `after`, oldest first: of one principal or task, those whose seq
+        (the principal's own) is above `after`; of neither, every principal's events past
+        the log position `after` (`Event.log_pos`: the notifier's fan-out).
 
         Args:
             max_bytes: stop after the event whose data brings the page past this many
                 bytes (a page holds at least one event).
         """
-        sql = "SELECT seq, task_id, principal, type, ts, attempt, data FROM events WHERE seq > ?"
-        params: list[Any] = [after]
-        if principal is not None:
-            sql += " AND principal = ?"
-            params.append(principal)
-        if task_id is not None:
-            sql += " AND task_id = ?"
-            params.append(task_id)
-        sql += " ORDER BY seq LIMIT ?"
-        params.append(limit)
+        sql = "SELECT pseq, task_id, principal, type, ts, attempt, data, seq FROM events WHERE "
+        params: list[Any] = []
+        if principal is None and task_id is None:
+            sql += "seq > ? ORDER BY seq LIMIT ?"
+        else:
+            clauses = []
+            if principal is not None:
+                clauses.append("principal = ?")
+                params.append(principal)
+            if task_id is not None:
+                clauses.append("task_id = ?")
+                params.append(task_id)
+            sql += " AND ".join(clauses) + " AND pseq > ? ORDER BY pseq LIMIT ?"
+        params += [after, limit]
         with self._lock:
             if max_bytes is None:
                 rows = retry_busy(lambda: self._conn.execute(sql, params).fetchall())
@@ -1089,17 +1146,17 @@ class TaskStore:
                 rows = retry_busy(lambda: _rows_within(self._conn.execute(sql, params),
                                                        max_bytes))  # fmt: skip
         return [
-            Event(seq, tid, p, EventType(t), ts, attempt, json.loads(data))
-            for seq, tid, p, t, ts, attempt, data in rows
+            Event(pseq, tid, p, EventType(t), ts, attempt, json.loads(data), log_pos=pos)
+            for pseq, tid, p, t, ts, attempt, data, pos in rows
         ]
 
 
 def _rows_within(cursor: sqlite3.Cursor, max_bytes: int) -> list[tuple[Any, ...]]:
-    """Rows of an events query until their data passes `max_bytes` (the last column)."""
+    """Rows of an events query until their data (the 7th column) passes `max_bytes`."""
     rows, size = [], 0
     for row in cursor:
         rows.append(row)
-        size += len(row[-1])
+        size += len(row[6])
         if size > max_bytes:
             cursor.close()
             break
