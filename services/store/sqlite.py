@@ -68,11 +68,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    pn INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_idempotency
     ON tasks (principal, idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS tasks_principal_n ON tasks (principal, n);
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -90,7 +90,8 @@ CREATE TABLE IF NOT EXISTS pruned (
 );
 CREATE TABLE IF NOT EXISTS heads (
     principal TEXT PRIMARY KEY,
-    head INTEGER NOT NULL
+    head INTEGER NOT NULL,
+    tasks INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 """
@@ -100,14 +101,20 @@ _INDEXES = """
 CREATE INDEX IF NOT EXISTS tasks_next_attempt ON tasks (next_attempt_at)
     WHERE next_attempt_at IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS events_principal_pseq ON events (principal, pseq);
+CREATE INDEX IF NOT EXISTS tasks_principal_pn ON tasks (principal, pn);
+DROP INDEX IF EXISTS tasks_principal_n;
 CREATE INDEX IF NOT EXISTS events_task_pseq ON events (task_id, pseq);
 DROP INDEX IF EXISTS events_principal_seq;
 DROP INDEX IF EXISTS events_task_seq;
 """
 
 # 3: the `pruned` watermarks (retention) and tasks_finished.
-# 4: per-principal sequences (events.pseq, heads); `pruned.through` counts in them.
+# 4: per-principal sequences (events.pseq, tasks.pn, heads); `pruned.through` counts in
+#    the events' ones.
 SCHEMA_VERSION = 4
+# The row of `heads` whose count a principal without a row of its own starts from (no
+# principal has an empty name): the log's head when a version 3 database was migrated.
+_FLOOR = ""
 # Columns added since version 1 (the first release), with their definitions.
 _ADDED_COLUMNS = {
     "failures": "INTEGER NOT NULL DEFAULT 0",
@@ -116,13 +123,14 @@ _ADDED_COLUMNS = {
     "max_lost": "INTEGER NOT NULL DEFAULT 3",
     "next_attempt_at": "REAL",
     "timeout": "REAL",
+    "pn": "INTEGER NOT NULL DEFAULT 0",
 }
 
 _TASK_COLUMNS = (
     "n, id, principal, name, args, state, progress, message, result, error, attempt, "
     "max_attempts, failures, lost, uncharged, max_lost, next_attempt_at, timeout, "
     "cancel_requested, idempotency_key, lease_owner, lease_until, created_at, "
-    "started_at, finished_at, updated_at"
+    "started_at, finished_at, updated_at, pn"
 )
 
 
@@ -156,13 +164,14 @@ class TaskRecord:
     started_at: float | None
     finished_at: float | None
     updated_at: float
+    pn: int = 0  # its number among its principal's tasks (the task list's cursor)
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> TaskRecord:
         (n, id_, principal, name, args, state, progress, message, result, error, attempt,
          max_attempts, failures, lost, uncharged, max_lost, next_attempt_at, timeout,
          cancel_requested, idem, lease_owner, lease_until, created_at, started_at,
-         finished_at, updated_at) = row  # fmt: skip
+         finished_at, updated_at, pn) = row  # fmt: skip
         return cls(
             n=n,
             id=id_,
@@ -190,6 +199,7 @@ class TaskRecord:
             started_at=started_at,
             finished_at=finished_at,
             updated_at=updated_at,
+            pn=pn,
         )
 
     @property
@@ -390,20 +400,22 @@ class TaskStore:
 
         Existing events keep their log position as their seq (increasing per principal,
         with gaps), so a cursor saved before the upgrade resumes exactly, and the
-        `pruned` watermarks (log positions) stay right. Each principal's counter starts at
-        the log's head then: what the upgrade shows is what every principal could see
-        before it; from then on nothing of another principal's moves it.
+        `pruned` watermarks (log positions) stay right. Every principal's counter starts
+        at the log's head then, also one the store has never seen (a token with no task
+        yet, whose client was shown that head): what the upgrade shows is what every
+        principal could see before it; from then on nothing of another's moves it.
         """
         c.execute("ALTER TABLE events ADD COLUMN pseq INTEGER NOT NULL DEFAULT 0")
         c.execute("UPDATE events SET pseq = seq")
-        top = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        head = max(top[0] if top else 0,
-                   c.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
-        c.execute(
-            "INSERT OR IGNORE INTO heads (principal, head) SELECT principal, ? FROM ("
-            "SELECT principal FROM events UNION SELECT principal FROM pruned "
-            "UNION SELECT principal FROM tasks)", (head,),
-        )  # fmt: skip
+        c.execute("UPDATE tasks SET pn = n")  # the same for the task list's cursor
+
+        def top(table: str, key: str) -> int:
+            row = c.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+            last = c.execute(f"SELECT COALESCE(MAX({key}), 0) FROM {table}").fetchone()[0]
+            return max(row[0] if row else 0, last)
+
+        c.execute("INSERT OR REPLACE INTO heads (principal, head, tasks) VALUES (?, ?, ?)",
+                  (_FLOOR, top("events", "seq"), top("tasks", "n")))  # fmt: skip
 
     def close(self) -> None:
         with self._lock:
@@ -493,11 +505,7 @@ class TaskStore:
         data: dict[str, Any],
         now: float,
     ) -> Event:
-        # The principal's next seq, counted in the same transaction as the append.
-        pseq = c.execute(
-            "INSERT INTO heads (principal, head) VALUES (?, 1) ON CONFLICT (principal) "
-            "DO UPDATE SET head = head + 1 RETURNING head", (principal,),
-        ).fetchone()[0]  # fmt: skip
+        pseq = self._next(c, principal, "head")
         cur = c.execute(
             "INSERT INTO events (task_id, principal, type, ts, attempt, data, pseq) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -505,6 +513,21 @@ class TaskStore:
         )
         return Event(pseq, task_id, principal, etype, now, attempt, data,
                      log_pos=cur.lastrowid or 0)  # fmt: skip
+
+    @staticmethod
+    def _next(c: sqlite3.Connection, principal: str, counter: str) -> int:
+        """The principal's next event seq (`counter` "head") or task number ("tasks"),
+        counted in the caller's transaction. A principal's first count starts from the
+        floor (see `_migrate_sequences`)."""
+        assert counter in ("head", "tasks")
+        c.execute(
+            "INSERT OR IGNORE INTO heads (principal, head, tasks) SELECT ?, "
+            "COALESCE(MAX(head), 0), COALESCE(MAX(tasks), 0) FROM heads WHERE principal = ?",
+            (principal, _FLOOR),
+        )  # fmt: skip
+        row = c.execute(f"UPDATE heads SET {counter} = {counter} + 1 WHERE principal = ? "
+                        f"RETURNING {counter}", (principal,)).fetchone()  # fmt: skip
+        return int(row[0])
 
     def _get(self, c: sqlite3.Connection, task_id: str) -> TaskRecord | None:
         row = c.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
@@ -545,12 +568,13 @@ class TaskStore:
                 ).fetchone()
                 if row:
                     return TaskRecord.from_row(row), None
+            pn = self._next(c, principal, "tasks")
             cur = c.execute(
                 "INSERT INTO tasks (id, principal, name, args, state, max_attempts, max_lost, "
-                "timeout, idempotency_key, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "timeout, idempotency_key, created_at, updated_at, pn) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (task_id, principal, name, _dumps(args), TaskState.QUEUED.value, max_attempts,
-                 max_lost, timeout, idempotency_key, now, now),
+                 max_lost, timeout, idempotency_key, now, now, pn),
             )  # fmt: skip
             data: dict[str, Any] = {"name": name, "args": args}
             if timeout is not None:
@@ -562,7 +586,7 @@ class TaskStore:
             attempt=0, max_attempts=max_attempts, failures=0, lost=0, uncharged=0,
             max_lost=max_lost, next_attempt_at=None, timeout=timeout, cancel_requested=False,
             idempotency_key=idempotency_key, lease_owner=None, lease_until=None,
-            created_at=now, started_at=None, finished_at=None, updated_at=now,
+            created_at=now, started_at=None, finished_at=None, updated_at=now, pn=pn,
         )  # fmt: skip
         return rec, ev
 
@@ -582,16 +606,17 @@ class TaskStore:
         before: int | None = None,
         limit: int = 50,
     ) -> list[TaskRecord]:
-        """The principal's tasks, newest first; `before` is the `n` of the last one seen."""
+        """The principal's tasks, newest first; `before` is the `pn` of the last one seen
+        (its number among the principal's own tasks: it says nothing of others')."""
         sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE principal = ?"
         params: list[Any] = [principal]
         if states:
             sql += " AND state IN ({})".format(",".join("?" * len(states)))
             params.extend(s.value for s in states)
         if before is not None:
-            sql += " AND n < ?"
+            sql += " AND pn < ?"
             params.append(before)
-        sql += " ORDER BY n DESC LIMIT ?"
+        sql += " ORDER BY pn DESC LIMIT ?"
         params.append(limit)
         with self._lock:
             rows = retry_busy(lambda: self._conn.execute(sql, params).fetchall())
@@ -1110,7 +1135,8 @@ class TaskStore:
                     "SELECT MAX(seq) FROM events").fetchone())  # fmt: skip
             else:
                 row = retry_busy(lambda: self._conn.execute(
-                    "SELECT head FROM heads WHERE principal = ?", (principal,)).fetchone())
+                    "SELECT head FROM heads WHERE principal IN (?, ?) ORDER BY principal DESC "
+                    "LIMIT 1", (principal, _FLOOR)).fetchone())  # fmt: skip
         return (row[0] or 0) if row else 0
 
     def events_after(

@@ -229,6 +229,10 @@ def test_what_b_sees_of_sequence_numbers_does_not_move_when_a_works(herald):
     new = [e.seq for e in b.timeline(second)]
     assert new == list(range(b_seqs[-1] + 1, b_seqs[-1] + 1 + len(new)))
     assert [e.seq for e in b.timeline(second, after=new[0])] == new[1:]
+    # The task list's cursor counts B's own tasks too: its second task is number 2.
+    status, page = b.request("GET", "/api/tasks?limit=1")
+    assert status == 200 and [t["id"] for t in page["tasks"]] == [second]
+    assert "before=2" in page["next"].split("?")[1].split("&")
     # ... and A's own numbering shows none of B's: its seqs run 1, 2, 3, ...
     a_seqs = sorted(e.seq for t in a.iter_tasks() for e in a.timeline(t["id"]))
     assert a_seqs == list(range(1, len(a_seqs) + 1))

@@ -55,6 +55,17 @@ def test_pruning_keeps_the_counter_and_marks_in_the_principals_own_seqs(store):
     assert [e.seq for e in later] == [4, 5, 6]
 
 
+def test_the_task_list_cursor_counts_the_principals_own_tasks(store):
+    mine = []
+    for _ in range(3):
+        mine.append(lifecycle(store, "a")[0])
+        lifecycle(store, "b")
+    recs = store.list_tasks("a")
+    assert [r.id for r in recs] == mine[::-1] and [r.pn for r in recs] == [3, 2, 1]
+    assert [r.id for r in store.list_tasks("a", before=3, limit=1)] == [mine[1]]
+    assert [r.pn for r in store.list_tasks("b")] == [3, 2, 1]
+
+
 V3_SCHEMA = """
 CREATE TABLE tasks (n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
     principal TEXT NOT NULL, name TEXT NOT NULL, args TEXT NOT NULL, state TEXT NOT NULL,
@@ -102,21 +113,28 @@ def test_a_version_3_log_is_migrated_and_saved_cursors_stay_exact(tmp_path):
         # Each counter starts at the old log's head (deleted events included), so no
         # cursor a client was shown before is ever beyond it or reused.
         assert store.head("a") == store.head("b") == 7
+        # ... also for a principal the old log never saw (a token with no task yet): its
+        # client may have been shown that head.
+        assert store.head("c") == 7
         _, new_a = lifecycle(store, "a")
         _, new_c = lifecycle(store, "c")
         assert [e.seq for e in new_a] == [8, 9, 10]
-        assert [e.seq for e in new_c] == [1, 2, 3]  # a principal new since: from 1
+        assert [e.seq for e in new_c] == [8, 9, 10]
         assert [e.seq for e in store.events_after(6, principal="a")] == [8, 9, 10]
         assert store.head("b") == 7  # a's work did not move b
         indexes = {r[0] for r in store._conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index'")}  # fmt: skip
         assert {"events_principal_pseq", "events_task_pseq"} <= indexes
-        assert "events_principal_seq" not in indexes
+        assert "events_principal_seq" not in indexes and "tasks_principal_pn" in indexes
+        # Task numbers likewise: old ones keep theirs (the list's cursor), new ones follow.
+        assert [r.pn for r in store.list_tasks("a")] == [7, 6, 3, 1]  # six tasks before
+        assert [r.id for r in store.list_tasks("a", before=6)] == ["t3", "t1"]
+        assert [r.pn for r in store.list_tasks("c")] == [7]  # its own count, from the floor
     finally:
         store.close()
     again = TaskStore(path)  # opening it again changes nothing
     try:
-        assert again.head("a") == 10
+        assert again.head("a") == 10 and again.head("d") == 7
         assert again._conn.execute("PRAGMA user_version").fetchone()[0] == 4
     finally:
         again.close()
