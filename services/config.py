@@ -11,6 +11,10 @@
     [supervisor]
     restart_max_delay = 30      # seconds: the longest wait before a crashed service is
                                 # started again (the wait doubles from 0.2 s up to this)
+    [notifier]
+    max_connections_per_principal = 64  # WebSockets one principal may hold open at once
+    max_outbox_mib = 8          # events queued for a client that does not read them, before
+                                # it is closed with 1013 (it resumes from its last seq)
     [retention]                 # finished tasks and their events; the worker prunes them
     max_age_days = 30           # finished longer ago than this (0: no age limit)
     max_tasks = 10000           # beyond this many finished tasks, the oldest (0: no limit)
@@ -35,6 +39,8 @@ class Config:
     restart_max_delay: float = 30.0
     retention_days: float = 30.0  # 0: finished tasks are never pruned by age
     retention_tasks: int = 10_000  # 0: ... nor by count
+    notifier_max_connections: int = 64  # per principal
+    notifier_max_outbox: int = 8 * 1024 * 1024  # bytes
 
     @property
     def retention_seconds(self) -> float | None:
@@ -88,6 +94,9 @@ def load_config(layout: DataLayout) -> Config:
     supervisor = raw.get("supervisor", {})
     if not isinstance(supervisor, dict):
         raise ValueError(f"{where}: [supervisor] must be a table")
+    notifier = raw.get("notifier", {})
+    if not isinstance(notifier, dict):
+        raise ValueError(f"{where}: [notifier] must be a table")
     delay = supervisor.get("restart_max_delay", 30.0)
     if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0.2 <= delay <= 3600:
         raise ValueError(f"{where}: supervisor.restart_max_delay must be a number of seconds "
@@ -102,4 +111,8 @@ def load_config(layout: DataLayout) -> Config:
         restart_max_delay=float(delay),
         retention_days=_number(retention, "max_age_days", 30.0, 0, 10**6, where, "retention"),
         retention_tasks=_int(retention, "max_tasks", 10_000, 0, 10**9, where, "retention"),
+        notifier_max_connections=_int(notifier, "max_connections_per_principal", 64, 1,
+                                      100_000, where, "notifier"),  # fmt: skip
+        notifier_max_outbox=_int(notifier, "max_outbox_mib", 8, 1, 4096, where,
+                                 "notifier") * 1024 * 1024,  # fmt: skip
     )

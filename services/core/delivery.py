@@ -2,7 +2,8 @@
 
 Pure: the notifier, the desktop bridge and the command-line client share these rules.
 A subscription belongs to one principal and remembers the last seq it was given; events
-are delivered in seq order, each at most once per subscription.
+are delivered in seq order, each at most once per subscription. Seqs are the principal's
+own (`Event.seq`), so every number here (head, cursor, watermark) is per principal.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class ResumePlan:
 
 
 def plan_resume(since: int | None, head: int, pruned_through: int = 0) -> ResumePlan:
-    """What to replay for a client that last saw `since` when the log's head is `head`
-    and pruning deleted this principal's events up to seq `pruned_through`.
+    """What to replay for a client that last saw `since` when its principal's newest seq
+    is `head` and pruning deleted this principal's events up to seq `pruned_through`.
 
     No `since`: live events only. A `since` beyond the head means the log was recreated,
     so everything is replayed and the client told to reset. A `since` below

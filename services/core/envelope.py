@@ -25,6 +25,13 @@ Client to server:
     {"v": 1, "type": "resume", "since": N}      replay every later event, then live ones
 
 The resume point may also be given at the handshake (`?since=N` or a `Herald-Since` header).
+
+Sequence numbers are the principal's own (since schema 4): an event's "seq", the welcome's
+"head", "caught_up", "oldest", "since" and the HTTP API's `after` cursors all count this
+principal's events alone (1, 2, 3, ...), so nothing another principal does moves them.
+Events recorded before the upgrade keep the number they had (their position in the shared
+log then), so a principal's seqs may have gaps there and a cursor saved before the upgrade
+still resumes exactly; clients only ever rely on seqs increasing.
 """
 
 from __future__ import annotations
@@ -37,11 +44,20 @@ from services.core.events import Event, EventType
 
 VERSION = 1
 
-# WebSocket close codes and reasons for protocol errors.
+# WebSocket close codes. Each close carries a reason in words.
+CLOSE_GOING_AWAY = 1001  # the notifier is stopping: reconnect (it is restarted)
 CLOSE_UNSUPPORTED_DATA = 1003  # binary frame
 CLOSE_INVALID_PAYLOAD = 1007  # not JSON, not an object, wrong version or fields
+# Try again later: the client fell more than the outbox limit (8 MiB) behind because it
+# does not read, or the log cannot be read right now. Reconnecting with the last seq seen
+# loses nothing.
+CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_UNKNOWN_TYPE = 4400  # a message type the server does not know
-CLOSE_GOING_AWAY = 1001
+CLOSE_REVOKED = 4401  # the connection's token was revoked (or renewed): do not reconnect with it
+# The principal already holds as many connections as the notifier allows (64 by default,
+# `[notifier] max_connections_per_principal`): closed right after the handshake, before
+# the welcome. Retry later, or close another connection first.
+CLOSE_TOO_MANY_CONNECTIONS = 4429
 
 
 class ProtocolError(Exception):

@@ -44,13 +44,18 @@ class Event:
     """One durable task event.
 
     Args:
-        seq: position in the event log, strictly increasing, assigned when recorded.
+        seq: the principal's own sequence number: 1, 2, 3, ... over its events alone,
+            assigned when recorded (events recorded before schema 4 keep their old log
+            position, so a principal's seqs may have gaps). It says nothing of other
+            principals. This is the `seq` of the wire, the API and every cursor.
         task_id: the task it is about.
         principal: the task's owner; only that principal may see the event.
         type: what happened.
         ts: Unix time when it was recorded.
         attempt: which attempt of the task it belongs to (0 before the first start).
         data: type-specific details, JSON-serialisable.
+        log_pos: its position in the whole log (all principals), for the notifier's own
+            fan-out; never sent to a client (0 where unknown, e.g. decoded from the wire).
     """
 
     seq: int
@@ -60,6 +65,7 @@ class Event:
     ts: float
     attempt: int = 0
     data: dict[str, Any] = field(default_factory=dict)
+    log_pos: int = field(default=0, compare=False)
 
     @property
     def terminal(self) -> bool:

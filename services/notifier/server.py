@@ -4,8 +4,15 @@ One `Notifier` serves WebSocket connections on 127.0.0.1 at the path /ws. Each c
 is one principal's `Subscription`: it is sent a welcome, the replay of the events it
 missed, `caught_up`, then live events. Live events are read from the log once per wake-up
 for everybody and fanned out by the core `Router`; each connection has its own outbox and
-sender task, so a slow client delays nobody else (and is closed with 1013 when it falls
-too far behind; it resumes losslessly from its last seq).
+sender task, so a slow client delays nobody else.
+
+Hostile or broken clients are bounded: a connection's outbox holds at most `max_outbox`
+bytes (8 MiB) of live messages, beyond which it is closed with 1013 (try again later; it
+resumes losslessly from its last seq), and a replay reads pages of at most `PAGE_BYTES` at
+the client's pace. A principal may hold at most `max_connections` (64) connections; one
+more is closed with 4429 (`CLOSE_TOO_MANY_CONNECTIONS`) and a reason. The soft limit of
+open files is raised to the hard one at start, so the cap, not the fd table, is what a
+crowd of connections meets first.
 
 The notifier only reads the log. A read that fails (a disk that fails, or a full one that
 the log's shared memory cannot grow on) is tried again with backoff from the same cursor,
@@ -19,6 +26,7 @@ import asyncio
 import contextlib
 import http
 import logging
+import resource
 import signal
 import sqlite3
 import sys
@@ -36,6 +44,9 @@ from services.config import load_config
 from services.core.delivery import Router, Subscription, plan_resume
 from services.core.envelope import (
     CLOSE_GOING_AWAY,
+    CLOSE_REVOKED,
+    CLOSE_TOO_MANY_CONNECTIONS,
+    CLOSE_TRY_AGAIN_LATER,
     RESET_PRUNED,
     RESET_RECREATED,
     ProtocolError,
@@ -64,20 +75,24 @@ log = logging.getLogger("herald.notifier")
 
 PATH = "/ws"
 PAGE = 1000  # events per read from the log
+PAGE_BYTES = 4 * 1024 * 1024  # ... and at most about this much of their data (one event more)
 PAGES_PER_TURN = 8  # a burst bigger than this is read over several loop turns
 # Seconds between checks of the log's head in case a wake-up datagram was lost (rare on
 # a local socket). Each check wakes an idle process, which is dearer than it looks: on a
 # cold CPU a few-microsecond check costs milliseconds.
 FALLBACK_INTERVAL = 10.0
-MAX_BACKLOG = 10_000  # live messages queued for one client before it is dropped
+# Bytes of live messages queued for one client before it is closed (1013). The memory a
+# connection can pin is about this, plus one message and the socket's buffers.
+MAX_OUTBOX = 8 * 1024 * 1024
+MAX_CONNECTIONS = 64  # per principal; one more is closed with CLOSE_TOO_MANY_CONNECTIONS
 MAX_MESSAGE = 64 * 1024  # largest client message accepted
-CLOSE_TRY_AGAIN_LATER = 1013
-TOO_FAR_BEHIND = "try again later: too far behind; reconnect with your last seq"
+TOO_FAR_BEHIND = ("try again later: more than {} MiB of events queued for a client that does "
+                  "not read them; reconnect with your last seq")  # fmt: skip
+TOO_MANY = "too many connections: this principal already has {} open"
 READ_FAILED = "try again later: the event log cannot be read right now"
 READ_RETRY_FIRST, READ_RETRY_MAX = 0.1, 2.0  # seconds before reading again after a failure
 SINCE_HEADER = "Herald-Since"
 URL_TOKEN_PARAMS = ("token", "access_token")
-CLOSE_REVOKED = 4401  # the connection's token was revoked (or renewed)
 REVOKED = "unauthorized: this token was revoked"
 
 
@@ -93,17 +108,20 @@ class _Client:
     """One connected client: its subscription, outbox and the task that sends the outbox.
 
     Messages leave in the order they were queued. Replay pages are paced by `drained()`;
-    live messages are refused (`queue_live` returns False) beyond `max_backlog`.
+    live messages are refused (`queue_live` returns False) once the outbox would hold more
+    than `max_outbox` bytes (as Python holds them: `sys.getsizeof`). An empty outbox takes
+    any one message, so an event bigger than the limit still reaches a client that reads.
     """
 
-    def __init__(self, ws: ServerConnection, principal: str, max_backlog: int) -> None:
+    def __init__(self, ws: ServerConnection, principal: str, max_outbox: int) -> None:
         self.ws = ws
         self.principal = principal
         self.sub: Subscription | None = None
         self.reset_through = 0  # the watermark its last "reset" message was sent for
         self.closed = False
-        self._max_backlog = max_backlog
+        self._max_outbox = max_outbox
         self._outbox: deque[str] = deque()
+        self.queued_bytes = 0  # of what is in the outbox
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -111,13 +129,18 @@ class _Client:
     def queue(self, texts: Iterable[str]) -> None:
         if self.closed:
             return
-        self._outbox.extend(texts)
+        size = 0
+        for text in texts:
+            self._outbox.append(text)
+            size += sys.getsizeof(text)
+        self.queued_bytes += size
         self._idle.clear()
         self._ready.set()
 
     def queue_live(self, texts: list[str]) -> bool:
         """Queue live messages; False if that would put the client too far behind."""
-        if len(self._outbox) + len(texts) > self._max_backlog:
+        size = self.queued_bytes + sum(map(sys.getsizeof, texts))
+        if size > self._max_outbox and (self._outbox or len(texts) > 1):
             return False
         self.queue(texts)
         return True
@@ -130,6 +153,7 @@ class _Client:
         """Drop whatever is queued and let the sender task end."""
         self.closed = True
         self._outbox.clear()
+        self.queued_bytes = 0
         self._ready.set()
         self._idle.set()
 
@@ -140,8 +164,10 @@ class _Client:
                 await self._ready.wait()
                 self._ready.clear()
                 while outbox:
+                    text = outbox.popleft()
+                    self.queued_bytes -= sys.getsizeof(text)
                     # Returns without yielding unless the socket's buffer is full.
-                    await ws.send(outbox.popleft())
+                    await ws.send(text)
                 self._idle.set()
         except ConnectionClosed:
             pass
@@ -160,7 +186,10 @@ class Notifier:
         host, port: where to listen (port 0: any free port; see `port` after `start`).
         fallback_interval: seconds between cheap checks of the log's head, in case a
             wake-up was lost.
-        max_backlog: live messages queued for one client before it is closed with 1013.
+        max_outbox: bytes of live messages queued for one client before it is closed
+            with 1013.
+        max_connections: connections one principal may hold at once; one more is closed
+            with CLOSE_TOO_MANY_CONNECTIONS.
         ping_interval, ping_timeout: WebSocket keepalive, in seconds.
     """
 
@@ -174,7 +203,8 @@ class Notifier:
         host: str = "127.0.0.1",
         port: int = 0,
         fallback_interval: float = FALLBACK_INTERVAL,
-        max_backlog: int = MAX_BACKLOG,
+        max_outbox: int = MAX_OUTBOX,
+        max_connections: int = MAX_CONNECTIONS,
         ping_interval: float = 20.0,
         ping_timeout: float = 20.0,
     ) -> None:
@@ -185,12 +215,14 @@ class Notifier:
         self._host = host
         self._port = port
         self._fallback_interval = fallback_interval
-        self._max_backlog = max_backlog
+        self._max_outbox = max_outbox
+        self._max_connections = max_connections
+        self._open_by_principal: dict[str, int] = {}
         self._ping = (ping_interval, ping_timeout)
         self._router = Router()
         self._client_of: dict[Subscription, _Client] = {}
-        self._cursor = 0  # every event up to here has been fanned out
-        self._pruned_seen = 0  # the highest pruning watermark looked at
+        self._cursor = 0  # every event up to this log position has been fanned out
+        self._pruned_seen: dict[str, int] = {}  # the pruning watermarks looked at
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -218,7 +250,7 @@ class Notifier:
         """Listen, and start following the log from its current head."""
         self._loop = asyncio.get_running_loop()
         self._cursor = self._store.head()
-        self._pruned_seen = max(self._store.pruned_marks().values(), default=0)
+        self._pruned_seen = self._store.pruned_marks()
         ping_interval, ping_timeout = self._ping
         self._server = await serve(
             self._handle,
@@ -315,12 +347,31 @@ class Notifier:
 
     async def _handle(self, ws: ServerConnection) -> None:
         conn = cast(_Connection, ws)
-        client = _Client(ws, conn.principal, self._max_backlog)
+        principal = conn.principal
+        held = self._open_by_principal.get(principal, 0)
+        if held >= self._max_connections:
+            log.warning("%s has %d connections already; closing one more from %s",
+                        principal, held, ws.remote_address)  # fmt: skip
+            await self._close_or_abort(ws, CLOSE_TOO_MANY_CONNECTIONS, TOO_MANY.format(held))
+            return
+        self._open_by_principal[principal] = held + 1
+        try:
+            await self._serve_client(ws, principal, conn.since)
+        finally:
+            left = self._open_by_principal[principal] - 1
+            if left:
+                self._open_by_principal[principal] = left
+            else:
+                del self._open_by_principal[principal]
+
+    async def _serve_client(self, ws: ServerConnection, principal: str,
+                            since: int | None) -> None:  # fmt: skip
+        client = _Client(ws, principal, self._max_outbox)
         sender = asyncio.create_task(client.run_sender())
         log.info("%s connected from %s", client.principal, ws.remote_address)
         try:
             try:
-                await self._stream(client, conn.since)
+                await self._stream(client, since)
             except sqlite3.Error as exc:
                 log.warning("cannot replay the log to %s: %s", client.principal, exc)
                 await ws.close(CLOSE_TRY_AGAIN_LATER, READ_FAILED)
@@ -354,7 +405,7 @@ class Notifier:
         self._unsubscribe(client)
         if client.closed:
             return
-        head = self._store.head()
+        head = self._store.head(client.principal)
         through = 0 if since is None else self._store.pruned_through(client.principal)
         plan = plan_resume(since, head, through)
         client.queue((encode_welcome(client.principal, head, plan.reset),))
@@ -364,11 +415,15 @@ class Notifier:
             client.reset_through = through
         cursor = plan.after
         while True:
-            page = self._store.events_after(cursor, principal=client.principal, limit=PAGE)
+            page = self._store.events_after(cursor, principal=client.principal, limit=PAGE,
+                                            max_bytes=PAGE_BYTES)  # fmt: skip
+            texts = [encode_event(ev) for ev in page]
             if page:
                 cursor = page[-1].seq
-                client.queue([encode_event(ev) for ev in page])
-            if len(page) < PAGE:
+                client.queue(texts)
+            # A page cut short by its bytes is bigger than that in text: read on. (An
+            # extra read when it was not cut finds the rest, or nothing: harmless.)
+            if len(page) < PAGE and sum(map(len, texts)) <= PAGE_BYTES:
                 break
             # A long replay goes at the client's pace. Events appended meanwhile are
             # found by the next read: the subscription does not exist yet.
@@ -417,8 +472,8 @@ class Notifier:
                 for client in [c for c in self._client_of.values() if c.ws is ws]:
                     self._unsubscribe(client)  # not one more event for it
                     client.stop()
-                task = asyncio.get_running_loop().create_task(self._close_slow(ws, REVOKED,
-                                                                               CLOSE_REVOKED))
+                task = asyncio.get_running_loop().create_task(
+                    self._close_or_abort(ws, CLOSE_REVOKED, REVOKED))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
@@ -433,13 +488,13 @@ class Notifier:
         except sqlite3.Error:
             log.exception("cannot read the pruning watermarks")
             return
-        top = max(marks.values(), default=0)
-        if top <= self._pruned_seen:
+        raised = {p for p, t in marks.items() if t > self._pruned_seen.get(p, 0)}
+        self._pruned_seen = marks
+        if not raised:
             return
-        self._pruned_seen = top
         for sub, client in list(self._client_of.items()):
             through = marks.get(sub.principal, 0)
-            if through > max(sub.cursor, client.reset_through):
+            if sub.principal in raised and through > max(sub.cursor, client.reset_through):
                 client.reset_through = through
                 client.queue((encode_reset(RESET_PRUNED, through + 1),))
 
@@ -481,7 +536,7 @@ class Notifier:
         for _ in range(PAGES_PER_TURN):
             events = self._store.events_after(self._cursor, limit=PAGE)
             if events:
-                self._cursor = events[-1].seq
+                self._cursor = events[-1].log_pos
                 self._deliver(events)
             if len(events) < PAGE:
                 return False
@@ -505,9 +560,9 @@ class Notifier:
             client = self._client_of[sub]
             out = []
             for ev in evs:
-                text = texts.get(ev.seq)
+                text = texts.get(ev.log_pos)
                 if text is None:
-                    text = texts[ev.seq] = encode_event(ev)
+                    text = texts[ev.log_pos] = encode_event(ev)
                 out.append(text)
             if not client.queue_live(out):
                 self._drop_slow(client)
@@ -516,19 +571,36 @@ class Notifier:
         log.warning("%s is too far behind; closing its connection", client.principal)
         self._unsubscribe(client)
         client.stop()
-        task = asyncio.get_running_loop().create_task(self._close_slow(client.ws))
+        reason = TOO_FAR_BEHIND.format(self._max_outbox // (1024 * 1024))
+        task = asyncio.get_running_loop().create_task(
+            self._close_or_abort(client.ws, CLOSE_TRY_AGAIN_LATER, reason))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     @staticmethod
-    async def _close_slow(ws: ServerConnection, reason: str = TOO_FAR_BEHIND,
-                          code: int = CLOSE_TRY_AGAIN_LATER) -> None:  # fmt: skip
+    async def _close_or_abort(ws: ServerConnection, code: int, reason: str) -> None:
         try:
             async with asyncio.timeout(5):
                 await ws.close(code, reason)
         except TimeoutError:
             # It does not even read the close frame.
             ws.transport.abort()
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit of open files to the hard one (desktops often start services
+    at 1,024); returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1024 * 1024) if soft != resource.RLIM_INFINITY else soft
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, exc)
+    log.info("open files limit: %d", soft)
+    return soft
 
 
 async def serve_until_stopped(notifier: Notifier, stop: asyncio.Event) -> None:
@@ -549,15 +621,17 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("websockets.server").setLevel(logging.WARNING)
     die_with_parent()
     layout = layout_from(args)
+    raise_open_files_limit()
     try:
-        load_config(layout)  # a broken config file is said here too, not only by the others
+        config = load_config(layout)
         store = TaskStore(layout.ledger_db)
         receiver = WakeReceiver(layout.wake_address("notifier"))
     except Exception as exc:
         return cannot_start("notifier", exc)
     notifier = Notifier(
-        store, Authenticator(layout), receiver, web_port=args.web_port, port=args.port
-    )
+        store, Authenticator(layout), receiver, web_port=args.web_port, port=args.port,
+        max_outbox=config.notifier_max_outbox, max_connections=config.notifier_max_connections,
+    )  # fmt: skip
 
     async def run() -> None:
         loop = asyncio.get_running_loop()

@@ -1,10 +1,16 @@
 """The task ledger and the append-only event log in one SQLite database (WAL).
 
 Each write is one short IMMEDIATE transaction that updates the ledger and appends the
-matching event together, so the ledger and the log never disagree. Sequence numbers come
-from an AUTOINCREMENT key: writes are serialised, so seq order is commit order and a reader
-that asks for "seq > N" never skips an event committed later with a smaller seq. Several
-writes can share one transaction (`TaskStore.batch`, the worker's group commit).
+matching event together, so the ledger and the log never disagree. Several writes can share
+one transaction (`TaskStore.batch`, the worker's group commit).
+
+Two numbers per event. Its position in the whole log (`events.seq`, an AUTOINCREMENT key;
+`Event.log_pos`) serves the notifier's fan-out only and is never shown. What a principal
+sees is its own sequence (`events.pseq`; `Event.seq`): 1, 2, 3, ... for its events alone,
+counted in `heads` in the same transaction as the append, so another principal's activity
+moves nothing a principal can see. Writes are serialised, so both orders are commit order:
+a reader that asks for "seq > N" (of the log, or of one principal) never skips an event
+committed later with a smaller number.
 
 Attempts: `attempt` counts every start. A failed attempt may be retried while `failures`
 stays below `max_attempts - 1` (the task's `retries`), after a wait (`next_attempt_at`); an
@@ -62,11 +68,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    pn INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_idempotency
     ON tasks (principal, idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS tasks_principal_n ON tasks (principal, n);
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -75,13 +81,17 @@ CREATE TABLE IF NOT EXISTS events (
     type TEXT NOT NULL,
     ts REAL NOT NULL,
     attempt INTEGER NOT NULL,
-    data TEXT NOT NULL
+    data TEXT NOT NULL,
+    pseq INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS events_principal_seq ON events (principal, seq);
-CREATE INDEX IF NOT EXISTS events_task_seq ON events (task_id, seq);
 CREATE TABLE IF NOT EXISTS pruned (
     principal TEXT PRIMARY KEY,
     through INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS heads (
+    principal TEXT PRIMARY KEY,
+    head INTEGER NOT NULL,
+    tasks INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 """
@@ -90,9 +100,21 @@ CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at) WHERE finished_
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS tasks_next_attempt ON tasks (next_attempt_at)
     WHERE next_attempt_at IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS events_principal_pseq ON events (principal, pseq);
+CREATE INDEX IF NOT EXISTS tasks_principal_pn ON tasks (principal, pn);
+DROP INDEX IF EXISTS tasks_principal_n;
+CREATE INDEX IF NOT EXISTS events_task_pseq ON events (task_id, pseq);
+DROP INDEX IF EXISTS events_principal_seq;
+DROP INDEX IF EXISTS events_task_seq;
 """
 
-SCHEMA_VERSION = 3  # 3: the `pruned` watermarks (retention) and tasks_finished
+# 3: the `pruned` watermarks (retention) and tasks_finished.
+# 4: per-principal sequences (events.pseq, tasks.pn, heads); `pruned.through` counts in
+#    the events' ones.
+SCHEMA_VERSION = 4
+# The row of `heads` whose count a principal without a row of its own starts from (no
+# principal has an empty name): the log's head when a version 3 database was migrated.
+_FLOOR = ""
 # Columns added since version 1 (the first release), with their definitions.
 _ADDED_COLUMNS = {
     "failures": "INTEGER NOT NULL DEFAULT 0",
@@ -101,13 +123,14 @@ _ADDED_COLUMNS = {
     "max_lost": "INTEGER NOT NULL DEFAULT 3",
     "next_attempt_at": "REAL",
     "timeout": "REAL",
+    "pn": "INTEGER NOT NULL DEFAULT 0",
 }
 
 _TASK_COLUMNS = (
     "n, id, principal, name, args, state, progress, message, result, error, attempt, "
     "max_attempts, failures, lost, uncharged, max_lost, next_attempt_at, timeout, "
     "cancel_requested, idempotency_key, lease_owner, lease_until, created_at, "
-    "started_at, finished_at, updated_at"
+    "started_at, finished_at, updated_at, pn"
 )
 
 
@@ -141,13 +164,14 @@ class TaskRecord:
     started_at: float | None
     finished_at: float | None
     updated_at: float
+    pn: int = 0  # its number among its principal's tasks (the task list's cursor)
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> TaskRecord:
         (n, id_, principal, name, args, state, progress, message, result, error, attempt,
          max_attempts, failures, lost, uncharged, max_lost, next_attempt_at, timeout,
          cancel_requested, idem, lease_owner, lease_until, created_at, started_at,
-         finished_at, updated_at) = row  # fmt: skip
+         finished_at, updated_at, pn) = row  # fmt: skip
         return cls(
             n=n,
             id=id_,
@@ -175,6 +199,7 @@ class TaskRecord:
             started_at=started_at,
             finished_at=finished_at,
             updated_at=updated_at,
+            pn=pn,
         )
 
     @property
@@ -361,11 +386,36 @@ class TaskStore:
                     # Version 1 had no retries of failures: its max_attempts counted the
                     # attempts a dying worker could lose.
                     c.execute("UPDATE tasks SET max_lost = max_attempts, max_attempts = 1")
+                if "pseq" not in {row[1] for row in c.execute("PRAGMA table_info(events)")}:
+                    TaskStore._migrate_sequences(c)
                 c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             c.execute("ROLLBACK")
             raise
         c.execute("COMMIT")
+
+    @staticmethod
+    def _migrate_sequences(c: sqlite3.Connection) -> None:
+        """Version 4: give every event a per-principal seq, with no client's cursor lost.
+
+        Existing events keep their log position as their seq (increasing per principal,
+        with gaps), so a cursor saved before the upgrade resumes exactly, and the
+        `pruned` watermarks (log positions) stay right. Every principal's counter starts
+        at the log's head then, also one the store has never seen (a token with no task
+        yet, whose client was shown that head): what the upgrade shows is what every
+        principal could see before it; from then on nothing of another's moves it.
+        """
+        c.execute("ALTER TABLE events ADD COLUMN pseq INTEGER NOT NULL DEFAULT 0")
+        c.execute("UPDATE events SET pseq = seq")
+        c.execute("UPDATE tasks SET pn = n")  # the same for the task list's cursor
+
+        def top(table: str, key: str) -> int:
+            row = c.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+            last = c.execute(f"SELECT COALESCE(MAX({key}), 0) FROM {table}").fetchone()[0]
+            return max(row[0] if row else 0, last)
+
+        c.execute("INSERT OR REPLACE INTO heads (principal, head, tasks) VALUES (?, ?, ?)",
+                  (_FLOOR, top("events", "seq"), top("tasks", "n")))  # fmt: skip
 
     def close(self) -> None:
         with self._lock:
@@ -455,12 +505,29 @@ class TaskStore:
         data: dict[str, Any],
         now: float,
     ) -> Event:
+        pseq = self._next(c, principal, "head")
         cur = c.execute(
-            "INSERT INTO events (task_id, principal, type, ts, attempt, data) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (task_id, principal, etype.value, now, attempt, _dumps(data)),
+            "INSERT INTO events (task_id, principal, type, ts, attempt, data, pseq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (task_id, principal, etype.value, now, attempt, _dumps(data), pseq),
         )
-        return Event(cur.lastrowid or 0, task_id, principal, etype, now, attempt, data)
+        return Event(pseq, task_id, principal, etype, now, attempt, data,
+                     log_pos=cur.lastrowid or 0)  # fmt: skip
+
+    @staticmethod
+    def _next(c: sqlite3.Connection, principal: str, counter: str) -> int:
+        """The principal's next event seq (`counter` "head") or task number ("tasks"),
+        counted in the caller's transaction. A principal's first count starts from the
+        floor (see `_migrate_sequences`)."""
+        assert counter in ("head", "tasks")
+        c.execute(
+            "INSERT OR IGNORE INTO heads (principal, head, tasks) SELECT ?, "
+            "COALESCE(MAX(head), 0), COALESCE(MAX(tasks), 0) FROM heads WHERE principal = ?",
+            (principal, _FLOOR),
+        )  # fmt: skip
+        row = c.execute(f"UPDATE heads SET {counter} = {counter} + 1 WHERE principal = ? "
+                        f"RETURNING {counter}", (principal,)).fetchone()  # fmt: skip
+        return int(row[0])
 
     def _get(self, c: sqlite3.Connection, task_id: str) -> TaskRecord | None:
         row = c.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
@@ -501,12 +568,13 @@ class TaskStore:
                 ).fetchone()
                 if row:
                     return TaskRecord.from_row(row), None
+            pn = self._next(c, principal, "tasks")
             cur = c.execute(
                 "INSERT INTO tasks (id, principal, name, args, state, max_attempts, max_lost, "
-                "timeout, idempotency_key, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "timeout, idempotency_key, created_at, updated_at, pn) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (task_id, principal, name, _dumps(args), TaskState.QUEUED.value, max_attempts,
-                 max_lost, timeout, idempotency_key, now, now),
+                 max_lost, timeout, idempotency_key, now, now, pn),
             )  # fmt: skip
             data: dict[str, Any] = {"name": name, "args": args}
             if timeout is not None:
@@ -518,7 +586,7 @@ class TaskStore:
             attempt=0, max_attempts=max_attempts, failures=0, lost=0, uncharged=0,
             max_lost=max_lost, next_attempt_at=None, timeout=timeout, cancel_requested=False,
             idempotency_key=idempotency_key, lease_owner=None, lease_until=None,
-            created_at=now, started_at=None, finished_at=None, updated_at=now,
+            created_at=now, started_at=None, finished_at=None, updated_at=now, pn=pn,
         )  # fmt: skip
         return rec, ev
 
@@ -538,16 +606,17 @@ class TaskStore:
         before: int | None = None,
         limit: int = 50,
     ) -> list[TaskRecord]:
-        """The principal's tasks, newest first; `before` is the `n` of the last one seen."""
+        """The principal's tasks, newest first; `before` is the `pn` of the last one seen
+        (its number among the principal's own tasks: it says nothing of others')."""
         sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE principal = ?"
         params: list[Any] = [principal]
         if states:
             sql += " AND state IN ({})".format(",".join("?" * len(states)))
             params.extend(s.value for s in states)
         if before is not None:
-            sql += " AND n < ?"
+            sql += " AND pn < ?"
             params.append(before)
-        sql += " ORDER BY n DESC LIMIT ?"
+        sql += " ORDER BY pn DESC LIMIT ?"
         params.append(limit)
         with self._lock:
             rows = retry_busy(lambda: self._conn.execute(sql, params).fetchall())
@@ -930,7 +999,7 @@ class TaskStore:
     # ----------------------------------------------------------------- the log
 
     def pruned_through(self, principal: str) -> int:
-        """The highest seq of this principal's events that pruning deleted (0: none).
+        """The highest seq (the principal's own) of its events that pruning deleted (0: none).
 
         A client of this principal that last saw a seq below it may have missed events
         that are gone: it must reload its tasks from the API (the notifier's "reset").
@@ -988,7 +1057,7 @@ class TaskStore:
             if ids:
                 marks_sql = ",".join("?" * len(ids))
                 for principal, through in c.execute(
-                    f"SELECT principal, MAX(seq) FROM events WHERE task_id IN ({marks_sql}) "
+                    f"SELECT principal, MAX(pseq) FROM events WHERE task_id IN ({marks_sql}) "
                     "GROUP BY principal", ids,
                 ):  # fmt: skip
                     marks[principal] = through
@@ -998,16 +1067,16 @@ class TaskStore:
             if finished_before is not None and len(ids) < limit:
                 # The events of tasks the ledger no longer has, oldest first.
                 orphans = c.execute(
-                    "SELECT seq, principal FROM events WHERE ts < ? AND task_id NOT IN "
+                    "SELECT seq, principal, pseq FROM events WHERE ts < ? AND task_id NOT IN "
                     "(SELECT id FROM tasks) ORDER BY seq LIMIT ?",
                     (finished_before, (limit - len(ids)) * 4),
                 ).fetchall()
-                for seq, principal in orphans:
-                    marks[principal] = max(marks.get(principal, 0), seq)
+                for _, principal, pseq in orphans:
+                    marks[principal] = max(marks.get(principal, 0), pseq)
                 if orphans:
                     events += c.execute(
                         "DELETE FROM events WHERE seq IN ({})".format(",".join("?" * len(orphans))),
-                        [seq for seq, _ in orphans],
+                        [seq for seq, _, _ in orphans],
                     ).rowcount  # fmt: skip
             for principal, through in marks.items():
                 c.execute(
@@ -1056,30 +1125,65 @@ class TaskStore:
         return {name: _size(Path(f"{self.path}{suffix}"))
                 for name, suffix in (("db", ""), ("wal", "-wal"))}  # fmt: skip
 
-    def head(self) -> int:
-        """The seq of the newest event (0 for an empty log)."""
+    def head(self, principal: str | None = None) -> int:
+        """The seq of the principal's newest event (0 before its first), or without a
+        principal the log position of the newest event of all (the notifier's own
+        bookkeeping: never shown to a principal)."""
         with self._lock:
-            row = retry_busy(lambda: self._conn.execute("SELECT MAX(seq) FROM events").fetchone())
-        return row[0] or 0
+            if principal is None:
+                row = retry_busy(lambda: self._conn.execute(
+                    "SELECT MAX(seq) FROM events").fetchone())  # fmt: skip
+            else:
+                row = retry_busy(lambda: self._conn.execute(
+                    "SELECT head FROM heads WHERE principal IN (?, ?) ORDER BY principal DESC "
+                    "LIMIT 1", (principal, _FLOOR)).fetchone())  # fmt: skip
+        return (row[0] or 0) if row else 0
 
     def events_after(
         self, after: int, *, principal: str | None = None, task_id: str | None = None,
-        limit: int = 1000,
+        limit: int = 1000, max_bytes: int | None = None,
     ) -> list[Event]:  # fmt: skip
-        """Events with seq > after, oldest first, optionally of one principal or task."""
-        sql = "SELECT seq, task_id, principal, type, ts, attempt, data FROM events WHERE seq > ?"
-        params: list[Any] = [after]
-        if principal is not None:
-            sql += " AND principal = ?"
-            params.append(principal)
-        if task_id is not None:
-            sql += " AND task_id = ?"
-            params.append(task_id)
-        sql += " ORDER BY seq LIMIT ?"
-        params.append(limit)
+        """Events after `after`, oldest first: of one principal or task, those whose seq
+        (the principal's own) is above `after`; of neither, every principal's events past
+        the log position `after` (`Event.log_pos`: the notifier's fan-out).
+
+        Args:
+            max_bytes: stop after the event whose data brings the page past this many
+                bytes (a page holds at least one event).
+        """
+        sql = "SELECT pseq, task_id, principal, type, ts, attempt, data, seq FROM events WHERE "
+        params: list[Any] = []
+        if principal is None and task_id is None:
+            sql += "seq > ? ORDER BY seq LIMIT ?"
+        else:
+            clauses = []
+            if principal is not None:
+                clauses.append("principal = ?")
+                params.append(principal)
+            if task_id is not None:
+                clauses.append("task_id = ?")
+                params.append(task_id)
+            sql += " AND ".join(clauses) + " AND pseq > ? ORDER BY pseq LIMIT ?"
+        params += [after, limit]
         with self._lock:
-            rows = retry_busy(lambda: self._conn.execute(sql, params).fetchall())
+            if max_bytes is None:
+                rows = retry_busy(lambda: self._conn.execute(sql, params).fetchall())
+            else:
+                rows = retry_busy(lambda: _rows_within(self._conn.execute(sql, params),
+                                                       max_bytes))  # fmt: skip
         return [
-            Event(seq, tid, p, EventType(t), ts, attempt, json.loads(data))
-            for seq, tid, p, t, ts, attempt, data in rows
+            Event(pseq, tid, p, EventType(t), ts, attempt, json.loads(data), log_pos=pos)
+            for pseq, tid, p, t, ts, attempt, data, pos in rows
         ]
+
+
+def _rows_within(cursor: sqlite3.Cursor, max_bytes: int) -> list[tuple[Any, ...]]:
+    """Rows of an events query until their data (the 7th column) passes `max_bytes`."""
+    rows, size = [], 0
+    for row in cursor:
+        rows.append(row)
+        size += len(row[6])
+        if size > max_bytes:
+            cursor.close()
+            break
+    return rows

@@ -386,7 +386,7 @@ class TaskApi:
         next_link = None
         if len(recs) > limit:
             recs = recs[:limit]
-            query: list[tuple[str, Any]] = [("limit", limit), ("before", recs[-1].n)]
+            query: list[tuple[str, Any]] = [("limit", limit), ("before", recs[-1].pn)]
             if states:
                 query.append(("state", ",".join(s.value for s in states)))
             next_link = "/api/tasks?" + urlencode(query, safe=",")

@@ -66,7 +66,8 @@ async def test_resume_since_gets_exactly_the_missed_events_then_live_ones(
     since = before[2].seq
     ws = await open_client(notifier.url, since=since)
     welcome = await recv(ws)
-    head = writer.store.head()
+    head = writer.store.head(LOCAL)  # the principal's own: bob's events count nowhere
+    assert head == missed[-1].seq
     assert welcome == {"v": 1, "type": "welcome", "principal": LOCAL, "head": head, "reset": False}
     replayed = await recv_events(ws, len(before) - 3 + len(missed))
     assert_same_events(replayed, before[3:] + missed)
@@ -96,7 +97,7 @@ async def test_since_beyond_head_resets_and_replays_everything(notifier, open_cl
     mine = writer.lifecycle(LOCAL)
     writer.lifecycle("bob")
     mine += writer.lifecycle(LOCAL)
-    head = writer.store.head()
+    head = writer.store.head(LOCAL)
     ws = await open_client(notifier.url, since=head + 100)
     welcome = await recv(ws)
     assert welcome["reset"] is True and welcome["head"] == head
@@ -196,12 +197,13 @@ async def test_resume_message_replays_then_goes_live_without_duplicates(
 async def test_a_client_too_far_behind_is_closed_with_1013_and_resumes_losslessly(
     start_notifier, open_client, tokens, writer, recv, recv_events, start_session
 ):
-    notifier = await start_notifier(max_backlog=3)
+    # A 1-byte outbox: one message at a time fits (into an empty outbox), a burst does not.
+    notifier = await start_notifier(max_outbox=1)
     ws = await open_client(notifier.url)
     other = await open_client(notifier.url, token=tokens["bob"])
     await start_session(ws)
     await start_session(other)
-    burst = writer.lifecycle(LOCAL, steps=3)  # 6 events > 3 queued at once
+    burst = writer.lifecycle(LOCAL, steps=3)  # 6 events queued at once
     bobs = writer.queued("bob")
     writer.wake()
     async with asyncio.timeout(5):
@@ -300,9 +302,9 @@ class FailingReads(TaskStore):
         if self.failing:
             raise sqlite3.OperationalError("disk I/O error")
 
-    def head(self) -> int:
+    def head(self, principal: str | None = None) -> int:
         self._check()
-        return super().head()
+        return super().head(principal)
 
     def events_after(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         self._check()

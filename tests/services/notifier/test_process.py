@@ -87,7 +87,7 @@ async def test_a_restarted_notifier_sends_exactly_what_was_missed(
         child = await start_child(layout, web_port, log)
         ws = await open_client(child.url, since=last_seq)
         welcome = await recv(ws)
-        assert welcome["reset"] is False and welcome["head"] == writer.store.head()
+        assert welcome["reset"] is False and welcome["head"] == writer.store.head(LOCAL)
         replayed = await recv_events(ws, len(missed))
         assert [(m["seq"], m["event"]) for m in replayed] == [(e.seq, e.type.value) for e in missed]
         assert await recv(ws) == {"v": 1, "type": "caught_up", "seq": missed[-1].seq}

@@ -121,3 +121,28 @@ async def test_a_live_client_that_was_sent_the_pruned_events_gets_no_reset(
     assert (await recv(ws))["seq"] == later.seq
     await ws.send(encode_ping())
     assert (await recv(ws))["type"] == "pong"  # no reset in between
+
+
+async def test_a_live_client_is_reset_when_its_mark_rises_below_another_principals(
+    notifier, open_client, writer, recv, recv_events, start_session
+):
+    # Watermarks are per principal and count in each one's own seqs: bob's being higher
+    # must not hide that ours rose.
+    from services.wake import PRUNED_WAKE
+
+    bobs = [writer.lifecycle("bob") for _ in range(3)]
+    with writer.store._write() as c:
+        c.execute("UPDATE tasks SET finished_at = 0 WHERE principal = 'bob'")
+    writer.store.prune(older_than=86400)
+    writer.sender.wake(PRUNED_WAKE)
+    assert writer.store.pruned_through("bob") == bobs[-1][-1].seq
+    ws = await open_client(notifier.url, since=0)
+    await start_session(ws)
+    lost = writer.lifecycle(LOCAL)  # pruned before the notifier read it
+    assert writer.store.pruned_through("bob") > lost[-1].seq
+    with writer.store._write() as c:
+        c.execute("UPDATE tasks SET finished_at = 0 WHERE id = ?", (lost[0].task_id,))
+    writer.store.prune(older_than=86400)
+    writer.sender.wake(PRUNED_WAKE)
+    assert await recv(ws) == {"v": 1, "type": "reset", "reason": "pruned",
+                              "oldest": lost[-1].seq + 1}  # fmt: skip
