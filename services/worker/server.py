@@ -43,9 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     watch_stdin(dispatcher.stop)
     dispatcher.start_pool()  # the executors exist before anyone is told the worker is ready
     announce_ready("worker", concurrency=concurrency, tasks=len(catalog),
-                   executors=[ex.pid for ex in dispatcher.executors])  # fmt: skip
-    log.info("worker %s ready with %d executor process(es), %d task(s) in the catalog",
-             dispatcher.identity, concurrency, len(catalog))  # fmt: skip
+                   executors=[ex.pid for ex in dispatcher.executors],
+                   sandbox=dispatcher.sandbox.describe())  # fmt: skip
+    log.info("worker %s ready with %d executor process(es), %d task(s) in the catalog; "
+             "sandbox: %s", dispatcher.identity, concurrency, len(catalog),
+             dispatcher.sandbox.describe())  # fmt: skip
     dispatcher.run()
     log.info("worker stopped")
     return 0
