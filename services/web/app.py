@@ -36,6 +36,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from services import landlock
 from services.auth import Authenticator
 from services.core.envelope import encode_event
 from services.core.errors import HeraldError, ValidationFailed
@@ -461,6 +462,8 @@ class TaskApi:
             "version": self.version,
             "services": services,
             "problems": self.catalog.problems,
+            # Whether attempts run confined by the kernel ("landlock ABI 7") or why not.
+            "sandbox": landlock.support().describe(),
         }
         problem = self.disk.problem()
         if problem is not None:
