@@ -71,14 +71,15 @@ class LandlockError(OSError):
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL:
+def libc() -> ctypes.CDLL:
+    """The C library (cached), with errno kept for each call."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
     return libc
 
 
 def _call(nr: int, *args: object) -> int:
-    result = int(_libc().syscall(ctypes.c_long(nr), *args))
+    result = int(libc().syscall(ctypes.c_long(nr), *args))
     if result < 0:
         err = ctypes.get_errno()
         raise LandlockError(err, os.strerror(err))
@@ -165,7 +166,7 @@ def create_ruleset(fs: int, net: int = 0, scoped: int = 0) -> int:
 def _add_rule() -> tuple[Any, _PathBeneathAttr]:
     """landlock_add_rule with its argument types bound, and one attribute struct to reuse:
     an attempt adds hundreds of rules, and ctypes' conversions were half their cost."""
-    func = _libc()["syscall"]  # a function object of its own (argtypes are per object)
+    func = libc()["syscall"]  # a function object of its own (argtypes are per object)
     func.restype = ctypes.c_long
     func.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32]
     return func, _PathBeneathAttr(0, -1)
@@ -184,7 +185,7 @@ def add_path_rule(ruleset: int, path_fd: int, access: int) -> None:
 def restrict_self(ruleset: int) -> None:
     """Set no_new_privs and enforce the ruleset on the calling thread, for good (what it
     forks and executes afterwards inherits it)."""
-    if int(_libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) != 0:
+    if int(libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) != 0:
         err = ctypes.get_errno()
         raise LandlockError(err, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(err)}")
     _call(_NR[2], ctypes.c_int(ruleset), ctypes.c_uint32(0))

@@ -179,6 +179,7 @@ class Dispatcher:
         self.own_dirs = [str(p) for p in own_dirs(layout)]
         self._owner_policy = sandbox.owner_policy(self.own_dirs)
         self.policy_for = policy_for or (lambda rec: self._owner_policy)
+        self._temp_parent: str | None = None
         # Commits here never checkpoint: the checkpointer thread does it off the hot path.
         self.store = TaskStore(layout.ledger_db, checkpoint_pages=0)
         self.queue = TaskQueue(layout, checkpoint_pages=0)
@@ -1072,7 +1073,7 @@ class Dispatcher:
         if self.sandbox.available:
             frame["sandbox"] = self.policy_for(rec).to_json()
             try:
-                temp_dir = tempfile.mkdtemp(prefix="herald-attempt-")
+                temp_dir = tempfile.mkdtemp(prefix="herald-attempt-", dir=self._temp_root())
             except OSError as exc:  # the attempt then has no temp dir it may write to
                 log.warning("no temp dir for task %s: %s", rec.id, exc)
             else:
@@ -1083,6 +1084,13 @@ class Dispatcher:
             a.stopping = StopReason.SHUTDOWN
             ex.state = ExecutorState.RETIRING
             pool.signal_tree(ex, signal.SIGKILL)
+
+    def _temp_root(self) -> str:
+        """The folder of the attempts' temp dirs (one per worker): making one there leaves
+        the system's temp dir unchanged, so that the executors' rulesets stay true."""
+        if self._temp_parent is None or not os.path.isdir(self._temp_parent):
+            self._temp_parent = tempfile.mkdtemp(prefix="herald-attempts-")
+        return self._temp_parent
 
     def _apply_cancel_requests(self) -> None:
         if not self._running:
@@ -1296,6 +1304,8 @@ class Dispatcher:
         self._close()
 
     def _close(self) -> None:
+        if self._temp_parent is not None:
+            shutil.rmtree(self._temp_parent, ignore_errors=True)
         if self._own_signals:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)

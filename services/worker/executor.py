@@ -44,6 +44,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from services.core.errors import ErrorCode, TaskCancelled, TaskFailure
+from services.landlock import libc
 from services.tasks.catalog import Catalog, TaskSpec
 from services.tasks.context import TaskContext
 from services.worker import protocol, sandbox
@@ -202,6 +203,7 @@ class Executor:
     def __init__(self, run: socket.socket, control: socket.socket, catalog: Catalog, *,
                  fork_attempts: bool = False) -> None:  # fmt: skip
         self.fork_attempts = fork_attempts
+        self._rulesets = sandbox.RulesetCache()
         self._rss: Callable[[], int] = rss_bytes  # what "done" frames report
         self.run_sock = run
         self.control = control
@@ -231,7 +233,12 @@ class Executor:
     def _next_message(self) -> dict[str, Any] | None:
         while not self._pending:
             try:
+                if self.fork_attempts:  # the rulesets kept are looked at while idle
+                    self.run_sock.settimeout(self._rulesets.timeout())
                 data = self.run_sock.recv(1 << 16)
+            except TimeoutError:
+                self._rulesets.expire()
+                continue
             except InterruptedError:
                 continue
             except OSError:
@@ -291,12 +298,21 @@ class Executor:
         """Run one attempt in a child of its own, confined; wait for it; say how it ended."""
         temp_dir = msg.get("temp_dir") if isinstance(msg.get("temp_dir"), str) else None
         parent_rss = rss_bytes()
+        ruleset: sandbox.Ruleset | str | None = None
+        policy = msg.get("sandbox")
+        if isinstance(policy, dict):
+            try:  # built here, unconfined, and kept for the next attempts of this policy
+                ruleset = self._rulesets.for_attempt(sandbox.Policy.from_json(policy),
+                                                     temp_dir)  # fmt: skip
+            except (OSError, ValueError, TypeError) as exc:
+                ruleset = str(exc)
+        self.run_sock.settimeout(None)  # the attempt's frames block, never time out
         pid = os.fork()
         if pid == 0:  # the attempt's process: never returns
             code = EXIT_BROKEN
             try:
                 self._rss = lambda: parent_rss  # the executor's size, not the attempt's
-                if self._become_attempt(msg, temp_dir):
+                if self._become_attempt(msg, temp_dir, ruleset):
                     self._run(msg)
                 code = EXIT_OK
             except Terminated:
@@ -321,26 +337,30 @@ class Executor:
             shutil.rmtree(temp_dir, ignore_errors=True)
         self.send({"t": "ended", "id": msg.get("id"), "attempt": msg.get("attempt"),
                    "status": status})  # fmt: skip
+        self._rulesets.refresh()  # while idle, so that the next attempt finds it ready
 
-    def _become_attempt(self, msg: dict[str, Any], temp_dir: str | None) -> bool:
+    def _become_attempt(self, msg: dict[str, Any], temp_dir: str | None,
+                        ruleset: sandbox.Ruleset | str | None) -> bool:  # fmt: skip
         """In a freshly forked attempt process: die with the executor, confine, listen
         for cancels. False if it could not be confined (its done frame says why)."""
-        if sys.platform.startswith("linux"):
-            with contextlib.suppress(OSError, AttributeError):
-                ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+        with contextlib.suppress(OSError, AttributeError):  # (Linux: Landlock is Linux's)
+            libc().prctl(1, signal.SIGKILL, 0, 0, 0)
         if temp_dir:
             os.environ["TMPDIR"] = temp_dir
             tempfile.tempdir = temp_dir
-        policy = msg.get("sandbox")
-        if isinstance(policy, dict):
+        problem = ruleset if isinstance(ruleset, str) else None
+        if isinstance(ruleset, sandbox.Ruleset):
             try:
-                sandbox.confine(sandbox.Policy.from_json(policy), temp_dir)
-            except (OSError, ValueError, TypeError) as exc:
-                ctx = TaskContext(str(msg.get("id")), int(msg.get("attempt") or 0))
-                self._done(ctx, {"outcome": "failed", "error": {
-                    "code": ErrorCode.SANDBOX, "message":
-                    f"The task could not be confined to its folders, so it did not run: {exc}"}})
-                return False
+                ruleset.enforce()
+            except OSError as exc:
+                problem = str(exc)
+        self._rulesets = sandbox.RulesetCache()  # the executor's: not this process's to use
+        if problem is not None:
+            ctx = TaskContext(str(msg.get("id")), int(msg.get("attempt") or 0))
+            self._done(ctx, {"outcome": "failed", "error": {
+                "code": ErrorCode.SANDBOX, "message":
+                f"The task could not be confined to its folders, so it did not run: {problem}"}})
+            return False
         self._start_control()
         return True
 

@@ -25,6 +25,7 @@ import contextlib
 import os
 import stat
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,10 +105,15 @@ def python_read_roots() -> list[str]:
     return sorted(roots)
 
 
-def plan(policy: Policy, temp_dir: str | None = None, *,
-         system: bool = True) -> list[Rule]:  # fmt: skip
+def plan(policy: Policy, temp_dir: str | None = None, *, system: bool = True,
+         watch: list[str] | None = None) -> list[Rule]:  # fmt: skip
     """The rules that carry out `policy` now (symlinks resolved; what does not exist is
-    left out); `temp_dir`, the attempt's own, is writable."""
+    left out); `temp_dir`, the attempt's own, is writable.
+
+    Args:
+        watch: filled with the folders whose listing the rules depend on, and the roots
+            that do not exist: while none of them changes, the rules stand.
+    """
     deny = sorted({os.path.realpath(d) for d in policy.deny})
     write = [*policy.write_roots, *([temp_dir] if temp_dir else [])]
     read = [*policy.read_roots]
@@ -120,7 +126,11 @@ def plan(policy: Policy, temp_dir: str | None = None, *,
 
     def grant(path: str, is_write: bool, blocked: list[str]) -> None:
         real = os.path.realpath(path)
-        if not os.path.lexists(real) or any(_inside(real, d) for d in blocked):
+        if not os.path.lexists(real):
+            if watch is not None:
+                watch.append(path)
+            return
+        if any(_inside(real, d) for d in blocked):
             return
         inner = [d for d in blocked if _inside(d, real)]
         if not inner:
@@ -136,6 +146,8 @@ def plan(policy: Policy, temp_dir: str | None = None, *,
         for folder in sorted(ancestors):
             if folder in inner:
                 continue
+            if watch is not None:
+                watch.append(folder)
             try:
                 entries = list(os.scandir(folder))  # (file types without a stat each)
             except OSError:
@@ -162,6 +174,86 @@ def plan(policy: Policy, temp_dir: str | None = None, *,
     return rules
 
 
+def _version(paths: list[str]) -> tuple[int | None, ...]:
+    """What the watched paths look like now (a folder's mtime changes with its entries)."""
+    out: list[int | None] = []
+    for path in paths:
+        try:
+            out.append(os.lstat(path).st_mtime_ns)
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+class Ruleset:
+    """A policy made into a Landlock ruleset (a file descriptor), ready for the attempts
+    of that policy: an executor builds it once and checks it is still true (`fresh`)
+    before each attempt, which then only adds its temp dir and restricts itself.
+
+    Raises:
+        landlock.LandlockError: Landlock is unavailable or refused a rule.
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        support = landlock.support()
+        if not support.available:
+            raise landlock.LandlockError(0, f"sandbox {support.describe()}")
+        self.fs = landlock.fs_rights(support.abi)
+        net = 0 if policy.network or not support.network else (
+            landlock.NET_BIND_TCP | landlock.NET_CONNECT_TCP)  # fmt: skip
+        scoped = (landlock.SCOPE_SIGNAL | landlock.SCOPE_ABSTRACT_UNIX_SOCKET
+                  if support.scopes else 0)  # fmt: skip
+        self.described = support.describe()
+        self._watch: list[str] = []
+        self.fd = landlock.create_ruleset(self.fs, net, scoped)
+        self.added = 0  # temp dirs added since it was built
+        try:
+            rules = plan(policy, watch=self._watch)
+            self._version = _version(self._watch)
+            for rule in rules:
+                self._add(rule)
+        except BaseException:
+            self.close()
+            raise
+
+    def _add(self, rule: Rule) -> None:
+        try:
+            fd = os.open(rule.path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return  # gone since it was planned
+        try:
+            access = self.fs if rule.write else rule.access & self.fs
+            directory = rule.directory
+            if directory is None:
+                directory = stat.S_ISDIR(os.fstat(fd).st_mode)
+            if not directory:
+                access &= landlock.FS_FILE_RIGHTS
+            landlock.add_path_rule(self.fd, fd, access)
+        finally:
+            os.close(fd)
+
+    def fresh(self) -> bool:
+        """Whether the rules are still what the policy means now."""
+        return self.fd >= 0 and _version(self._watch) == self._version
+
+    def add_temp_dir(self, path: str) -> None:
+        """Grant an attempt's own temp dir (attempts restricted earlier do not get it: a
+        domain is a copy of the ruleset when it was enforced)."""
+        self._add(Rule(os.path.realpath(path), -1, True, True))
+        self.added += 1
+
+    def enforce(self) -> str:
+        """Confine the calling thread (and all it starts) for good; what is enforced."""
+        landlock.restrict_self(self.fd)
+        return self.described
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+
 def confine(policy: Policy, temp_dir: str | None = None) -> str:
     """Confine the calling thread (and all it starts) to `policy`, for good; returns what
     is enforced, in words.
@@ -169,33 +261,77 @@ def confine(policy: Policy, temp_dir: str | None = None) -> str:
     Raises:
         landlock.LandlockError: Landlock is unavailable or refused a rule.
     """
-    support = landlock.support()
-    if not support.available:
-        raise landlock.LandlockError(0, f"sandbox {support.describe()}")
-    fs = landlock.fs_rights(support.abi)
-    net = 0 if policy.network or not support.network else (
-        landlock.NET_BIND_TCP | landlock.NET_CONNECT_TCP)  # fmt: skip
-    scoped = (landlock.SCOPE_SIGNAL | landlock.SCOPE_ABSTRACT_UNIX_SOCKET
-              if support.scopes else 0)  # fmt: skip
-    ruleset = landlock.create_ruleset(fs, net, scoped)
+    ruleset = Ruleset(policy)
     try:
-        for rule in plan(policy, temp_dir):
-            try:
-                fd = os.open(rule.path, os.O_PATH | os.O_CLOEXEC)
-            except OSError:
-                continue  # gone since it was planned
-            try:
-                access = fs if rule.write else rule.access & fs
-                directory = rule.directory
-                if directory is None:
-                    directory = stat.S_ISDIR(os.fstat(fd).st_mode)
-                if not directory:
-                    access &= landlock.FS_FILE_RIGHTS
-                landlock.add_path_rule(ruleset, fd, access)
-            finally:
-                os.close(fd)
-        landlock.restrict_self(ruleset)
+        if temp_dir:
+            ruleset.add_temp_dir(temp_dir)
+        return ruleset.enforce()
     finally:
+        ruleset.close()
+
+
+class RulesetCache:
+    """The rulesets an executor keeps, by policy, rebuilt when the folders they were
+    planned from changed (or after `MAX_ADDED` temp dirs).
+
+    A rule holds its file or folder (the kernel keeps a reference to it): a file granted on
+    its own, deleted, would keep its disk space while a ruleset that grants it lives. So an
+    idle executor looks every `CHECK_EVERY` seconds (`expire`) and drops what is no longer
+    true (a deletion changes the folder's mtime), and everything after `IDLE_DROP` seconds
+    without an attempt; then it sleeps for good.
+    """
+
+    MAX_ADDED = 256
+    SIZE = 8
+    CHECK_EVERY = 1.0
+    IDLE_DROP = 10.0
+
+    def __init__(self) -> None:
+        self._sets: dict[Policy, Ruleset] = {}
+        self._used = time.monotonic()
+
+    def timeout(self) -> float | None:
+        """How long an idle executor may wait before `expire` is due (None: for ever)."""
+        return self.CHECK_EVERY if self._sets else None
+
+    def expire(self) -> None:
+        """Drop the rulesets that are no longer true, or all of them when idle long."""
+        idle = time.monotonic() - self._used > self.IDLE_DROP
+        for policy, ruleset in list(self._sets.items()):
+            if idle or not ruleset.fresh():
+                ruleset.close()
+                del self._sets[policy]
+
+    def for_attempt(self, policy: Policy, temp_dir: str | None) -> Ruleset:
+        """A ruleset true now, with `temp_dir` granted.
+
+        Raises:
+            landlock.LandlockError: Landlock is unavailable or refused a rule.
+        """
+        self._used = time.monotonic()
+        ruleset = self._sets.pop(policy, None)
+        if ruleset is not None and (not ruleset.fresh() or ruleset.added >= self.MAX_ADDED):
+            ruleset.close()
+            ruleset = None
+        if ruleset is None:
+            ruleset = Ruleset(policy)
+        self._sets[policy] = ruleset  # the most recent last
+        while len(self._sets) > self.SIZE:
+            self._sets.pop(next(iter(self._sets))).close()
+        if temp_dir:
+            ruleset.add_temp_dir(temp_dir)
+        return ruleset
+
+    def refresh(self) -> None:
+        """Rebuild the most recent ruleset now if it is no longer true (between attempts,
+        off the next attempt's path)."""
+        if not self._sets:
+            return
+        policy = next(reversed(self._sets))
+        ruleset = self._sets[policy]
+        if ruleset.fresh() and ruleset.added < self.MAX_ADDED:
+            return
+        ruleset.close()
+        del self._sets[policy]
         with contextlib.suppress(OSError):
-            os.close(ruleset)
-    return support.describe()
+            self._sets[policy] = Ruleset(policy)
