@@ -354,7 +354,7 @@ class Executor:
                 ruleset.enforce()
             except OSError as exc:
                 problem = str(exc)
-        self._rulesets = sandbox.RulesetCache()  # the executor's: not this process's to use
+        self._rulesets.close_all()  # the executor's: a task could add rules to them
         if problem is not None:
             ctx = TaskContext(str(msg.get("id")), int(msg.get("attempt") or 0))
             self._done(ctx, {"outcome": "failed", "error": {

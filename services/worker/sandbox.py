@@ -322,6 +322,13 @@ class RulesetCache:
             ruleset.add_temp_dir(temp_dir)
         return ruleset
 
+    def close_all(self) -> None:
+        """Close every ruleset (in an attempt's process, once confined: a ruleset's fd lets
+        its holder add rules, which the next attempts would be given)."""
+        for ruleset in self._sets.values():
+            ruleset.close()
+        self._sets.clear()
+
     def refresh(self) -> None:
         """Rebuild the most recent ruleset now if it is no longer true (between attempts,
         off the next attempt's path)."""

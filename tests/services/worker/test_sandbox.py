@@ -253,6 +253,10 @@ def snoop(ctx, data, port, pids):
         "plant": outcome(write(Path(data) / "config.toml")),
         "connect": outcome(connect),
         "kill": [outcome(lambda p=p: os.kill(int(p), 0)) for p in pids],
+        # A ruleset's fd would let it add rules to the next attempts' sandboxes.
+        "rulesets": [t for fd in os.listdir("/proc/self/fd")
+                     if "landlock" in (t := outcome(lambda fd=fd: os.readlink(
+                         f"/proc/self/fd/{fd}")))],  # fmt: skip
         "tmpdir": os.environ.get("TMPDIR"),
         "temp": outcome(write(Path(os.environ.get("TMPDIR", "/nonexistent")) / "scratch")),
     }
@@ -282,7 +286,8 @@ def test_a_principal_s_attempt_is_confined_by_the_dispatcher(principal):
     result = principal.store.get_task(task_id).result
     tmpdir = result.pop("tmpdir")
     assert result == {"token": "EACCES", "list": "EACCES", "plant": "EACCES",
-                      "connect": "EACCES", "kill": ["EPERM"] * 3, "temp": "ok"}  # fmt: skip
+                      "connect": "EACCES", "kill": ["EPERM"] * 3, "rulesets": [],
+                      "temp": "ok"}  # fmt: skip
     assert tmpdir and "herald-attempt-" in tmpdir
     assert not (principal.layout.root / "config.toml").exists()
     deadline = time.monotonic() + 5  # removed by the executor once its attempt ended
