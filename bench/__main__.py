@@ -1,5 +1,6 @@
-"""`python -m bench [headless|desktop|all]` (default: all), or `python -m bench compare TREE`
-(this tree against another checkout, measured interleaved in one run)."""
+"""`python -m bench [headless|desktop|all]` (default: all), `python -m bench compare TREE`
+(this tree against another checkout, measured interleaved in one run), or `python -m bench
+sandbox` (what confining each attempt costs)."""
 
 import sys
 
@@ -8,6 +9,10 @@ if which == "compare":
     from bench.compare import main as compare
 
     sys.exit(compare(sys.argv[2:]))
+if which == "sandbox":
+    from bench.sandbox import main as sandbox
+
+    sys.exit(sandbox(sys.argv[2:]))
 rest = [a for a in sys.argv[1:] if a != which]
 code = 0
 if which in ("headless", "all"):

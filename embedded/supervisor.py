@@ -36,6 +36,7 @@ from typing import IO
 from embedded.paths import runtime_dir
 from services.auth import write_private
 from services.layout import DataLayout
+from services.own_dirs import RUNTIME_DIR_ENV
 from services.runtime import PARENT_ENV, parse_fatal, parse_ready
 
 log = logging.getLogger("herald.supervisor")
@@ -403,6 +404,8 @@ class Supervisor:
         child.tail.clear()
         env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_TOKEN")}
         env[PARENT_ENV] = str(os.getpid())
+        with contextlib.suppress(OSError):  # where no task may look (the worker's sandbox)
+            env[RUNTIME_DIR_ENV] = str(runtime_dir())
         try:
             proc = await asyncio.create_subprocess_exec(
                 *service_command(child.status.name, child.args),

@@ -24,6 +24,7 @@ from services.auth import Capabilities, is_under
 from services.core.errors import HeraldError, ValidationFailed
 from services.core.params import PathAccess
 from services.layout import DataLayout
+from services.own_dirs import own_dirs
 from services.tasks.catalog import TaskSpec
 
 PROTECTED = "lies in Herald's own files, which no task may touch"
@@ -31,9 +32,10 @@ CONTAINS_PROTECTED = "contains Herald's own files, which no task of yours may re
 
 
 def protected_dirs(layout: DataLayout, runtime_dir: Path | str | None = None) -> tuple[str, ...]:
-    """Herald's own folders, resolved: the data dir (its config file is in it) and, when
-    known, the runtime dir (its runtime files)."""
-    dirs = [os.path.realpath(layout.root), os.path.realpath(layout.config_file.parent)]
+    """Herald's own folders, resolved: the data dir (its config file is in it), the runtime
+    dir (its runtime files; `runtime_dir` when known) and the config dirs: the same folders
+    the worker's sandbox keeps every attempt out of (services.own_dirs)."""
+    dirs = [os.path.realpath(p) for p in own_dirs(layout)]
     if runtime_dir is not None:
         dirs.append(os.path.realpath(runtime_dir))
     return tuple(dict.fromkeys(dirs))

@@ -12,6 +12,8 @@ import PySide6
 from PySide6.QtCore import qVersion
 from PySide6.QtWidgets import QMessageBox, QWidget
 
+from services import landlock
+
 
 def _v(dist: str) -> str:
     try:
@@ -31,6 +33,8 @@ def versions() -> dict[str, str]:
         "websockets": _v("websockets"),
         "huey": _v("huey"),
         "System": f"{platform.system()} {platform.release()} ({sys.platform})",
+        # What confines the tasks on this machine (else only the checks at submit do).
+        "Task sandbox": landlock.support().describe(),
     }
 
 

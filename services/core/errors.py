@@ -17,6 +17,7 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"  # its time limit passed; the attempt was stopped
     MEMORY_LIMIT = "memory_limit"  # it needed more memory than its limit
     WORKER_LOST = "worker_lost"  # the process running it died too many times
+    SANDBOX = "sandbox_failed"  # its process could not be confined, so it did not run
 
 
 class HeraldError(Exception):

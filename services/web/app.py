@@ -41,6 +41,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from services import landlock
 from services.access import check_paths, check_task, protected_dirs
 from services.auth import Authenticator, Capabilities
 from services.core.envelope import encode_event
@@ -506,6 +507,8 @@ class TaskApi:
             "version": self.version,
             "services": services,
             "problems": self.catalog.problems,
+            # Whether attempts run confined by the kernel ("landlock ABI 7") or why not.
+            "sandbox": landlock.support().describe(),
         }
         problem = self.disk.problem()
         if problem is not None:

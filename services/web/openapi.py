@@ -244,6 +244,9 @@ SCHEMAS: dict[str, Any] = {
                 "items": {"type": "string"},
                 "description": "task plug-ins that could not be loaded",
             },
+            "sandbox": {"type": "string", "description":
+                        "How attempts are confined: 'landlock ABI N', or 'unavailable: why' "
+                        "(then only the checks at submit apply)"},
         },
     },
     "Me": {

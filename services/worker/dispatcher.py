@@ -20,6 +20,11 @@ What it guarantees:
 - At most `concurrency` attempts of a task that declares it run at once (checked in the
   ledger, so across workers too); others wait, queued.
 - Idle, it sleeps in select() with a long timeout: no polling latency, next to no CPU.
+- Where the kernel has Landlock, every attempt runs confined to the policy `policy_for`
+  gives its task (by default the owner's: everything but Herald's own folders), in a
+  process forked for it by its executor, with a temp dir of its own (made here, removed
+  by the executor, or here if the attempt is killed). Elsewhere attempts run unconfined
+  in the executors themselves, and `sandbox` says why.
 - A write the data disk refuses (full, or failing) is neither dropped nor fatal: it waits,
   in order with every later write, and they are tried again with backoff (at most
   `STORAGE_RETRY_MAX` apart). Meanwhile no attempt starts (running ones go on; what they
@@ -40,6 +45,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import tempfile
 import threading
 import time
 from collections import Counter, OrderedDict, deque
@@ -50,7 +56,10 @@ from services.core.errors import ErrorCode
 from services.core.events import Event, EventType
 from services.core.retry import format_seconds
 from services.core.states import TaskState
+from services.landlock import Support
+from services.landlock import support as landlock_support
 from services.layout import DataLayout
+from services.own_dirs import own_dirs
 from services.queue import TaskQueue
 from services.runtime import parent_gone
 from services.store import TaskStore
@@ -58,7 +67,7 @@ from services.store.failures import StorageProblem, storage_problem
 from services.store.sqlite import JOURNAL_SIZE_LIMIT, TaskRecord, worker_identity
 from services.tasks.catalog import MAX_TIMEOUT, Catalog, TaskSpec
 from services.wake import PRUNED_WAKE, WakeReceiver, WakeSender
-from services.worker import pool, protocol
+from services.worker import pool, protocol, sandbox
 from services.worker.executor import describe_exit
 from services.worker.pool import Attempt, ExecutorProcess, ExecutorState, StopReason
 
@@ -145,13 +154,17 @@ class Dispatcher:
             (None: no age limit).
         retention_keep: at most this many finished tasks are kept (None: no limit).
         prune_interval: seconds between retention passes while things are written.
+        confine: confine each attempt with Landlock where the kernel has it.
+        policy_for: the policy of a task's attempts (None: the owner's, for every task).
     """
 
     def __init__(self, layout: DataLayout, catalog: Catalog, concurrency: int = 4, *,
                  max_tasks_per_executor: int = 1000, max_executor_memory: int = 1024,
                  stop_grace: float = STOP_GRACE, retention_seconds: float | None = None,
                  retention_keep: int | None = None,
-                 prune_interval: float = PRUNE_INTERVAL) -> None:  # fmt: skip
+                 prune_interval: float = PRUNE_INTERVAL, confine: bool = True,
+                 policy_for: Callable[[TaskRecord], sandbox.Policy] | None = None,
+                 ) -> None:  # fmt: skip
         self.layout = layout
         self.catalog = catalog
         self.concurrency = max(1, concurrency)
@@ -162,6 +175,11 @@ class Dispatcher:
         self.retention_keep = retention_keep
         self.prune_interval = prune_interval
         self.identity = worker_identity()
+        self.sandbox: Support = landlock_support() if confine else Support(0, "not asked for")
+        self.own_dirs = [str(p) for p in own_dirs(layout)]
+        self._owner_policy = sandbox.owner_policy(self.own_dirs)
+        self.policy_for = policy_for or (lambda rec: self._owner_policy)
+        self._temp_parent: str | None = None
         # Commits here never checkpoint: the checkpointer thread does it off the hot path.
         self.store = TaskStore(layout.ledger_db, checkpoint_pages=0)
         self.queue = TaskQueue(layout, checkpoint_pages=0)
@@ -591,7 +609,7 @@ class Dispatcher:
     def _fill_pool(self) -> None:
         while self._serving() < self.concurrency and not self.stopping:
             try:
-                ex = pool.spawn(self.catalog)
+                ex = pool.spawn(self.catalog, fork_attempts=self.sandbox.available)
             except OSError as exc:
                 log.error("could not start an executor process: %s; retrying", exc)
                 self._next_spawn = time.monotonic() + SPAWN_RETRY
@@ -629,6 +647,19 @@ class Dispatcher:
                 a.temp_paths.add(msg["add"])
             elif isinstance(msg.get("drop"), str):
                 a.temp_paths.discard(msg["drop"])
+        elif kind == "ended":
+            # The attempt's own process ended (confined attempts): without its done frame,
+            # the attempt is lost, as if its executor had died.
+            if msg.get("id") != rec.id or msg.get("attempt") != rec.attempt:
+                return  # an earlier attempt's process, whose done frame came first
+            status = msg.get("status")
+            a.done = True
+            self._remove_temp_paths(a)
+            self._record_loss(a, describe_exit(status) if isinstance(status, int)
+                              else "ended")  # fmt: skip
+            self._release(ex)
+            if a.stopping is not None:
+                self._kill_strays()
         elif kind == "done":
             a.done = True
             rss = msg.get("rss")
@@ -1039,11 +1070,27 @@ class Dispatcher:
                  "cancelled": rec.cancel_requested}  # fmt: skip
         if rec.cancel_requested:
             a.cancel_sent = now
+        if self.sandbox.available:
+            frame["sandbox"] = self.policy_for(rec).to_json()
+            try:
+                temp_dir = tempfile.mkdtemp(prefix="herald-attempt-", dir=self._temp_root())
+            except OSError as exc:  # the attempt then has no temp dir it may write to
+                log.warning("no temp dir for task %s: %s", rec.id, exc)
+            else:
+                frame["temp_dir"] = temp_dir
+                a.temp_paths.add(temp_dir)
         if not ex.send(frame):
             # It died as it was handed the attempt: not the task's fault.
             a.stopping = StopReason.SHUTDOWN
             ex.state = ExecutorState.RETIRING
             pool.signal_tree(ex, signal.SIGKILL)
+
+    def _temp_root(self) -> str:
+        """The folder of the attempts' temp dirs (one per worker): making one there leaves
+        the system's temp dir unchanged, so that the executors' rulesets stay true."""
+        if self._temp_parent is None or not os.path.isdir(self._temp_parent):
+            self._temp_parent = tempfile.mkdtemp(prefix="herald-attempts-")
+        return self._temp_parent
 
     def _apply_cancel_requests(self) -> None:
         if not self._running:
@@ -1257,6 +1304,8 @@ class Dispatcher:
         self._close()
 
     def _close(self) -> None:
+        if self._temp_parent is not None:
+            shutil.rmtree(self._temp_parent, ignore_errors=True)
         if self._own_signals:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)

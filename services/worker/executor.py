@@ -13,6 +13,15 @@ socket and passes a `cancel` to the running task's context. SIGTERM raises `Term
 the task (its `finally` blocks run, its pending output is sent) and ends the process: the
 dispatcher has already decided the attempt's outcome. The process exits when the
 dispatcher says `exit`, when either socket closes, and never returns to the caller.
+
+Confined attempts (`fork_attempts`, where the kernel has Landlock): a sandbox cannot be
+lifted, so the executor forks a child for each attempt and stays unconfined itself. The
+child confines itself to the attempt's policy (`services.worker.sandbox`), runs the task
+as above (it sends the frames and reads the control socket itself; the executor then has
+no thread of its own, so that nothing but the child reads the control socket) and exits.
+The executor waits for it, removes its temp dir and says how it ended in an `ended` frame
+(a child that died without its `done` frame lost its attempt). The fork costs about a
+millisecond; the executor stays small, so it is quick.
 """
 
 from __future__ import annotations
@@ -24,17 +33,21 @@ import io
 import logging
 import os
 import resource
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from services.core.errors import ErrorCode, TaskCancelled, TaskFailure
+from services.landlock import libc
 from services.tasks.catalog import Catalog, TaskSpec
 from services.tasks.context import TaskContext
-from services.worker import protocol
+from services.worker import protocol, sandbox
 
 log = logging.getLogger("herald.executor")
 
@@ -183,9 +196,15 @@ class Executor:
         run: the run socket (frames both ways).
         control: the control socket (cancel requests in).
         catalog: the tasks it can run.
+        fork_attempts: run each attempt in a child of its own, confined to the policy its
+            run frame carries.
     """
 
-    def __init__(self, run: socket.socket, control: socket.socket, catalog: Catalog) -> None:
+    def __init__(self, run: socket.socket, control: socket.socket, catalog: Catalog, *,
+                 fork_attempts: bool = False) -> None:  # fmt: skip
+        self.fork_attempts = fork_attempts
+        self._rulesets = sandbox.RulesetCache()
+        self._rss: Callable[[], int] = rss_bytes  # what "done" frames report
         self.run_sock = run
         self.control = control
         self.catalog = catalog
@@ -214,7 +233,12 @@ class Executor:
     def _next_message(self) -> dict[str, Any] | None:
         while not self._pending:
             try:
+                if self.fork_attempts:  # the rulesets kept are looked at while idle
+                    self.run_sock.settimeout(self._rulesets.timeout())
                 data = self.run_sock.recv(1 << 16)
+            except TimeoutError:
+                self._rulesets.expire()
+                continue
             except InterruptedError:
                 continue
             except OSError:
@@ -253,7 +277,8 @@ class Executor:
 
     def serve(self) -> int:
         """Run attempts until told to stop; returns the exit status."""
-        threading.Thread(target=self._watch_control, name="control", daemon=True).start()
+        if not self.fork_attempts:
+            self._start_control()
         while True:
             msg = self._next_message()
             if msg is None:
@@ -261,7 +286,83 @@ class Executor:
             if msg["t"] == "exit":
                 return EXIT_OK
             if msg["t"] == "run":
-                self._run(msg)
+                if self.fork_attempts:
+                    self._run_forked(msg)
+                else:
+                    self._run(msg)
+
+    def _start_control(self) -> None:
+        threading.Thread(target=self._watch_control, name="control", daemon=True).start()
+
+    def _run_forked(self, msg: dict[str, Any]) -> None:
+        """Run one attempt in a child of its own, confined; wait for it; say how it ended."""
+        temp_dir = msg.get("temp_dir") if isinstance(msg.get("temp_dir"), str) else None
+        parent_rss = rss_bytes()
+        ruleset: sandbox.Ruleset | str | None = None
+        policy = msg.get("sandbox")
+        if isinstance(policy, dict):
+            try:  # built here, unconfined, and kept for the next attempts of this policy
+                ruleset = self._rulesets.for_attempt(sandbox.Policy.from_json(policy),
+                                                     temp_dir)  # fmt: skip
+            except (OSError, ValueError, TypeError) as exc:
+                ruleset = str(exc)
+        self.run_sock.settimeout(None)  # the attempt's frames block, never time out
+        pid = os.fork()
+        if pid == 0:  # the attempt's process: never returns
+            code = EXIT_BROKEN
+            try:
+                self._rss = lambda: parent_rss  # the executor's size, not the attempt's
+                if self._become_attempt(msg, temp_dir, ruleset):
+                    self._run(msg)
+                code = EXIT_OK
+            except Terminated:
+                code = EXIT_TERMINATED
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    traceback.print_exc()
+            finally:
+                with contextlib.suppress(Exception):
+                    sys.stderr.flush()
+                os._exit(code)
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                status = 0
+                break
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        self.send({"t": "ended", "id": msg.get("id"), "attempt": msg.get("attempt"),
+                   "status": status})  # fmt: skip
+        self._rulesets.refresh()  # while idle, so that the next attempt finds it ready
+
+    def _become_attempt(self, msg: dict[str, Any], temp_dir: str | None,
+                        ruleset: sandbox.Ruleset | str | None) -> bool:  # fmt: skip
+        """In a freshly forked attempt process: die with the executor, confine, listen
+        for cancels. False if it could not be confined (its done frame says why)."""
+        with contextlib.suppress(OSError, AttributeError):  # (Linux: Landlock is Linux's)
+            libc().prctl(1, signal.SIGKILL, 0, 0, 0)
+        if temp_dir:
+            os.environ["TMPDIR"] = temp_dir
+            tempfile.tempdir = temp_dir
+        problem = ruleset if isinstance(ruleset, str) else None
+        if isinstance(ruleset, sandbox.Ruleset):
+            try:
+                ruleset.enforce()
+            except OSError as exc:
+                problem = str(exc)
+        self._rulesets.close_all()  # the executor's: a task could add rules to them
+        if problem is not None:
+            ctx = TaskContext(str(msg.get("id")), int(msg.get("attempt") or 0))
+            self._done(ctx, {"outcome": "failed", "error": {
+                "code": ErrorCode.SANDBOX, "message":
+                f"The task could not be confined to its folders, so it did not run: {problem}"}})
+            return False
+        self._start_control()
+        return True
 
     def _run(self, msg: dict[str, Any]) -> None:
         task_id, attempt = str(msg["id"]), int(msg["attempt"])
@@ -294,7 +395,7 @@ class Executor:
                 ctx.flush()
             try:
                 frame = protocol.encode({"t": "done", "outcome": "succeeded", "result": result,
-                                         "rss": rss_bytes()})  # fmt: skip
+                                         "rss": self._rss()})  # fmt: skip
             except (TypeError, ValueError, RecursionError) as exc:
                 outcome = self._failure(spec, ErrorCode.BAD_RESULT,
                                         f"the task's result is not JSON: {exc}")
@@ -312,7 +413,7 @@ class Executor:
         except TaskCancelled:
             outcome = {"outcome": "cancelled"}
         except MemoryError:
-            recycle = True  # its heap may be in any state: start afresh
+            recycle = not self.fork_attempts  # its heap may be in any state: start afresh
             gc.collect()
             if memory_limit:
                 outcome = self._failure(spec, ErrorCode.MEMORY_LIMIT, "The task needed more "
@@ -336,9 +437,9 @@ class Executor:
 
     def _done(self, ctx: TaskContext, outcome: dict[str, Any]) -> None:
         try:
-            self.send({"t": "done", **outcome, "rss": rss_bytes()})
+            self.send({"t": "done", **outcome, "rss": self._rss()})
         except (TypeError, ValueError, RecursionError):  # an error text that is not JSON
-            self.send({"t": "done", "outcome": "failed", "rss": rss_bytes(), "error": {
+            self.send({"t": "done", "outcome": "failed", "rss": self._rss(), "error": {
                 "code": ErrorCode.EXCEPTION, "message": "the task failed (unprintable)"}})
 
     @staticmethod
@@ -383,14 +484,14 @@ class Executor:
 
 
 def executor_main(run: socket.socket, control: socket.socket, catalog: Catalog,
-                  parent: int) -> NoReturn:  # fmt: skip
+                  parent: int, fork_attempts: bool = False) -> NoReturn:  # fmt: skip
     """The body of a freshly forked executor; ends the process, never returns."""
     code = EXIT_BROKEN
     try:
         _become_executor(parent, {run.fileno(), control.fileno()})
         run.setblocking(True)
         control.setblocking(True)
-        code = Executor(run, control, catalog).serve()
+        code = Executor(run, control, catalog, fork_attempts=fork_attempts).serve()
     except Terminated:
         code = EXIT_TERMINATED
     except BaseException:

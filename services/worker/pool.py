@@ -157,8 +157,8 @@ def become_subreaper() -> bool:
         return False
 
 
-def spawn(catalog: Catalog) -> ExecutorProcess:
-    """Fork one executor.
+def spawn(catalog: Catalog, *, fork_attempts: bool = False) -> ExecutorProcess:
+    """Fork one executor (`fork_attempts`: that runs each attempt in a confined child).
 
     Raises:
         OSError: the fork failed (out of processes or memory).
@@ -177,7 +177,7 @@ def spawn(catalog: Catalog) -> ExecutorProcess:
         # finalizers here (they may take locks another thread of the dispatcher held
         # when it forked), and their pages stay shared with the dispatcher's.
         gc.freeze()
-        executor_main(run_child, ctl_child, catalog, parent)
+        executor_main(run_child, ctl_child, catalog, parent, fork_attempts)
     run_child.close()
     ctl_child.close()
     run_parent.setblocking(False)

@@ -8,7 +8,9 @@ thread of the executor while the task runs.
 
 Dispatcher to executor:
     {"t": "run", "id": ID, "attempt": N, "name": NAME, "args": {...}, "memory_limit": MB|null,
-     "timeout": S|null}
+     "timeout": S|null, "sandbox"?: POLICY, "temp_dir"?: PATH}
+                            (POLICY: services.worker.sandbox.Policy.to_json(); confined
+                             attempts only, run in a child of the executor)
     {"t": "cancel", "id": ID, "attempt": N}           (control socket) stop at a checkpoint
     {"t": "exit"}                                       finish nothing more, exit
 Executor to dispatcher:
@@ -19,6 +21,8 @@ Executor to dispatcher:
     {"t": "done", "outcome": "failed", "error": {"code", "message", "traceback"?},
      "retry": null | {"after": S|null}, "rss": BYTES}
     {"t": "done", "outcome": "cancelled", "rss": BYTES}
+    {"t": "ended", "id": ID, "attempt": N, "status": WAITSTATUS}
+                            a confined attempt's process ended (lost if no done came)
 
 JSON, never pickle: the dispatcher runs unconfined and must not run code a task sent it. Its
 reader treats every byte from an executor as untrusted: bad UTF-8 becomes U+FFFD, lone

@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 
+from services.auth import Authenticator
 from services.config import load_config
 from services.runtime import (
     announce_ready,
@@ -17,9 +18,23 @@ from services.runtime import (
     watch_stdin,
 )
 from services.tasks.catalog import load_catalog
+from services.worker import sandbox
 from services.worker.dispatcher import Dispatcher
 
 log = logging.getLogger("herald.worker")
+
+
+def policy_of(auth: Authenticator, principal: str, deny: list[str]) -> sandbox.Policy:
+    """The sandbox of an attempt of `principal`, from its capabilities as auth.json says
+    them when the attempt starts (a principal revoked meanwhile gets nothing at all)."""
+    auth.reload()  # a stat; read again only if auth.json changed
+    caps = auth.capabilities(principal)
+    if caps is not None and caps.owner:
+        return sandbox.owner_policy(deny)
+    if caps is None:
+        return sandbox.principal_policy((), (), network=False, deny=deny)
+    return sandbox.principal_policy(caps.read_roots, caps.roots, network=caps.network,
+                                    deny=deny)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,11 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(layout)
         catalog = load_catalog(config.task_modules)
         concurrency = args.workers if args.workers else config.worker_threads
+        authenticator = Authenticator(layout)
         dispatcher = Dispatcher(layout, catalog, concurrency,
                                 max_tasks_per_executor=config.max_tasks_per_executor,
                                 max_executor_memory=config.max_executor_memory,
                                 retention_seconds=config.retention_seconds,
-                                retention_keep=config.retention_keep)  # fmt: skip
+                                retention_keep=config.retention_keep,
+                                policy_for=lambda rec: policy_of(authenticator, rec.principal,
+                                                                 dispatcher.own_dirs))  # fmt: skip
     except Exception as exc:
         return cannot_start("worker", exc)
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.request_stop())
@@ -43,9 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     watch_stdin(dispatcher.stop)
     dispatcher.start_pool()  # the executors exist before anyone is told the worker is ready
     announce_ready("worker", concurrency=concurrency, tasks=len(catalog),
-                   executors=[ex.pid for ex in dispatcher.executors])  # fmt: skip
-    log.info("worker %s ready with %d executor process(es), %d task(s) in the catalog",
-             dispatcher.identity, concurrency, len(catalog))  # fmt: skip
+                   executors=[ex.pid for ex in dispatcher.executors],
+                   sandbox=dispatcher.sandbox.describe())  # fmt: skip
+    log.info("worker %s ready with %d executor process(es), %d task(s) in the catalog; "
+             "sandbox: %s", dispatcher.identity, concurrency, len(catalog),
+             dispatcher.sandbox.describe())  # fmt: skip
     dispatcher.run()
     log.info("worker stopped")
     return 0

@@ -196,3 +196,20 @@ def test_token_create_refuses_roots_holding_herald_files_and_unknown_tasks(heral
                                                                        "--json").stdout)}
     assert herald.cli("token", "revoke", "local").returncode == 2
     assert herald.cli("token", "revoke", "nobody").returncode == 1
+
+
+def test_b_allowed_process_run_still_cannot_read_herald_s_files(herald, places):
+    """Submit-time checks cannot see into a program's own arguments: the sandbox does."""
+    carol = principal(herald, "carol", "--allow", "process.run", "--root", str(places["b_root"]))
+    token = (herald.data_dir / "token").read_text().strip()
+
+    def run(*argv: str) -> str:
+        task = carol.submit("process.run", {"program": argv[0], "args": list(argv[1:]),
+                                            "cwd": str(places["b_root"])})  # fmt: skip
+        wait_for(lambda: carol.get(task["id"])["state"] in ("succeeded", "failed"), timeout=60)
+        return json.dumps([e.data for e in carol.timeline(task["id"])])
+
+    stolen = run("cat", str(herald.data_dir / "token"))
+    assert token not in stolen and "Permission denied" in stolen
+    assert "ada,36" in run("cat", str(places["b_root"] / "people.csv"))  # its own root: fine
+    assert "ada,36" not in run("cat", str(places["elsewhere"] / "people.csv"))  # not its own

@@ -198,7 +198,9 @@ def test_a_retry_waiting_for_its_time_survives_a_restart(tmp_path):
     inst = serve(data, runtime)
     try:
         client = inst.client
-        task_id = client.submit("adv.later", {"marker": str(tmp_path / "m")})["id"]
+        # (Not next to the data dir: a task may create nothing directly in its parent.)
+        (tmp_path / "files").mkdir()
+        task_id = client.submit("adv.later", {"marker": str(tmp_path / "files" / "m")})["id"]
         waiting = wait_for(lambda: (t := client.get(task_id))["next_attempt_at"] and t)
         assert waiting["state"] == "queued" and waiting["attempt"] == 1
     finally:

@@ -294,8 +294,10 @@ def test_sigkill_of_serve_leaves_no_process_and_the_tasks_run_next_time(tmp_path
     ids = [client.submit("process.run", {"program": "sleep", "args": ["2"]})["id"],
            client.submit("demo.answer", {"seconds": 2})["id"]]  # fmt: skip
     wait_for(lambda: all(client.get(t)["state"] == "running" for t in ids))
-    family = _descendants(herald.proc.pid)
-    assert len(family) >= 3 + 4 + 1  # services, executors, the task's own `sleep`
+    # Services, executors, the task's own `sleep` (started a moment after "running": its
+    # attempt's process is forked and confined first).
+    family = wait_for(lambda: len(found := _descendants(herald.proc.pid)) >= 3 + 4 + 1
+                      and found)  # fmt: skip
     herald.proc.kill()
     herald.proc.wait()
     deadline = time.monotonic() + 1.0  # the bound: nothing left after 1 s

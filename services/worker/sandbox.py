@@ -1,0 +1,344 @@
+"""What an attempt's process may touch, and confining it there with Landlock.
+
+The dispatcher hands each attempt a `Policy` (the principal's folders, whether it may use
+the network, Herald's own folders); the attempt's process, forked for that attempt alone
+(Landlock cannot be lifted), turns it into rules with `plan()` and enforces them with
+`confine()` before the task's code runs. Whatever it starts (`process.run`) inherits them.
+
+Landlock only grants: a folder inside a granted one cannot be denied. So a root that holds
+one of Herald's folders is granted piece by piece: along the path down to each denied
+folder, every sibling is granted and the folders on the path are not (their files are, one
+by one). Computed when the attempt starts, from what exists then. So a task cannot create
+new entries directly in such a folder (e.g. in ~ when the data dir is ~/.local/share/herald);
+in any of its subfolders it can.
+
+Enforced (ABI 7 here): reads and writes outside the rules; TCP bind and connect for a
+policy without `network` (ABI 4); signals to processes outside the attempt's sandbox and
+connections to abstract Unix sockets outside it (ABI 6), so a task cannot kill the worker,
+another executor, or talk to Herald's abstract wake-up sockets. Not covered by Landlock:
+UDP, connecting to a Unix socket by path, and reaching a folder through a bind mount.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from services import landlock
+
+# The system's library and program folders, readable (and executable) by every attempt.
+SYSTEM_READ = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt",
+               "/etc", "/proc", "/sys")  # fmt: skip
+# ... except what in them is a secret of the machine's (readable as root).
+SYSTEM_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
+                  "/etc/sudoers", "/etc/sudoers.d", "/etc/ssh", "/etc/ssl/private",
+                  "/etc/security/opasswd")  # fmt: skip
+DEVICES_RW = ("/dev/null", "/dev/zero", "/dev/full", "/dev/tty")
+DEVICES_READ = ("/dev/random", "/dev/urandom")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one attempt may touch.
+
+    Attributes:
+        read_roots: folders (or files) it may read, besides the system's and Python's.
+        write_roots: folders it may read and write (create, remove, rename...).
+        network: whether it may bind and connect TCP sockets.
+        deny: Herald's own folders: nothing in them, even inside a root.
+    """
+
+    read_roots: tuple[str, ...] = ()
+    write_roots: tuple[str, ...] = ()
+    network: bool = False
+    deny: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"read": list(self.read_roots), "write": list(self.write_roots),
+                "network": self.network, "deny": list(self.deny)}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Policy:
+        return cls(tuple(map(str, data.get("read") or ())),
+                   tuple(map(str, data.get("write") or ())),
+                   bool(data.get("network")), tuple(map(str, data.get("deny") or ())))  # fmt: skip
+
+
+def owner_policy(deny: list[str] | tuple[str, ...]) -> Policy:
+    """The install's owner: every file of the user's, the network, none of Herald's."""
+    return Policy(write_roots=("/",), network=True, deny=tuple(map(str, deny)))
+
+
+def principal_policy(read_roots: list[str] | tuple[str, ...],
+                     write_roots: list[str] | tuple[str, ...], *, network: bool,
+                     deny: list[str] | tuple[str, ...]) -> Policy:  # fmt: skip
+    """Another principal: its own roots only (the capabilities the lead wires in)."""
+    return Policy(tuple(map(str, read_roots)), tuple(map(str, write_roots)), network,
+                  tuple(map(str, deny)))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One path-beneath grant: `path` (resolved) and what it allows beneath it."""
+
+    path: str
+    access: int  # landlock.FS_* bits; narrowed to file rights on a file
+    write: bool  # a write root's grant (everything), else a read grant
+    directory: bool | None = None  # None: not known yet (looked at when applied)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def python_read_roots() -> list[str]:
+    """Python's own files (the interpreter, its standard library, the installed packages
+    and the code of Herald and its plug-ins): a task may import modules lazily."""
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix,
+             os.path.dirname(os.path.realpath(sys.executable))}  # fmt: skip
+    roots.update(p for p in sys.path if p and os.path.isabs(p))
+    return sorted(roots)
+
+
+def plan(policy: Policy, temp_dir: str | None = None, *, system: bool = True,
+         watch: list[str] | None = None) -> list[Rule]:  # fmt: skip
+    """The rules that carry out `policy` now (symlinks resolved; what does not exist is
+    left out); `temp_dir`, the attempt's own, is writable.
+
+    Args:
+        watch: filled with the folders whose listing the rules depend on, and the roots
+            that do not exist: while none of them changes, the rules stand.
+    """
+    deny = sorted({os.path.realpath(d) for d in policy.deny})
+    write = [*policy.write_roots, *([temp_dir] if temp_dir else [])]
+    read = [*policy.read_roots]
+    secrets = list(SYSTEM_SECRETS)
+    if system:
+        read = [*SYSTEM_READ, *python_read_roots(), *DEVICES_READ, *read]
+        write.extend(DEVICES_RW)
+    grants: dict[str, bool] = {}  # path -> write
+    kinds: dict[str, bool] = {}  # path -> is a directory, when scandir said so
+
+    def grant(path: str, is_write: bool, blocked: list[str]) -> None:
+        real = os.path.realpath(path)
+        if not os.path.lexists(real):
+            if watch is not None:
+                watch.append(path)
+            return
+        if any(_inside(real, d) for d in blocked):
+            return
+        inner = [d for d in blocked if _inside(d, real)]
+        if not inner:
+            grants[real] = grants.get(real, False) or is_write
+            return
+        # A denied folder lies beneath: grant around it, level by level.
+        ancestors = {real}
+        for d in inner:
+            up = d
+            while up != real and _inside(up, real):
+                ancestors.add(up)
+                up = os.path.dirname(up)
+        for folder in sorted(ancestors):
+            if folder in inner:
+                continue
+            if watch is not None:
+                watch.append(folder)
+            try:
+                entries = list(os.scandir(folder))  # (file types without a stat each)
+            except OSError:
+                continue
+            for entry in entries:
+                child = entry.path
+                if child in ancestors:
+                    continue
+                if entry.is_symlink():
+                    grant(child, is_write, blocked)  # its target, unless it is denied
+                else:
+                    grants[child] = grants.get(child, False) or is_write
+                    with contextlib.suppress(OSError):
+                        kinds[child] = entry.is_dir(follow_symlinks=False)
+
+    for path in read:
+        grant(path, False, deny + secrets)
+    for path in write:
+        grant(path, True, deny)
+    rules = []
+    for path, is_write in sorted(grants.items()):
+        rules.append(Rule(path, -1 if is_write else landlock.FS_READ, is_write,
+                          kinds.get(path)))  # fmt: skip
+    return rules
+
+
+def _version(paths: list[str]) -> tuple[int | None, ...]:
+    """What the watched paths look like now (a folder's mtime changes with its entries)."""
+    out: list[int | None] = []
+    for path in paths:
+        try:
+            out.append(os.lstat(path).st_mtime_ns)
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+class Ruleset:
+    """A policy made into a Landlock ruleset (a file descriptor), ready for the attempts
+    of that policy: an executor builds it once and checks it is still true (`fresh`)
+    before each attempt, which then only adds its temp dir and restricts itself.
+
+    Raises:
+        landlock.LandlockError: Landlock is unavailable or refused a rule.
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        support = landlock.support()
+        if not support.available:
+            raise landlock.LandlockError(0, f"sandbox {support.describe()}")
+        self.fs = landlock.fs_rights(support.abi)
+        net = 0 if policy.network or not support.network else (
+            landlock.NET_BIND_TCP | landlock.NET_CONNECT_TCP)  # fmt: skip
+        scoped = (landlock.SCOPE_SIGNAL | landlock.SCOPE_ABSTRACT_UNIX_SOCKET
+                  if support.scopes else 0)  # fmt: skip
+        self.described = support.describe()
+        self._watch: list[str] = []
+        self.fd = landlock.create_ruleset(self.fs, net, scoped)
+        self.added = 0  # temp dirs added since it was built
+        try:
+            rules = plan(policy, watch=self._watch)
+            self._version = _version(self._watch)
+            for rule in rules:
+                self._add(rule)
+        except BaseException:
+            self.close()
+            raise
+
+    def _add(self, rule: Rule) -> None:
+        try:
+            fd = os.open(rule.path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return  # gone since it was planned
+        try:
+            access = self.fs if rule.write else rule.access & self.fs
+            directory = rule.directory
+            if directory is None:
+                directory = stat.S_ISDIR(os.fstat(fd).st_mode)
+            if not directory:
+                access &= landlock.FS_FILE_RIGHTS
+            landlock.add_path_rule(self.fd, fd, access)
+        finally:
+            os.close(fd)
+
+    def fresh(self) -> bool:
+        """Whether the rules are still what the policy means now."""
+        return self.fd >= 0 and _version(self._watch) == self._version
+
+    def add_temp_dir(self, path: str) -> None:
+        """Grant an attempt's own temp dir (attempts restricted earlier do not get it: a
+        domain is a copy of the ruleset when it was enforced)."""
+        self._add(Rule(os.path.realpath(path), -1, True, True))
+        self.added += 1
+
+    def enforce(self) -> str:
+        """Confine the calling thread (and all it starts) for good; what is enforced."""
+        landlock.restrict_self(self.fd)
+        return self.described
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+
+def confine(policy: Policy, temp_dir: str | None = None) -> str:
+    """Confine the calling thread (and all it starts) to `policy`, for good; returns what
+    is enforced, in words.
+
+    Raises:
+        landlock.LandlockError: Landlock is unavailable or refused a rule.
+    """
+    ruleset = Ruleset(policy)
+    try:
+        if temp_dir:
+            ruleset.add_temp_dir(temp_dir)
+        return ruleset.enforce()
+    finally:
+        ruleset.close()
+
+
+class RulesetCache:
+    """The rulesets an executor keeps, by policy, rebuilt when the folders they were
+    planned from changed (or after `MAX_ADDED` temp dirs).
+
+    A rule holds its file or folder (the kernel keeps a reference to it): a file granted on
+    its own, deleted, would keep its disk space while a ruleset that grants it lives. So an
+    idle executor looks every `CHECK_EVERY` seconds (`expire`) and drops what is no longer
+    true (a deletion changes the folder's mtime), and everything after `IDLE_DROP` seconds
+    without an attempt; then it sleeps for good.
+    """
+
+    MAX_ADDED = 256
+    SIZE = 8
+    CHECK_EVERY = 1.0
+    IDLE_DROP = 10.0
+
+    def __init__(self) -> None:
+        self._sets: dict[Policy, Ruleset] = {}
+        self._used = time.monotonic()
+
+    def timeout(self) -> float | None:
+        """How long an idle executor may wait before `expire` is due (None: for ever)."""
+        return self.CHECK_EVERY if self._sets else None
+
+    def expire(self) -> None:
+        """Drop the rulesets that are no longer true, or all of them when idle long."""
+        idle = time.monotonic() - self._used > self.IDLE_DROP
+        for policy, ruleset in list(self._sets.items()):
+            if idle or not ruleset.fresh():
+                ruleset.close()
+                del self._sets[policy]
+
+    def for_attempt(self, policy: Policy, temp_dir: str | None) -> Ruleset:
+        """A ruleset true now, with `temp_dir` granted.
+
+        Raises:
+            landlock.LandlockError: Landlock is unavailable or refused a rule.
+        """
+        self._used = time.monotonic()
+        ruleset = self._sets.pop(policy, None)
+        if ruleset is not None and (not ruleset.fresh() or ruleset.added >= self.MAX_ADDED):
+            ruleset.close()
+            ruleset = None
+        if ruleset is None:
+            ruleset = Ruleset(policy)
+        self._sets[policy] = ruleset  # the most recent last
+        while len(self._sets) > self.SIZE:
+            self._sets.pop(next(iter(self._sets))).close()
+        if temp_dir:
+            ruleset.add_temp_dir(temp_dir)
+        return ruleset
+
+    def close_all(self) -> None:
+        """Close every ruleset (in an attempt's process, once confined: a ruleset's fd lets
+        its holder add rules, which the next attempts would be given)."""
+        for ruleset in self._sets.values():
+            ruleset.close()
+        self._sets.clear()
+
+    def refresh(self) -> None:
+        """Rebuild the most recent ruleset now if it is no longer true (between attempts,
+        off the next attempt's path)."""
+        if not self._sets:
+            return
+        policy = next(reversed(self._sets))
+        ruleset = self._sets[policy]
+        if ruleset.fresh() and ruleset.added < self.MAX_ADDED:
+            return
+        ruleset.close()
+        del self._sets[policy]
+        with contextlib.suppress(OSError):
+            self._sets[policy] = Ruleset(policy)

@@ -1,0 +1,308 @@
+"""The sandbox for real: the rules planned around Herald's folders, and processes forked
+here that confine themselves with Landlock and then try what a hostile task would. The
+worker as a whole (herald serve, process.run) is tested in tests/e2e/test_sandbox.py."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services import landlock
+from services.core.params import Param, ParamType
+from services.core.states import TaskState
+from services.worker import sandbox
+from tests.services.worker.test_dispatcher import Harness, catalog
+
+needs_landlock = pytest.mark.skipif(not landlock.support().available,
+                                    reason=f"sandbox {landlock.support().describe()}")
+
+
+def outcome(action: Callable[[], Any]) -> Any:
+    """What `action` returned, or the name of the errno it raised."""
+    try:
+        return action()
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, str(exc))
+
+
+def confined(policy: sandbox.Policy, probe: Callable[[], dict[str, Any]],
+             temp_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run `probe` in a child process confined to `policy`; its answers."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            sandbox.confine(policy, temp_dir)
+            data = json.dumps(probe()).encode()
+        except BaseException as exc:  # the test shows it
+            data = json.dumps({"error": repr(exc)}).encode()
+        os.write(w, data)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        answers = json.loads(f.read())
+    os.waitpid(pid, 0)
+    assert "error" not in answers, answers
+    return answers
+
+
+def write(path: Path) -> Callable[[], str]:
+    def action() -> str:
+        path.write_text("x")
+        return "ok"
+    return action
+
+
+def read(path: Path) -> Callable[[], str]:
+    return lambda: path.read_text()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A user's folder with Herald's data dir deep inside it, and files around it."""
+    data = tmp_path / "home" / ".local" / "share" / "herald"
+    data.mkdir(parents=True)
+    (data / "token").write_text("secret")
+    (tmp_path / "home" / "notes.txt").write_text("mine")
+    (tmp_path / "home" / "docs").mkdir()
+    (tmp_path / "home" / ".local" / "share" / "other").mkdir()
+    return tmp_path / "home"
+
+
+def data_of(home: Path) -> Path:
+    return home / ".local" / "share" / "herald"
+
+
+# ---------------------------------------------------------------------------- planning
+
+
+def test_the_plan_grants_around_herald_s_folder_and_never_on_its_path(home):
+    data = data_of(home)
+    (home / "docs" / "into-data").symlink_to(data)  # a link into it: not a way in
+    (home / "to-docs").symlink_to(home / "docs")
+    rules = {r.path: r for r in sandbox.plan(sandbox.Policy(write_roots=(str(home),),
+                                                            deny=(str(data),)), system=False)}
+    real = Path(os.path.realpath(home))
+    assert set(rules) == {str(real / "notes.txt"), str(real / "docs"),
+                          str(real / ".local" / "share" / "other")}  # fmt: skip
+    assert all(r.write for r in rules.values())
+    assert rules[str(real / "docs")].directory is True
+    assert rules[str(real / "notes.txt")].directory is False
+
+
+def test_a_root_inside_herald_s_folder_is_not_granted_and_reads_stay_reads(home):
+    data = data_of(home)
+    rules = sandbox.plan(sandbox.Policy(read_roots=(str(home / "docs"), str(data / "sub")),
+                                        deny=(str(data),)), system=False)  # fmt: skip
+    assert [(r.path, r.write) for r in rules] == [(os.path.realpath(home / "docs"), False)]
+
+
+def test_a_policy_travels_as_json():
+    policy = sandbox.principal_policy(["/a"], ["/b"], network=False, deny=["/c"])
+    assert sandbox.Policy.from_json(json.loads(json.dumps(policy.to_json()))) == policy
+    assert sandbox.owner_policy(["/c"]) == sandbox.Policy((), ("/",), True, ("/c",))
+
+
+def test_support_says_what_is_enforced_or_why_not(monkeypatch):
+    landlock.support.cache_clear()
+    try:
+        monkeypatch.setenv(landlock.DISABLE_ENV, "off")
+        assert landlock.support().describe() == "unavailable: turned off (HERALD_SANDBOX=off)"
+        landlock.support.cache_clear()
+        monkeypatch.delenv(landlock.DISABLE_ENV)
+        described = landlock.support().describe()
+        assert described.startswith(("landlock ABI ", "unavailable: "))
+    finally:
+        landlock.support.cache_clear()
+
+
+# ------------------------------------------------------------------- confined for real
+
+
+@needs_landlock
+def test_the_owner_reaches_every_file_but_herald_s(home):
+    data = data_of(home)
+    policy = sandbox.owner_policy([str(data)])
+    answers = confined(policy, lambda: {
+        "token": outcome(read(data / "token")),
+        "via_proc_root": outcome(read(Path(f"/proc/self/root{data}/token"))),
+        "list": outcome(lambda: os.listdir(data)),
+        "write_in": outcome(write(data / "planted")),
+        "overwrite": outcome(write(data / "token")),
+        "cat": subprocess.run(["cat", str(data / "token")], capture_output=True,
+                              text=True).returncode,  # fmt: skip
+        "notes": outcome(read(home / "notes.txt")),
+        "docs": outcome(write(home / "docs" / "new.txt")),
+        "etc": outcome(read(Path("/etc/hostname"))) != "EACCES",
+    })
+    assert answers == {"token": "EACCES", "via_proc_root": "EACCES", "list": "EACCES",
+                       "write_in": "EACCES", "overwrite": "EACCES", "cat": 1, "notes": "mine",
+                       "docs": "ok", "etc": True}  # fmt: skip
+    assert (data / "token").read_text() == "secret" and not (data / "planted").exists()
+
+
+@needs_landlock
+def test_a_principal_reads_its_read_roots_and_writes_its_write_roots_only(home, tmp_path):
+    data = data_of(home)
+    (home / "docs" / "report.csv").write_text("a,b")
+    out = tmp_path / "out"
+    out.mkdir()
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    policy = sandbox.principal_policy([str(home / "docs")], [str(out)], network=False,
+                                      deny=[str(data)])  # fmt: skip
+    answers = confined(policy, lambda: {
+        "report": outcome(read(home / "docs" / "report.csv")),
+        "write_read_root": outcome(write(home / "docs" / "x")),
+        "out": outcome(write(out / "result.txt")),
+        "temp": outcome(write(temp / "scratch")),
+        "notes": outcome(read(home / "notes.txt")),
+        "token": outcome(read(data / "token")),
+        "shadow": outcome(read(Path("/etc/shadow"))),
+        "python": outcome(lambda: __import__("zipfile").__name__),  # imported lazily
+        "program": subprocess.run(["true"]).returncode,
+    }, temp_dir=str(temp))
+    assert answers == {"report": "a,b", "write_read_root": "EACCES", "out": "ok", "temp": "ok",
+                       "notes": "EACCES", "token": "EACCES", "shadow": "EACCES",
+                       "python": "zipfile", "program": 0}  # fmt: skip
+
+
+@needs_landlock
+@pytest.mark.skipif(not landlock.support().network, reason="no TCP rules before ABI 4")
+@pytest.mark.parametrize("network", [False, True])
+def test_tcp_needs_the_network_capability(network):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def probe() -> dict[str, Any]:
+            def connect() -> str:
+                with socket.create_connection(("127.0.0.1", port), timeout=5):
+                    return "ok"
+
+            def bind() -> str:
+                with socket.create_server(("127.0.0.1", 0)):
+                    return "ok"
+
+            return {"connect": outcome(connect), "bind": outcome(bind)}
+
+        answers = confined(sandbox.principal_policy([], [], network=network, deny=[]), probe)
+    expected = "ok" if network else "EACCES"
+    assert answers == {"connect": expected, "bind": expected}
+
+
+@needs_landlock
+@pytest.mark.skipif(not landlock.support().scopes, reason="no scoping before ABI 6")
+def test_no_signal_and_no_abstract_socket_reaches_outside_the_sandbox():
+    name = f"\0herald-test-{os.getpid()}-wake"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as wake:
+        wake.bind(name)
+        outside = subprocess.Popen(["sleep", "30"])
+        try:
+            def probe() -> dict[str, Any]:
+                def send() -> str:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                        s.sendto(b"stop", name)
+                    return "ok"
+
+                child = subprocess.Popen(["sleep", "30"])  # its own: inside the sandbox
+                own = outcome(lambda: os.kill(child.pid, signal.SIGKILL))
+                child.wait()
+                return {
+                    "parent": outcome(lambda: os.kill(os.getppid(), signal.SIGCONT)),
+                    "probe": outcome(lambda: os.kill(os.getppid(), 0)),
+                    "outside": outcome(lambda: os.kill(outside.pid, signal.SIGKILL)),
+                    "wake": outcome(send),
+                    "own": own,
+                }
+
+            answers = confined(sandbox.principal_policy([], [], network=True, deny=[]), probe)
+            assert outside.poll() is None
+        finally:
+            outside.kill()
+            outside.wait()
+    assert answers == {"parent": "EPERM", "probe": "EPERM", "outside": "EPERM",
+                       "wake": "EPERM", "own": None}  # fmt: skip
+
+
+# ---------------------------------------------------------------- through the dispatcher
+
+
+@catalog.task("t.snoop", params=[Param("data", ParamType.STRING),
+                                 Param("port", ParamType.INTEGER),
+                                 Param("pids", ParamType.STRING_LIST)])
+def snoop(ctx, data, port, pids):
+    """What a hostile task tries from inside its attempt."""
+    def connect() -> str:
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            return "ok"
+
+    return {
+        "token": outcome(read(Path(data) / "herald.db")),
+        "list": outcome(lambda: os.listdir(data)),
+        "plant": outcome(write(Path(data) / "config.toml")),
+        "connect": outcome(connect),
+        "kill": [outcome(lambda p=p: os.kill(int(p), 0)) for p in pids],
+        # A ruleset's fd would let it add rules to the next attempts' sandboxes.
+        "rulesets": [t for fd in os.listdir("/proc/self/fd")
+                     if "landlock" in (t := outcome(lambda fd=fd: os.readlink(
+                         f"/proc/self/fd/{fd}")))],  # fmt: skip
+        "tmpdir": os.environ.get("TMPDIR"),
+        "temp": outcome(write(Path(os.environ.get("TMPDIR", "/nonexistent")) / "scratch")),
+    }
+
+
+@pytest.fixture
+def principal(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path / "data", policy_for=lambda rec: sandbox.principal_policy(
+        [], [], network=False, deny=[str(tmp_path / "data")]))  # fmt: skip
+    h.thread.start()
+    yield h
+    h.close()
+
+
+@needs_landlock
+def test_a_principal_s_attempt_is_confined_by_the_dispatcher(principal):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        deadline = time.monotonic() + 10
+        while len(executors := [ex.pid for ex in principal.dispatcher.executors]) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        task_id = principal.submit("t.snoop", {"data": str(principal.layout.root), "port": port,
+                                               "pids": [str(p) for p in (os.getpid(),
+                                                                         *executors)]})  # fmt: skip
+        principal.wait_state(task_id, TaskState.SUCCEEDED)
+    result = principal.store.get_task(task_id).result
+    tmpdir = result.pop("tmpdir")
+    assert result == {"token": "EACCES", "list": "EACCES", "plant": "EACCES",
+                      "connect": "EACCES", "kill": ["EPERM"] * 3, "rulesets": [],
+                      "temp": "ok"}  # fmt: skip
+    assert tmpdir and "herald-attempt-" in tmpdir
+    assert not (principal.layout.root / "config.toml").exists()
+    deadline = time.monotonic() + 5  # removed by the executor once its attempt ended
+    while os.path.exists(tmpdir):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_without_landlock_attempts_run_in_the_executors_as_before(tmp_path):
+    h = Harness(tmp_path / "data", confine=False)
+    h.thread.start()
+    try:
+        task_id = h.submit("t.ok")
+        h.wait_state(task_id, TaskState.SUCCEEDED)
+        assert h.store.get_task(task_id).result["pid"] in {ex.pid for ex in h.dispatcher.executors}
+        assert h.dispatcher.sandbox.describe() == "unavailable: not asked for"
+    finally:
+        h.close()
