@@ -204,6 +204,7 @@ class Executor:
                  fork_attempts: bool = False) -> None:  # fmt: skip
         self.fork_attempts = fork_attempts
         self._rulesets = sandbox.RulesetCache()
+        self._hide: bool | None = None  # whether Herald's folders can be hidden (tried once)
         self._rss: Callable[[], int] = rss_bytes  # what "done" frames report
         self.run_sock = run
         self.control = control
@@ -299,11 +300,16 @@ class Executor:
         temp_dir = msg.get("temp_dir") if isinstance(msg.get("temp_dir"), str) else None
         parent_rss = rss_bytes()
         ruleset: sandbox.Ruleset | str | None = None
+        flat: sandbox.Ruleset | None = None  # the owner's, once Herald's folders are hidden
+        hidden: tuple[str, ...] = ()
         policy = msg.get("sandbox")
         if isinstance(policy, dict):
             try:  # built here, unconfined, and kept for the next attempts of this policy
-                ruleset = self._rulesets.for_attempt(sandbox.Policy.from_json(policy),
-                                                     temp_dir)  # fmt: skip
+                wanted = sandbox.Policy.from_json(policy)
+                ruleset = self._rulesets.for_attempt(wanted, temp_dir)
+                if sandbox.is_owner(wanted) and self._can_hide():
+                    flat = self._rulesets.for_attempt(sandbox.flat(wanted), temp_dir)
+                    hidden = tuple(wanted.deny)
             except (OSError, ValueError, TypeError) as exc:
                 ruleset = str(exc)
         self.run_sock.settimeout(None)  # the attempt's frames block, never time out
@@ -312,6 +318,8 @@ class Executor:
             code = EXIT_BROKEN
             try:
                 self._rss = lambda: parent_rss  # the executor's size, not the attempt's
+                if flat is not None and sandbox.hide(hidden):
+                    ruleset = flat  # every folder of the user's, creating included
                 if self._become_attempt(msg, temp_dir, ruleset):
                     self._run(msg)
                 code = EXIT_OK
@@ -338,6 +346,13 @@ class Executor:
         self.send({"t": "ended", "id": msg.get("id"), "attempt": msg.get("attempt"),
                    "status": status})  # fmt: skip
         self._rulesets.refresh()  # while idle, so that the next attempt finds it ready
+
+    def _can_hide(self) -> bool:
+        if self._hide is None:
+            self._hide = sandbox.can_hide()
+            log.info("Herald's folders %s hidden from attempts by a mount namespace",
+                     "are" if self._hide else "cannot be")  # fmt: skip
+        return self._hide
 
     def _become_attempt(self, msg: dict[str, Any], temp_dir: str | None,
                         ruleset: sandbox.Ruleset | str | None) -> bool:  # fmt: skip

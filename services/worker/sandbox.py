@@ -74,6 +74,72 @@ def owner_policy(deny: list[str] | tuple[str, ...]) -> Policy:
     return Policy(write_roots=("/",), network=True, deny=tuple(map(str, deny)))
 
 
+def is_owner(policy: Policy) -> bool:
+    """Whether `policy` grants everything but Herald's folders (the owner's)."""
+    return tuple(policy.write_roots) == ("/",)
+
+
+def flat(policy: Policy) -> Policy:
+    """The owner's policy once Herald's folders are hidden (`hide`): all of "/"."""
+    return Policy(write_roots=("/",), network=policy.network, deny=())
+
+
+CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REC, MS_PRIVATE = 0x4000, 1 << 18
+
+
+def hide(folders: list[str] | tuple[str, ...]) -> bool:
+    """In the calling process (single-threaded: a fresh fork), cover each folder with an
+    empty read-only tmpfs in a mount namespace of its own; True if every one is covered.
+
+    This lifts what Landlock alone imposes on the owner: a grant cannot leave out a folder
+    beneath it, so granting around Herald's folders leaves the folders on their path (the
+    home folder, ~/.local/share) without the right to create anything directly in them. With
+    the folders covered, "/" can be granted whole. Landlock, enforced next, forbids the
+    attempt to unmount them (and to reach other processes' mounts through /proc/PID/root,
+    as ptrace). A new mount namespace needs CAP_SYS_ADMIN, or a user namespace of its own
+    (which some systems forbid): False then, and the caller grants around the folders.
+    """
+    from services.landlock import libc
+
+    c = libc()
+    uid, gid = os.getuid(), os.getgid()
+    if c.unshare(CLONE_NEWNS) != 0:
+        if c.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
+            return False
+        try:  # the same ids inside as outside, and no group changes
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                               ("gid_map", f"{gid} {gid} 1")):  # fmt: skip
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
+        except OSError:
+            return False
+    if c.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        return False  # mounts would propagate to the real system: never
+    covered = True
+    for folder in sorted({os.path.realpath(f) for f in folders}, key=len):
+        if not os.path.isdir(folder):
+            continue  # nothing there (yet): a task cannot create it either, see plan()
+        flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+        if c.mount(b"tmpfs", os.fsencode(folder), b"tmpfs", flags, b"size=4k,mode=0000") != 0:
+            covered = False
+    return covered
+
+
+def can_hide() -> bool:
+    """Whether `hide` works here (tried once in a throwaway child: it cannot be undone)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if hide(()) else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
 def principal_policy(read_roots: list[str] | tuple[str, ...],
                      write_roots: list[str] | tuple[str, ...], *, network: bool,
                      deny: list[str] | tuple[str, ...]) -> Policy:  # fmt: skip
