@@ -35,7 +35,7 @@ from typing import IO
 
 from services.auth import write_private
 from services.layout import DataLayout
-from services.runtime import PARENT_ENV, parse_fatal, parse_ready
+from services.runtime import PARENT_ENV, owner_only_files, parse_fatal, parse_ready
 
 log = logging.getLogger("herald.supervisor")
 
@@ -219,6 +219,9 @@ class Supervisor:
         ready_timeout: float = 30.0,
         keep_fds: tuple[int, ...] = (),
     ) -> None:
+        # Everything Herald creates from here on, here and in its services (which inherit
+        # it), is its owner's only: logs, status, databases and their WAL files.
+        owner_only_files()
         self.layout = layout
         self.on_state = on_state
         self.on_log = on_log

@@ -117,7 +117,20 @@ def setup_logging(service: str, level: str) -> None:
     )
 
 
+OWNER_ONLY_UMASK = 0o077
+
+
+def owner_only_files() -> None:
+    """Make every file and folder this process (and every child it starts) creates
+    readable and writable by its owner only: the databases, their WAL files, the logs."""
+    os.umask(OWNER_ONLY_UMASK)
+
+
 def layout_from(args: argparse.Namespace) -> DataLayout:
+    """The data dir a service was given, created if need be; from here on, what the
+    service creates is owner-only (the supervisor sets that too; a service run by hand
+    gets it here)."""
+    owner_only_files()
     root = args.data_dir.expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     return DataLayout(root)

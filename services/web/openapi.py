@@ -68,6 +68,7 @@ _TASK_ID = {
 }
 _LOCATION = {"Location": {"description": "The task's URL", "schema": {"type": "string"}}}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_HEALTH_STATUS = {"type": "string", "enum": ["ok", "degraded", "disk_full", "storage_error"]}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -208,11 +209,32 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Health": {
+        "description": "With a valid bearer token: everything (HealthFull). Without one: the "
+                       "overall status and each service's state name only (HealthPublic).",
+        "anyOf": [_ref("HealthFull"), _ref("HealthPublic")],
+    },
+    "HealthPublic": {
         "type": "object",
-        "required": ["status", "version", "services"],
+        "required": ["status", "services"],
+        "additionalProperties": False,
         "properties": {
-            "status": {"type": "string", "enum": ["ok", "degraded", "disk_full",
-                                                  "storage_error"]},  # fmt: skip
+            "status": _HEALTH_STATUS,
+            "services": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["state"],
+                    "additionalProperties": False,
+                    "properties": {"state": {"type": "string"}},
+                },
+            },
+        },
+    },
+    "HealthFull": {
+        "type": "object",
+        "required": ["status", "version", "services", "problems"],
+        "properties": {
+            "status": _HEALTH_STATUS,
             "detail": {"type": "string", "description":
                        "Why the data disk refuses writes (status disk_full, storage_error)"},
             "version": {"type": "string"},
@@ -249,8 +271,10 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/health": {
         "get": {
             "operationId": "health",
-            "summary": "Whether every service is ready (no token needed)",
-            "security": [],
+            "summary": "Whether every service is ready (no token needed; with one, the "
+                       "details: PIDs, ports, reasons, problems)",
+            # The token is optional here: {} is "no authentication".
+            "security": [{}, {"bearer": []}],
             "responses": {"200": _response("The services' health", "Health"), **_errors()},
         }
     },
