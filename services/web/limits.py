@@ -210,8 +210,8 @@ class GuardedConnection(web.RequestHandler):
             self._transport.abort()
 
     def _start_head_clock(self) -> None:
-        self.head_started = True
         self._stop_head_clock()
+        self.head_started = True
         self._head_timer = asyncio.get_running_loop().call_later(
             self.guard.head_timeout, self._head_timed_out)
 

@@ -29,7 +29,7 @@ import pytest
 from services.auth import ensure_install_token
 from services.layout import DataLayout
 from services.web.limits import BODY_TIMEOUT, HEAD_TIMEOUT
-from tests.e2e.harness import Instance
+from tests.e2e.harness import Instance, wait_for
 from tests.services.web.test_server import REPO, reap, wait_ready
 
 SLOW_CLIENTS = 1100
@@ -208,6 +208,7 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_NOFILE and /proc")
 def test_slowloris_leaves_a_normal_client_working(tmp_path: Path) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -244,9 +245,10 @@ def test_slowloris_leaves_a_normal_client_working(tmp_path: Path) -> None:
     try:
         asyncio.run(attack())
         alive = web.proc.poll() is None
-    finally:
         stop_web(web)
-    log = web.stderr()
+        log = web.stderr()
+    finally:
+        reap(web.proc)
     times.sort()
     print(f"\n{SLOW_CLIENTS} slowloris clients at RLIMIT_NOFILE={FD_LIMIT}: {len(times)} "
           f"submits, median {times[len(times) // 2] * 1000:.1f} ms, slowest "
@@ -258,6 +260,21 @@ def test_slowloris_leaves_a_normal_client_working(tmp_path: Path) -> None:
     assert "Traceback" not in log and "out of system resource" not in log, log[-3000:]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_the_web_service_raises_its_fd_limit_to_the_hard_limit(tmp_path: Path) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the hard limit is {hard}")
+    web = start_web(tmp_path / "data", fd_limit=(FD_LIMIT, 4096))
+    try:
+        limits = Path(f"/proc/{web.proc.pid}/limits").read_text()
+    finally:
+        reap(web.proc)
+    line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+    assert line.split()[3:5] == ["4096", "4096"], line
+
+
+@pytest.mark.slow
 def test_a_head_or_body_not_sent_in_time_is_408(web: Web) -> None:
     """One byte a second of a head, then of a body: each connection is answered 408 with
     the JSON error body and closed, though it never stopped sending."""
@@ -361,7 +378,7 @@ def test_protocol_tricks_get_their_codes(web: Web) -> None:
 def test_files_herald_creates_are_owner_only(herald: Instance, runtime_dir: Path) -> None:
     client = herald.client
     task = client.submit("demo.answer", {"seconds": 0})
-    client.wait(task["id"], timeout=30)
+    wait_for(lambda: client.get(task["id"])["state"] == "succeeded", timeout=30)
     found = []
     for top in (herald.data_dir, runtime_dir):
         for path in [top, *top.rglob("*")]:
