@@ -104,7 +104,7 @@ async def test_with_every_connection_busy_a_newcomer_gets_503(guarded: Any) -> N
     assert await _closed(reader)
     writer.close()
     # The busy ones were left alone: each can finish its submit.
-    for reader, writer in busy:
+    for _, writer in busy:
         writer.write(b'"task": "test.noop"}'.ljust(99))
     for reader, writer in busy:
         status, body = await _answer(reader)
