@@ -8,25 +8,32 @@ desktop limit of 1,024 the web service then accepts nobody. So:
 - A request head must arrive in full within `HEAD_TIMEOUT` of the connection's start, or
   of its first byte after the previous response; a body within `BODY_TIMEOUT` (408).
   An idle kept-alive connection goes after `KEEPALIVE_TIMEOUT` (aiohttp's own timer).
-- At most `connection_cap()` connections are open at once, well below the fd limit. One
-  more arriving closes the connection that has waited longest without a request in
-  progress (idle, or sending a head): a connection whose request is being answered is never
-  closed for another, and a newcomer is refused (503) only when every connection is busy.
-  A fresh client that sends its request at once is thus served, whatever else is open.
+- At most `connection_cap()` connections are open at once, below the fd limit. The site
+  accepts a connection only when it has room for one (accepted sockets still on their way
+  to the app are counted): at the cap, it first closes the connection that has waited
+  longest without a request in progress (idle, or sending a head), and while every
+  connection is busy it accepts none (the kernel queues them). A connection whose request
+  is being answered is never closed for another. A fresh client that sends its request at
+  once is thus served, whatever else is open, and `accept()` never meets EMFILE (which
+  would make asyncio stop accepting for a second).
 - A request line over `MAX_REQUEST_LINE` bytes is 414, a header line over `MAX_HEADER_LINE`
   is 431, any other malformed request 400: each with the JSON error body, logged at INFO in
   one line (a client's mistake, not the server's).
 
-`GuardedSite` serves an `AppRunner`'s server through `GuardedConnection`s (a subclass of
-aiohttp's `RequestHandler`); `connection_middleware` tells a connection when its request
-is being handled (the app puts it first, so that it sees every response).
+`GuardedSite` accepts connections itself (asyncio's own accept loop takes up to a backlog
+of sockets at once, whatever the fd budget) and serves an `AppRunner`'s server through
+`GuardedConnection`s (a subclass of aiohttp's `RequestHandler`); `connection_middleware`
+tells a connection when its request is being handled (the app puts it first, so that it
+sees every response).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
+import socket
 from collections import OrderedDict
 from typing import Any
 
@@ -48,9 +55,10 @@ MAX_REQUEST_LINE = 8190
 # that is how a long header line (431) is told from a long request line (414).
 MAX_HEADER_LINE = 8191
 # Descriptors kept free of connections: the databases and their WAL files, the logs, the
-# wake-up sockets, and asyncio accepting up to a backlog (128) of sockets in one go before
-# any of them reaches the cap.
-FD_RESERVE = 256
+# wake-up sockets, the listening socket.
+FD_RESERVE = 128
+LISTEN_BACKLOG = 1024  # connections the kernel queues while none can be accepted
+ACCEPT_RETRY = 0.1  # seconds before accepting again after accept() failed (EMFILE, say)
 # With no hard limit, the soft one is raised this far.
 FD_TARGET = 65536
 
@@ -108,31 +116,53 @@ class ConnectionGuard:
     def __init__(self, cap: int, head_timeout: float = HEAD_TIMEOUT) -> None:
         self.cap = cap
         self.head_timeout = head_timeout
-        self.open = 0
+        self.open = 0  # connections made and not yet lost (closing ones included)
+        self.accepting = 0  # sockets accepted, their connection not made yet
         self.evicted = 0  # closed for a newcomer, since start
         self.timed_out = 0  # closed for a head not sent in time, since start
         # Connections without a request in progress, the longest waiting first.
         self._waiting: OrderedDict[GuardedConnection, None] = OrderedDict()
+        self._room = asyncio.Event()
+
+    def has_room(self) -> bool:
+        """Whether one more socket may be accepted."""
+        return self.open + self.accepting < self.cap
+
+    async def room(self) -> None:
+        """Wait until one more socket may be accepted, closing the connection that has
+        waited longest for it (if every connection is busy, until one ends)."""
+        while not self.has_room():
+            self._room.clear()
+            if self._waiting:
+                oldest, _ = self._waiting.popitem(last=False)
+                self.evicted += 1
+                if self.evicted in (1, 100) or self.evicted % 10000 == 0:
+                    log.warning("%d connections open, the most allowed: closing the one "
+                                "waiting longest for each newcomer (%d so far)", self.open,
+                                self.evicted)  # fmt: skip
+                oldest.drop()
+            await self._room.wait()
 
     def opened(self, conn: GuardedConnection) -> bool:
-        """Count a new connection; False if it must be refused (every other one is busy)."""
+        """Count a new connection; False if it must be refused (no room: a connection made
+        other than by `GuardedSite`'s accept loop)."""
         if self.open >= self.cap:
-            if not self._waiting:
-                return False
-            oldest, _ = self._waiting.popitem(last=False)
-            self.evicted += 1
-            if self.evicted in (1, 100) or self.evicted % 10000 == 0:
-                log.warning("%d connections open, the most allowed: closing the one waiting "
-                            "longest for each newcomer (%d so far)", self.open,
-                            self.evicted)  # fmt: skip
-            oldest.drop()
+            return False
         self.open += 1
         self._waiting[conn] = None
         return True
 
+    def connected(self) -> None:
+        """An accepted socket became a connection (counted in `open`), or failed to."""
+        self.accepting -= 1
+        if self.has_room():
+            self._room.set()
+
     def closed(self, conn: GuardedConnection) -> None:
         self.open -= 1
         self._waiting.pop(conn, None)
+        if self.has_room():
+            self._room.set()
 
     def busy(self, conn: GuardedConnection) -> None:
         self._waiting.pop(conn, None)
@@ -154,13 +184,13 @@ class GuardedConnection(web.RequestHandler):
         self.in_request = False
         self.head_started = False  # a byte of the next head has arrived
         self._head_timer: asyncio.TimerHandle | None = None
-        self._transport: asyncio.Transport | None = None
+        self._socket: asyncio.Transport | None = None
 
     # ------------------------------------------------------------ the protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._socket = transport
         if not self.guard.opened(self):
             transport.write(_raw_error(503, "Service Unavailable", "too_many_connections",
                                        "Too many connections are open; try again."))  # fmt: skip
@@ -181,7 +211,7 @@ class GuardedConnection(web.RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_head_clock()
-        self._transport = None
+        self._socket = None
         if not self.counted:
             return
         self.counted = False
@@ -206,8 +236,8 @@ class GuardedConnection(web.RequestHandler):
     def drop(self) -> None:
         """Close the connection now (the guard needs its descriptor)."""
         self._stop_head_clock()
-        if self._transport is not None:
-            self._transport.abort()
+        if self._socket is not None:
+            self._socket.abort()
 
     def _start_head_clock(self) -> None:
         self._stop_head_clock()
@@ -223,13 +253,13 @@ class GuardedConnection(web.RequestHandler):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self.in_request or self._transport is None:
+        if self.in_request or self._socket is None:
             return
         self.guard.timed_out += 1
         if self.guard.timed_out in (1, 100) or self.guard.timed_out % 10000 == 0:
             log.info("closed a connection that sent no whole request head within %g s "
                      "(%d so far)", self.guard.head_timeout, self.guard.timed_out)  # fmt: skip
-        transport = self._transport
+        transport = self._socket
         transport.write(_raw_error(408, "Request Timeout", "request_timeout",
                                    f"The request head did not arrive within "
                                    f"{self.guard.head_timeout:g} s."))  # fmt: skip
@@ -284,7 +314,8 @@ async def connection_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 class GuardedSite(web.BaseSite):
-    """A TCP site serving a runner's server through `GuardedConnection`s.
+    """A TCP site serving a runner's server through `GuardedConnection`s, accepting a
+    connection only when the guard has room for it.
 
     Args:
         runner: an AppRunner, set up.
@@ -296,7 +327,7 @@ class GuardedSite(web.BaseSite):
     """
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
-                 guard: ConnectionGuard | None = None, backlog: int = 128,
+                 guard: ConnectionGuard | None = None, backlog: int = LISTEN_BACKLOG,
                  access_log: logging.Logger | None = None) -> None:  # fmt: skip
         super().__init__(runner, backlog=backlog)
         self.host = host
@@ -307,7 +338,9 @@ class GuardedSite(web.BaseSite):
             guard = ConnectionGuard(connection_cap(
                 FD_TARGET if soft == resource.RLIM_INFINITY else soft))  # fmt: skip
         self.guard = guard
-        self._backlog_size = backlog
+        self._listen_backlog = backlog
+        self._acceptor: asyncio.Task[None] | None = None
+        self._connecting: set[asyncio.Task[None]] = set()
 
     @property
     def name(self) -> str:
@@ -316,20 +349,72 @@ class GuardedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
+        listener = socket.create_server((self.host, self.port), backlog=self._listen_backlog)
+        listener.setblocking(False)
+        # An asyncio Server that does not serve: it holds the listening socket for the
+        # runner (its addresses, its closing); the accepting is ours.
+        self._server = await loop.create_server(self._connection, sock=listener,
+                                                start_serving=False)  # fmt: skip
+        self.port = listener.getsockname()[1]
+        self._acceptor = loop.create_task(self._accept(listener))
+
+    async def stop(self) -> None:
+        if self._acceptor is not None:
+            self._acceptor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._acceptor
+            self._acceptor = None
+        await super().stop()
+
+    def _connection(self) -> GuardedConnection:
         server = self._runner.server
         assert server is not None
+        return GuardedConnection(
+            self.guard, server, loop=asyncio.get_running_loop(),
+            keepalive_timeout=KEEPALIVE_TIMEOUT, lingering_time=LINGER,
+            max_line_size=MAX_REQUEST_LINE, max_field_size=MAX_HEADER_LINE,
+            access_log=self.access_log, debug=False,
+        )  # fmt: skip
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
         guard = self.guard
+        while True:
+            if not guard.has_room():
+                # Make room only for a connection that is there to take it.
+                await _readable(listener)
+                await guard.room()
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # out of descriptors after all (another thread's), say
+                log.warning("cannot accept a connection: %s", exc)
+                await asyncio.sleep(ACCEPT_RETRY)
+                continue
+            guard.accepting += 1
+            task = loop.create_task(self._connect(sock))
+            self._connecting.add(task)
+            task.add_done_callback(self._connecting.discard)
 
-        def connection() -> GuardedConnection:
-            return GuardedConnection(
-                guard, server, loop=loop,
-                keepalive_timeout=KEEPALIVE_TIMEOUT, lingering_time=LINGER,
-                max_line_size=MAX_REQUEST_LINE, max_field_size=MAX_HEADER_LINE,
-                access_log=self.access_log, debug=False,
-            )  # fmt: skip
+    async def _connect(self, sock: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(self._connection, sock)
+        except OSError:  # the client went away already
+            sock.close()
+        finally:
+            self.guard.connected()
 
-        self._server = await loop.create_server(connection, self.host, self.port,
-                                                backlog=self._backlog_size)  # fmt: skip
-        if self._server.sockets:
-            self.port = self._server.sockets[0].getsockname()[1]
 
+async def _readable(sock: socket.socket) -> None:
+    """Wait until `sock` is readable (a listening socket: a connection waits in its queue)."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+
+    def on_readable() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), on_readable)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock.fileno())
