@@ -37,7 +37,7 @@ from embedded.paths import runtime_dir
 from services.auth import write_private
 from services.layout import DataLayout
 from services.own_dirs import RUNTIME_DIR_ENV
-from services.runtime import PARENT_ENV, parse_fatal, parse_ready
+from services.runtime import PARENT_ENV, owner_only_files, parse_fatal, parse_ready
 
 log = logging.getLogger("herald.supervisor")
 
@@ -221,6 +221,9 @@ class Supervisor:
         ready_timeout: float = 30.0,
         keep_fds: tuple[int, ...] = (),
     ) -> None:
+        # Everything Herald creates from here on, here and in its services (which inherit
+        # it), is its owner's only: logs, status, databases and their WAL files.
+        owner_only_files()
         self.layout = layout
         self.on_state = on_state
         self.on_log = on_log

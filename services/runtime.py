@@ -119,7 +119,37 @@ def setup_logging(service: str, level: str) -> None:
     )
 
 
+OWNER_ONLY_UMASK = 0o077
+
+
+USER_UMASK_ENV = "HERALD_USER_UMASK"  # the user's own umask, for the files tasks make
+
+
+def owner_only_files() -> None:
+    """Make every file and folder this process (and every child it starts) creates
+    readable and writable by its owner only: the databases, their WAL files, the logs.
+
+    The user's own umask is kept (HERALD_USER_UMASK, for the children too): what a task
+    makes for the user (an archive, a report) gets the user's usual modes (`user_umask`).
+    """
+    previous = os.umask(OWNER_ONLY_UMASK)
+    if USER_UMASK_ENV not in os.environ:
+        os.environ[USER_UMASK_ENV] = oct(previous)
+
+
+def user_umask() -> int:
+    """The umask of the user who started Herald (for a task's own files)."""
+    try:
+        return int(os.environ.get(USER_UMASK_ENV, ""), 8) & 0o777
+    except ValueError:
+        return 0o022
+
+
 def layout_from(args: argparse.Namespace) -> DataLayout:
+    """The data dir a service was given, created if need be; from here on, what the
+    service creates is owner-only (the supervisor sets that too; a service run by hand
+    gets it here)."""
+    owner_only_files()
     root = args.data_dir.expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     return DataLayout(root)

@@ -3,6 +3,11 @@
 Pure: the catalog declares parameters with `Param`, the web service validates submitted
 arguments with `validate_args`, the command line turns `key=value` text into typed values
 with `Param.from_text`, and the catalog endpoint publishes `Param.to_json()`.
+
+What every value must be, whatever its parameter, so that each side can store and read it
+back (SQLite, JavaScript, UTF-8): integers within +-2^53 (`MAX_SAFE_INTEGER`) and text
+that is a sequence of Unicode scalar values (no lone surrogate, which JSON's `\ud800`
+escape can carry). Keys and text echoed in an error go through `shown` first.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ REQUIRED: Any = _Required()
 # What validate() checks, as JSON Schema patterns for the published document.
 ABSOLUTE_PATH_PATTERN = r"^(/|~|[A-Za-z]:[\\/])[^\u0000]*$"
 NO_NUL_PATTERN = r"^[^\u0000]*$"
+
+# The largest integer every side represents exactly (a JavaScript number, a double).
+MAX_SAFE_INTEGER = 2**53
 
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
@@ -183,11 +191,15 @@ class Param:
                 if not value.is_integer():
                     raise ValueError("must be an integer")
                 value = int(value)
+            if not safe_integer(value):
+                raise ValueError(_UNSAFE_INTEGER)
             self._check_bounds(value)
             return value
         if t is ParamType.NUMBER:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError("must be a number")
+            if isinstance(value, int) and not safe_integer(value):
+                raise ValueError(_UNSAFE_INTEGER)
             if not math.isfinite(value):
                 raise ValueError("must be a finite number")
             self._check_bounds(value)
@@ -197,12 +209,16 @@ class Param:
                 raise ValueError("must be a list of strings")
             if any("\x00" in v for v in value):
                 raise ValueError("must not contain NUL characters")
+            if not all(scalar_text(v) for v in value):
+                raise ValueError(_NOT_UNICODE)
             self._check_length(len(value), "items")
             return value
         if not isinstance(value, str):
             raise ValueError("must be a string")
         if "\x00" in value:
             raise ValueError("must not contain NUL characters")
+        if not scalar_text(value):
+            raise ValueError(_NOT_UNICODE)
         if t is ParamType.CHOICE:
             if value not in (self.choices or ()):
                 raise ValueError("must be one of: " + ", ".join(self.choices or ()))
@@ -262,6 +278,32 @@ class Param:
             raise ValueError(f"must have at most {_num(self.maximum)} {unit}")
 
 
+_UNSAFE_INTEGER = "must be an integer from -2^53 to 2^53"
+_NOT_UNICODE = "must be valid Unicode (no lone surrogates)"
+
+
+def safe_integer(value: int) -> bool:
+    """Whether an integer lies within +-2^53."""
+    return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+
+
+def scalar_text(text: str) -> bool:
+    """Whether `text` is a sequence of Unicode scalar values (UTF-8 can encode it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(text: object, limit: int = 100) -> str:
+    """`text` cut to `limit` characters, lone surrogates replaced: safe to echo in an error."""
+    out = str(text)[:limit]
+    if scalar_text(out):
+        return out
+    return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in out)
+
+
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
@@ -285,7 +327,7 @@ def validate_args(params: tuple[Param, ...] | list[Param], args: Any) -> dict[st
     out: dict[str, Any] = {}
     for key in args:
         if key not in known:
-            fields[str(key)[:100]] = "unknown parameter"
+            fields[shown(key)] = "unknown parameter"
     for p in params:
         if p.name not in args or args[p.name] is None:
             if p.required:

@@ -1,9 +1,11 @@
 """The HTTP API: `make_app` wires the routes to the ledger, the queue and the wake-ups.
 
 Choices a client can rely on:
-- Request bodies are JSON. `Content-Type` must be `application/json` (or `...+json`); a
-  request without any Content-Type is read as JSON too (simple clients); anything else is
-  415 `unsupported_media_type`. Bodies over 1 MiB are 413 `too_large`.
+- Request bodies are JSON. `Content-Type` must be `application/json` (or `...+json`);
+  anything else, or none, is 415 `unsupported_media_type`. Bodies over 1 MiB are 413
+  `too_large`; a body not sent in full within `BODY_TIMEOUT` is 408 `request_timeout`.
+  Arguments that are text but not valid Unicode (a lone surrogate) or integers beyond
+  +-2^53 are 422 field errors; keys that are not valid Unicode are echoed with U+FFFD.
 - Times in task JSON are ISO 8601 UTC strings with milliseconds ("...Z") or null. Events
   are the WebSocket envelope exactly (`services.core.envelope.encode_event`, so "ts" is
   Unix time there, as on the WebSocket) and can be decoded with the same codec.
@@ -47,13 +49,14 @@ from services.auth import Authenticator, Capabilities
 from services.core.envelope import encode_event
 from services.core.errors import HeraldError, ValidationFailed
 from services.core.events import EventType
-from services.core.params import validate_args
+from services.core.params import shown, validate_args
 from services.core.states import TaskState
 from services.layout import DataLayout
 from services.store.failures import DiskWatch
 from services.store.sqlite import TaskRecord, TaskStore
 from services.tasks.catalog import Catalog
 from services.web.errors import JSON_HEADERS, dumps, error_middleware, error_response
+from services.web.limits import connection_middleware, read_body
 from services.web.openapi import MAX_CURSOR, openapi_document
 from services.web.security import PRINCIPAL, security_middleware
 
@@ -148,7 +151,8 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
     text = request.query.get(name)
     if text is None:
         return default
-    if not (text.isascii() and text.isdigit() and len(text) <= 18) or not low <= int(text) <= high:
+    # Digits only, and not so many that int() has to work hard (2^62 has 19).
+    if not (text.isascii() and text.isdigit() and len(text) <= 24) or not low <= int(text) <= high:
         raise bad_request(
             "Invalid query parameter.", {name: f"must be an integer from {low} to {high}"}
         )
@@ -156,13 +160,12 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
 
 
 def _query_states(request: web.Request) -> list[TaskState]:
-    """`state` filters: repeatable and/or comma separated."""
+    """`state` filters: repeatable and/or comma separated; an empty one is refused (as
+    the OpenAPI document says: each is one of the states)."""
     states: list[TaskState] = []
     for raw in request.query.getall("state", ()):
         for part in raw.split(","):
             part = part.strip()
-            if not part:
-                continue
             try:
                 state = TaskState(part)
             except ValueError:
@@ -347,13 +350,13 @@ class TaskApi:
         """The task name, raw arguments and raw timeout (None if absent) of a submit body."""
         if request.content_length is not None and request.content_length > MAX_BODY:
             raise HeraldError("too_large", "The request body is too large.", 413)
-        if "Content-Type" in request.headers and not (
+        if "Content-Type" not in request.headers or not (
             request.content_type in _JSON_TYPES or request.content_type.endswith("+json")
         ):
             raise HeraldError(
                 "unsupported_media_type", "The request body must be application/json.", 415
             )
-        raw = await request.read()  # raises 413 past client_max_size (chunked bodies)
+        raw = await read_body(request)  # 413 past client_max_size (chunked bodies), 408
         try:
             body = _DECODER.decode(raw.decode())
         except (ValueError, RecursionError):
@@ -364,7 +367,7 @@ class TaskApi:
         if extra:
             raise bad_request(
                 "Unknown members in the request body.",
-                {str(k)[:100]: "unknown member" for k in sorted(extra)[:20]},
+                {shown(k): "unknown member" for k in sorted(extra)[:20]},
             )
         name = body.get("task")
         if not isinstance(name, str) or not name:
@@ -499,20 +502,30 @@ class TaskApi:
         (or storage_error) while the data disk refuses writes.
 
         The supervisor cannot write its status file to a full disk: what this says of the
-        disk comes from this service itself (its own failed writes, the free space now)."""
+        disk comes from this service itself (its own failed writes, the free space now).
+
+        Without a (valid) token it says only the overall status and each service's state
+        name: PIDs, ports, messages, paths and the version are for principals."""
         services = self._services_status()
         ready = all(isinstance(s, dict) and s.get("state") == "ready" for s in services.values())
+        problem = self.disk.problem()
+        status = "ok" if ready else "degraded"
+        if problem is not None:
+            status = problem[0].value
+        if PRINCIPAL not in request:
+            states = {str(name): {"state": str(s.get("state")) if isinstance(s, dict) else
+                                  "unknown"} for name, s in services.items()}  # fmt: skip
+            return web.Response(body=dumps({"status": status, "services": states}),
+                                headers=JSON_HEADERS)  # fmt: skip
         body: dict[str, Any] = {
-            "status": "ok" if ready else "degraded",
+            "status": status,
             "version": self.version,
             "services": services,
             "problems": self.catalog.problems,
             # Whether attempts run confined by the kernel ("landlock ABI 7") or why not.
             "sandbox": landlock.support().describe(),
         }
-        problem = self.disk.problem()
         if problem is not None:
-            body["status"] = problem[0].value
             body["detail"] = problem[1]
         return web.Response(body=dumps(body), headers=JSON_HEADERS)
 
@@ -570,7 +583,8 @@ def make_app(
                   authenticator, runtime_dir)  # fmt: skip
     app = web.Application(
         client_max_size=MAX_BODY,
-        middlewares=[error_middleware(api.disk), security_middleware(authenticator)],
+        middlewares=[connection_middleware, error_middleware(api.disk),
+                     security_middleware(authenticator)],
     )
     app.add_routes(api.routes())
     return app

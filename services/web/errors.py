@@ -31,17 +31,29 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "too_large",
+    408: "request_timeout",
+    414: "uri_too_long",
     415: "unsupported_media_type",
+    431: "header_too_large",
 }
 
 
 # One encoder for every response: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON, the one encoding of every response body."""
-    return _ENCODER.encode(obj).encode()
+    """Compact UTF-8 JSON, the one encoding of every response body.
+
+    Text that UTF-8 cannot encode (a lone surrogate, echoed from a client's JSON escape)
+    is sent as JSON's own `\\udXXX` escape instead, so that no answer fails to encode.
+    """
+    text = _ENCODER.encode(obj)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _ASCII_ENCODER.encode(obj).encode()
 
 
 def json_response(

@@ -40,23 +40,32 @@ def _response(
 def _errors(*statuses: int) -> dict[str, Any]:
     """Error responses: the given statuses plus the ones every route can answer."""
     texts = {
-        400: "Bad request: malformed body, query or header (code bad_request)",
+        400: "Bad request: malformed body, query or header, or a Host, Origin or "
+             "Authorization header given twice (code bad_request)",
         401: "Missing or invalid bearer token (code unauthorized)",
-        403: "Host or Origin refused (code forbidden_host / forbidden_origin); on a submit, "
-             "also a task or a folder the caller may not use (code forbidden, naming the "
-             "capability it lacks: task:NAME, read:PATH or write:PATH, with fields)",
+        403: "Host, Origin or an absolute-form request target refused (code forbidden_host "
+             "/ forbidden_origin); on a submit, also a task or a folder the caller may not "
+             "use (code forbidden, naming the capability it lacks: task:NAME, read:PATH or "
+             "write:PATH, with fields)",
+        408: "The request head or body did not arrive within 10 s (code request_timeout)",
         404: "Not found (code not_found / unknown_task)",
         409: "Conflict (code already_finished / idempotency_conflict)",
         413: "Body over 1 MiB (code too_large)",
-        415: "Body is not application/json (code unsupported_media_type)",
+        414: "The request line is over 8190 bytes (code uri_too_long)",
+        415: "Body is not application/json, or has no Content-Type (code "
+             "unsupported_media_type)",
         422: "Task arguments or timeout are not valid (code validation_failed, with "
              "fields), e.g. a path in Herald's own files, which no task may touch",
+        431: "A header line is over 8191 bytes (code header_too_large)",
         500: "Unexpected server error (code internal)",
+        503: "Every connection the server allows is busy (code too_many_connections)",
         507: "The data disk is full, or failed the write: nothing was recorded; the same "
              "request can succeed later (code disk_full / storage_error)",
     }
     out: dict[str, Any] = {}
-    for status in sorted({*statuses, 403, 500}):
+    # What any request can get, before it reaches its route (the guard, the HTTP parser,
+    # the connection cap).
+    for status in sorted({*statuses, 400, 403, 414, 431, 500, 503}):
         out[str(status)] = _response(texts[status], "Error")
     if 401 in statuses:
         out["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
@@ -71,6 +80,7 @@ _TASK_ID = {
 }
 _LOCATION = {"Location": {"description": "The task's URL", "schema": {"type": "string"}}}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_HEALTH_STATUS = {"type": "string", "enum": ["ok", "degraded", "disk_full", "storage_error"]}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -211,11 +221,32 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Health": {
+        "description": "With a valid bearer token: everything (HealthFull). Without one: the "
+                       "overall status and each service's state name only (HealthPublic).",
+        "anyOf": [_ref("HealthFull"), _ref("HealthPublic")],
+    },
+    "HealthPublic": {
         "type": "object",
-        "required": ["status", "version", "services"],
+        "required": ["status", "services"],
+        "additionalProperties": False,
         "properties": {
-            "status": {"type": "string", "enum": ["ok", "degraded", "disk_full",
-                                                  "storage_error"]},  # fmt: skip
+            "status": _HEALTH_STATUS,
+            "services": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["state"],
+                    "additionalProperties": False,
+                    "properties": {"state": {"type": "string"}},
+                },
+            },
+        },
+    },
+    "HealthFull": {
+        "type": "object",
+        "required": ["status", "version", "services", "problems"],
+        "properties": {
+            "status": _HEALTH_STATUS,
             "detail": {"type": "string", "description":
                        "Why the data disk refuses writes (status disk_full, storage_error)"},
             "version": {"type": "string"},
@@ -275,8 +306,10 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/health": {
         "get": {
             "operationId": "health",
-            "summary": "Whether every service is ready (no token needed)",
-            "security": [],
+            "summary": "Whether every service is ready (no token needed; with one, the "
+                       "details: PIDs, ports, reasons, problems)",
+            # The token is optional here: {} is "no authentication".
+            "security": [{}, {"bearer": []}],
             "responses": {"200": _response("The services' health", "Health"), **_errors()},
         }
     },
@@ -359,7 +392,7 @@ PATHS: dict[str, dict[str, Any]] = {
                     "Task",
                     {**_LOCATION, "Idempotent-Replayed": {"schema": {"const": "true"}}},
                 ),
-                **_errors(400, 401, 404, 409, 413, 415, 422, 507),
+                **_errors(400, 401, 404, 408, 409, 413, 415, 422, 507),
             },
         },
     },

@@ -1,10 +1,16 @@
 """The guard in front of every route: Host, then Origin, then the bearer token.
 
-- Host must name this server by a loopback name and its own port (DNS rebinding).
+- `Host`, `Origin` and `Authorization` may each appear once: two of one are 400 (proxies
+  and servers disagree on which one counts, the first or the last).
+- Host must name this server by a loopback name and its own port (DNS rebinding). A
+  request target in absolute form (`GET http://evil.example:P/api/tasks`) must name it
+  the same way, or it is 403.
 - A request with an Origin header must come from Herald's own page (cross-site requests);
   no CORS headers are ever sent, so no other page can read a response either.
 - Every route except `GET /api/health` needs `Authorization: Bearer <token>`; a token in
   the query string is never looked at (it would end up in logs and browser history).
+  Health takes the token too, when given: with it, it shows everything; without it, or with
+  a token that is not valid, only the overall status and each service's state.
 The principal found for the token is put on the request under `PRINCIPAL`.
 """
 
@@ -25,6 +31,7 @@ PRINCIPAL = web.RequestKey("principal", str)
 PUBLIC_ROUTES = frozenset({("GET", "/api/health")})
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="herald"'}
+_SINGLE_HEADERS = ("Host", "Origin", "Authorization")
 
 
 # The same few Host and Origin values arrive on every request: remember the verdicts
@@ -42,12 +49,44 @@ def own_port(request: web.Request) -> int | None:
     return sockname[1] if sockname else None
 
 
+def repeated_header(request: web.Request) -> str | None:
+    """The first of `Host`, `Origin`, `Authorization` that the request has more than once."""
+    headers = request.headers
+    for name in _SINGLE_HEADERS:
+        if len(headers.getall(name, ())) > 1:
+            return name
+    return None
+
+
+def foreign_target(request: web.Request, port: int) -> bool:
+    """Whether the request target is in absolute form and names another server than this
+    one (the origin form `/api/...` names none)."""
+    target = request.raw_path  # the request line's target, as sent
+    if target.startswith("/"):
+        return False
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() != "http":
+        return True  # "*", "evil.example:80" (authority form) or another scheme
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    return "@" in authority or not _host_ok(authority, port)
+
+
 def security_middleware(authenticator: Authenticator) -> Middleware:
     """The guard as an aiohttp middleware, resolving tokens with `authenticator`."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         port = own_port(request)
+        repeated = repeated_header(request)
+        if repeated is not None:
+            return error_response(
+                HeraldError("bad_request", f"The {repeated} header is given more than once.",
+                            400)  # fmt: skip
+            )
+        if port is not None and foreign_target(request, port):
+            return error_response(
+                HeraldError("forbidden_host", "The request target names another server.", 403)
+            )
         # The raw header: request.host falls back to a DNS lookup of this machine's name.
         if port is None or not _host_ok(request.headers.get("Host"), port):
             return error_response(
@@ -58,16 +97,16 @@ def security_middleware(authenticator: Authenticator) -> Middleware:
             return error_response(
                 HeraldError("forbidden_origin", "Requests from this origin are refused.", 403)
             )
-        if (request.method, request.path) not in PUBLIC_ROUTES:
-            principal = authenticator.principal_for(
-                bearer_token(request.headers.get("Authorization"))
-            )
-            if principal is None:
-                return error_response(
-                    HeraldError("unauthorized", "A valid bearer token is required.", 401),
-                    _CHALLENGE,
-                )
+        authorization = request.headers.get("Authorization")
+        principal = None if authorization is None else authenticator.principal_for(
+            bearer_token(authorization))  # fmt: skip
+        if principal is not None:
             request[PRINCIPAL] = principal
+        elif (request.method, request.path) not in PUBLIC_ROUTES:
+            return error_response(
+                HeraldError("unauthorized", "A valid bearer token is required.", 401),
+                _CHALLENGE,
+            )
         return await handler(request)
 
     return guard

@@ -1,7 +1,8 @@
 """The web service process: wires the real store, queue and wake-ups into the app and serves.
 
-Binds 127.0.0.1 only, announces `HERALD_READY {"service": "web", "port": P, "url": ...}` once
-it listens, and stops cleanly (exit 0) on SIGTERM, SIGINT or end-of-file on stdin.
+Binds 127.0.0.1 only, bounds slow and hostile clients (`services.web.limits`), announces
+`HERALD_READY {"service": "web", "port": P, "url": ...}` once it listens, and stops cleanly
+(exit 0) on SIGTERM, SIGINT or end-of-file on stdin.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from services.store.sqlite import TaskStore
 from services.tasks.catalog import load_catalog
 from services.wake import WakeSender
 from services.web.app import make_app
+from services.web.limits import GuardedSite, raise_fd_limit
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +51,15 @@ async def serve(app: web.Application, port: int, *, access_log: bool = False) ->
         loop.add_signal_handler(sig, stop.set)
     watch_stdin(request_stop)
     # The access log costs a formatted record per request: only when debugging.
-    runner = web.AppRunner(
-        app,
-        access_log=logging.getLogger("aiohttp.access") if access_log else None,
-        handle_signals=False,
-    )
+    runner_access_log = logging.getLogger("aiohttp.access") if access_log else None
+    runner = web.AppRunner(app, access_log=runner_access_log, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, HOST, port)
+        site = GuardedSite(runner, HOST, port, access_log=runner_access_log)
         await site.start()
-        actual = runner.addresses[0][1]
-        log.info("listening on http://%s:%d", HOST, actual)
+        actual = site.port
+        log.info("listening on http://%s:%d (at most %d connections at once)", HOST, actual,
+                 site.guard.cap)  # fmt: skip
         announce_ready("web", port=actual, url=f"http://{HOST}:{actual}")
         await stop.wait()
         log.info("stopping")
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = service_arguments("web", argv)
     setup_logging("web", args.log_level)
     die_with_parent()
+    raise_fd_limit()  # before anything opens a file: the connection cap is set from it
     layout = layout_from(args)
     try:
         config = load_config(layout)

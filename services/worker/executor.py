@@ -45,6 +45,7 @@ from typing import Any, NoReturn
 
 from services.core.errors import ErrorCode, TaskCancelled, TaskFailure
 from services.landlock import libc
+from services.runtime import user_umask
 from services.tasks.catalog import Catalog, TaskSpec
 from services.tasks.context import TaskContext
 from services.worker import protocol, sandbox
@@ -154,6 +155,7 @@ def _close_inherited(keep: set[int]) -> None:
 def _become_executor(parent: int, keep: set[int]) -> None:
     """Everything a freshly forked executor does before it serves."""
     os.setsid()  # its own session and process group: killpg reaches all it starts
+    os.umask(user_umask())  # a task's files are the user's: the user's modes, not Herald's
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)

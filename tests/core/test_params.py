@@ -3,7 +3,7 @@
 import pytest
 
 from services.core.errors import ValidationFailed
-from services.core.params import Param, ParamType, validate_args
+from services.core.params import MAX_SAFE_INTEGER, Param, ParamType, shown, validate_args
 
 PARAMS = [
     Param("seconds", ParamType.NUMBER, default=5, minimum=0, maximum=10),
@@ -36,6 +36,35 @@ def test_every_bad_field_reported():
 def test_integer_rejects_non_integers(value):
     with pytest.raises(ValueError):
         Param("n", ParamType.INTEGER).validate(value)
+
+
+@pytest.mark.parametrize("value", [2**4000, -(2**4000), MAX_SAFE_INTEGER + 1, 1e300])
+@pytest.mark.parametrize("kind", [ParamType.INTEGER, ParamType.NUMBER])
+def test_integers_beyond_2_to_the_53_are_refused(kind, value):
+    """They cannot be stored (SQLite: 64 bits) nor read back exactly (JavaScript, float)."""
+    if kind is ParamType.NUMBER and isinstance(value, float):
+        assert Param("n", kind).validate(value) == value  # a float is a float
+        return
+    with pytest.raises(ValueError, match="2\\^53"):
+        Param("n", kind).validate(value)
+    assert Param("n", kind).validate(MAX_SAFE_INTEGER) == MAX_SAFE_INTEGER
+
+
+@pytest.mark.parametrize(("kind", "value"), [
+    (ParamType.STRING, "a\ud800"), (ParamType.PATH, "/tmp/\udfff"),
+    (ParamType.STRING_LIST, ["ok", "\udc80"]), (ParamType.CHOICE, "\ud800"),
+])  # fmt: skip
+def test_lone_surrogates_are_refused(kind, value):
+    param = Param("s", kind, choices=("\ud800",) if kind is ParamType.CHOICE else None)
+    with pytest.raises(ValueError, match="Unicode"):
+        param.validate(value)
+
+
+def test_a_key_that_is_not_unicode_is_shown_safely():
+    with pytest.raises(ValidationFailed) as info:
+        validate_args(PARAMS, {"count": 1, "x\ud800": 1})
+    assert info.value.fields == {"x\ufffd": "unknown parameter"}
+    assert shown("a" * 200) == "a" * 100
 
 
 def test_args_must_be_an_object():

@@ -21,6 +21,7 @@ from services.store.sqlite import TaskStore
 from services.tasks.catalog import Catalog
 from services.wake import WakeReceiver, WakeSender
 from services.web.app import make_app
+from services.web.limits import GuardedSite
 
 MAX_ATTEMPTS = 3
 
@@ -166,9 +167,9 @@ async def api(layout: DataLayout, store: TaskStore) -> AsyncIterator[Api]:
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = GuardedSite(runner, "127.0.0.1", 0)  # as the web service serves it
     await site.start()
-    port = runner.addresses[0][1]
+    port = site.port
     session = aiohttp.ClientSession()
     try:
         yield Api(

@@ -45,7 +45,7 @@ async def test_a_full_disk_is_507_and_nothing_half_recorded(api: Any) -> None:
         assert resp.body["error"]["message"]
         refused += 1
     assert refused, "the disk never filled up"
-    health = await api.call("GET", "/api/health", token=None)
+    health = await api.call("GET", "/api/health")
     assert health.status == 200
     assert health.body["status"] == "disk_full" and health.body["detail"], health.body
     listed = await api.call("GET", "/api/tasks?limit=200")

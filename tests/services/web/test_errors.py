@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from services.web.errors import dumps
+
 
 @pytest.mark.parametrize("path", ["/", "/api", "/api/nowhere", "/api/tasks/x/y/z", "/favicon.ico"])
 async def test_unknown_route_is_404_json(api: Any, path: str) -> None:
@@ -63,3 +65,13 @@ async def test_content_length_over_limit_is_refused_before_the_body(api: Any) ->
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     writer.close()
     assert head.startswith(b"HTTP/1.1 413")
+
+
+def test_an_answer_never_fails_to_encode() -> None:
+    """Text UTF-8 cannot carry (a lone surrogate a client sent as "\\ud800") goes out as
+    JSON's escape: the error middleware cannot crash on what it echoes."""
+    raw = dumps({"error": {"code": "bad_request", "message": "x\ud800", "fields": {"\udfff": "?"}}})
+    assert json.loads(raw) == {"error": {"code": "bad_request", "message": "x\ud800",
+                                         "fields": {"\udfff": "?"}}}  # fmt: skip
+    raw.decode("utf-8")  # valid UTF-8
+    assert dumps({"a": "é"}) == '{"a":"é"}'.encode()  # the usual case stays UTF-8

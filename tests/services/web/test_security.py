@@ -145,12 +145,19 @@ async def test_preflight_gets_no_cors_headers(api: Any) -> None:
 async def test_health_needs_no_token(api: Any) -> None:
     resp = await api.call("GET", "/api/health", token=None)
     assert resp.status == 200
-    assert resp.body["status"] == "ok"
-    assert isinstance(resp.body["version"], str) and resp.body["version"]
-    assert resp.body["services"] == {"web": {"state": "ready"}}
+    assert resp.body == {"status": "ok", "services": {"web": {"state": "ready"}}}
     # Only GET is public.
     post = await api.call("POST", "/api/health", token=None)
     assert post.status == 401
+
+
+async def test_health_with_the_token_shows_the_version(api: Any) -> None:
+    resp = await api.call("GET", "/api/health")
+    assert resp.status == 200
+    assert resp.body["status"] == "ok"
+    assert isinstance(resp.body["version"], str) and resp.body["version"]
+    assert resp.body["services"] == {"web": {"state": "ready"}}
+    assert resp.body["problems"] == []
 
 
 async def test_health_reports_the_supervisors_view(api: Any) -> None:
@@ -163,12 +170,20 @@ async def test_health_reports_the_supervisors_view(api: Any) -> None:
     }
     api.layout.run_dir.mkdir(parents=True, exist_ok=True)
     api.layout.status_file.write_text(json.dumps(status))
-    resp = await api.call("GET", "/api/health", token=None)
+    resp = await api.call("GET", "/api/health")
     assert resp.body["status"] == "ok"
     assert resp.body["services"] == status["services"]
     status["services"]["worker"]["state"] = "restarting"
+    status["services"]["worker"]["reason"] = "killed by SIGKILL"
     api.layout.status_file.write_text(json.dumps(status))
-    resp = await api.call("GET", "/api/health", token=None)
+    resp = await api.call("GET", "/api/health")
     assert resp.status == 200
     assert resp.body["status"] == "degraded"
     assert resp.body["services"]["worker"]["state"] == "restarting"
+    # Without the token (or with one that is not valid): the states, nothing else.
+    for token in (None, "not-a-token-0123456789"):
+        public = await api.call("GET", "/api/health", token=token)
+        assert public.status == 200
+        assert public.body == {"status": "degraded", "services": {
+            "web": {"state": "ready"}, "worker": {"state": "restarting"},
+            "notifier": {"state": "ready"}}}  # fmt: skip

@@ -97,11 +97,12 @@ async def test_bad_args_and_a_bad_timeout_are_reported_together(api: Any) -> Non
     assert set(err["fields"]) == {"text", "timeout"}
 
 
-async def test_submit_without_content_type_is_read_as_json(api: Any) -> None:
+async def test_submit_without_content_type_is_415(api: Any) -> None:
     resp = await api.call(
         "POST", "/api/tasks", data=b'{"task": "test.noop"}', skip_auto_headers=("Content-Type",)
     )
-    assert resp.status == 202
+    assert_error(resp, 415, "unsupported_media_type")
+    assert api.store.events_after(0) == []
 
 
 @pytest.mark.parametrize(
@@ -297,7 +298,7 @@ async def test_a_task_whose_message_the_queue_refuses_is_accepted_and_enqueued_l
         resp = await api.submit("test.noop")
         assert resp.status == 202, resp.body
         submitted.append(resp.body["id"])
-    health = (await api.call("GET", "/api/health", token=None)).body
+    health = (await api.call("GET", "/api/health")).body
     assert health["status"] == "disk_full" and health["detail"], health
     api.worker_rx.drain()
 

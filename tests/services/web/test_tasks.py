@@ -66,6 +66,10 @@ async def test_list_filters_by_state(api: Any) -> None:
     [
         ("state=bogus", "state"),
         ("state=queued,nope", "state"),
+        ("state=", "state"),
+        ("state=queued,", "state"),
+        ("before=4611686018427387905", "before"),
+        ("after=4611686018427387905", "after"),
         ("limit=0", "limit"),
         ("limit=201", "limit"),
         ("limit=abc", "limit"),
@@ -75,10 +79,23 @@ async def test_list_filters_by_state(api: Any) -> None:
     ],
 )
 async def test_list_bad_query_is_400_with_field(api: Any, query: str, field: str) -> None:
-    resp = await api.call("GET", f"/api/tasks?{query}")
+    path = "/api/tasks/x/events" if query.startswith("after") else "/api/tasks"
+    if path != "/api/tasks":
+        (tid,) = await submit_many(api, 1)
+        path = f"/api/tasks/{tid}/events"
+    resp = await api.call("GET", f"{path}?{query}")
     assert resp.status == 400
     assert resp.body["error"]["code"] == "bad_request"
     assert field in resp.body["error"]["fields"]
+
+
+async def test_the_largest_cursor_is_taken(api: Any) -> None:
+    """The OpenAPI document's maximum (2^62) is accepted, as it says."""
+    (tid,) = await submit_many(api, 1)
+    listed = await api.call("GET", "/api/tasks?before=4611686018427387904")
+    assert listed.status == 200 and [t["id"] for t in listed.body["tasks"]] == [tid]
+    events = await api.call("GET", f"/api/tasks/{tid}/events?after=4611686018427387904")
+    assert events.status == 200 and events.body["events"] == []
 
 
 async def test_get_task(api: Any) -> None:
