@@ -49,6 +49,7 @@ START_TRIES = 3  # at start-up, a service that exits this often before it is rea
 LOG_KEEP = 500  # lines of each service's log kept in memory
 LOG_FILE_MAX = 5 * 1024 * 1024
 TAIL_KEEP = 20  # lines of a run's stderr kept to explain its exit
+PORT_CHANGES = 5  # at start-up, free ports tried in turn when the chosen one is taken meanwhile
 LOG_RETRY = 5.0  # seconds before a log file that could not be written is tried again
 
 
@@ -132,6 +133,7 @@ class _Child:
     short_runs: int = 0  # consecutive runs that ended before STABLE_AFTER
     early_exits: int = 0  # consecutive runs that ended before the service was ever ready
     ever_ready: bool = False
+    port_changes: int = 0  # free ports found taken before it could listen on them
     fatal: str | None = None  # the reason this run gave for not starting
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_KEEP))
     logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_KEEP))
@@ -237,6 +239,8 @@ class Supervisor:
         self._starting = False
         self._status_retry: asyncio.TimerHandle | None = None
         self._status_failed = False
+        self._auto_ports = {name for name, port in (("web", web_port),
+                                                    ("notifier", notifier_port)) if not port}
         web_port = web_port or free_port()
         notifier_port = notifier_port or free_port()
         base = ["--data-dir", str(layout.root)]
@@ -376,6 +380,8 @@ class Supervisor:
             child.status.reason = self._exit_reason(child, code)
             if child.ever_ready:
                 child.early_exits = 0
+            elif self._new_port(child):
+                continue  # the free port it was given was taken meanwhile: another, at once
             else:
                 child.early_exits += 1
             if self._starting and not child.ever_ready and child.early_exits >= self.start_tries:
@@ -391,6 +397,28 @@ class Supervisor:
             self._set(child, ServiceState.RESTARTING,
                       f"{child.status.reason}; restarting in {delay:.1f} s")  # fmt: skip
             await asyncio.sleep(delay)
+
+    def _new_port(self, child: _Child) -> bool:
+        """A service that never got ready because the free port chosen for it was taken
+        since (another program's connection got it first) gets another one. Only before it
+        was ever ready: afterwards its clients know its port, which stays."""
+        name = child.status.name
+        if (name not in self._auto_ports or not child.status.reason.startswith("port ")
+                or child.port_changes >= PORT_CHANGES):  # fmt: skip
+            return False
+        child.port_changes += 1
+        port = free_port()
+        log.warning("%s: port %s was taken before it could listen; trying port %d", name,
+                    child.status.port, port)  # fmt: skip
+        child.args[child.args.index("--port") + 1] = str(port)
+        child.status.port = port
+        if name == "web":  # the notifier admits the web's page by its origin: tell it
+            notifier = self._children["notifier"]
+            notifier.args[notifier.args.index("--web-port") + 1] = str(port)
+            proc = notifier.proc
+            if proc is not None and proc.returncode is None and proc.stdin is not None:
+                proc.stdin.close()  # it stops; it is started again with the new port
+        return True
 
     def _exit_reason(self, child: _Child, code: int | None) -> str:
         """Why a run ended: its own fatal reason, else how it ended and its last line."""

@@ -78,6 +78,21 @@ async def test_a_port_in_use_is_named(layout):
     assert f"web: port {port} is in use" in str(info.value)
 
 
+async def test_a_free_port_taken_before_the_service_listens_is_replaced(layout):
+    sup = Supervisor(layout)  # free ports chosen now, used a moment later
+    chosen = sup.status()["web"].port
+    with socket.socket() as thief:  # another program's connection got it meanwhile
+        thief.bind(("127.0.0.1", chosen))
+        thief.listen()
+        await sup.start()
+        try:
+            assert sup.all_ready
+            assert sup.status()["web"].port != chosen
+            assert sup.api_url.endswith(f":{sup.status()['web'].port}")
+        finally:
+            await sup.stop()
+
+
 def test_backoff_doubles_to_its_cap():
     assert [backoff_delay(n) for n in (1, 2, 3, 4)] == [0.2, 0.4, 0.8, 1.6]
     assert backoff_delay(20) == 30.0
