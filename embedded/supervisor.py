@@ -305,6 +305,11 @@ class Supervisor:
         try:
             waits = [self._wait_ready(c) for c in self._children.values()]
             results = await asyncio.gather(*waits, return_exceptions=True)
+            while not any(isinstance(r, BaseException) for r in results) and not self.all_ready:
+                # One was started again meanwhile (the notifier, told the web's new port).
+                waits = [self._wait_ready(c) for c in self._children.values()
+                         if c.status.state is not ServiceState.READY]  # fmt: skip
+                results = await asyncio.gather(*waits, return_exceptions=True)
         finally:
             self._starting = False
         errors = [r for r in results if isinstance(r, BaseException)]
@@ -418,6 +423,7 @@ class Supervisor:
             proc = notifier.proc
             if proc is not None and proc.returncode is None and proc.stdin is not None:
                 proc.stdin.close()  # it stops; it is started again with the new port
+                self._set(notifier, ServiceState.RESTARTING, f"the web's port is now {port}")
         return True
 
     def _exit_reason(self, child: _Child, code: int | None) -> str:
