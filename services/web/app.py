@@ -34,6 +34,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -52,6 +53,7 @@ from services.core.events import EventType
 from services.core.params import shown, validate_args
 from services.core.states import TaskState
 from services.layout import DataLayout
+from services.store.activity import OUTCOMES
 from services.store.failures import DiskWatch
 from services.store.sqlite import TaskRecord, TaskStore
 from services.tasks.catalog import Catalog
@@ -71,6 +73,10 @@ _JSON_TYPES = ("application/json",)
 QUEUED_NOTIFY_DELAY = 0.05  # seconds (see TaskApi._wake_notifier_soon)
 # Enqueueing again a task whose message the queue refused: first wait, and the longest.
 ENQUEUE_RETRY_FIRST, ENQUEUE_RETRY_MAX = 0.2, 2.0
+# GET /api/activity: each window's length and default bucket (s), the buckets it takes.
+ACTIVITY_WINDOWS = {"hour": (3600, 60), "day": (86400, 3600)}
+ACTIVITY_BUCKETS = (60, 300, 900, 3600)
+MAX_TZ_OFFSET = 14 * 60  # minutes (UTC+14 is the furthest any zone is)
 
 
 class Waker(Protocol):
@@ -460,6 +466,46 @@ class TaskApi:
             )
         return web.Response(status=204)
 
+    async def activity(self, request: web.Request) -> web.Response:
+        """GET /api/activity?window=hour|day&bucket=S&tz_offset=M: the caller's tasks
+        finished in the last hour or day, counted per bucket and outcome, and each task
+        type's counts and p50/p95 run durations (the activity view)."""
+        window = request.query.get("window", "hour")
+        if window not in ACTIVITY_WINDOWS:
+            raise bad_request("Invalid query parameter.",
+                              {"window": "must be one of: " + ", ".join(ACTIVITY_WINDOWS)})
+        length, default_bucket = ACTIVITY_WINDOWS[window]
+        bucket = _query_int(request, "bucket", default_bucket, 1, max(ACTIVITY_BUCKETS))
+        if bucket not in ACTIVITY_BUCKETS:
+            raise bad_request("Invalid query parameter.", {"bucket": "must be one of: " +
+                              ", ".join(map(str, ACTIVITY_BUCKETS)) + " (seconds)"})
+        text = request.query.get("tz_offset", "0")
+        digits = text[1:] if text[:1] in ("-", "+") else text
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 4
+                and abs(int(text)) <= MAX_TZ_OFFSET):
+            raise bad_request("Invalid query parameter.", {"tz_offset": "must be an integer "
+                              f"from -{MAX_TZ_OFFSET} to {MAX_TZ_OFFSET} (minutes east of UTC)"})
+        # Buckets end on the caller's local clock (a day in hours ends at the next full
+        # hour); the last one is the current, partial one.
+        offset = int(text) * 60
+        end = (time.time() + offset) // bucket * bucket + bucket - offset
+        # A day of a busy principal is tens of ms of SQLite: off the loop, on its own
+        # connection, so no other request waits for it.
+        act = await asyncio.to_thread(self.store.activity, request[PRINCIPAL],
+                                      end - length, end, bucket)  # fmt: skip
+        body = {
+            "window": window,
+            "bucket": bucket,
+            "start": iso(act.start),
+            "end": iso(act.end),
+            "outcomes": list(OUTCOMES),
+            "buckets": [{"start": iso(b.start), **b.counts} for b in act.buckets],
+            "totals": act.totals,
+            "tasks": [{"task": t.name, "n": t.n, **t.counts, "timed": t.timed, "p50": t.p50,
+                       "p95": t.p95, "max": t.max} for t in act.tasks],  # fmt: skip
+        }
+        return web.Response(body=dumps(body), headers=JSON_HEADERS)
+
     # --------------------------------------------------------------- the rest
 
     def _capabilities(self, principal: str) -> Capabilities:
@@ -555,6 +601,7 @@ class TaskApi:
             web.delete("/api/tasks/{task_id}", self.delete),
             web.get("/api/tasks/{task_id}/events", self.task_events, allow_head=False),
             web.post("/api/tasks/{task_id}/cancel", self.cancel),
+            web.get("/api/activity", self.activity, allow_head=False),
         ]
 
 

@@ -302,6 +302,9 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
+_OUTCOMES = ("succeeded", "failed", "cancelled")  # GET /api/activity's counts
+_COUNTS = {o: {"type": "integer", "minimum": 0} for o in _OUTCOMES}
+
 PATHS: dict[str, dict[str, Any]] = {
     "/api/health": {
         "get": {
@@ -442,6 +445,73 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "202": _response("Cancelled, or cancellation requested", "Task"),
                 **_errors(401, 404, 409, 507),
+            },
+        }
+    },
+    "/api/activity": {
+        "get": {
+            "operationId": "activity",
+            "summary": "The caller's tasks finished in the last hour or day: counts per "
+                       "bucket and outcome, and each task type's counts and run durations",
+            "description": "Computed from the whole ledger (every task of the caller that "
+                           "finished in the window), not from a page of tasks. Buckets are "
+                           "[start, start + bucket), oldest first; the last one is the "
+                           "current, partial one. A run's duration is its last attempt's, "
+                           "from its start to its end, whatever its outcome (a task cancelled "
+                           "before it started has none); p50/p95 are nearest-rank over the "
+                           "newest 20,000 runs of the window (`timed` says how many of a "
+                           "type's), the counts are exact.",
+            "parameters": [
+                {"name": "window", "in": "query",
+                 "schema": {"type": "string", "enum": ["hour", "day"], "default": "hour"}},
+                {"name": "bucket", "in": "query",
+                 "description": "Seconds per bucket (default 60 for an hour, 3600 for a day)",
+                 "schema": {"type": "integer", "enum": [60, 300, 900, 3600]}},
+                {"name": "tz_offset", "in": "query",
+                 "description": "The caller's UTC offset in minutes (east positive): buckets "
+                                "start on its local clock's full minutes, quarters or hours",
+                 "schema": {"type": "integer", "minimum": -840, "maximum": 840, "default": 0}},
+            ],
+            "responses": {
+                "200": {"description": "The activity", "content": _content({
+                    "type": "object",
+                    "required": ["window", "bucket", "start", "end", "outcomes", "buckets",
+                                 "totals", "tasks"],
+                    "properties": {
+                        "window": {"type": "string", "enum": ["hour", "day"]},
+                        "bucket": {"type": "integer", "description": "Seconds per bucket"},
+                        "start": {"type": "string", "format": "date-time"},
+                        "end": {"type": "string", "format": "date-time"},
+                        "outcomes": {"type": "array", "items": {"type": "string"},
+                                     "description": "The outcomes counted, in stacking "
+                                                    "order"},
+                        "buckets": {"type": "array", "items": {
+                            "type": "object",
+                            "required": ["start", *_OUTCOMES],
+                            "properties": {"start": {"type": "string", "format": "date-time"},
+                                           **_COUNTS},
+                        }},
+                        "totals": {"type": "object", "required": list(_OUTCOMES),
+                                   "properties": _COUNTS},
+                        "tasks": {"type": "array", "description": "Busiest first", "items": {
+                            "type": "object",
+                            "required": ["task", "n", *_OUTCOMES, "timed", "p50", "p95",
+                                         "max"],
+                            "properties": {
+                                "task": {"type": "string"},
+                                "n": {"type": "integer", "minimum": 1,
+                                      "description": "Its tasks finished in the window"},
+                                **_COUNTS,
+                                "timed": {"type": "integer", "minimum": 0, "description":
+                                          "The runs whose durations p50/p95 are over"},
+                                **{k: {"type": ["number", "null"], "minimum": 0,
+                                       "description": f"{k} of the run durations (s)"}
+                                   for k in ("p50", "p95", "max")},
+                            },
+                        }},
+                    },
+                })},
+                **_errors(400, 401, 507),
             },
         }
     },
