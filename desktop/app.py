@@ -113,6 +113,7 @@ class DesktopApp(QObject):
         b.catalog_loaded.connect(self._on_bridge_catalog_loaded)
         b.identity_loaded.connect(w.set_identity)
         b.tasks_loaded.connect(self.model.load)
+        b.tasks_loaded.connect(lambda _tasks: w.activity_view.set_source(b.activity))
         b.tasks_reloaded.connect(self.model.reload)
         b.task_received.connect(self.model.upsert)
         b.event_received.connect(self._on_bridge_event_received)

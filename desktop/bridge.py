@@ -14,10 +14,11 @@ import contextlib
 import logging
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from PySide6.QtCore import QObject, Signal
 
-from embedded.client import AsyncEventStream, AsyncHeraldClient, StreamClosed
+from embedded.client import ApiError, AsyncEventStream, AsyncHeraldClient, StreamClosed
 from services.core.stream import StreamState
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,19 @@ class ClientBridge(QObject):
 
     async def delete(self, task_id: str) -> None:
         await self.client.delete(task_id)
+
+    async def activity(self, window: str = "hour", bucket: int | None = None) -> dict[str, Any]:
+        """GET /api/activity: the caller's tasks finished in the last `window` ("hour" or
+        "day"), per bucket of `bucket` seconds (None: the window's default) on this
+        machine's local clock; raises embedded.client.ApiError on an error answer."""
+        query = [("window", window),
+                 ("tz_offset", str(round(time.localtime().tm_gmtoff / 60)))]  # fmt: skip
+        if bucket is not None:
+            query.append(("bucket", str(bucket)))
+        status, body = await self.client.request("GET", "/api/activity?" + urlencode(query))
+        if status >= 400:
+            raise ApiError.from_body(status, body)
+        return body
 
     async def close(self) -> None:
         """Stop the stream and the HTTP session (the bridge may be opened again)."""

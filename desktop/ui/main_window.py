@@ -23,6 +23,7 @@ from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QIcon, QKeySequ
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
+    QDockWidget,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -43,6 +44,7 @@ from PySide6.QtWidgets import (
 
 from desktop.task_model import TaskFilterProxy, TaskModel
 from desktop.ui.about import show_about
+from desktop.ui.activity_view import ActivityView
 from desktop.ui.detail_pane import DetailPane
 from desktop.ui.log_dock import LogDock
 from desktop.ui.progress_delegate import ProgressDelegate
@@ -187,6 +189,14 @@ class MainWindow(QMainWindow):
         self.log_dock = LogDock(services, log_dir, self)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.log_dock)
         self.log_dock.hide()
+        self.activity_view = ActivityView(title_of=self.title_of)
+        self.activity_dock = QDockWidget("Activity", self)
+        self.activity_dock.setObjectName("activity_dock")
+        self.activity_dock.setWidget(self.activity_view)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.activity_dock)
+        self.tabifyDockWidget(self.log_dock, self.activity_dock)
+        self.activity_dock.hide()
+        model.task_finished.connect(self.activity_view.note_task_finished)
 
         self._make_actions()
         self._make_tray(icon)
@@ -232,6 +242,14 @@ class MainWindow(QMainWindow):
         self.logs_action = self.log_dock.toggleViewAction()
         self.logs_action.setText("Service &logs")
         self.logs_action.setShortcut(QKeySequence("Ctrl+L"))
+        self.activity_action = self.activity_dock.toggleViewAction()
+        self.activity_action.setText("&Activity")
+        self.activity_action.setShortcut(QKeySequence("Ctrl+Shift+A"))
+        self.activity_action.setToolTip("Tasks finished over time, and how long each task "
+                                        "type runs (Ctrl+Shift+A)")
+        # Shown behind the logs' tab, it comes to the front.
+        self.activity_action.triggered.connect(
+            lambda shown: shown and self.activity_dock.raise_())
         self.about_action = self._action("&About Herald", None,
                                          lambda: show_about(self, self.identity))
         # The form's own Ctrl+Return works only while it has focus; this action works anywhere
@@ -251,6 +269,7 @@ class MainWindow(QMainWindow):
         view_menu = menu.addMenu("&View")
         view_menu.addAction(self.find_action)
         view_menu.addAction(self.logs_action)
+        view_menu.addAction(self.activity_action)
         services_menu = menu.addMenu("&Services")
         services_menu.addAction(self.restart_action)
         help_menu = menu.addMenu("&Help")
