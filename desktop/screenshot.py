@@ -1,6 +1,9 @@
-"""Make docs/screenshot.png: the real app, real services, tasks in flight and finished.
+"""Make docs/screenshot.png and docs/activity.png: the real app, real services, tasks in
+flight and finished; then a minute and a half of real tasks (succeeded, failed, cancelled)
+and the activity view that counts them.
 
-    python -m desktop.screenshot [OUT.png]      (`make screenshot` runs it under Xvfb)
+    python -m desktop.screenshot [OUT.png]      (`make screenshot` runs it under Xvfb;
+                                                 activity.png goes next to OUT.png)
 """
 
 from __future__ import annotations
@@ -70,8 +73,73 @@ async def scenario(desktop, files: dict[str, Path], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     w.grab().save(str(out))
     print(f"wrote {out} ({w.width()}x{w.height()})")
+    await activity_scenario(desktop, files, running, out.parent / "activity.png")
     await desktop.quit(ask=False)
     await run
+
+
+async def activity_scenario(desktop, files: dict[str, Path], running: list[dict],
+                            out: Path, seconds: float = 95) -> None:  # fmt: skip
+    """Real tasks of every kind for `seconds`, a few failing and a few cancelled, then the
+    activity view of the last hour."""
+    import random
+
+    from PySide6.QtWidgets import QApplication
+
+    from desktop.measure import until
+
+    w = desktop.window
+    submit, cancel = desktop.bridge.submit, desktop.bridge.cancel
+    rng = random.Random(10)
+    for task in running[1:]:  # the user changed their mind about the long ones
+        await cancel(task["id"])
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    n = 0
+    while loop.time() < deadline:
+        n += 1
+        kind = rng.random()
+        try:
+            if kind < 0.40:
+                await submit("demo.answer", {"seconds": round(rng.uniform(0.2, 2.5), 1)})
+            elif kind < 0.55:
+                await submit("files.checksum", {"path": str(files["photos"])})
+            elif kind < 0.65:
+                await submit("report.csv", {"source": str(files["table"]),
+                                            "destination": str(files["out"] / f"r{n}.html")})
+            elif kind < 0.73:
+                await submit("files.archive", {"source": str(files["photos"]),
+                                               "destination": str(files["out"] / f"a{n}.zip")})
+            elif kind < 0.80:  # the destination exists and Overwrite is off: it fails
+                await submit("files.archive", {"source": str(files["photos"]),
+                                               "destination": str(files["out"] / "photos.zip")})
+            elif kind < 0.87:  # over its time limit: it fails
+                await submit("demo.answer", {"seconds": 5}, timeout=0.5)
+            else:
+                task = await submit("demo.answer", {"seconds": 30})
+                loop.call_later(rng.uniform(0.5, 3), lambda t=task: asyncio.ensure_future(
+                    cancel(t["id"])))
+        except Exception as exc:  # a refused submit is not what this picture is about
+            print(f"submit refused: {exc}")
+        await asyncio.sleep(rng.uniform(0.6, 1.6))
+    await until(lambda: not any(t["state"] in ("queued", "running")
+                                for t in desktop.model.all_tasks()), timeout=90)  # fmt: skip
+    w.activity_action.trigger()
+    view = w.activity_view
+    dock = w.activity_dock
+    dock.setFloating(True)  # the picture is of the view: at a size that suits it
+    dock.resize(1120, 700)
+    before = view.refreshes
+    view.refresh()
+    await until(lambda: view.refreshes > before and not view.chart.empty)
+    await asyncio.sleep(0.5)
+    # Hover the busiest minute, as a user would, so the picture shows the highlight.
+    busiest = max(range(len(view.chart.buckets)), key=lambda i: view.chart.buckets[i].total)
+    view.chart.hovered = busiest
+    view.chart.update()
+    QApplication.processEvents()
+    dock.grab().save(str(out))
+    print(f"wrote {out} ({dock.width()}x{dock.height()}): {view.summary.text()}")
 
 
 def main() -> int:

@@ -374,6 +374,7 @@ class _DurationBarDelegate(QStyledItemDelegate):
 class DurationTable(QTableWidget):
     """Each task type's finished tasks in the window and its p50/p95 run times."""
 
+    MAX_ROWS_SHOWN = 8
     HEADERS = ("Task", "Finished", "Succeeded", "Failed", "Cancelled", "p50", "p95",
                "Run time (p50 / p95)")  # fmt: skip
 
@@ -428,6 +429,11 @@ class DurationTable(QTableWidget):
                                     f"{format_duration(t.get('max'))}, over {timed} "
                                     f"run{'s' if timed != 1 else ''}")  # fmt: skip
                 self.setItem(row, col, item)
+        # As tall as its rows (up to MAX_ROWS_SHOWN, then it scrolls): the chart gets the rest.
+        shown = min(len(tasks), self.MAX_ROWS_SHOWN)
+        rows = sum(self.rowHeight(r) for r in range(shown)) if shown else 0
+        self.setMaximumHeight(self.horizontalHeader().sizeHint().height() + rows
+                              + 2 * self.frameWidth() + 2)  # fmt: skip
 
 
 class ActivityView(QWidget):

@@ -100,5 +100,6 @@ async def test_bad_parameters_are_400_with_the_field(api: Any, query: str, field
 
 
 async def test_it_needs_a_token(api: Any) -> None:
+    assert (await api.call("GET", "/api/activity")).status == 200
     resp = await api.call("GET", "/api/activity", token=None)
     assert resp.status == 401 and resp.body["error"]["code"] == "unauthorized"
