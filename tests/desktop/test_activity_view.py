@@ -116,3 +116,30 @@ def test_a_day_of_buckets_labels_round_hours_and_names_the_day(qtbot):
     # The summary says what the chart holds, for screen readers too.
     assert view.chart.accessibleDescription() == view.summary.text()
     assert Qt.AlignmentFlag.AlignRight & view.durations.item(0, 1).textAlignment()
+
+
+def test_finished_tasks_refresh_it_at_most_every_two_seconds(aloop, qtbot):
+    calls: list[tuple[str, int | None]] = []
+
+    async def fetch(window: str, bucket: int | None) -> dict:
+        calls.append((window, bucket))
+        return {"window": window, "bucket": bucket or 60, "buckets": [], "tasks": []}
+
+    view = ActivityView()
+    qtbot.addWidget(view)
+    view.note_task_finished()  # hidden: nothing to draw, nothing loaded
+    view.set_source(fetch)
+    assert calls == []
+    view.show()  # shown: it loads at once
+    qtbot.waitUntil(lambda: view.refreshes == 1, timeout=WAIT)
+    assert calls == [("hour", None)] and view.chart.empty
+    for _ in range(50):  # a burst of tasks finishing: one refresh, REFRESH_INTERVAL later
+        view.note_task_finished()
+    assert len(calls) == 1 and view._throttle.isActive()
+    assert view._throttle.remainingTime() > 1000
+    qtbot.waitUntil(lambda: view.refreshes == 2, timeout=WAIT)
+    assert len(calls) == 2 and not view._throttle.isActive()
+    # Choosing another window loads it at once.
+    view.set_window("day", 900)
+    qtbot.waitUntil(lambda: view.refreshes == 3, timeout=WAIT)
+    assert calls[-1] == ("day", 900)
