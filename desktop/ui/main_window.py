@@ -65,7 +65,7 @@ ERROR_STATUS_MS = 20_000
 # The left column (catalog and form) at most this share of a small window's width.
 LEFT_SHARE = 0.4
 LEFT_WIDTH = 380  # its width in a window of the default size
-LOG_DOCK_SHARE = 0.3  # the log dock, when opened, at most this share of the height
+LOG_DOCK_SHARE = 0.25  # the log dock, when opened, at most this share of the height
 
 STATE_FILTERS = [
     ("All tasks", set()),
@@ -112,8 +112,11 @@ class MainWindow(QMainWindow):
         left.setObjectName("left_splitter")
         left.addWidget(_titled("Catalog", self.catalog_list))
         left.addWidget(self.form)
-        left.setStretchFactor(1, 1)
+        # The form gets most of the height, and both give way when the log dock opens.
+        left.setStretchFactor(0, 1)
+        left.setStretchFactor(1, 3)
         left.setChildrenCollapsible(False)
+        left.setSizes([170, 530])
 
         # ---- right: filters, table, details
         self.state_filter = QComboBox()

@@ -12,10 +12,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QPushButton
 
-from desktop import state_look
 from desktop.task_model import TaskModel
-from tests.desktop.test_app import WAIT, running, runtime  # noqa: F401 (fixtures)
+from tests.desktop import test_app
+from tests.desktop.test_app import WAIT
 
+running, runtime = test_app.running, test_app.runtime  # the real app, as test_app runs it
 FG, DECO = Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.DecorationRole
 COL = TaskModel.Column
 
@@ -26,7 +27,8 @@ def light_palette() -> QPalette:
 
 def dark_palette() -> QPalette:
     p = QPalette()
-    for role, color in ((QPalette.ColorRole.Window, "#2b2b2b"), (QPalette.ColorRole.Base, "#1e1e1e"),
+    for role, color in ((QPalette.ColorRole.Window, "#2b2b2b"),
+                        (QPalette.ColorRole.Base, "#1e1e1e"),
                         (QPalette.ColorRole.AlternateBase, "#262626"),
                         (QPalette.ColorRole.Text, "#e6e6e6"),
                         (QPalette.ColorRole.WindowText, "#e6e6e6"),
@@ -92,6 +94,8 @@ def test_a_failed_row_looks_failed_and_offers_what_to_do_next(running, tmp_path)
     assert dest.read_bytes()[:2] == b"PK"  # a zip now
 
     # A failed row and a succeeded one differ in colour and icon, readable on both palettes.
+    from desktop import state_look
+
     ok_row, bad_row = model.row_of(again["id"]), model.row_of(failed)
     assert model.index(bad_row, COL.STATE).data(TaskModel.OutcomeRole) == "failed"
     saved = QApplication.palette()

@@ -10,7 +10,7 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QCheckBox
 
-from desktop.ui.task_form import PathLineEdit, TaskForm
+from desktop.ui.task_form import TaskForm
 from services.core.errors import ValidationFailed
 from tests.desktop.test_task_form import builtin, editor, shown_error
 
@@ -77,7 +77,7 @@ def test_a_long_path_is_elided_in_the_middle_with_all_of_it_in_the_tooltip(form,
     form.set_spec(builtin("files.checksum"))
     form.show()
     qtbot.waitExposed(form)
-    line: PathLineEdit = editor(form, "path")
+    line = editor(form, "path")
     assert line.width() >= line.fontMetrics().averageCharWidth() * 28  # readable: not 130 px
     long = "/home/someone/" + "very-long-folder-name/" * 8 + "the-file-at-the-end.csv"
     line.setText(long)
