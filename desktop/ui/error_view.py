@@ -12,13 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QEvent, Qt, Signal
-from PySide6.QtGui import QFontDatabase, QPalette
+from PySide6.QtGui import QFontDatabase, QPalette, QResizeEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -69,7 +70,6 @@ class ErrorView(QFrame):
         self.code.setObjectName("error_code")
         self.code.setTextFormat(Qt.TextFormat.PlainText)
         self.code.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.code.setEnabled(False)  # the muted colour: a detail for bug reports
         self.traceback_toggle = QToolButton(self)
         self.traceback_toggle.setObjectName("traceback_toggle")
         self.traceback_toggle.setText("Traceback")
@@ -102,21 +102,32 @@ class ErrorView(QFrame):
         top = QHBoxLayout()
         top.addWidget(self.icon, 0, Qt.AlignmentFlag.AlignTop)
         top.addWidget(self.message, 1)
-        details = QHBoxLayout()
-        details.addWidget(self.code)
-        details.addWidget(self.traceback_toggle)
-        details.addStretch(1)
-        buttons = QHBoxLayout()
+        # One row for the code, the traceback's toggle and the actions where the width
+        # allows (a small window keeps its height for the table), else the actions below.
+        self.actions = QWidget(self)
+        buttons = QHBoxLayout(self.actions)
+        buttons.setContentsMargins(0, 0, 0, 0)
         buttons.addWidget(self.overwrite_button)
         buttons.addWidget(self.rerun_button)
         buttons.addWidget(self.edit_button)
-        buttons.addStretch(1)
+        self._row = QHBoxLayout()
+        self._row.addWidget(self.code)
+        self._row.addWidget(self.traceback_toggle)
+        self._row.addStretch(1)
+        self._row.addWidget(self.actions)
+        self._below = QHBoxLayout()
+        self._below.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 4, 6, 4)
+        layout.setSpacing(2)
         layout.addLayout(top)
-        layout.addLayout(details)
+        layout.addLayout(self._row)
+        layout.addLayout(self._below)
         layout.addWidget(self.traceback)
-        layout.addLayout(buttons)
+        # Its width is whatever the pane has: the actions move below rather than widen it.
+        policy = self.sizePolicy()
+        policy.setHorizontalPolicy(QSizePolicy.Policy.Ignored)
+        self.setSizePolicy(policy)
         self.hide()
 
     def show_task(self, task: dict[str, Any] | None, reason: str = "") -> None:
@@ -144,6 +155,22 @@ class ErrorView(QFrame):
         self.overwrite_button.setVisible(can_overwrite(task))
         self._paint()
         self.show()
+        self._place_actions()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._place_actions()
+
+    def _place_actions(self) -> None:
+        one_row = (self.code.sizeHint().width() + self.traceback_toggle.sizeHint().width()
+                   + self.actions.sizeHint().width() + 40)  # fmt: skip
+        below = self.width() < one_row
+        if below and self._below.indexOf(self.actions) < 0:
+            self._row.removeWidget(self.actions)
+            self._below.insertWidget(0, self.actions)
+        elif not below and self._row.indexOf(self.actions) < 0:
+            self._below.removeWidget(self.actions)
+            self._row.addWidget(self.actions)
 
     def _on_traceback_toggle_toggled(self, open_: bool) -> None:
         self.traceback_toggle.setArrowType(Qt.ArrowType.DownArrow if open_

@@ -149,11 +149,14 @@ class MainWindow(QMainWindow):
         self.table.setItemDelegateForColumn(TaskModel.Column.PROGRESS, self.delegate)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in enumerate((150, 90, 140, 240, 90, 80, 160)):
+        for col, width in enumerate((150, 112, 140, 240, 90, 80, 160)):  # State: and its icon
             header.resizeSection(col, width)
         # The message takes what room there is, so the table fits without scrolling sideways.
         header.setSectionResizeMode(TaskModel.Column.MESSAGE, QHeaderView.ResizeMode.Stretch)
         self.table.selectionModel().selectionChanged.connect(self._on_table_selection_changed)
+        # A small window still shows a few rows: the detail pane gives way first.
+        self.table.setMinimumHeight(header.sizeHint().height()
+                                    + 2 * self.table.verticalHeader().defaultSectionSize())
         self.table.doubleClicked.connect(lambda _i: self.detail.tabs.setCurrentIndex(0))
         self._loading = True  # until the history is loaded: set_loading(False)
         self.empty_state = EmptyState(self.table)

@@ -75,6 +75,7 @@ class Timeline(QWidget):
         self.tree.setRootIsDecorated(False)
         self.tree.setUniformRowHeights(True)
         self.tree.setAccessibleName("Event timeline")
+        self.tree.setMinimumHeight(40)  # the filter's row must not make a small window taller
         self.counts = QLabel(self)
         self.counts.setEnabled(False)
         top = QHBoxLayout()
