@@ -34,6 +34,7 @@ _HUES: dict[str, tuple[str, str]] = {
 
 _ICON_SIZE = 16
 _icons: dict[tuple[str, str], QIcon] = {}
+_colors: dict[tuple[str, int], QColor] = {}
 
 
 def outcome(task: dict[str, Any]) -> str | None:
@@ -72,13 +73,18 @@ def outcome_color(kind: str | None, palette: QPalette) -> QColor | None:
     if kind not in _HUES:
         return None
     base = palette.color(QPalette.ColorRole.Base)
-    dark = is_dark(palette)
+    key = (kind, base.rgba())
+    cached = _colors.get(key)
+    if cached is not None:
+        return QColor(cached)
+    dark = base.lightness() < 128
     color = QColor(_HUES[kind][1 if dark else 0])
     # Towards white on a dark base, towards black on a light one, until it reads.
     for _ in range(20):
         if contrast(color, base) >= MIN_CONTRAST:
             break
         color = color.lighter(112) if dark else color.darker(112)
+    _colors[key] = QColor(color)  # asked for every cell painted: worked out once per base
     return color
 
 

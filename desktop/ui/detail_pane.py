@@ -1,10 +1,12 @@
 """The detail pane: everything about the selected task.
 
 A header (title, state, id, attempts, time limit; "attempt 2 of 3, next try in 8 s" with a
-countdown while a retry waits), then tabs: the result (pretty JSON, with links that
-open an output file or its folder) or the error with its traceback; the streamed output
-lines; the event timeline; the arguments. Output and timeline are appended to as events
-arrive rather than redrawn, so a chatty task does not make the pane expensive.
+countdown while a retry waits); for a failed or cancelled task the error view (why, in
+words; its code and collapsible traceback; Run again, Edit and run again, Run again with
+Overwrite); then tabs: the result (pretty JSON, with links that open an output file or its
+folder) or the error's message; the streamed output lines; the event timeline (runs of
+progress merged, a filter by type); the arguments. Output and timeline are appended to as
+events arrive rather than redrawn, so a chatty task does not make the pane expensive.
 """
 
 from __future__ import annotations

@@ -7,7 +7,10 @@ parameter as `Param.to_json()`. Below the parameters, a collapsible "Advanced" s
 how the task runs rather than what it does: the time limit of each attempt (empty: the
 task's default), checked against the task's `max_timeout` like the server does.
 Values are checked with `services.core.params.Param.validate`, the very code the web service
-runs, so the form and the server say the same thing about the same value.
+runs, so the form and the server say the same thing about the same value; what a path
+points at is checked with `path_problem`, as the server checks it at submit, shortly after
+the user stops typing (a folder where a file is wanted, an existing destination while the
+task's Overwrite is off; a path that does not exist yet is left to the server).
 
 Empty means "not given": an optional parameter whose default is null shows empty, and such
 an empty field (or an emptied path) is left out of `values()` so the server fills in the

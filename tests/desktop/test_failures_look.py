@@ -141,3 +141,27 @@ def test_a_row_known_from_its_events_says_attempt_n_of_m(running):
     running.wait_state(task_id, "cancelled")
     # A cancelled row looks cancelled, not failed and not succeeded.
     assert model.index(row, COL.STATE).data(TaskModel.OutcomeRole) == "cancelled"
+
+
+def test_the_error_view_keeps_the_traceback_folded_and_tells_a_cancel_apart(qtbot):
+    from desktop.ui.error_view import ErrorView
+
+    view = ErrorView()
+    qtbot.addWidget(view)
+    view.show()
+    failed = {"state": "failed", "args": {"seconds": 1}, "error": {
+        "code": "exception", "message": "OSError: disk busy",
+        "traceback": "Traceback (most recent call last):\n  ...\nOSError: disk busy"}}
+    view.show_task(failed)
+    assert view.message.text() == "OSError: disk busy"  # no code in front of it
+    assert view.code.text() == "Code: exception"
+    assert view.traceback_toggle.isVisible() and not view.traceback.isVisible()
+    view.traceback_toggle.click()
+    assert view.traceback.isVisible() and "OSError" in view.traceback.toPlainText()
+    assert not view.overwrite_button.isVisible()  # no destination in the way
+    view.show_task({"state": "cancelled", "message": "Cancelled", "args": {}},
+                   "stopped by force after 5 s")
+    assert view.message.text() == "Stopped by force after 5 s"
+    assert not view.code.isVisible() and not view.traceback_toggle.isVisible()
+    view.show_task({"state": "succeeded", "result": 42})
+    assert not view.isVisible()
