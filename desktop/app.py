@@ -114,6 +114,7 @@ class DesktopApp(QObject):
         b.identity_loaded.connect(w.set_identity)
         b.tasks_loaded.connect(self.model.load)
         b.tasks_loaded.connect(lambda _tasks: w.activity_view.set_source(b.activity))
+        b.tasks_loaded.connect(lambda _tasks: w.set_loading(False))
         b.tasks_reloaded.connect(self.model.reload)
         b.task_received.connect(self.model.upsert)
         b.event_received.connect(self._on_bridge_event_received)
@@ -148,7 +149,7 @@ class DesktopApp(QObject):
         """Show the window, start everything, and return when the app has quit."""
         self.window.show()
         self.timings["window_shown"] = process_age()
-        self.window.show_status("Starting services…")
+        self.window.show_status("Starting services…", 0)
         await self.monitor.start()
         await self._done.wait()
         return self.exit_code
@@ -165,7 +166,7 @@ class DesktopApp(QObject):
             if choice == "cancel":
                 await self._cancel([t["id"] for t in running])
         self._quitting = True
-        self.window.show_status("Stopping services…")
+        self.window.show_status("Stopping services…", 0)
         await self.bridge.close()
         # The worker puts tasks it could not finish back in the queue: they run next time.
         await self.monitor.stop()
@@ -263,7 +264,7 @@ class DesktopApp(QObject):
             try:
                 await self.bridge.delete(task_id)
             except Exception as exc:
-                self.window.show_status(f"Could not clear a task: {exc}")
+                self.window.show_error(f"Could not clear a task: {exc}")
                 return
         self.window.show_status(f"Cleared {len(ids)} finished task(s).")
 
@@ -316,7 +317,7 @@ class DesktopApp(QObject):
             try:
                 task = await self.bridge.cancel(task_id)
             except Exception as exc:
-                self.window.show_status(f"Could not cancel: {exc}")
+                self.window.show_error(f"Could not cancel: {exc}")
                 return
             self.model.upsert(task)
             if task.get("state") == "running":
@@ -349,7 +350,7 @@ class DesktopApp(QObject):
 
     async def _restart(self) -> None:
         self.window.hide_failure()
-        self.window.show_status("Restarting services…")
+        self.window.show_status("Restarting services…", 0)
         await self.bridge.close()
         await self.monitor.restart()
 

@@ -37,7 +37,9 @@ from PySide6.QtCore import (
     Signal,
     Slot,
 )
+from PySide6.QtGui import QGuiApplication
 
+from desktop import state_look
 from services.core import taskview
 from services.core.events import Event, EventType
 from services.core.retry import format_seconds
@@ -50,6 +52,8 @@ _DISPLAY = int(Qt.ItemDataRole.DisplayRole)
 _TOOLTIP = int(Qt.ItemDataRole.ToolTipRole)
 _ALIGNMENT = int(Qt.ItemDataRole.TextAlignmentRole)
 _USER = int(Qt.ItemDataRole.UserRole)
+_FOREGROUND = int(Qt.ItemDataRole.ForegroundRole)
+_DECORATION = int(Qt.ItemDataRole.DecorationRole)
 
 _ALIGN_RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
 _ALIGN_CENTER = Qt.AlignmentFlag.AlignCenter
@@ -238,6 +242,7 @@ class TaskModel(QAbstractTableModel):
     SortRole = _USER + 4  # per column: a str or a float that sorts like the column reads
     TaskRole = _USER + 5  # the task dict itself (do not change it)
     SearchRole = _USER + 6  # (id, name title message args), casefolded: what a filter matches
+    OutcomeRole = _USER + 20  # str: a desktop.state_look outcome ("failed", ...) or None
 
     FLUSH_MS = 50
     TICK_MS = 1000
@@ -332,6 +337,8 @@ class TaskModel(QAbstractTableModel):
             return row.search
         if role == _TOOLTIP:
             return self._tooltip(row, col)
+        if role in (_FOREGROUND, _DECORATION, self.OutcomeRole):
+            return self._look(row, col, role)
         if role == _ALIGNMENT:
             if col == self.Column.DURATION:
                 return _ALIGN_RIGHT
@@ -734,6 +741,23 @@ class TaskModel(QAbstractTableModel):
             message = str(error.get("message") or "")
         return _first_line(message)
 
+    def _look(self, row: _Row, col: int, role: int) -> Any:
+        """How a finished row stands out: its State cell gets the outcome's icon and colour;
+        a failure colours its Progress and Message cells too. Chosen for the application's
+        palette when asked, so a switch between light and dark follows at the next paint."""
+        kind = state_look.outcome(row.task)
+        if role == self.OutcomeRole:
+            return kind
+        if kind is None:
+            return None
+        palette = QGuiApplication.palette()
+        if role == _DECORATION:
+            return state_look.outcome_icon(kind, palette) if col == self.Column.STATE else None
+        if col == self.Column.STATE or (kind in state_look.FAILURES and col in (
+                self.Column.PROGRESS, self.Column.MESSAGE)):  # fmt: skip
+            return state_look.outcome_color(kind, palette)
+        return None
+
     def _forced_cancel(self, task_id: str) -> Event | None:
         """The "cancelled" event of a task killed after its cancel grace, if the model saw
         it (its reason, for the tooltip, says more than the task's message)."""
@@ -752,6 +776,8 @@ class TaskModel(QAbstractTableModel):
             return "Cancelling…"
         if state == TaskState.QUEUED.value and (task.get("attempt") or 0) > 0:
             return "Retrying"
+        if state_look.outcome(task) == state_look.TIMED_OUT:
+            return "Timed out"
         return _STATE_LABELS.get(state, state)
 
     @staticmethod
@@ -762,6 +788,8 @@ class TaskModel(QAbstractTableModel):
             return "…" if fraction is None else f"{fraction * 100:.0f} %"
         if state == TaskState.SUCCEEDED.value:
             return "done"
+        if state_look.outcome(task) == state_look.TIMED_OUT:
+            return "timed out"
         if state in (TaskState.FAILED.value, TaskState.CANCELLED.value):
             return state
         return ""

@@ -1,10 +1,12 @@
 """The detail pane: everything about the selected task.
 
 A header (title, state, id, attempts, time limit; "attempt 2 of 3, next try in 8 s" with a
-countdown while a retry waits), then tabs: the result (pretty JSON, with links that
-open an output file or its folder) or the error with its traceback; the streamed output
-lines; the event timeline; the arguments. Output and timeline are appended to as events
-arrive rather than redrawn, so a chatty task does not make the pane expensive.
+countdown while a retry waits); for a failed or cancelled task the error view (why, in
+words; its code and collapsible traceback; Run again, Edit and run again, Run again with
+Overwrite); then tabs: the result (pretty JSON, with links that open an output file or its
+folder) or the error's message; the streamed output lines; the event timeline (runs of
+progress merged, a filter by type); the arguments. Output and timeline are appended to as
+events arrive rather than redrawn, so a chatty task does not make the pane expensive.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QTabWidget,
-    QTreeWidget,
-    QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from desktop.ui.error_view import ErrorView
+from desktop.ui.timeline import Timeline
 from services.core.events import Event, EventType
 from services.core.retry import format_seconds
 from services.core.taskview import parse_time
@@ -96,9 +98,18 @@ def result_paths(result: Any) -> list[str]:
 
 
 class DetailPane(QWidget):
-    """Renders one task. Signals: link_opened(path) after a result link was followed."""
+    """Renders one task.
+
+    Signals:
+        link_opened(path): a result link was followed.
+        rerun_requested(id), edit_requested(id), overwrite_requested(id): the error
+            section's "Run again", "Edit and run again" and "Run again with Overwrite".
+    """
 
     link_opened = Signal(str)
+    rerun_requested = Signal(str)
+    edit_requested = Signal(str)
+    overwrite_requested = Signal(str)
 
     COUNTDOWN_MS = 1000
 
@@ -130,11 +141,13 @@ class DetailPane(QWidget):
         self.output.setFont(mono)
         self.output.setMaximumBlockCount(10_000)
         self.output.setAccessibleName("Output lines")
-        self.timeline = QTreeWidget()
-        self.timeline.setHeaderLabels(["Time", "Event", "Details"])
-        self.timeline.setRootIsDecorated(False)
-        self.timeline.setUniformRowHeights(True)
-        self.timeline.setAccessibleName("Event timeline")
+        self.timeline_view = Timeline(event_summary)
+        self.timeline = self.timeline_view.tree
+        self.error_view = ErrorView()
+        self.error_view.rerun_clicked.connect(lambda: self._emit_for_task(self.rerun_requested))
+        self.error_view.edit_clicked.connect(lambda: self._emit_for_task(self.edit_requested))
+        self.error_view.overwrite_clicked.connect(
+            lambda: self._emit_for_task(self.overwrite_requested))
         self.args = QPlainTextEdit(readOnly=True)
         self.args.setFont(mono)
         self.args.setAccessibleName("Arguments")
@@ -142,7 +155,7 @@ class DetailPane(QWidget):
         self.tabs = QTabWidget()
         self.tabs.addTab(self.result, "Result")
         self.tabs.addTab(self.output, "Output")
-        self.tabs.addTab(self.timeline, "Timeline")
+        self.tabs.addTab(self.timeline_view, "Timeline")
         self.tabs.addTab(self.args, "Arguments")
 
         top = QHBoxLayout()
@@ -151,7 +164,12 @@ class DetailPane(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)
         layout.addLayout(top)
+        layout.addWidget(self.error_view)
         layout.addWidget(self.tabs, 1)
+
+    def _emit_for_task(self, signal: Any) -> None:
+        if self.task_id is not None:
+            signal.emit(self.task_id)
 
     def clear(self) -> None:
         self.task_id = None
@@ -162,7 +180,8 @@ class DetailPane(QWidget):
         self.links.clear()
         for w in (self.result, self.output, self.args):
             w.clear()
-        self.timeline.clear()
+        self.timeline_view.clear()
+        self.error_view.show_task(None)
         self._shown_events = self._shown_lines = 0
 
     def show_task(self, task: dict[str, Any], title: str, events: list[Event],
@@ -180,14 +199,8 @@ class DetailPane(QWidget):
         else:
             self._countdown.stop()
         self._show_result(task, events)
-        if len(events) < self._shown_events:  # the timeline was capped: redraw it
-            self.timeline.clear()
-            self._shown_events = 0
-        for ev in events[self._shown_events:]:
-            when = datetime.fromtimestamp(ev.ts).strftime("%H:%M:%S.%f")[:-3]
-            item = QTreeWidgetItem([when, ev.type.value, event_summary(ev)])
-            item.setToolTip(2, pretty(ev.data))
-            self.timeline.addTopLevelItem(item)
+        self.error_view.show_task(task, _cancel_reason(events))
+        self.timeline_view.show_events(events)
         self._shown_events = len(events)
         if len(output) < self._shown_lines:
             self.output.clear()
@@ -219,9 +232,8 @@ class DetailPane(QWidget):
         state = task.get("state")
         err = task.get("error")
         if state == "failed" and err:
-            text = f"{err.get('code', 'error')}: {err.get('message', '')}"
-            if err.get("traceback"):
-                text += "\n\n" + err["traceback"]
+            # In words: the code and the traceback are in the error view above the tabs.
+            text = str(err.get("message") or error_text(err))
         elif state == "succeeded":
             text = pretty(task.get("result"))
         elif state == "cancelled":
@@ -254,6 +266,11 @@ class DetailPane(QWidget):
         path = link.removeprefix("open:")
         QDesktopServices.openUrl(QUrl.fromLocalFile(path))
         self.link_opened.emit(path)
+
+
+def _cancel_reason(events: list[Event]) -> str:
+    return next((str(e.data["reason"]) for e in reversed(events)
+                 if e.type is EventType.CANCELLED and e.data.get("reason")), "")
 
 
 def _esc(text: str) -> str:

@@ -18,7 +18,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QItemSelectionModel, QModelIndex, QSettings, Qt, Signal
+from PySide6.QtCore import (
+    QByteArray,
+    QItemSelectionModel,
+    QModelIndex,
+    QSettings,
+    Qt,
+    QTimer,
+    Signal,
+)
 from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -28,7 +36,6 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
-    QListWidget,
     QListWidgetItem,
     QMainWindow,
     QMenu,
@@ -45,11 +52,22 @@ from PySide6.QtWidgets import (
 from desktop.task_model import TaskFilterProxy, TaskModel
 from desktop.ui.about import show_about
 from desktop.ui.activity_view import ActivityView
+from desktop.ui.catalog_list import CatalogList
 from desktop.ui.detail_pane import DetailPane
+from desktop.ui.empty_state import EmptyState, hint_text
+from desktop.ui.error_view import can_overwrite
 from desktop.ui.log_dock import LogDock
 from desktop.ui.progress_delegate import ProgressDelegate
 from desktop.ui.status_bar import ServiceLights
 from desktop.ui.task_form import TaskForm
+
+# How long a status-bar message stays (ms): news goes stale, an error is read for longer.
+STATUS_MS = 8_000
+ERROR_STATUS_MS = 20_000
+# The left column (catalog and form) at most this share of a small window's width.
+LEFT_SHARE = 0.4
+LEFT_WIDTH = 380  # its width in a window of the default size
+LOG_DOCK_SHARE = 0.25  # the log dock, when opened, at most this share of the height
 
 STATE_FILTERS = [
     ("All tasks", set()),
@@ -84,16 +102,23 @@ class MainWindow(QMainWindow):
         self.setObjectName("main_window")
 
         # ---- left: catalog and form
-        self.catalog_list = QListWidget()
+        self.catalog_list = CatalogList()
         self.catalog_list.setAccessibleName("Tasks you can run")
+        self.catalog_list.setToolTip("Drop a file or folder on a task to open its form with it")
         self.catalog_list.currentItemChanged.connect(self._on_catalog_list_current_item_changed)
-        self.form = TaskForm()
+        self.catalog_list.has_path_param = self._has_path_param
+        self.catalog_list.path_dropped.connect(self._on_catalog_list_path_dropped)
+        self.form = TaskForm(settings=settings)
         self.form.run_requested.connect(self.run_requested)
-        left = QSplitter(Qt.Orientation.Vertical)
+        self.left = left = QSplitter(Qt.Orientation.Vertical)
         left.setObjectName("left_splitter")
         left.addWidget(_titled("Catalog", self.catalog_list))
         left.addWidget(self.form)
-        left.setStretchFactor(1, 1)
+        # The form gets most of the height, and both give way when the log dock opens.
+        left.setStretchFactor(0, 1)
+        left.setStretchFactor(1, 3)
+        left.setChildrenCollapsible(False)
+        left.setSizes([170, 530])
 
         # ---- right: filters, table, details
         self.state_filter = QComboBox()
@@ -126,14 +151,25 @@ class MainWindow(QMainWindow):
         self.table.setItemDelegateForColumn(TaskModel.Column.PROGRESS, self.delegate)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in enumerate((150, 90, 140, 240, 90, 80, 160)):
+        for col, width in enumerate((150, 112, 140, 240, 90, 80, 160)):  # State: and its icon
             header.resizeSection(col, width)
         # The message takes what room there is, so the table fits without scrolling sideways.
         header.setSectionResizeMode(TaskModel.Column.MESSAGE, QHeaderView.ResizeMode.Stretch)
         self.table.selectionModel().selectionChanged.connect(self._on_table_selection_changed)
+        # A small window still shows a few rows: the detail pane gives way first.
+        self.table.setMinimumHeight(header.sizeHint().height()
+                                    + 2 * self.table.verticalHeader().defaultSectionSize())
         self.table.doubleClicked.connect(lambda _i: self.detail.tabs.setCurrentIndex(0))
+        self._loading = True  # until the history is loaded: set_loading(False)
+        self.empty_state = EmptyState(self.table)
+        for changed in (self.proxy.rowsInserted, self.proxy.rowsRemoved,
+                        self.proxy.modelReset, self.proxy.layoutChanged):  # fmt: skip
+            changed.connect(self._update_empty_state)
 
         self.detail = DetailPane()
+        self.detail.rerun_requested.connect(self._rerun)
+        self.detail.edit_requested.connect(self._edit_rerun)
+        self.detail.overwrite_requested.connect(self._overwrite_rerun)
         filters = QHBoxLayout()
         filters.addWidget(self.state_filter)
         filters.addWidget(self.search, 1)
@@ -153,8 +189,13 @@ class MainWindow(QMainWindow):
         self.main_splitter.setObjectName("main_splitter")
         self.main_splitter.addWidget(left)
         self.main_splitter.addWidget(right)
-        self.main_splitter.setStretchFactor(1, 1)
-        self.main_splitter.setSizes([340, 860])
+        # Both give way as the window narrows, the table much less than the form, and the
+        # catalog and form column may be collapsed by dragging the handle to the left.
+        self.main_splitter.setStretchFactor(0, 1)
+        self.main_splitter.setStretchFactor(1, 3)
+        self.main_splitter.setCollapsible(0, True)
+        self.main_splitter.setCollapsible(1, False)
+        self.main_splitter.setSizes([LEFT_WIDTH, 860])
         self._splitters = [self.main_splitter, left, right]
 
         # ---- banner for a failed start, above everything
@@ -184,8 +225,13 @@ class MainWindow(QMainWindow):
         # ---- status bar and log dock
         self.lights = ServiceLights(services)
         self.status_message = QLabel("Starting services…")
+        self.status_message.setTextFormat(Qt.TextFormat.PlainText)
         self.statusBar().addWidget(self.status_message, 1)
         self.statusBar().addPermanentWidget(self.lights)
+        # A message goes when it is stale; one shown meanwhile starts the clock again.
+        self._status_timer = QTimer(self)
+        self._status_timer.setSingleShot(True)
+        self._status_timer.timeout.connect(self.status_message.clear)
         self.log_dock = LogDock(services, log_dir, self)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.log_dock)
         self.log_dock.hide()
@@ -197,11 +243,13 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.log_dock, self.activity_dock)
         self.activity_dock.hide()
         model.task_finished.connect(self.activity_view.note_task_finished)
+        self.log_dock.visibilityChanged.connect(self._on_log_dock_visibility_changed)
 
         self._make_actions()
         self._make_tray(icon)
         self._update_actions()
         self.restore_state()
+        self._update_empty_state()
 
     # ------------------------------------------------------------- actions
 
@@ -227,6 +275,13 @@ class MainWindow(QMainWindow):
         self.rerun_action = self._action("Run a&gain", "Ctrl+R", self._on_rerun_triggered,
                                          sp.SP_BrowserReload,
                                          "Run the selected task again with the same arguments")
+        self.edit_rerun_action = self._action(
+            "&Edit and run again…", "Ctrl+E", lambda: self._for_selected(self._edit_rerun),
+            None, "Open the selected task's form with its arguments, to change and run them")
+        self.overwrite_rerun_action = self._action(
+            "Run again with &Overwrite", None,
+            lambda: self._for_selected(self._overwrite_rerun), None,
+            "Run the selected task again, replacing the destination that exists")
         self.copy_action = self._action("Cop&y result", "Ctrl+Shift+C", self._on_copy_triggered,
                                         sp.SP_DialogSaveButton,
                                         "Copy the selected task's result")
@@ -263,7 +318,8 @@ class MainWindow(QMainWindow):
         file_menu = menu.addMenu("&File")
         file_menu.addAction(self.quit_action)
         tasks_menu = menu.addMenu("&Tasks")
-        for a in (self.run_action, self.cancel_action, self.rerun_action, self.copy_action,
+        for a in (self.run_action, self.cancel_action, self.rerun_action,
+                  self.edit_rerun_action, self.overwrite_rerun_action, self.copy_action,
                   self.clear_action):  # fmt: skip
             tasks_menu.addAction(a)
         view_menu = menu.addMenu("&View")
@@ -362,13 +418,29 @@ class MainWindow(QMainWindow):
     def show_field_errors(self, fields: dict[str, str], message: str = "") -> None:
         self.form.set_field_errors(fields)
         if message:
-            self.status_message.setText(message)
+            self.show_error(message)
 
-    def show_status(self, text: str) -> None:
+    def show_status(self, text: str, timeout_ms: int = STATUS_MS) -> None:
+        """Say `text` in the status bar for `timeout_ms` (0: until the next message)."""
         self.status_message.setText(text)
+        self.status_message.setToolTip(text)
+        if timeout_ms > 0:
+            self._status_timer.start(timeout_ms)
+        else:
+            self._status_timer.stop()
+
+    def show_error(self, text: str) -> None:
+        """Say what went wrong in the status bar, for longer than news."""
+        self.show_status(text, ERROR_STATUS_MS)
+
+    def set_loading(self, loading: bool) -> None:
+        """Whether the task history is being loaded (the empty table says so)."""
+        self._loading = loading
+        self._update_empty_state()
 
     def show_failure(self, message: str) -> None:
         """The services could not start or one gave up: say so, offer a restart."""
+        self.set_loading(False)  # nothing is coming: the empty table must not say it is
         self.banner.setText(f"Herald's services stopped working: {message}")
         self.banner.show()
         self.banner_button.show()
@@ -418,6 +490,7 @@ class MainWindow(QMainWindow):
         if item is not None:
             s.setValue("window/catalog_task", item.data(Qt.ItemDataRole.UserRole))
         s.setValue("window/form_advanced", self.form.advanced_expanded())
+        self.form.remember_values()
         s.sync()
 
     def restore_state(self) -> None:
@@ -479,6 +552,11 @@ class MainWindow(QMainWindow):
         tasks = [t for t in (self.model.task_by_id(i) for i in ids) if t]
         self.cancel_action.setEnabled(any(t["state"] in ("queued", "running") for t in tasks))
         self.rerun_action.setEnabled(len(tasks) == 1)
+        self.edit_rerun_action.setEnabled(len(tasks) == 1)
+        # Shown only where it applies (a hidden action is disabled too: visible first).
+        overwritable = len(tasks) == 1 and can_overwrite(tasks[0])
+        self.overwrite_rerun_action.setVisible(overwritable)
+        self.overwrite_rerun_action.setEnabled(overwritable)
         self.copy_action.setEnabled(len(tasks) == 1 and tasks[0]["state"] in
                                     ("succeeded", "failed"))  # fmt: skip
 
@@ -505,7 +583,8 @@ class MainWindow(QMainWindow):
         if index.isValid() and not self.table.selectionModel().isRowSelected(index.row()):
             self.table.selectRow(index.row())
         menu = QMenu(self)
-        for a in (self.cancel_action, self.rerun_action, self.copy_action):
+        for a in (self.cancel_action, self.rerun_action, self.edit_rerun_action,
+                  self.overwrite_rerun_action, self.copy_action):  # fmt: skip
             menu.addAction(a)
         menu.addSeparator()
         menu.addAction(self.clear_action)
@@ -518,17 +597,81 @@ class MainWindow(QMainWindow):
             self.cancel_requested.emit(ids)
 
     def _on_rerun_triggered(self) -> None:
+        self._for_selected(self._rerun)
+
+    def _for_selected(self, action: Any) -> None:
         ids = self.selected_ids()
-        if len(ids) != 1:
-            return
-        task = self.model.task_by_id(ids[0])
-        if task is None:
-            return
-        # The form shows what runs again, ready for a tweaked run after this one.
+        if len(ids) == 1:
+            action(ids[0])
+
+    def _fill_form_with(self, task: dict[str, Any]) -> None:
+        """The task's form, filled in with its arguments and time limit."""
         self.select_catalog_task(task["task"])
         self.form.set_values(task.get("args", {}))
         self.form.set_time_limit(task.get("timeout"))
-        self.rerun_requested.emit(ids[0])
+
+    def _rerun(self, task_id: str) -> None:
+        task = self.model.task_by_id(task_id)
+        if task is None:
+            return
+        # The form shows what runs again, ready for a tweaked run after this one.
+        self._fill_form_with(task)
+        self.rerun_requested.emit(task_id)
+
+    def _edit_rerun(self, task_id: str) -> None:
+        """Open the task's form with its arguments, for the user to change and run."""
+        task = self.model.task_by_id(task_id)
+        if task is None:
+            return
+        if self.main_splitter.sizes()[0] == 0:  # the form's column was collapsed
+            self.main_splitter.setSizes([LEFT_WIDTH, max(1, self.width() - LEFT_WIDTH)])
+        self._fill_form_with(task)
+        self.form.check_paths_now()  # what made it fail, said at once (an existing file…)
+        self.form.setFocus(Qt.FocusReason.OtherFocusReason)
+        self.form.focusNextChild()
+        self.show_status(f"Edit the arguments of {self.title_of(task['task'])} and press Run.")
+
+    def _overwrite_rerun(self, task_id: str) -> None:
+        """Run a task that found its destination again, replacing it this time."""
+        task = self.model.task_by_id(task_id)
+        if task is None or not can_overwrite(task):
+            return
+        self._fill_form_with(task)
+        args = dict(task.get("args") or {})
+        args["overwrite"] = True
+        self.form.set_values(args)
+        timeout = task.get("timeout")
+        self.run_requested.emit(task["task"], args,
+                                timeout if isinstance(timeout, int | float) else None)
+
+    def _has_path_param(self, name: str) -> bool:
+        spec = self._catalog.get(name) or {}
+        return any(p.get("type") == "path" for p in spec.get("params", []))
+
+    def _on_catalog_list_path_dropped(self, name: str, path: str) -> None:
+        self.select_catalog_task(name)
+        if self.form.fill_first_path(path):
+            self.show_status(f"{self.title_of(name)}: {path}")
+
+    def _update_empty_state(self, *_: object) -> None:
+        self.empty_state.set_hint(hint_text(shown=self.proxy.rowCount(),
+                                            total=self.model.rowCount(),
+                                            loading=self._loading))  # fmt: skip
+
+    def _on_log_dock_visibility_changed(self, visible: bool) -> None:
+        # Opened, the dock takes a strip at the bottom, not the height the form needs.
+        if visible and not self.log_dock.isFloating():
+            height = max(80, min(self.log_dock.height(), int(self.height() * LOG_DOCK_SHARE)))
+            self.resizeDocks([self.log_dock], [height], Qt.Orientation.Vertical)
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        # In a small window the table comes first: the form's column gives way.
+        sizes = self.main_splitter.sizes()
+        total = sum(sizes)
+        if total > 0 and sizes[0] > total * LEFT_SHARE:
+            left = int(total * LEFT_SHARE)
+            self.main_splitter.setSizes([left, total - left])
 
     def _on_copy_triggered(self) -> None:
         ids = self.selected_ids()

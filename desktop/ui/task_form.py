@@ -7,7 +7,10 @@ parameter as `Param.to_json()`. Below the parameters, a collapsible "Advanced" s
 how the task runs rather than what it does: the time limit of each attempt (empty: the
 task's default), checked against the task's `max_timeout` like the server does.
 Values are checked with `services.core.params.Param.validate`, the very code the web service
-runs, so the form and the server say the same thing about the same value.
+runs, so the form and the server say the same thing about the same value; what a path
+points at is checked with `path_problem`, as the server checks it at submit, shortly after
+the user stops typing (a folder where a file is wanted, an existing destination while the
+task's Overwrite is off; a path that does not exist yet is left to the server).
 
 Empty means "not given": an optional parameter whose default is null shows empty, and such
 an empty field (or an emptied path) is left out of `values()` so the server fills in the
@@ -18,6 +21,7 @@ as partially checked, a combo box as a blank first item.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -25,8 +29,18 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QEvent, QRegularExpression, Qt, Signal
-from PySide6.QtGui import QColor, QKeySequence, QPalette, QRegularExpressionValidator, QShortcut
+from PySide6.QtCore import QEvent, QRegularExpression, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import (
+    QColor,
+    QDragEnterEvent,
+    QDropEvent,
+    QKeySequence,
+    QPainter,
+    QPaintEvent,
+    QPalette,
+    QRegularExpressionValidator,
+    QShortcut,
+)
 from PySide6.QtWidgets import (
     QAbstractSpinBox,
     QCheckBox,
@@ -44,12 +58,22 @@ from PySide6.QtWidgets import (
     QSizePolicy,
     QSpinBox,
     QStackedWidget,
+    QStyle,
+    QStyleOptionFrame,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from services.core.params import REQUIRED, Param, ParamType, PathKind
+from services.core.params import (
+    OVERWRITE_PARAM,
+    REQUIRED,
+    Param,
+    ParamType,
+    PathKind,
+    parent_folder,
+    path_problem,
+)
 from services.core.retry import format_seconds
 
 PLACEHOLDER_TEXT = "Choose a task on the left"
@@ -62,6 +86,10 @@ TIME_LIMIT = "timeout"  # the submit's key for the time limit, and the key of it
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # QSpinBox holds a C int
 NUMBER_LIMIT = 1e9  # bounds of a number spin box when the parameter declares none
 DECIMALS = 3
+
+PATH_MIN_CHARS = 28  # a path field shows at least this many average characters
+LIVE_CHECK_MS = 250  # a path is looked at this long after the user stops typing
+SETTINGS_GROUP = "form"  # QSettings: form/<task name> holds the task's last values (JSON)
 
 # The error red, readable on light and on dark palettes.
 _RED_ON_LIGHT = "#c62828"
@@ -223,13 +251,126 @@ class _TextField(_Field):
         self.editor.setText("" if value is None or value is MISSING else str(value))
 
 
+class PathLineEdit(QLineEdit):
+    """A line edit for a path: a long path is shown elided in the middle while the field is
+    not being edited (the full path is in the tooltip), and a file or folder dropped on it
+    (from a file manager) sets it.
+
+    Signals:
+        path_dropped(str): a local file or folder was dropped and is now the text.
+    """
+
+    path_dropped = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._help = ""
+        self.setAcceptDrops(True)
+        self.setMinimumWidth(self.fontMetrics().averageCharWidth() * PATH_MIN_CHARS)
+        self.textChanged.connect(self._update_tooltip)
+
+    def set_help(self, text: str) -> None:
+        """The description shown in the tooltip below the full path."""
+        self._help = text
+        self._update_tooltip()
+
+    def _update_tooltip(self) -> None:
+        text = self.text()
+        self.setToolTip(f"{text}\n\n{self._help}".strip() if text else self._help)
+
+    def _text_room(self) -> int:
+        option = QStyleOptionFrame()
+        self.initStyleOption(option)
+        rect = self.style().subElementRect(QStyle.SubElement.SE_LineEditContents, option, self)
+        margins = self.textMargins()
+        room = rect.width() - margins.left() - margins.right() - 4
+        if self.isClearButtonEnabled() and self.text():
+            room -= rect.height()  # the clear button sits inside, on the right
+        return max(0, room)
+
+    def displayed_text(self) -> str:
+        """What the field shows: the text, or while not edited, it elided in the middle."""
+        text = self.text()
+        if self.hasFocus() or not text:
+            return text
+        return self.fontMetrics().elidedText(text, Qt.TextElideMode.ElideMiddle,
+                                             self._text_room())  # fmt: skip
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 (Qt's name)
+        shown = self.displayed_text()
+        if shown == self.text():
+            super().paintEvent(event)
+            return
+        # The frame as the style draws it, then the elided text where the text goes.
+        painter = QPainter(self)
+        option = QStyleOptionFrame()
+        self.initStyleOption(option)
+        self.style().drawPrimitive(QStyle.PrimitiveElement.PE_PanelLineEdit, option,
+                                   painter, self)  # fmt: skip
+        rect = self.style().subElementRect(QStyle.SubElement.SE_LineEditContents, option, self)
+        margins = self.textMargins()
+        rect = rect.adjusted(margins.left() + 2, margins.top(), -margins.right(),
+                             -margins.bottom())  # fmt: skip
+        painter.setPen(self.palette().color(QPalette.ColorRole.Text))
+        painter.drawText(rect, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
+                         shown)  # fmt: skip
+        painter.end()
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 (Qt's name)
+        if dropped_path(event) is not None:
+            event.acceptProposedAction()
+        else:
+            super().dragEnterEvent(event)
+
+    def dragMoveEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        if dropped_path(event) is not None:
+            event.acceptProposedAction()
+        else:
+            super().dragMoveEvent(event)
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 (Qt's name)
+        path = dropped_path(event)
+        if path is None:
+            super().dropEvent(event)
+            return
+        event.acceptProposedAction()
+        self.setText(path)
+        self.path_dropped.emit(path)
+
+
+def dropped_path(event: QDropEvent | QDragEnterEvent) -> str | None:
+    """The first local file or folder a drag carries, or None."""
+    mime = event.mimeData()
+    if mime is None or not mime.hasUrls():
+        return None
+    for url in mime.urls():
+        if url.isLocalFile() and url.toLocalFile():
+            return url.toLocalFile()
+    return None
+
+
 class _PathField(_TextField):
-    """A path: a line edit and a "Browse…" button asking the form's `choose_path`."""
+    """A path: a line edit and a "Browse…" button asking the form's `choose_path`.
+
+    Besides the server's checks on the text, it looks at what the path points at, as the
+    server will (`services.core.params.path_problem`): a folder where a file is wanted, a
+    file where a folder is, an existing destination while the task's Overwrite is off. A
+    path that does not exist yet is left to the server."""
+
+    editor: PathLineEdit
 
     def __init__(self, spec: dict[str, Any], param: Param | None, parent: QWidget,
                  browse: Callable[[_PathField, str], None]) -> None:  # fmt: skip
         self._browse = browse
+        self.overwrite_of: Callable[[], bool | None] = lambda: None  # set by the form
         super().__init__(spec, param, parent)
+        self.editor.set_help(self.description)
+
+    def _build(self, parent: QWidget) -> QWidget:
+        line = PathLineEdit(parent)
+        line.setPlaceholderText(self.description)
+        line.setClearButtonEnabled(True)
+        return line
 
     @property
     def path_kind(self) -> str:
@@ -240,7 +381,7 @@ class _PathField(_TextField):
         row = QHBoxLayout(box)
         row.setContentsMargins(0, 0, 0, 0)
         row.setSpacing(4)
-        row.addWidget(editor)
+        row.addWidget(editor, 1)
         self.browse_button = button = QToolButton(box)
         button.setText("Browse…")
         button.setAccessibleName(f"Browse for {self.title}")
@@ -277,7 +418,24 @@ class _PathField(_TextField):
         expanded = os.path.expanduser(value)
         if not (os.path.isabs(expanded) or re.match(r"[A-Za-z]:[\\/]", expanded)):
             return "must be an absolute path"
-        return None
+        return self.kind_problem()
+
+    def kind_problem(self) -> str | None:
+        """What the path points at that will not do (see the class); None if fine or if
+        there is no absolute path to look at."""
+        try:
+            value = self.read()
+        except ValueError:
+            return None
+        if value is MISSING:
+            return None
+        path = os.path.expanduser(value)
+        if not os.path.isabs(path):
+            return None
+        return path_problem(self.path_kind, exists=os.path.lexists(path),
+                            is_dir=os.path.isdir(path),
+                            parent_is_dir=os.path.isdir(parent_folder(path) or "/"),
+                            overwrite=self.overwrite_of(), missing_ok=True)  # fmt: skip
 
 
 class _ListField(_TextField):
@@ -605,14 +763,26 @@ class TaskForm(QWidget):
             left out) and `timeout`, each attempt's time limit in seconds (a float), or
             None for the task's default.
         advanced_toggled(bool): the user opened (True) or closed the Advanced section.
+
+    With `settings`, the last values of each task's form are remembered (under
+    "form/<task name>"): kept when the user runs the task or moves to another one, and
+    shown again the next time that task's form opens, in this session or a later one.
     """
 
     run_requested = Signal(str, dict, object)
     advanced_toggled = Signal(bool)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, settings: QSettings | None = None
+                 ) -> None:  # fmt: skip
         super().__init__(parent)
         self.setObjectName("task_form")
+        self._settings = settings
+        # Path fields waiting to be looked at once the user pauses typing.
+        self._live_pending: set[str] = set()
+        self._live_timer = QTimer(self)
+        self._live_timer.setSingleShot(True)
+        self._live_timer.setInterval(LIVE_CHECK_MS)
+        self._live_timer.timeout.connect(self._on_live_timer_timeout)
         self._spec: dict[str, Any] | None = None
         self._fields: dict[str, _Field] = {}
         self._time_limit: _TimeLimitField | None = None
@@ -671,7 +841,11 @@ class TaskForm(QWidget):
     def set_spec(self, spec: dict[str, Any] | None) -> None:
         """Show the form for `spec` (a catalog entry), or the placeholder for None.
 
-        The previous form's widgets are deleted (later, from the event loop)."""
+        The previous form's widgets are deleted (later, from the event loop); its values
+        are remembered first, and the new task's remembered values are shown."""
+        self.remember_values()
+        self._live_timer.stop()
+        self._live_pending.clear()
         old = self._scroll.takeWidget()
         if old is not None:
             old.deleteLater()
@@ -721,6 +895,8 @@ class TaskForm(QWidget):
         column.addLayout(form)
         self._add_advanced(spec, content, column)
         column.addStretch(1)
+        self._wire_path_checks()
+        self._restore_values()
         self._paint_errors()
         self._scroll.setWidget(content)
         self._stack.setCurrentIndex(1)
@@ -732,6 +908,80 @@ class TaskForm(QWidget):
         form.setRowVisible(field.error, False)
         field.row_layout = form
         field.connect_changed(lambda *_args, f=field: self._clear_field_error(f))
+
+    def _wire_path_checks(self) -> None:
+        """Look at each path shortly after it changes (and at the destinations when the
+        task's Overwrite switch changes), and say at once what will not do."""
+        switch = self._fields.get(OVERWRITE_PARAM)
+        overwrite: Callable[[], bool | None] = lambda: None  # noqa: E731
+        if isinstance(switch, _BoolField):
+            def overwrite() -> bool | None:
+                value = switch.read()
+                return value if isinstance(value, bool) else None
+        paths = [f for f in self._fields.values() if isinstance(f, _PathField)]
+        for field in paths:
+            field.overwrite_of = overwrite
+            field.connect_changed(lambda *_a, f=field: self._schedule_live_check(f))
+        if isinstance(switch, _BoolField):
+            for field in paths:
+                if field.path_kind == PathKind.NEW_FILE:
+                    switch.connect_changed(lambda *_a, f=field: self._schedule_live_check(f))
+
+    def _schedule_live_check(self, field: _PathField) -> None:
+        self._live_pending.add(field.name)
+        self._live_timer.start()
+
+    def _on_live_timer_timeout(self) -> None:
+        self.check_paths_now()
+
+    def check_paths_now(self) -> None:
+        """Look at the paths changed since the last look now (the timer does it by itself
+        shortly after the user stops typing)."""
+        self._live_timer.stop()
+        pending, self._live_pending = self._live_pending, set()
+        for name in pending:
+            field = self._fields.get(name)
+            if isinstance(field, _PathField):
+                self._show_field_error(field, field.kind_problem() or "")
+
+    def fill_first_path(self, path: str) -> bool:
+        """Put `path` in the form's first path field (a file dropped on the task's catalog
+        entry); False if the task has none."""
+        for field in self._fields.values():
+            if isinstance(field, _PathField):
+                field.editor.setText(path)
+                self.check_paths_now()
+                return True
+        return False
+
+    # ---------------------------------------------------------------- remembering
+
+    def _settings_key(self, name: str) -> str:
+        return f"{SETTINGS_GROUP}/{name}"
+
+    def remember_values(self) -> None:
+        """Keep the values shown for the task, to show them again next time."""
+        if self._settings is None or self._spec is None or not self._fields:
+            return
+        self._settings.setValue(self._settings_key(self._spec["name"]),
+                                json.dumps(self.values(), ensure_ascii=False))  # fmt: skip
+
+    def _restore_values(self) -> None:
+        if self._settings is None or self._spec is None:
+            return
+        text = self._settings.value(self._settings_key(self._spec["name"]))
+        if not isinstance(text, str) or not text:
+            return
+        try:
+            values = json.loads(text)
+        except ValueError:
+            return
+        if isinstance(values, dict):
+            for name, value in values.items():
+                field = self._fields.get(name)
+                if field is not None and value is not None:
+                    field.write(value)
+            self.clear_errors()
 
     def _add_advanced(self, spec: dict[str, Any], content: QWidget, column: QVBoxLayout) -> None:
         """The Advanced toggle and the section it opens: the time limit."""
@@ -966,8 +1216,11 @@ class TaskForm(QWidget):
         if self._spec is None or self._busy:
             return
         self.set_general_error("")
+        self._live_timer.stop()
+        self._live_pending.clear()
         if self.validate():
             return
+        self.remember_values()
         self.run_requested.emit(self._spec["name"], self.values(), self.time_limit())
 
     def set_busy(self, busy: bool) -> None:

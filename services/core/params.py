@@ -342,3 +342,63 @@ def validate_args(params: tuple[Param, ...] | list[Param], args: Any) -> dict[st
     if fields:
         raise ValidationFailed(fields)
     return out
+
+
+# ------------------------------------------------------------------ what a path points at
+
+OVERWRITE_PARAM = "overwrite"  # a task's boolean parameter that lets it replace a destination
+
+
+def overwrite_param(params: tuple[Param, ...] | list[Param]) -> Param | None:
+    """The task's "overwrite" switch (a BOOLEAN parameter of that name), or None: a task
+    without one decides for itself about an existing destination."""
+    return next((p for p in params if p.name == OVERWRITE_PARAM
+                 and p.type is ParamType.BOOLEAN), None)  # fmt: skip
+
+
+def parent_folder(path: str) -> str:
+    """The folder a path's last component lives in ("/" for a top-level name)."""
+    trimmed = path.rstrip("/\\") or path
+    cut = max(trimmed.rfind("/"), trimmed.rfind("\\"))
+    if cut < 0:
+        return ""
+    return trimmed[:cut] or trimmed[: cut + 1]
+
+
+def path_problem(kind: PathKind | str | None, *, exists: bool, is_dir: bool,
+                 parent_is_dir: bool, overwrite: bool | None = None,
+                 missing_ok: bool = False) -> str | None:  # fmt: skip
+    """What is wrong with what a path points at, for a parameter of `kind`; None if fine.
+
+    The caller looks at the file system (this module does no I/O) and says what it found.
+    One wording for the server's 422 and the form's inline check.
+
+    Args:
+        exists: something is there (a file, a folder, a link).
+        is_dir: it is a folder.
+        parent_is_dir: the folder it would be created in exists.
+        overwrite: the task's "overwrite" switch for a NEW_FILE (None: the task has none,
+            and an existing file is its own business).
+        missing_ok: say nothing of a path that does not exist yet (the form, while the
+            user types: the server has the last word on those).
+    """
+    kind = PathKind(kind) if kind else PathKind.ANY
+    if kind is PathKind.NEW_FILE:
+        if is_dir:
+            return "is a folder; give a file name"
+        if exists:
+            return ("already exists; turn on Overwrite to replace it"
+                    if overwrite is False else None)  # fmt: skip
+        if not parent_is_dir and not missing_ok:
+            return "its folder does not exist"
+        return None
+    if not exists:
+        if missing_ok:
+            return None
+        return {PathKind.FILE: "no such file", PathKind.DIRECTORY: "no such folder"}.get(
+            kind, "no such file or folder")  # fmt: skip
+    if kind is PathKind.FILE and is_dir:
+        return "is a folder, not a file"
+    if kind is PathKind.DIRECTORY and not is_dir:
+        return "is a file, not a folder"
+    return None

@@ -144,6 +144,9 @@ def apply_event(task: dict[str, Any] | None, event: Event) -> dict[str, Any] | N
         timeout = data.get("timeout")
         new = new_task(event.task_id, str(data.get("name", "")), dict(data.get("args") or {}),
                        event.ts, timeout if isinstance(timeout, int | float) else None)
+        most = data.get("max_attempts")
+        if isinstance(most, int) and not isinstance(most, bool) and most > 0:
+            new["max_attempts"] = most
         new["seq"] = event.seq
         return new
     if is_stale(task, event):

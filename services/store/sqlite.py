@@ -579,7 +579,9 @@ class TaskStore:
                 (task_id, principal, name, _dumps(args), TaskState.QUEUED.value, max_attempts,
                  max_lost, timeout, idempotency_key, now, now, pn),
             )  # fmt: skip
-            data: dict[str, Any] = {"name": name, "args": args}
+            # max_attempts: a client that learns of the task by this event alone (submitted
+            # elsewhere, or the event beat the submit's answer) can say "attempt 2 of 3".
+            data: dict[str, Any] = {"name": name, "args": args, "max_attempts": max_attempts}
             if timeout is not None:
                 data["timeout"] = timeout
             ev = self._append(c, task_id, principal, EventType.QUEUED, 0, data, now)

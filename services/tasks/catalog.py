@@ -24,7 +24,17 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from services.core.errors import TaskCancelled, TaskFailure, ValidationFailed
-from services.core.params import REQUIRED, Param, ParamType, PathAccess, PathKind, validate_args
+from services.core.params import (
+    REQUIRED,
+    Param,
+    ParamType,
+    PathAccess,
+    PathKind,
+    overwrite_param,
+    parent_folder,
+    path_problem,
+    validate_args,
+)
 from services.core.retry import DEFAULT_CANCEL_GRACE, MAX_TIMEOUT, Backoff
 
 __all__ = ["Backoff", "Catalog", "Param", "ParamType", "PathAccess", "PathKind", "REQUIRED",
@@ -172,6 +182,8 @@ class TaskSpec:
         """
         clean = validate_args(self.params, args)
         fields: dict[str, str] = {}
+        switch = overwrite_param(self.params)
+        overwrite = bool(clean.get(switch.name)) if switch is not None else None
         for p in self.params:
             value = clean.get(p.name)
             if p.type is not ParamType.PATH or not isinstance(value, str):
@@ -180,19 +192,12 @@ class TaskSpec:
                 continue  # an optional path left out: the task picks its own
             path = os.path.expanduser(value)
             clean[p.name] = path
-            kind = p.path_kind or PathKind.ANY
-            if kind is PathKind.FILE and not os.path.isfile(path):
-                fields[p.name] = "no such file"
-            elif kind is PathKind.DIRECTORY and not os.path.isdir(path):
-                fields[p.name] = "no such folder"
-            elif kind is PathKind.ANY and not os.path.exists(path):
-                fields[p.name] = "no such file or folder"
-            elif kind is PathKind.NEW_FILE:
-                parent = os.path.dirname(path.rstrip("/")) or "/"
-                if os.path.isdir(path):
-                    fields[p.name] = "is a folder; give a file name"
-                elif not os.path.isdir(parent):
-                    fields[p.name] = "its folder does not exist"
+            problem = path_problem(
+                p.path_kind, exists=os.path.lexists(path), is_dir=os.path.isdir(path),
+                parent_is_dir=os.path.isdir(parent_folder(path) or "/"),
+                overwrite=overwrite)  # fmt: skip
+            if problem:
+                fields[p.name] = problem
         if fields:
             raise ValidationFailed(fields)
         return clean

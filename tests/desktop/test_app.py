@@ -121,8 +121,8 @@ def test_a_failing_task_shows_its_error(running):
     task_id = running.run_task("process.run", program="/no/such/program")
     running.wait_state(task_id, "failed")
     running.window.select_task(task_id)
-    running.qtbot.waitUntil(lambda: "program_not_found" in
-                            running.window.detail.result.toPlainText(), timeout=WAIT)  # fmt: skip
+    running.qtbot.waitUntil(lambda: running.window.detail.error_view.code.text() ==
+                            "Code: program_not_found", timeout=WAIT)  # fmt: skip
 
 
 def test_server_field_errors_appear_beside_the_fields(running, tmp_path):

@@ -128,4 +128,6 @@ def test_a_timed_out_task(pane):
     show(pane, t)
     assert timeline(pane)[-1] == ("failed", "Timed out after 30 s; the attempt was stopped")
     assert "— failed · time limit 30 s" in pane.header.text()
-    assert pane.result.toPlainText() == "timeout: Timed out after 30 s; the attempt was stopped."
+    # the message in words; its code is in the error view, not in front of it
+    assert pane.result.toPlainText() == "Timed out after 30 s; the attempt was stopped."
+    assert pane.error_view.code.text() == "Code: timeout"
