@@ -132,6 +132,7 @@ class MainWindow(QMainWindow):
         self.table.doubleClicked.connect(lambda _i: self.detail.tabs.setCurrentIndex(0))
 
         self.detail = DetailPane()
+        self.detail.open_failed.connect(self.show_status)
         filters = QHBoxLayout()
         filters.addWidget(self.state_filter)
         filters.addWidget(self.search, 1)
@@ -452,8 +453,11 @@ class MainWindow(QMainWindow):
         if task is None:
             self.detail.clear()
             return
+        spec = self._catalog.get(task.get("task", ""))
         self.detail.show_task(task, self.title_of(task.get("task", "")),
-                              self.model.events(task_id), self.model.output(task_id))
+                              self.model.events(task_id), self.model.output(task_id),
+                              self.model.output_dropped(task_id),
+                              spec.get("display") if spec else None)  # fmt: skip
 
     def _update_actions(self) -> None:
         ids = self.selected_ids()
