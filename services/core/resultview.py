@@ -282,7 +282,8 @@ def format_value(value: Any, kind: FieldType | str, *, item: str | None = None,
     if kind in (FieldType.NUMBER, FieldType.CODE) and _is_number(value):
         return str(value) if kind is FieldType.CODE else _number(value)
     if kind is FieldType.LIST and isinstance(value, list):
-        parts = [fill(item, v) if item and isinstance(v, dict) else _text(v) for v in value]
+        parts = [(fill(item, v) if item and isinstance(v, dict) else None) or _text(v)
+                 for v in value]  # fmt: skip
         return ", ".join(parts)
     if kind is FieldType.TABLE and isinstance(value, list):
         return f"{len(value):,} row" + ("" if len(value) == 1 else "s")

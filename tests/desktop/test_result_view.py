@@ -14,7 +14,10 @@ from PySide6.QtWidgets import QLineEdit, QTreeWidget
 
 from desktop.task_model import TaskModel
 from desktop.ui.result_view import ResultView
-from tests.desktop.test_app import WAIT, running, runtime  # noqa: F401 (fixtures)
+from tests.desktop import test_app
+
+WAIT = test_app.WAIT
+running, runtime = test_app.running, test_app.runtime  # the real app on real services
 
 RESULT = TaskModel.Column.RESULT
 
