@@ -1,4 +1,5 @@
-"""Make docs/screenshot.png: the real app, real services, tasks in flight and finished.
+"""Make docs/screenshot.png: the real app, real services, tasks in flight and finished;
+and docs/screenshot-result.png: the same window showing a checksum's readable result.
 
     python -m desktop.screenshot [OUT.png]      (`make screenshot` runs it under Xvfb)
 """
@@ -70,6 +71,14 @@ async def scenario(desktop, files: dict[str, Path], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     w.grab().save(str(out))
     print(f"wrote {out} ({w.width()}x{w.height()})")
+    # The readable result of a checksum: digest, size, the manifest as a table.
+    w.select_task(done[1]["id"])
+    w.detail.tabs.setCurrentIndex(0)
+    await asyncio.sleep(0.5)
+    QApplication.processEvents()
+    result_shot = out.with_name(out.stem + "-result" + out.suffix)
+    w.grab().save(str(result_shot))
+    print(f"wrote {result_shot}")
     await desktop.quit(ask=False)
     await run
 
