@@ -135,6 +135,7 @@ class DetailPane(QWidget):
         self._total_lines = 0  # output lines the task has printed, as far as the model knows
         self._follow = True  # the Output tab sticks to its last line (until scrolled up)
         self._appending = False
+        self._last_line: str | None = None
         self.save_dialog: QFileDialog | None = None
         mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
 
@@ -189,6 +190,7 @@ class DetailPane(QWidget):
         self.tabs.addTab(output_tab, "Output")
         self.tabs.addTab(self.timeline, "Timeline")
         self.tabs.addTab(self.args, "Arguments")
+        self.tabs.currentChanged.connect(self._on_tabs_current_changed)
 
         top = QHBoxLayout()
         top.addWidget(self.header, 1)
@@ -212,6 +214,7 @@ class DetailPane(QWidget):
         self.timeline.clear()
         self._shown_events = self._shown_lines = self._total_lines = 0
         self._follow = True
+        self._last_line = None
         self.output_notice.clear()
         self.save_output_button.setEnabled(False)
 
@@ -256,6 +259,9 @@ class DetailPane(QWidget):
             self.output.clear()
             self._shown_lines = 0
         new_count = total - self._shown_lines
+        if 0 < new_count < len(output) and output[-new_count - 1] != self._last_line:
+            # Older lines came in late (a history fetched after live ones): redraw.
+            new_count = len(output) + 1
         if new_count > 0:
             new = output[-new_count:] if new_count <= len(output) else output
             if new_count > len(output):  # more arrived than the model kept: start anew
@@ -271,6 +277,7 @@ class DetailPane(QWidget):
                 self._appending = False
         self._shown_lines = total
         self._total_lines = total
+        self._last_line = output[-1] if output else None
         shown = min(self.output.blockCount(), total) if total else 0
         if total > shown:
             self.output_notice.setText(f"Showing the last {shown:,} of {total:,} lines")
@@ -279,6 +286,15 @@ class DetailPane(QWidget):
         else:
             self.output_notice.clear()
         self.save_output_button.setEnabled(total > 0)
+
+    def _on_tabs_current_changed(self, index: int) -> None:
+        if index == 1 and self._follow:  # drawn while hidden: show its end now
+            bar = self.output.verticalScrollBar()
+            self._appending = True
+            try:
+                bar.setValue(bar.maximum())
+            finally:
+                self._appending = False
 
     def output_following(self) -> bool:
         """Whether the Output tab sticks to its newest line."""

@@ -174,3 +174,38 @@ def test_a_result_without_a_display_is_a_tree_with_copy(qtbot):
     from PySide6.QtGui import QGuiApplication
 
     assert '"nested"' in QGuiApplication.clipboard().text()
+
+
+def test_the_output_tab_follows_unless_scrolled_up_and_counts_past_the_cap(qtbot):
+    from desktop.ui.detail_pane import DetailPane
+    from services.core.events import Event, EventType
+
+    pane = DetailPane()
+    qtbot.addWidget(pane)
+    pane.resize(600, 400)
+    pane.show()
+    pane.tabs.setCurrentIndex(1)
+    queued = Event(1, "t1", "", EventType.QUEUED, 0.0, 0, {"name": "process.run", "args": {}})
+    task = {"id": "t1", "task": "process.run", "state": "running", "args": {}}
+    cap = 300  # what a model that keeps 300 lines hands over
+    lines = [str(i) for i in range(1, 1001)]
+    bar = pane.output.verticalScrollBar()
+
+    def feed(upto: int) -> None:
+        kept = lines[max(0, upto - cap):upto]
+        pane.show_task(task, "Run a program", [queued], kept, upto - len(kept))
+
+    feed(200)
+    assert bar.value() == bar.maximum() > 0 and pane.output_following()
+    feed(600)  # past the model's cap: the new lines still arrive, at the end
+    assert pane.output.document().lastBlock().text() == "600"
+    assert bar.value() == bar.maximum()
+    kept = pane.output.blockCount()
+    assert pane.output_notice.text() == f"Showing the last {kept:,} of 600 lines"
+    bar.setValue(10)  # the user scrolls up to read: it stays there
+    assert not pane.output_following()
+    feed(700)
+    assert bar.value() == 10 and pane.output.document().lastBlock().text() == "700"
+    bar.setValue(bar.maximum())  # back to the end: it follows again
+    feed(1000)
+    assert bar.value() == bar.maximum() and pane.output.document().lastBlock().text() == "1000"
