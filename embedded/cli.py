@@ -728,9 +728,15 @@ def _tasks(client: Any, args: argparse.Namespace) -> int:
 
 def _display_of(client: Any, task: dict[str, Any]) -> dict[str, Any] | None:
     """How the task's result reads (its catalog entry's display), if it has one."""
+    from embedded.client import ApiError, ServiceUnavailable
+
     if task.get("result") is None:
         return None
-    spec = next((t for t in client.catalog() if t.get("name") == task.get("task")), None)
+    try:
+        catalog = client.catalog()
+    except (ApiError, ServiceUnavailable):
+        return None  # the result is still shown, as JSON
+    spec = next((t for t in catalog if t.get("name") == task.get("task")), None)
     return spec.get("display") if spec else None
 
 
@@ -764,6 +770,8 @@ def _print_task(task: dict[str, Any], as_json: bool,
         print(f"{'result':12} {view.summary}")
         for line in resultview.text_lines(view):
             print(f"  {line}".rstrip())
+        if any(f.type is resultview.FieldType.OUTPUT for f in view.fields):
+            print(f"  (the whole output: herald logs {task.get('id')})")
     elif task.get("result") is not None:
         print(f"{'result':12} {json.dumps(task['result'], indent=2)}")
     if task.get("error"):

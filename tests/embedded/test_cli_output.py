@@ -38,6 +38,10 @@ def test_logs_prints_a_finished_programs_whole_output(herald):
     out = herald.cli("logs", task_id)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [str(i) for i in range(1, 20001)]
+    shown = herald.cli("show", task_id).stdout.splitlines()
+    assert "result       exit 0 · 20,000 lines" in shown
+    assert "  Exit code  0" in shown and "  Output     20,000 lines" in shown
+    assert f"  (the whole output: herald logs {task_id})" in shown
 
 
 def test_logs_follow_prints_new_lines_live_until_the_task_ends(herald, tmp_path: Path):
