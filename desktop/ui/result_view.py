@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMenu,
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
@@ -268,6 +269,8 @@ class ResultView(QWidget):
         _fill_tree(tree.invisibleRootItem(), value)
         tree.expandToDepth(0)
         tree.resizeColumnToContents(0)
+        tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        tree.customContextMenuRequested.connect(self._on_tree_context_menu_requested)
         self.tree = tree
         self.body_layout.addWidget(tree, 1)
 
@@ -294,6 +297,15 @@ class ResultView(QWidget):
             self.open_failed.emit(message)
         return ok
 
+    def _on_tree_context_menu_requested(self, pos: Any) -> None:
+        tree = self.tree
+        item = tree.itemAt(pos) if tree is not None else None
+        if tree is None or item is None:
+            return
+        menu = QMenu(tree)
+        menu.addAction("Copy value", lambda: self._copy(tree_value_text(item), "value"))
+        menu.popup(tree.viewport().mapToGlobal(pos))
+
     def _copy(self, text: str, what: str) -> None:
         QGuiApplication.clipboard().setText(text)
         self.problem.hide()
@@ -303,6 +315,14 @@ class ResultView(QWidget):
         text = result if isinstance(result, str) else json.dumps(result, indent=2,
                                                                  ensure_ascii=False)
         QGuiApplication.clipboard().setText(text)
+
+
+def tree_value_text(item: QTreeWidgetItem) -> str:
+    """What "Copy value" copies for a tree item: its value as JSON (a whole object or list
+    for a branch), or the text itself."""
+    value = item.data(0, Qt.ItemDataRole.UserRole)
+    return value if isinstance(value, str) else json.dumps(value, indent=2,
+                                                           ensure_ascii=False, default=str)
 
 
 def _fill_tree(parent: QTreeWidgetItem, value: Any) -> None:
@@ -318,10 +338,12 @@ def _fill_tree(parent: QTreeWidgetItem, value: Any) -> None:
         if isinstance(v, dict | list):
             summary = f"{{{len(v)} keys}}" if isinstance(v, dict) else f"[{len(v)} items]"
             item = QTreeWidgetItem([str(key), summary])
+            item.setData(0, Qt.ItemDataRole.UserRole, v)
             _fill_tree(item, v)
         else:
             text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
             item = QTreeWidgetItem([str(key), text])
+            item.setData(0, Qt.ItemDataRole.UserRole, v)
             item.setToolTip(1, text[:2000])
         parent.addChild(item)
     if len(items) > TREE_CHILDREN:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,9 @@ def test_a_result_without_a_display_is_a_tree_with_copy(qtbot):
     assert top["words"].text(1) == "3"
     assert top["nested"].text(1) == "{1 keys}"
     assert top["nested"].child(0).text(1) == "[3 items]"
+    from desktop.ui.result_view import tree_value_text
+
+    assert json.loads(tree_value_text(top["nested"])) == {"a": [1, 2, {"b": "c"}]}
     view.copy_button.click()
     from PySide6.QtGui import QGuiApplication
 
