@@ -134,6 +134,8 @@ class DesktopApp(QObject):
         w.clear_finished_requested.connect(self._on_window_clear_finished_requested)
         w.restart_services_requested.connect(lambda: self._spawn(self._restart()))
         w.quit_requested.connect(lambda: self._spawn(self.quit()))
+        w.detail.save_output_requested.connect(
+            lambda tid, path: self._spawn(self._save_output(tid, path)))
 
     # ------------------------------------------------------------------ life
 
@@ -222,6 +224,7 @@ class DesktopApp(QObject):
 
     def _on_bridge_catalog_loaded(self, specs: list[dict[str, Any]]) -> None:
         self.model.set_titles({s["name"]: s["title"] for s in specs})
+        self.model.set_displays({s["name"]: s.get("display") for s in specs})
         self.window.set_catalog(specs)
         remembered = self.window.remembered_catalog_task()
         if remembered:
@@ -353,6 +356,21 @@ class DesktopApp(QObject):
         self.window.show_status("Restarting services…", 0)
         await self.bridge.close()
         await self.monitor.restart()
+
+    async def _save_output(self, task_id: str, path: str) -> None:
+        """Write all of a task's output (from the event log, not the model's latest lines)
+        to `path`, and say how it went."""
+        try:
+            lines = await self.bridge.client.output(task_id)
+            with open(path, "w", encoding="utf-8") as f:
+                for line in lines:
+                    f.write(line + "\n")
+        except Exception as exc:  # noqa: BLE001 (whatever it was, the user is told)
+            text = f"Could not save the output to {path}: {exc}"
+        else:
+            text = f"Saved {len(lines):,} lines to {path}"
+        self.window.detail.show_output_saved(text)
+        self.window.show_status(text)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -1,9 +1,10 @@
-"""Make docs/screenshot.png and docs/activity.png: the real app, real services, tasks in
-flight and finished; then a minute and a half of real tasks (succeeded, failed, cancelled)
-and the activity view that counts them.
+"""Make docs/screenshot.png: the real app, real services, tasks in flight and finished;
+docs/screenshot-result.png: the same window showing a checksum's readable result; then a
+minute and a half of real tasks (succeeded, failed, cancelled) and docs/activity.png, the
+activity view that counts them.
 
     python -m desktop.screenshot [OUT.png]      (`make screenshot` runs it under Xvfb;
-                                                 activity.png goes next to OUT.png)
+                                                 the other pictures go next to OUT.png)
 """
 
 from __future__ import annotations
@@ -73,6 +74,14 @@ async def scenario(desktop, files: dict[str, Path], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     w.grab().save(str(out))
     print(f"wrote {out} ({w.width()}x{w.height()})")
+    # The readable result of a checksum: digest, size, the manifest as a table.
+    w.select_task(done[1]["id"])
+    w.detail.tabs.setCurrentIndex(0)
+    await asyncio.sleep(0.5)
+    QApplication.processEvents()
+    result_shot = out.with_name(out.stem + "-result" + out.suffix)
+    w.grab().save(str(result_shot))
+    print(f"wrote {result_shot}")
     await activity_scenario(desktop, files, running, out.parent / "activity.png")
     await desktop.quit(ask=False)
     await run

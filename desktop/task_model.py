@@ -40,7 +40,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QGuiApplication
 
 from desktop import state_look
-from services.core import taskview
+from services.core import resultview, taskview
 from services.core.events import Event, EventType
 from services.core.retry import format_seconds
 from services.core.states import TaskState
@@ -273,6 +273,7 @@ class TaskModel(QAbstractTableModel):
         self._asked: set[str] = set()  # task_missing emitted
         self._removed: set[str] = set()
         self._titles: dict[str, str] = {}
+        self._displays: dict[str, dict[str, Any]] = {}  # how each task's result reads
         self._dirty: set[str] = set()  # rows whose cells changed since the last flush
         self._changed: set[str] = set()  # task_changed to emit
         self._finished: list[str] = []  # task_finished to emit
@@ -355,6 +356,16 @@ class TaskModel(QAbstractTableModel):
             row.cells = row.search = None
         if self._rows:
             col = self.Column.TASK
+            self.dataChanged.emit(self.index(0, col), self.index(len(self._rows) - 1, col))
+
+    def set_displays(self, displays: Mapping[str, dict[str, Any] | None]) -> None:
+        """How each task's result reads (its catalog entry's display), for the Result
+        column's summary."""
+        self._displays = {name: d for name, d in displays.items() if d}
+        for row in self._rows:
+            row.cells = None
+        if self._rows:
+            col = self.Column.RESULT
             self.dataChanged.emit(self.index(0, col), self.index(len(self._rows) - 1, col))
 
     def load(self, tasks: Iterable[dict[str, Any]]) -> None:
@@ -716,7 +727,7 @@ class TaskModel(QAbstractTableModel):
             self._message(row),
             taskview.format_submitted(task.get("created_at")),
             "",  # Duration: computed on every read, it ticks
-            taskview.summarize_result(task.get("result"))
+            resultview.summary(task.get("result"), self._displays.get(task.get("task") or ""))
             if state == TaskState.SUCCEEDED.value else "",
         ]  # fmt: skip
 

@@ -5,6 +5,8 @@
     herald submit TASK k=v ...  submit a task (--wait: live progress, exit 0/1; --json;
                                 --timeout SECONDS: each attempt's time limit)
     herald tasks | show ID | cancel ID | catalog
+    herald logs ID [--follow]   a task's whole output (from the event log); --follow: and
+                                its new lines live until it ends
     herald token create NAME [--allow TASK]... [--root DIR]... [--read-root DIR]...
                                 a second principal, with its own token (printed alone
                                 on stdout) and what it may do
@@ -114,6 +116,12 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="show one task")
     s.add_argument("id")
     s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("logs", help="print a task's whole output (from the event log)")
+    s.add_argument("id", help="the task's id")
+    s.add_argument("--follow", "-f", action="store_true",
+                   help="then keep printing its new lines live until it ends (Ctrl-C stops "
+                        "following; the task goes on)")  # fmt: skip
 
     s = sub.add_parser("cancel", help="cancel a task")
     s.add_argument("id")
@@ -225,8 +233,10 @@ def _client_command(client: Any, cmd: str, args: argparse.Namespace) -> int:
         return _tasks(client, args)
     if cmd == "show":
         task = client.get(args.id)
-        _print_task(task, args.json)
+        _print_task(task, args.json, None if args.json else _display_of(client, task))
         return EXIT_OK
+    if cmd == "logs":
+        return _logs(client, args)
     if cmd == "cancel":
         return _cancel(client, args)
     if cmd == "catalog":
@@ -716,7 +726,24 @@ def _tasks(client: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_task(task: dict[str, Any], as_json: bool) -> None:
+def _display_of(client: Any, task: dict[str, Any]) -> dict[str, Any] | None:
+    """How the task's result reads (its catalog entry's display), if it has one."""
+    from embedded.client import ApiError, ServiceUnavailable
+
+    if task.get("result") is None:
+        return None
+    try:
+        catalog = client.catalog()
+    except (ApiError, ServiceUnavailable):
+        return None  # the result is still shown, as JSON
+    spec = next((t for t in catalog if t.get("name") == task.get("task")), None)
+    return spec.get("display") if spec else None
+
+
+def _print_task(task: dict[str, Any], as_json: bool,
+                display: dict[str, Any] | None = None) -> None:  # fmt: skip
+    from services.core import resultview
+
     if as_json:
         print(json.dumps(task, indent=2))
         return
@@ -737,7 +764,15 @@ def _print_task(task: dict[str, Any], as_json: bool) -> None:
     print(f"{'args':12} {json.dumps(task.get('args'))}")
     if task.get("message"):
         print(f"{'message':12} {task['message']}")
-    if task.get("result") is not None:
+    if task.get("result") is not None and display:
+        # As the desktop shows it: the summary, then each field (tables as columns).
+        view = resultview.render(task["result"], display, width=200)
+        print(f"{'result':12} {view.summary}")
+        for line in resultview.text_lines(view):
+            print(f"  {line}".rstrip())
+        if any(f.type is resultview.FieldType.OUTPUT for f in view.fields):
+            print(f"  (the whole output: herald logs {task.get('id')})")
+    elif task.get("result") is not None:
         print(f"{'result':12} {json.dumps(task['result'], indent=2)}")
     if task.get("error"):
         err = task["error"]
@@ -745,6 +780,56 @@ def _print_task(task: dict[str, Any], as_json: bool) -> None:
         print(f"{label:12} {err.get('code')}: {err.get('message')}")
         if err.get("traceback"):
             print(err["traceback"])
+
+
+def _logs(client: Any, args: argparse.Namespace) -> int:
+    """`herald logs ID [--follow]`: the task's output from its first line, from the event
+    log; with --follow, then its new lines as they come, until it ends."""
+    stream = None
+    if args.follow:  # open before reading the log, so no line falls between the two
+        stream = client.events(give_up_after=STREAM_GIVE_UP)
+        stream.open()
+    try:
+        task_id = client.get(args.id)["id"]
+        last, ended = _print_output(client.timeline(task_id))
+        while stream is not None and not ended:
+            for msg in stream.messages(timeout=0.5):
+                if msg is not None and msg.type == "reset":  # events were pruned: re-read
+                    seen, ended = _print_output(client.timeline(task_id, after=last))
+                    last = max(last, seen)
+                    if ended:
+                        break
+                    continue
+                ev = msg.event if msg is not None else None
+                if ev is None or ev.task_id != task_id or ev.seq <= last:
+                    continue
+                seen, ended = _print_output([ev])
+                last = max(last, seen)
+                if ended:
+                    break
+            else:
+                break  # the stream closed
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        if stream is not None:
+            stream.close()
+    return EXIT_OK
+
+
+def _print_output(events: list[Event]) -> tuple[int, bool]:
+    """Print the output lines of `events`; (their last seq, whether the task ended)."""
+    last, ended = 0, False
+    chunk: list[str] = []
+    for ev in events:
+        last = max(last, ev.seq)
+        if ev.type.value == "output":
+            chunk.extend(str(line) for line in ev.data.get("lines") or ())
+        ended = ended or ev.terminal
+    if chunk:
+        sys.stdout.write("\n".join(chunk) + "\n")
+        sys.stdout.flush()
+    return last, ended
 
 
 def _cancel(client: Any, args: argparse.Namespace) -> int:

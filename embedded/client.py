@@ -149,6 +149,12 @@ def _event_of(obj: Any) -> Event:
 # ------------------------------------------------------------------------- async client
 
 
+def output_lines(events: Iterable[Event]) -> list[str]:
+    """The output lines of `events` (output events), in order."""
+    return [str(line) for ev in events if ev.type.value == "output"
+            for line in ev.data.get("lines") or ()]  # fmt: skip
+
+
 class AsyncHeraldClient:
     """Talks to one instance's web service over one keep-alive HTTP session.
 
@@ -354,6 +360,10 @@ class AsyncHeraldClient:
             events.extend(_event_of(obj) for obj in body["events"])
             path = body.get("next")
         return events
+
+    async def output(self, task_id: str) -> list[str]:
+        """Every output line a task printed, from the event log (all pages)."""
+        return output_lines(await self.timeline(task_id))
 
     def events(self, since: int | None = None, *, on_state: StateCallback | None = None,
                give_up_after: float | None = None) -> AsyncEventStream:  # fmt: skip
@@ -840,6 +850,9 @@ class HeraldClient:
 
     def timeline(self, task_id: str, after: int = 0) -> list[Event]:
         return self._run(self._async.timeline(task_id, after))
+
+    def output(self, task_id: str) -> list[str]:
+        return self._run(self._async.output(task_id))
 
     def events(self, since: int | None = None, *, on_state: StateCallback | None = None,
                give_up_after: float | None = None) -> EventStream:  # fmt: skip

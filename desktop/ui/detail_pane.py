@@ -3,10 +3,15 @@
 A header (title, state, id, attempts, time limit; "attempt 2 of 3, next try in 8 s" with a
 countdown while a retry waits); for a failed or cancelled task the error view (why, in
 words; its code and collapsible traceback; Run again, Edit and run again, Run again with
-Overwrite); then tabs: the result (pretty JSON, with links that open an output file or its
-folder) or the error's message; the streamed output lines; the event timeline (runs of
-progress merged, a filter by type); the arguments. Output and timeline are appended to as
-events arrive rather than redrawn, so a chatty task does not make the pane expensive.
+Overwrite); then tabs: the result as its task declares it reads (`desktop.ui.result_view`:
+links that open a file or its folder, digests, tables; other JSON as a tree) or the error's
+message; the streamed output lines; the event timeline (runs of progress merged, a filter by
+type); the arguments. Output and timeline are appended to as events arrive rather than
+redrawn, so a chatty task does not make the pane expensive.
+
+The Output tab follows the newest line unless the user scrolled up. The model keeps only
+the latest lines of a task: then the tab says "Showing the last N of M lines" and "Save
+output…" asks (`save_output_requested`) for all of them to be written from the event log.
 """
 
 from __future__ import annotations
@@ -16,18 +21,22 @@ import os
 from datetime import datetime
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QFontDatabase
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
+    QPushButton,
+    QStackedWidget,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from desktop.ui.error_view import ErrorView
+from desktop.ui.result_view import ResultView
 from desktop.ui.timeline import Timeline
 from services.core.events import Event, EventType
 from services.core.retry import format_seconds
@@ -101,17 +110,23 @@ class DetailPane(QWidget):
     """Renders one task.
 
     Signals:
-        link_opened(path): a result link was followed.
+        link_opened(str): a result's path was opened.
+        open_failed(str): a result's path could not be opened (the sentence to show).
+        save_output_requested(str, str): the user chose a file (task id, path) to write all
+            of the task's output to.
         rerun_requested(id), edit_requested(id), overwrite_requested(id): the error
             section's "Run again", "Edit and run again" and "Run again with Overwrite".
     """
 
     link_opened = Signal(str)
+    open_failed = Signal(str)
+    save_output_requested = Signal(str, str)
     rerun_requested = Signal(str)
     edit_requested = Signal(str)
     overwrite_requested = Signal(str)
 
     COUNTDOWN_MS = 1000
+    MAX_OUTPUT_BLOCKS = 10_000  # lines the Output tab holds; the model may keep fewer
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -123,7 +138,12 @@ class DetailPane(QWidget):
         self._countdown.setInterval(self.COUNTDOWN_MS)
         self._countdown.timeout.connect(self._on_countdown_timeout)
         self._shown_events = 0
-        self._shown_lines = 0
+        self._shown_lines = 0  # output lines shown so far, counted from the task's first
+        self._total_lines = 0  # output lines the task has printed, as far as the model knows
+        self._follow = True  # the Output tab sticks to its last line (until scrolled up)
+        self._appending = False
+        self._last_line: str | None = None
+        self.save_dialog: QFileDialog | None = None
         mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
 
         self.header = QLabel("Select a task to see its details.")
@@ -137,9 +157,16 @@ class DetailPane(QWidget):
         self.result = QPlainTextEdit(readOnly=True)
         self.result.setFont(mono)
         self.result.setAccessibleName("Result or error")
+        self.result_view = ResultView()
+        self.result_view.opened.connect(self.link_opened)
+        self.result_view.open_failed.connect(self.open_failed)
+        self.result_view.output_requested.connect(lambda: self.tabs.setCurrentIndex(1))
+        self.result_stack = QStackedWidget()
+        self.result_stack.addWidget(self.result)
+        self.result_stack.addWidget(self.result_view)
         self.output = QPlainTextEdit(readOnly=True)
         self.output.setFont(mono)
-        self.output.setMaximumBlockCount(10_000)
+        self.output.setMaximumBlockCount(self.MAX_OUTPUT_BLOCKS)
         self.output.setAccessibleName("Output lines")
         self.timeline_view = Timeline(event_summary)
         self.timeline = self.timeline_view.tree
@@ -148,15 +175,31 @@ class DetailPane(QWidget):
         self.error_view.edit_clicked.connect(lambda: self._emit_for_task(self.edit_requested))
         self.error_view.overwrite_clicked.connect(
             lambda: self._emit_for_task(self.overwrite_requested))
+        self.output.verticalScrollBar().valueChanged.connect(self._on_output_scrolled)
+        self.output_notice = QLabel()
+        self.output_notice.setAccessibleName("Output kept")
+        self.save_output_button = QPushButton("Save output…")
+        self.save_output_button.setToolTip("Write all of the task's output to a file")
+        self.save_output_button.clicked.connect(self._on_save_output_clicked)
+        self.save_output_button.setEnabled(False)
+        output_tab = QWidget()
+        output_bar = QHBoxLayout()
+        output_bar.addWidget(self.output_notice, 1)
+        output_bar.addWidget(self.save_output_button)
+        output_layout = QVBoxLayout(output_tab)
+        output_layout.setContentsMargins(0, 0, 0, 0)
+        output_layout.addLayout(output_bar)
+        output_layout.addWidget(self.output, 1)
         self.args = QPlainTextEdit(readOnly=True)
         self.args.setFont(mono)
         self.args.setAccessibleName("Arguments")
 
         self.tabs = QTabWidget()
-        self.tabs.addTab(self.result, "Result")
-        self.tabs.addTab(self.output, "Output")
+        self.tabs.addTab(self.result_stack, "Result")
+        self.tabs.addTab(output_tab, "Output")
         self.tabs.addTab(self.timeline_view, "Timeline")
         self.tabs.addTab(self.args, "Arguments")
+        self.tabs.currentChanged.connect(self._on_tabs_current_changed)
 
         top = QHBoxLayout()
         top.addWidget(self.header, 1)
@@ -182,11 +225,24 @@ class DetailPane(QWidget):
             w.clear()
         self.timeline_view.clear()
         self.error_view.show_task(None)
-        self._shown_events = self._shown_lines = 0
+        self.result_view.clear()
+        self.result_stack.setCurrentWidget(self.result)
+        self._shown_events = self._shown_lines = self._total_lines = 0
+        self._follow = True
+        self._last_line = None
+        self.output_notice.clear()
+        self.save_output_button.setEnabled(False)
 
     def show_task(self, task: dict[str, Any], title: str, events: list[Event],
-                  output: list[str]) -> None:  # fmt: skip
-        """Render `task`; called again with the same task, it only adds what is new."""
+                  output: list[str], output_dropped: int = 0,
+                  display: dict[str, Any] | None = None) -> None:  # fmt: skip
+        """Render `task`; called again with the same task, it only adds what is new.
+
+        Args:
+            output: the latest output lines the model keeps; `output_dropped` older ones
+                it let go (so line `output_dropped` is `output[0]`).
+            display: how the task's result reads (its catalog entry's), or None.
+        """
         if task["id"] != self.task_id:
             self.clear()
             self.task_id = task["id"]
@@ -198,17 +254,86 @@ class DetailPane(QWidget):
                 self._countdown.start()
         else:
             self._countdown.stop()
-        self._show_result(task, events)
+        self._show_result(task, events, display, output)
         self.error_view.show_task(task, _cancel_reason(events))
         self.timeline_view.show_events(events)
         self._shown_events = len(events)
-        if len(output) < self._shown_lines:
+        self._show_output(output, output_dropped)
+
+    def _show_output(self, output: list[str], dropped: int) -> None:
+        """Add the lines not shown yet. Counted from the task's first line (the model's
+        list stops growing once capped: its length says nothing about what is new)."""
+        total = dropped + len(output)
+        if total < self._shown_lines:  # the task's output started again: redraw
             self.output.clear()
             self._shown_lines = 0
-        new = output[self._shown_lines:]
-        if new:
-            self.output.appendPlainText("\n".join(new))
-        self._shown_lines = len(output)
+        new_count = total - self._shown_lines
+        if 0 < new_count < len(output) and output[-new_count - 1] != self._last_line:
+            # Older lines came in late (a history fetched after live ones): redraw.
+            new_count = len(output) + 1
+        if new_count > 0:
+            new = output[-new_count:] if new_count <= len(output) else output
+            if new_count > len(output):  # more arrived than the model kept: start anew
+                self.output.clear()
+            bar = self.output.verticalScrollBar()
+            follow = self._follow
+            self._appending = True
+            try:
+                self.output.appendPlainText("\n".join(new[-self.MAX_OUTPUT_BLOCKS:]))
+                if follow:
+                    bar.setValue(bar.maximum())
+            finally:
+                self._appending = False
+        self._shown_lines = total
+        self._total_lines = total
+        self._last_line = output[-1] if output else None
+        shown = min(self.output.blockCount(), total) if total else 0
+        if total > shown:
+            self.output_notice.setText(f"Showing the last {shown:,} of {total:,} lines")
+        elif total:
+            self.output_notice.setText(f"{total:,} line{'s' if total != 1 else ''}")
+        else:
+            self.output_notice.clear()
+        self.save_output_button.setEnabled(total > 0)
+
+    def _on_tabs_current_changed(self, index: int) -> None:
+        if index == 1 and self._follow:  # drawn while hidden: show its end now
+            bar = self.output.verticalScrollBar()
+            self._appending = True
+            try:
+                bar.setValue(bar.maximum())
+            finally:
+                self._appending = False
+
+    def output_following(self) -> bool:
+        """Whether the Output tab sticks to its newest line."""
+        return self._follow
+
+    def _on_output_scrolled(self, value: int) -> None:
+        if self._appending:
+            return
+        bar = self.output.verticalScrollBar()
+        self._follow = value >= bar.maximum() - 1  # scrolled up: stay; back down: follow
+
+    def _on_save_output_clicked(self) -> None:
+        if self.task_id is None:
+            return
+        task_id = self.task_id
+        name = (self._task or {}).get("task") or "output"
+        dialog = QFileDialog(self, "Save output", os.path.join(
+            os.path.expanduser("~"), f"{name}-{task_id[:8]}.txt"))  # fmt: skip
+        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+        dialog.setFileMode(QFileDialog.FileMode.AnyFile)
+        dialog.setOption(QFileDialog.Option.DontUseNativeDialog)
+        dialog.setNameFilter("Text files (*.txt *.log);;All files (*)")
+        dialog.fileSelected.connect(lambda path: self.save_output_requested.emit(task_id, path))
+        dialog.finished.connect(dialog.deleteLater)
+        self.save_dialog = dialog
+        dialog.open()  # never exec(): the app's coroutines keep running meanwhile
+
+    def show_output_saved(self, text: str) -> None:
+        """Say how saving the output went (in the Output tab)."""
+        self.output_notice.setText(text)
 
     def countdown_ticking(self) -> bool:
         """Whether the header's "next try in …" is being refreshed."""
@@ -228,7 +353,9 @@ class DetailPane(QWidget):
             self._countdown.stop()
         self._show_header()
 
-    def _show_result(self, task: dict[str, Any], events: list[Event]) -> None:
+    def _show_result(self, task: dict[str, Any], events: list[Event],
+                     display: dict[str, Any] | None = None,
+                     output: list[str] | None = None) -> None:  # fmt: skip
         state = task.get("state")
         err = task.get("error")
         if state == "failed" and err:
@@ -252,9 +379,16 @@ class DetailPane(QWidget):
                 text += "\n\n" + err["traceback"]
         else:
             text = task.get("message") or ("Waiting to start…" if state == "queued" else "")
+        if state == "succeeded":
+            self.result_view.show_result(task.get("result"), display, output)
+            self.result_stack.setCurrentWidget(self.result_view)
+        else:
+            self.result_stack.setCurrentWidget(self.result)
         if self.result.toPlainText() != text:
             self.result.setPlainText(text)
-        paths = result_paths(task.get("result")) if state == "succeeded" else []
+        # A declared display has its own links and buttons; other results get these.
+        paths = (result_paths(task.get("result"))
+                 if state == "succeeded" and not display else [])  # fmt: skip
         links = []
         for path in paths:
             links.append(f'<a href="open:{_esc(path)}">Open {_esc(os.path.basename(path))}</a>')
@@ -263,9 +397,7 @@ class DetailPane(QWidget):
         self.links.setText(" · ".join(dict.fromkeys(links)))
 
     def _on_links_link_activated(self, link: str) -> None:
-        path = link.removeprefix("open:")
-        QDesktopServices.openUrl(QUrl.fromLocalFile(path))
-        self.link_opened.emit(path)
+        self.result_view.open_path(link.removeprefix("open:"))
 
 
 def _cancel_reason(events: list[Event]) -> str:

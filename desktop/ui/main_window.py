@@ -170,6 +170,7 @@ class MainWindow(QMainWindow):
         self.detail.rerun_requested.connect(self._rerun)
         self.detail.edit_requested.connect(self._edit_rerun)
         self.detail.overwrite_requested.connect(self._overwrite_rerun)
+        self.detail.open_failed.connect(self.show_status)
         filters = QHBoxLayout()
         filters.addWidget(self.state_filter)
         filters.addWidget(self.search, 1)
@@ -544,8 +545,11 @@ class MainWindow(QMainWindow):
         if task is None:
             self.detail.clear()
             return
+        spec = self._catalog.get(task.get("task", ""))
         self.detail.show_task(task, self.title_of(task.get("task", "")),
-                              self.model.events(task_id), self.model.output(task_id))
+                              self.model.events(task_id), self.model.output(task_id),
+                              self.model.output_dropped(task_id),
+                              spec.get("display") if spec else None)  # fmt: skip
 
     def _update_actions(self) -> None:
         ids = self.selected_ids()

@@ -35,6 +35,7 @@ from services.core.params import (
     path_problem,
     validate_args,
 )
+from services.core.resultview import validate_display
 from services.core.retry import DEFAULT_CANCEL_GRACE, MAX_TIMEOUT, Backoff
 
 __all__ = ["Backoff", "Catalog", "Param", "ParamType", "PathAccess", "PathKind", "REQUIRED",
@@ -76,6 +77,7 @@ class TaskSpec:
     concurrency: int | None = None
     module: str = field(default="")
     path_defaults: tuple[tuple[str, Callable[[dict[str, Any]], str | None]], ...] = ()
+    display: dict[str, Any] | None = None  # how its result reads (services.core.resultview)
 
     def __post_init__(self) -> None:
         def bad(what: str) -> ValueError:
@@ -101,6 +103,11 @@ class TaskSpec:
         if self.concurrency is not None and not (
                 isinstance(self.concurrency, int) and self.concurrency >= 1):  # fmt: skip
             raise bad("concurrency must be an integer of at least 1")
+        if self.display is not None:
+            try:
+                object.__setattr__(self, "display", validate_display(self.display))
+            except ValueError as exc:
+                raise bad(str(exc)) from None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +121,7 @@ class TaskSpec:
             "cancel_grace": self.cancel_grace,
             "memory_limit": self.memory_limit,
             "concurrency": self.concurrency,
+            "display": self.display,
         }
 
     def path_args(self, args: dict[str, Any]) -> list[tuple[str, str, PathAccess]]:
@@ -246,6 +254,7 @@ class Catalog:
         concurrency: int | None = None,
         max_lost: int = 3,
         path_defaults: dict[str, Callable[[dict[str, Any]], str | None]] | None = None,
+        display: dict[str, Any] | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator: declare `func(ctx, **args)` as the task `name` with its parameters.
 
@@ -267,6 +276,9 @@ class Catalog:
                 with `worker_lost` (also capped by the config's worker.max_attempts).
             path_defaults: for a path parameter whose default is None, the path the task
                 picks itself from the other arguments (checked at submit like a given one).
+            display: how the result reads in every client: a one-line summary template
+                and typed fields (paths, digests, tables, sizes...); see
+                `services.core.resultview`. Without one a result shows as its JSON.
         """
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -289,6 +301,7 @@ class Catalog:
                     concurrency=concurrency,
                     module=func.__module__,
                     path_defaults=tuple((path_defaults or {}).items()),
+                    display=display,
                 )
             )
             return func

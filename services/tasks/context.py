@@ -60,11 +60,16 @@ class TaskContext:
 
     @property
     def cancelled(self) -> bool:
-        """Whether cancellation was requested."""
+        """Whether cancellation was requested. Looking is also when output held back for
+        `progress_interval` is sent: a program that prints one line and then goes quiet
+        shows it now, not when it ends."""
+        self._flush_due()
         return self._cancel.is_set()
 
     def check_cancelled(self) -> None:
-        """A checkpoint: raise TaskCancelled if cancellation was requested."""
+        """A checkpoint: raise TaskCancelled if cancellation was requested (and send output
+        held back long enough)."""
+        self._flush_due()
         if self._cancel.is_set():
             raise TaskCancelled()
 
@@ -153,6 +158,10 @@ class TaskContext:
             self.last_progress = progress
             self.reports.append(("progress", progress))
             self._record_progress(*progress)
+
+    def _flush_due(self) -> None:
+        if self._pending_lines or self._pending_progress is not None:
+            self._maybe_flush()
 
     def _maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush >= self.progress_interval:

@@ -215,6 +215,9 @@ SCHEMAS: dict[str, Any] = {
                                          "description": "MB an attempt may use"},
                         "concurrency": {"type": ["integer", "null"],
                                         "description": "Attempts of it that may run at once"},
+                        "display": {"type": ["object", "null"], "description":
+                                    "How its result reads: a summary template, typed fields "
+                                    "and actions (services/core/resultview.py)"},
                     },
                 },
             }

@@ -280,6 +280,27 @@ def _hash_file(path: str, algorithm: str, progress: _ByteProgress, name: str) ->
         Param("algorithm", ParamType.CHOICE, title="Algorithm", default="sha256",
               choices=ALGORITHMS, description="The hash function."),  # fmt: skip
     ],
+    display={
+        "summary": ["{files:count:file} · {bytes:bytes} · {digest:short}",
+                    "{size:bytes} · {digest:short}"],
+        "fields": [
+            {"key": "digest", "label": "Digest", "type": "digest"},
+            {"key": "algorithm", "label": "Algorithm"},
+            {"key": "path", "label": "Checked", "type": "path"},
+            {"key": "files", "label": "Files", "type": "count"},
+            {"key": "bytes", "label": "Size", "type": "bytes"},
+            {"key": "size", "label": "Size", "type": "bytes"},
+            {"key": "manifest", "label": "Manifest", "type": "table", "columns": [
+                {"key": "path", "label": "File"},
+                {"key": "size", "label": "Size", "type": "bytes"},
+                {"key": "digest", "label": "Digest", "type": "digest"},
+            ]},
+            {"key": "symlinks", "label": "Symbolic links", "type": "table", "columns": [
+                {"key": "path", "label": "Link"}, {"key": "target", "label": "Target"},
+            ]},
+            {"key": "skipped", "label": "Skipped", "type": "list"},
+        ],
+    },
 )
 def checksum(ctx: TaskContext, path: str, algorithm: str = "sha256") -> dict[str, Any]:
     """Checksum a file or every file of a folder tree."""
@@ -428,6 +449,20 @@ def _write_tar(out: IO[bytes], entries: list[Entry], progress: _ByteProgress,
         Param("overwrite", ParamType.BOOLEAN, title="Overwrite", default=False,
               description="Replace the destination if it exists."),  # fmt: skip
     ],
+    display={
+        "summary": "{path:name} · {bytes_out:bytes} ({bytes_out/bytes_in:ratio} of "
+                   "{bytes_in:bytes})",
+        "fields": [
+            {"key": "path", "label": "Archive", "type": "path"},
+            {"key": "format", "label": "Format"},
+            {"key": "files", "label": "Files", "type": "count"},
+            {"key": "bytes_out", "label": "Size", "type": "bytes"},
+            {"key": "bytes_in", "label": "Archived", "type": "bytes"},
+            {"key": "bytes_out", "of": "bytes_in", "label": "Ratio", "type": "ratio"},
+            {"key": "skipped", "label": "Skipped", "type": "list"},
+        ],
+        "actions": [{"key": "path", "label": "Open archive"}],
+    },
 )
 def archive(ctx: TaskContext, source: str, destination: str, format: str = "auto",
             overwrite: bool = False) -> dict[str, Any]:  # fmt: skip

@@ -97,6 +97,13 @@ def _stop(proc: subprocess.Popen[bytes], reader: threading.Thread) -> None:
               default=None, description="Where it runs; by default your home folder."),  # fmt: skip
     ],
     path_defaults={"cwd": lambda args: os.path.expanduser("~")},
+    display={
+        "summary": "exit {exit_code:code} · {lines:count:line}",
+        "fields": [
+            {"key": "exit_code", "label": "Exit code", "type": "code"},
+            {"key": "lines", "label": "Output", "type": "output"},
+        ],
+    },
 )
 def run(ctx: TaskContext, program: str, args: list[str] | None = None,
         cwd: str | None = None) -> dict[str, Any]:  # fmt: skip

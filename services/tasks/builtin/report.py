@@ -368,6 +368,29 @@ def default_destination(source: str) -> str:
               description="Replace the report file if it exists."),  # fmt: skip
     ],
     path_defaults={"destination": lambda args: default_destination(args["source"])},
+    display={
+        "summary": "{rows:count:row} · {columns:count:column} · {path:name}",
+        "fields": [
+            {"key": "path", "label": "Report", "type": "path"},
+            {"key": "source", "label": "CSV file", "type": "path"},
+            {"key": "rows", "label": "Rows", "type": "count"},
+            {"key": "ragged_rows", "label": "Ragged rows", "type": "count"},
+            {"key": "encoding", "label": "Encoding"},
+            {"key": "delimiter", "label": "Delimiter"},
+            {"key": "columns", "label": "Columns", "type": "table", "columns": [
+                {"key": "name", "label": "Column"},
+                {"key": "type", "label": "Type"},
+                {"key": "missing", "label": "Missing", "type": "count"},
+                {"key": "distinct", "label": "Distinct", "type": "count"},
+                {"key": "min", "label": "Min", "type": "number"},
+                {"key": "max", "label": "Max", "type": "number"},
+                {"key": "mean", "label": "Mean", "type": "number"},
+                {"key": "top", "label": "Most common", "type": "list",
+                 "item": "{value} ({count})"},
+            ]},
+        ],
+        "actions": [{"key": "path", "label": "Open report"}],
+    },
 )
 def csv_report(ctx: TaskContext, source: str, destination: str | None = None,
                delimiter: str = "auto", overwrite: bool = False) -> dict[str, Any]:  # fmt: skip

@@ -46,7 +46,8 @@ def build_catalog() -> Catalog:
     def echo(ctx: Any, text: str, count: int, loud: bool) -> str:
         return text * count
 
-    @catalog.task("test.noop", title="Nothing")
+    @catalog.task("test.noop", title="Nothing",
+                  display={"summary": "{n:count:thing}", "fields": [{"key": "n", "type": "count"}]})
     def noop(ctx: Any) -> None:
         return None
 
