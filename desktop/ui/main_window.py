@@ -225,8 +225,9 @@ class MainWindow(QMainWindow):
                                          "Remove finished tasks from the list")
         self.restart_action = self._action("&Restart services", None,
                                            self.restart_services_requested)
-        self.quit_action = self._action("&Quit", QKeySequence.StandardKey.Quit,
-                                        self.quit_requested)
+        # Ctrl+Q by name: the platform's standard Quit key is empty under some window
+        # managers (and offscreen), and Ctrl is Cmd on macOS anyway.
+        self.quit_action = self._action("&Quit", "Ctrl+Q", self.quit_requested)
         self.find_action = self._action("&Find", QKeySequence.StandardKey.Find,
                                         self.search.setFocus)
         self.logs_action = self.log_dock.toggleViewAction()
