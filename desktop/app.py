@@ -35,6 +35,7 @@ from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QApplication
 
 from desktop.bridge import ClientBridge
+from desktop.notify import DesktopNotifications
 from desktop.services import SERVICE_NAMES, ServiceMonitor
 from desktop.task_model import TaskModel
 from desktop.ui.main_window import MainWindow
@@ -116,6 +117,11 @@ class DesktopApp(QObject):
         self._done = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._local_server: QLocalServer | None = None
+        # Without a tray, notifications go to the desktop's notification service (D-Bus).
+        self.notifications: DesktopNotifications | None = None
+        if self.window.tray is None:
+            self.notifications = DesktopNotifications(parent=self)
+            self.window.set_notifier(self.notifications)
 
         m, b, w = self.monitor, self.bridge, self.window
         m.service_changed.connect(w.lights.set_service)
@@ -228,6 +234,8 @@ class DesktopApp(QObject):
                     os.kill(pid, signal.SIGKILL)
         except Exception:
             log.exception("stopping the services failed")
+        if self.notifications is not None:
+            self.notifications.close()
         self.window.close_for_quit()
         self._done.set()
 
@@ -303,14 +311,18 @@ class DesktopApp(QObject):
 
     def _on_model_task_finished(self, task_id: str) -> None:
         task = self.model.task_by_id(task_id)
-        if task is None:
+        asked_to_cancel = task_id in self._user_cancelled
+        self._user_cancelled.discard(task_id)
+        if task is None or self._quitting:
             return
-        title = self.window.title_of(task.get("task", ""))
         state = task["state"]
-        text = f"{title} {state}"
+        if state == "cancelled" and asked_to_cancel:
+            return  # the user's own cancel is no news
+        title = self.window.title_of(task.get("task", ""))
+        body = ""
         if state == "failed" and task.get("error"):
-            text += f": {task['error'].get('message', '')}"
-        self.window.notify_finished(task_id, text, failed=state == "failed")
+            body = str(task["error"].get("message", ""))
+        self.window.notify_finished(task_id, f"{title} {state}", body, failed=state == "failed")
 
     def _on_window_rerun_requested(self, task_id: str) -> None:
         task = self.model.task_by_id(task_id)

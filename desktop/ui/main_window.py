@@ -76,6 +76,7 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self._catalog: dict[str, dict[str, Any]] = {}
         self._notified_task: str | None = None
+        self.notifier: Any = None  # notifications without a tray (see set_notifier)
         self._really_closing = False
         self.setWindowTitle("Herald")
         self.setWindowIcon(icon)
@@ -371,14 +372,27 @@ class MainWindow(QMainWindow):
         self.banner.hide()
         self.banner_button.hide()
 
-    def notify_finished(self, task_id: str, text: str, failed: bool) -> None:
-        """A desktop notification when the window is not active; clicking selects it."""
-        if self.isActiveWindow() or self.tray is None:
-            return
-        self._notified_task = task_id
-        icon = (QSystemTrayIcon.MessageIcon.Warning if failed
-                else QSystemTrayIcon.MessageIcon.Information)  # fmt: skip
-        self.tray.showMessage("Herald", text, icon, 8000)
+    def set_notifier(self, notifier: Any) -> None:
+        """Where notifications go when there is no tray: an object with
+        `notify(task_id, summary, body, failed) -> bool` and a `clicked(task_id)` signal
+        (desktop.notify.DesktopNotifications)."""
+        self.notifier = notifier
+        notifier.clicked.connect(self._on_notifier_clicked)
+
+    def notify_finished(self, task_id: str, summary: str, body: str, failed: bool) -> bool:
+        """A desktop notification when the window is not active (through the tray, else
+        the notifier); clicking it selects the task. True if one was sent."""
+        if self.isActiveWindow():
+            return False
+        if self.tray is not None:
+            self._notified_task = task_id
+            icon = (QSystemTrayIcon.MessageIcon.Warning if failed
+                    else QSystemTrayIcon.MessageIcon.Information)  # fmt: skip
+            self.tray.showMessage(summary, body or "Herald", icon, 8000)
+            return True
+        if self.notifier is not None:
+            return bool(self.notifier.notify(task_id, summary, body, failed))
+        return False
 
     def bring_to_front(self) -> None:
         if self.isMinimized():
@@ -533,6 +547,10 @@ class MainWindow(QMainWindow):
         self.bring_to_front()
         if self._notified_task:
             self.select_task(self._notified_task)
+
+    def _on_notifier_clicked(self, task_id: str) -> None:
+        self.bring_to_front()
+        self.select_task(task_id)
 
 
 def _titled(title: str, widget: QWidget) -> QWidget:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from tests.e2e.harness import pid_alive
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc, sends signals")
 
 runtime = base.runtime  # the fixture, for this module's tests
-QUICK = 5_000  # ms: what "within seconds" means for each quit branch
+QUICK = 5_000  # ms: what "within seconds" means for each quit branch, from the click
 
 
 def descendants() -> set[int]:
@@ -47,15 +48,20 @@ def descendants() -> set[int]:
 
 
 def click_when_shown(window, text: str) -> list[QMessageBox]:
-    """Click the button labelled `text` of the window's message box as soon as one shows;
+    """Click the button labelled `text` of the window's message box once it has been
+    showing for half a second (as a person reads it, while the tasks report progress);
     returns a list that holds the box once clicked."""
     clicked: list[QMessageBox] = []
     timer = QTimer(window, interval=20)
+    seen: list[float] = []
 
     def poll() -> None:
         for box in window.findChildren(QMessageBox):
             if not box.isVisible():
                 continue
+            seen.append(time.monotonic())
+            if seen[-1] - seen[0] < 0.5:
+                return
             for button in box.buttons():
                 if button.text() == text:
                     timer.stop()
