@@ -13,8 +13,10 @@ import pytest
 from PySide6.QtDBus import QDBusConnection, QDBusMessage, QDBusVirtualObject
 from PySide6.QtWidgets import QSystemTrayIcon, QWidget
 
-from desktop.notify import INTERFACE, PATH, SERVICE
 from tests.desktop import test_app as base
+
+SERVICE = INTERFACE = "org.freedesktop.Notifications"  # the freedesktop spec's names
+PATH = "/org/freedesktop/Notifications"
 
 runtime = base.runtime  # the fixture, for this module's tests
 WAIT = 20_000
