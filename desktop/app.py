@@ -220,11 +220,18 @@ class DesktopApp(QObject):
             self.window.show_status(f"Cancelling {len(cancel)} task(s)…")
             await self._cancel_and_wait(list(cancel), CANCEL_WAIT)
         self.window.show_status("Stopping services…")
+        started = time.monotonic()
         await self.bridge.close()  # bounded by itself
+        closed = time.monotonic()
         # The worker puts tasks it could not finish back in the queue: they run next time.
         pids = self.monitor.pids()
+        stop = asyncio.ensure_future(self.monitor.stop())
+        await asyncio.sleep(0)  # the supervisor has closed the children's stdin: stopping
+        self._hurry_worker()
         try:
-            await asyncio.wait_for(self.monitor.stop(), STOP_WAIT)
+            await asyncio.wait_for(stop, STOP_WAIT)
+            log.info("quit: connection closed in %.2f s, services stopped in %.2f s",
+                     closed - started, time.monotonic() - closed)  # fmt: skip
         except TimeoutError:
             left = [p for p in pids if _alive(p)]
             log.error("the services did not stop within %.0f s; killing pid(s) %s",
@@ -238,6 +245,16 @@ class DesktopApp(QObject):
             self.notifications.close()
         self.window.close_for_quit()
         self._done.set()
+
+    def _hurry_worker(self) -> None:
+        """Ask the worker a second time to stop (SIGTERM after the end of its stdin): it
+        then gives running attempts no grace to finish but puts their tasks back in the
+        queue at once, as "Quit, run them next time" says."""
+        sup = self.monitor.instance.supervisor if self.monitor.owns_services else None
+        pid = sup.pid("worker") if sup is not None else None
+        if pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
 
     async def _cancel_and_wait(self, ids: list[str], timeout: float) -> None:
         """Cancel `ids`, then wait (at most `timeout` s in all) until none is active."""
