@@ -18,12 +18,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
-# Qt's offscreen platform needs a few system libraries that a bare Debian lacks.
-QT_LIBS := libgl1 libegl1 libglib2.0-0 libfontconfig1 libxkbcommon0 libdbus-1-3
+# Qt's offscreen platform needs a few system libraries that a bare Debian lacks; desktop
+# notifications without a tray need gdbus, and their test a private bus (dbus-daemon).
+QT_LIBS := libgl1 libegl1 libglib2.0-0 libfontconfig1 libxkbcommon0 libdbus-1-3 \
+	libglib2.0-bin dbus-daemon
 system-deps:
 	@missing=""; for lib in libGL.so.1 libEGL.so.1 libglib-2.0.so.0 libfontconfig.so.1 \
 		libxkbcommon.so.0 libdbus-1.so.3; do \
 		ldconfig -p | grep -q "$$lib" || missing=yes; done; \
+	for cmd in gdbus dbus-daemon; do command -v "$$cmd" >/dev/null || missing=yes; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "installing Qt's system libraries: $(QT_LIBS)"; \

@@ -3,6 +3,12 @@ their tasks live.
 
 `main(data_dir)` is what plain `herald` runs. A second launch for the same data dir finds
 the first through a local socket, asks it to come to the front and exits.
+
+Quitting (the window's close button, Ctrl+Q, the File or tray menu) goes through
+`request_quit()`: with tasks running it opens a window-modal question (`open()`, never
+`exec()`: a nested event loop inside a coroutine loses other tasks' wake-ups, which froze
+the live view and hung the stop for good) and the answer starts the quit. Every await of
+the quit is bounded, so each answer does what it says within seconds.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -25,12 +32,14 @@ import qasync
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer
 from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication
 
 from desktop.bridge import ClientBridge
+from desktop.notify import DesktopNotifications
 from desktop.services import SERVICE_NAMES, ServiceMonitor
 from desktop.task_model import TaskModel
 from desktop.ui.main_window import MainWindow
+from desktop.ui.quit_dialog import QuitChoice, QuitDialog
 from embedded import herald_version
 from embedded.client import ApiError
 from services.core.events import Event
@@ -38,6 +47,10 @@ from services.core.retry import format_seconds
 from services.core.wording import cancel_text
 
 log = logging.getLogger(__name__)
+
+ACTIVE = ("running", "queued")
+CANCEL_WAIT = 8.0  # seconds "Cancel them and quit" waits for the tasks to end
+STOP_WAIT = 8.0  # seconds the services get to stop before what is left is killed
 
 
 def process_age() -> float:
@@ -99,9 +112,16 @@ class DesktopApp(QObject):
         self.window = MainWindow(self.model, SERVICE_NAMES, str(self.monitor.layout.log_dir),
                                  app_icon(), settings)  # fmt: skip
         self._quitting = False
+        self.quit_dialog: QuitDialog | None = None  # while the quit question is open
+        self._user_cancelled: set[str] = set()  # tasks this app asked to cancel
         self._done = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._local_server: QLocalServer | None = None
+        # Without a tray, notifications go to the desktop's notification service (D-Bus).
+        self.notifications: DesktopNotifications | None = None
+        if self.window.tray is None:
+            self.notifications = DesktopNotifications(parent=self)
+            self.window.set_notifier(self.notifications)
 
         m, b, w = self.monitor, self.bridge, self.window
         m.service_changed.connect(w.lights.set_service)
@@ -133,7 +153,7 @@ class DesktopApp(QObject):
         w.rerun_requested.connect(self._on_window_rerun_requested)
         w.clear_finished_requested.connect(self._on_window_clear_finished_requested)
         w.restart_services_requested.connect(lambda: self._spawn(self._restart()))
-        w.quit_requested.connect(lambda: self._spawn(self.quit()))
+        w.quit_requested.connect(self.request_quit)
         w.detail.save_output_requested.connect(
             lambda tid, path: self._spawn(self._save_output(tid, path)))
 
@@ -156,43 +176,116 @@ class DesktopApp(QObject):
         await self._done.wait()
         return self.exit_code
 
-    async def quit(self, *, ask: bool = True) -> None:
-        """Quit: ask what to do with running tasks, stop the children, close."""
+    def request_quit(self) -> None:
+        """The user asked to quit: with tasks running in services this app runs, ask what
+        to do with them (without blocking the loop); the answer starts the quit."""
         if self._quitting:
             return
-        running = [t for t in self.model.all_tasks() if t["state"] in ("running", "queued")]
-        if ask and running and not self.self_check and self.monitor.owns_services:
-            choice = self._ask_about_running(len(running))
-            if choice == "stay":
-                return
-            if choice == "cancel":
-                await self._cancel([t["id"] for t in running])
+        if self.quit_dialog is not None:  # asked again while the question is open
+            self.quit_dialog.raise_()
+            self.quit_dialog.activateWindow()
+            return
+        active = self._active_ids()
+        if not active or self.self_check or not self.monitor.owns_services:
+            self._spawn(self.quit(ask=False))
+            return
+        self.window.bring_to_front()
+        box = QuitDialog(len(active), self.window)
+        box.chosen.connect(self._on_quit_dialog_chosen)
+        self.quit_dialog = box
+        box.open()
+
+    def _on_quit_dialog_chosen(self, choice: str) -> None:
+        box, self.quit_dialog = self.quit_dialog, None
+        if box is not None:
+            box.deleteLater()
+        if choice == QuitChoice.STAY.value:
+            self.window.show_status("Herald stays open; the tasks go on.")
+            return
+        cancel = self._active_ids() if choice == QuitChoice.CANCEL.value else []
+        self._spawn(self.quit(ask=False, cancel=cancel))
+
+    async def quit(self, *, ask: bool = True, cancel: Sequence[str] = ()) -> None:
+        """Quit: cancel the tasks `cancel` (waiting a bounded time for them to end), stop
+        the services this app runs (an attached `herald serve` keeps running), close.
+
+        With `ask` it only asks first (see `request_quit`) and returns at once; the quit
+        itself starts from the answer.
+        """
+        if ask:
+            self.request_quit()
+            return
+        if self._quitting:
+            return
         self._quitting = True
+        if self.quit_dialog is not None:  # e.g. SIGTERM while the question is open
+            self.quit_dialog.done(0)
+        if cancel:
+            self.window.show_status(f"Cancelling {len(cancel)} task(s)…", 0)
+            await self._cancel_and_wait(list(cancel), CANCEL_WAIT)
         self.window.show_status("Stopping services…", 0)
-        await self.bridge.close()
+        started = time.monotonic()
+        await self.bridge.close()  # bounded by itself
+        closed = time.monotonic()
         # The worker puts tasks it could not finish back in the queue: they run next time.
-        await self.monitor.stop()
+        pids = self.monitor.pids()
+        stop = asyncio.ensure_future(self.monitor.stop())
+        await asyncio.sleep(0)  # the supervisor has closed the children's stdin: stopping
+        self._hurry_worker()
+        try:
+            await asyncio.wait_for(stop, STOP_WAIT)
+            log.info("quit: connection closed in %.2f s, services stopped in %.2f s",
+                     closed - started, time.monotonic() - closed)  # fmt: skip
+        except TimeoutError:
+            left = [p for p in pids if _alive(p)]
+            log.error("the services did not stop within %.0f s; killing pid(s) %s",
+                      STOP_WAIT, left)  # fmt: skip
+            for pid in left:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        except Exception:
+            log.exception("stopping the services failed")
+        if self.notifications is not None:
+            self.notifications.close()
         self.window.close_for_quit()
         self._done.set()
 
-    def _ask_about_running(self, count: int) -> str:
-        box = QMessageBox(self.window)
-        box.setIcon(QMessageBox.Icon.Question)
-        box.setWindowTitle("Quit Herald?")
-        box.setText(f"{count} task(s) are queued or running.")
-        box.setInformativeText("If you quit now they are not lost: they start again the next "
-                               "time Herald opens. Or cancel them before quitting.")  # fmt: skip
-        later = box.addButton("Quit, run them next time", QMessageBox.ButtonRole.AcceptRole)
-        cancel = box.addButton("Cancel them and quit", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton("Keep Herald open", QMessageBox.ButtonRole.RejectRole)
-        box.setDefaultButton(later)
-        box.exec()
-        clicked = box.clickedButton()
-        if clicked is later:
-            return "later"
-        if clicked is cancel:
-            return "cancel"
-        return "stay"
+    def _hurry_worker(self) -> None:
+        """Ask the worker a second time to stop (SIGTERM after the end of its stdin): it
+        then gives running attempts no grace to finish but puts their tasks back in the
+        queue at once, as "Quit, run them next time" says."""
+        sup = self.monitor.instance.supervisor if self.monitor.owns_services else None
+        pid = sup.pid("worker") if sup is not None else None
+        if pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+
+    async def _cancel_and_wait(self, ids: list[str], timeout: float) -> None:
+        """Cancel `ids`, then wait (at most `timeout` s in all) until none is active."""
+        pending = set(ids)
+        all_ended = asyncio.Event()
+
+        def check(*_: object) -> None:
+            pending.difference_update(
+                [i for i in pending if (t := self.model.task_by_id(i)) is None
+                 or t["state"] not in ACTIVE])  # fmt: skip
+            if not pending:
+                all_ended.set()
+
+        self.model.task_changed.connect(check)
+        try:
+            async with asyncio.timeout(timeout):
+                await self._cancel(ids)
+                check()
+                await all_ended.wait()
+        except TimeoutError:
+            log.warning("%d task(s) had not stopped %.0f s after being cancelled; quitting",
+                        len(pending), timeout)  # fmt: skip
+        finally:
+            self.model.task_changed.disconnect(check)
+
+    def _active_ids(self) -> list[str]:
+        return [t["id"] for t in self.model.all_tasks() if t["state"] in ACTIVE]
 
     # -------------------------------------------------------------- handlers
 
@@ -240,14 +333,18 @@ class DesktopApp(QObject):
 
     def _on_model_task_finished(self, task_id: str) -> None:
         task = self.model.task_by_id(task_id)
-        if task is None:
+        asked_to_cancel = task_id in self._user_cancelled
+        self._user_cancelled.discard(task_id)
+        if task is None or self._quitting:
             return
-        title = self.window.title_of(task.get("task", ""))
         state = task["state"]
-        text = f"{title} {state}"
+        if state == "cancelled" and asked_to_cancel:
+            return  # the user's own cancel is no news
+        title = self.window.title_of(task.get("task", ""))
+        body = ""
         if state == "failed" and task.get("error"):
-            text += f": {task['error'].get('message', '')}"
-        self.window.notify_finished(task_id, text, failed=state == "failed")
+            body = str(task["error"].get("message", ""))
+        self.window.notify_finished(task_id, f"{title} {state}", body, failed=state == "failed")
 
     def _on_window_rerun_requested(self, task_id: str) -> None:
         task = self.model.task_by_id(task_id)
@@ -316,6 +413,7 @@ class DesktopApp(QObject):
     async def _cancel(self, ids: list[str]) -> None:
         stopping: list[dict[str, Any]] = []  # running tasks asked to stop
         cancelled = 0
+        self._user_cancelled.update(ids)  # their end is no news: no notification
         for task_id in ids:
             try:
                 task = await self.bridge.cancel(task_id)
@@ -381,6 +479,16 @@ class DesktopApp(QObject):
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background work failed", exc_info=task.exception())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def main(data_dir: Path, argv: list[str] | None = None, *, self_check: bool = False) -> int:

@@ -5,12 +5,19 @@ event stream first (so nothing that happens meanwhile is missed), then loads the
 and the task history, then applies live events. When the notifier drops, the stream
 reconnects by itself with the last seq it saw and the missed events arrive in order; when
 the app reopens the bridge (after "Restart services") it resumes from that seq too.
+
+A watchdog keeps the live light honest: a notifier that stopped answering (frozen, or its
+machine asleep) keeps its TCP connection open, so the stream alone would say "connected" for
+as long as the kernel keeps the socket. When nothing came for half of `STALL_AFTER` the
+bridge pings; when no event and no pong came for `STALL_AFTER` seconds it says "stalled",
+and "connected" again as soon as anything arrives.
+
+Every await of `close()` is bounded: quitting never waits on a notifier that does not answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -24,6 +31,9 @@ from services.core.stream import StreamState
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 2000  # tasks loaded at start; older ones stay in the ledger
+STALL_AFTER = 10.0  # seconds without an event or a pong after which the stream is "stalled"
+STALLED = "stalled"  # the connection state the watchdog adds to the stream's own
+CLOSE_WAIT = 2.0  # seconds each step of close() may take
 
 
 class ClientBridge(QObject):
@@ -39,7 +49,8 @@ class ClientBridge(QObject):
         task_received(dict): a task as an HTTP answer gave it (after a submit or cancel).
         event_received(object): one services.core.events.Event, in seq order, once.
         connection_changed(str, float): the stream's state ("connecting", "connected",
-            "reconnecting", "closed") and seconds until the next attempt (-1: none).
+            "reconnecting", "closed", or "stalled": connected but nothing heard, not even
+            a pong, for `stall_after` s) and seconds until the next attempt (-1: none).
     """
 
     catalog_loaded = Signal(list)
@@ -56,7 +67,11 @@ class ClientBridge(QObject):
         self._client: AsyncHeraldClient | None = None
         self._stream: AsyncEventStream | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self.last_seq: int | None = None
+        self.stall_after = STALL_AFTER
+        self.stalled = False
+        self._heard_at = time.monotonic()
 
     @property
     def client(self) -> AsyncHeraldClient:
@@ -70,8 +85,10 @@ class ClientBridge(QObject):
         self._client = AsyncHeraldClient(api, ws, token)
         self._stream = self._client.events(since=self.last_seq, on_state=self._on_stream_state)
         await self._stream.open()
+        self._heard()
         await self._load()
         self._reader = asyncio.ensure_future(self._read(self._stream))
+        self._watchdog = asyncio.ensure_future(self._watch(self._stream))
 
     async def _load(self, *, reload: bool = False) -> None:
         client = self.client
@@ -95,6 +112,7 @@ class ClientBridge(QObject):
     async def _read(self, stream: AsyncEventStream) -> None:
         try:
             async for msg in stream:
+                self._heard()
                 if msg.event is not None:
                     self.last_seq = stream.last_seq
                     self.event_received.emit(msg.event)
@@ -134,18 +152,69 @@ class ClientBridge(QObject):
         return body
 
     async def close(self) -> None:
-        """Stop the stream and the HTTP session (the bridge may be opened again)."""
+        """Stop the stream and the HTTP session (the bridge may be opened again); each step
+        is given `CLOSE_WAIT` seconds, so a notifier that stopped answering delays it by
+        seconds at most."""
         reader, self._reader = self._reader, None
+        watchdog, self._watchdog = self._watchdog, None
         stream, self._stream = self._stream, None
         client, self._client = self._client, None
+        for task in (watchdog, reader):
+            if task is not None:
+                task.cancel()
         if stream is not None:
-            await stream.close()
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            await _bounded(stream.close(), "closing the event stream")
+        for task in (watchdog, reader):
+            if task is not None:
+                await asyncio.wait({task}, timeout=CLOSE_WAIT)
         if client is not None:
-            await client.close()
+            await _bounded(client.close(), "closing the HTTP session")
+        self.stalled = False
+
+    # ----------------------------------------------------------------- watchdog
+
+    def _heard(self) -> None:
+        """Something came from the notifier (an event, any message, a pong)."""
+        self._heard_at = time.monotonic()
+        if self.stalled:
+            self.stalled = False
+            log.info("the event stream is live again")
+            self.connection_changed.emit(StreamState.CONNECTED.value, -1.0)
+
+    async def _watch(self, stream: AsyncEventStream) -> None:
+        ping: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(self.stall_after / 4)
+                if stream.state is not StreamState.CONNECTED:
+                    continue  # the stream says how it stands (reconnecting, closed)
+                quiet = time.monotonic() - self._heard_at
+                if quiet >= self.stall_after and not self.stalled:
+                    self.stalled = True
+                    log.warning("nothing from the notifier for %.0f s, not even a pong", quiet)
+                    self.connection_changed.emit(STALLED, -1.0)
+                if quiet >= self.stall_after / 2 and (ping is None or ping.done()):
+                    ping = asyncio.ensure_future(self._ping(stream))
+        finally:
+            if ping is not None:
+                ping.cancel()
+
+    async def _ping(self, stream: AsyncEventStream) -> None:
+        if await stream.ping() is not None:
+            self._heard()
 
     def _on_stream_state(self, state: StreamState, retry_in: float | None) -> None:
+        if state is StreamState.CONNECTED:
+            self._heard_at = time.monotonic()
+        self.stalled = False  # the stream's own state says more
         self.connection_changed.emit(state.value, -1.0 if retry_in is None else retry_in)
+
+
+async def _bounded(awaitable: Any, what: str) -> None:
+    """Await `awaitable` for `CLOSE_WAIT` seconds at most; a failure is logged, not raised."""
+    try:
+        await asyncio.wait_for(awaitable, CLOSE_WAIT)
+    except TimeoutError:
+        log.warning("%s took more than %.0f s; going on", what, CLOSE_WAIT)
+    except Exception as exc:
+        log.warning("%s failed: %s", what, exc)

@@ -538,6 +538,21 @@ class AsyncEventStream:
             await conn.close()
         self._set_state(StreamState.CLOSED)
 
+    async def ping(self) -> float | None:
+        """Ping the notifier on the current connection and wait for its pong: the round
+        trip in seconds, or None when not connected or the connection closed first.
+        (Cancel it to stop waiting: a notifier that stopped answering never pongs.)"""
+        from websockets.exceptions import ConnectionClosed
+
+        conn = self._conn
+        if conn is None:
+            return None
+        try:
+            pong = await conn.ping()
+            return float(await pong)
+        except ConnectionClosed:
+            return None
+
     async def __aenter__(self) -> AsyncEventStream:
         await self.open()
         return self

@@ -96,6 +96,7 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self._catalog: dict[str, dict[str, Any]] = {}
         self._notified_task: str | None = None
+        self.notifier: Any = None  # notifications without a tray (see set_notifier)
         self._really_closing = False
         self.setWindowTitle("Herald")
         self.setWindowIcon(icon)
@@ -291,8 +292,9 @@ class MainWindow(QMainWindow):
                                          "Remove finished tasks from the list")
         self.restart_action = self._action("&Restart services", None,
                                            self.restart_services_requested)
-        self.quit_action = self._action("&Quit", QKeySequence.StandardKey.Quit,
-                                        self.quit_requested)
+        # Ctrl+Q by name: the platform's standard Quit key is empty under some window
+        # managers (and offscreen), and Ctrl is Cmd on macOS anyway.
+        self.quit_action = self._action("&Quit", "Ctrl+Q", self.quit_requested)
         self.find_action = self._action("&Find", QKeySequence.StandardKey.Find,
                                         self.search.setFocus)
         self.logs_action = self.log_dock.toggleViewAction()
@@ -462,14 +464,27 @@ class MainWindow(QMainWindow):
         self.banner.hide()
         self.banner_button.hide()
 
-    def notify_finished(self, task_id: str, text: str, failed: bool) -> None:
-        """A desktop notification when the window is not active; clicking selects it."""
-        if self.isActiveWindow() or self.tray is None:
-            return
-        self._notified_task = task_id
-        icon = (QSystemTrayIcon.MessageIcon.Warning if failed
-                else QSystemTrayIcon.MessageIcon.Information)  # fmt: skip
-        self.tray.showMessage("Herald", text, icon, 8000)
+    def set_notifier(self, notifier: Any) -> None:
+        """Where notifications go when there is no tray: an object with
+        `notify(task_id, summary, body, failed) -> bool` and a `clicked(task_id)` signal
+        (desktop.notify.DesktopNotifications)."""
+        self.notifier = notifier
+        notifier.clicked.connect(self._on_notifier_clicked)
+
+    def notify_finished(self, task_id: str, summary: str, body: str, failed: bool) -> bool:
+        """A desktop notification when the window is not active (through the tray, else
+        the notifier); clicking it selects the task. True if one was sent."""
+        if self.isActiveWindow():
+            return False
+        if self.tray is not None:
+            self._notified_task = task_id
+            icon = (QSystemTrayIcon.MessageIcon.Warning if failed
+                    else QSystemTrayIcon.MessageIcon.Information)  # fmt: skip
+            self.tray.showMessage(summary, body or "Herald", icon, 8000)
+            return True
+        if self.notifier is not None:
+            return bool(self.notifier.notify(task_id, summary, body, failed))
+        return False
 
     def bring_to_front(self) -> None:
         if self.isMinimized():
@@ -698,6 +713,10 @@ class MainWindow(QMainWindow):
         self.bring_to_front()
         if self._notified_task:
             self.select_task(self._notified_task)
+
+    def _on_notifier_clicked(self, task_id: str) -> None:
+        self.bring_to_front()
+        self.select_task(task_id)
 
 
 def _titled(title: str, widget: QWidget) -> QWidget:

@@ -18,6 +18,7 @@ _COLOURS = {
     "stopped": "#808080",
     "closed": "#808080",
     "failed": "#d0342c",
+    "stalled": "#d0342c",
 }
 
 
@@ -71,7 +72,15 @@ class ServiceLights(QWidget):
             light.set_state(state, tooltip=message or f"{name} is {state}")
 
     def set_connection(self, state: str, retry_in: float | None = None) -> None:
+        """Show the live connection's state; "stalled" means connected, but the notifier
+        answers nothing (not even a ping), so the table may be behind."""
         detail = state
+        tooltip = "Live updates from the notifier: " + state
         if state == "reconnecting" and retry_in is not None and retry_in > 0:
             detail = f"reconnecting in {retry_in:.0f} s" if retry_in >= 1 else "reconnecting"
-        self.connection.set_state(state, detail, "Live updates from the notifier: " + detail)
+            tooltip = "Live updates from the notifier: " + detail
+        elif state == "stalled":
+            tooltip = ("Live updates have stalled: the notifier has not answered for a while, "
+                       "so the table may be out of date. It recovers by itself when the "
+                       "notifier answers again.")  # fmt: skip
+        self.connection.set_state(state, detail, tooltip)

@@ -197,6 +197,7 @@ class Dispatcher:
         self._limited = any(spec.concurrency for spec in catalog)
         self._stopping = threading.Event()
         self._stop_requested = False  # set by a signal handler (see request_stop)
+        self._hurry = False  # a second stop request: no grace for running attempts
         self._dirty = threading.Event()
         self._sig_r, self._sig_w = socket.socketpair()
         self._post: list[Callable[[], None]] = []  # after the round's commit
@@ -235,7 +236,10 @@ class Dispatcher:
     # ------------------------------------------------------------------ control
 
     def stop(self) -> None:
-        """Ask the loop to stop (from any thread; from a signal handler, `request_stop`)."""
+        """Ask the loop to stop (from any thread; from a signal handler, `request_stop`).
+        A second request (the end of stdin and a SIGTERM, in either order) stops running
+        attempts at once instead of giving them `stop_grace` to finish."""
+        self._hurry = self._hurry or self.stopping
         self._stop_requested = True
         self._stopping.set()
         self._dirty.set()
@@ -245,6 +249,7 @@ class Dispatcher:
         """Ask the loop to stop from a signal handler: a flag and a wake-up, no lock. (A
         handler runs between two bytecodes of the main thread, which may be inside
         `Event.set` itself: taking that lock again there deadlocked the worker.)"""
+        self._hurry = self._hurry or self.stopping
         self._stop_requested = True
         self._self_wake.wake(b"stop")
 
@@ -1236,7 +1241,7 @@ class Dispatcher:
             self._abandon()
             return
         deadline = time.monotonic() + self.stop_grace
-        while self._running and time.monotonic() < deadline:
+        while self._running and time.monotonic() < deadline and not self._hurry:
             # The end of stdin comes as the supervisor's files are closed, a moment before
             # the kernel re-parents us and sends the parent-death signal: look again.
             if parent_gone():

@@ -449,6 +449,21 @@ def test_stopping_puts_running_tasks_back_in_the_queue(tmp_path):
     assert all(gone(p) for p in pids)
 
 
+def test_a_second_stop_request_gives_running_attempts_no_grace(tmp_path):
+    """The desktop's "Quit, run them next time": the end of stdin, then SIGTERM."""
+    h = Harness(tmp_path / "data", stop_grace=60)
+    h.thread.start()
+    task_id = h.submit("t.deaf")
+    h.wait_state(task_id, TaskState.RUNNING)
+    h.dispatcher.stop()
+    h.dispatcher.request_stop()  # a grace of 60 s would outlast the join below
+    h.thread.join(10)
+    assert not h.thread.is_alive()
+    h.close()
+    rec = TaskStore(h.layout.ledger_db).get_task(task_id)
+    assert rec.state is TaskState.QUEUED and rec.lost == 0  # put back, to run next time
+
+
 def test_a_duplicate_message_does_not_run_a_task_twice(harness):
     task_id = harness.submit("t.wait")
     harness.wait_state(task_id, TaskState.RUNNING)
