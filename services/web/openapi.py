@@ -399,9 +399,11 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/tasks/{task_id}": {
         "get": {
             "operationId": "getTask",
-            "summary": "One of the caller's tasks",
+            "summary": "One of the caller's tasks, by its id or a unique prefix of at least "
+                       "4 hex digits (409 ambiguous_id lists the candidates)",
             "parameters": [_TASK_ID],
-            "responses": {"200": _response("The task", "Task"), **_errors(401, 404, 507)},
+            "responses": {"200": _response("The task", "Task"),
+                          **_errors(400, 401, 404, 409, 507)},  # fmt: skip
         },
         "delete": {
             "operationId": "deleteTask",
