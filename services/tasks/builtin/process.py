@@ -101,12 +101,12 @@ def _stop(proc: subprocess.Popen[bytes], reader: threading.Thread) -> None:
               default=None, description="Where it runs; by default your home folder."),  # fmt: skip
         Param("ok_exit_codes", ParamType.INTEGER_LIST, title="Accepted exit codes", default=[0],
               minimum=1, maximum=256,
-              description="The exit codes that count as success (others fail the task)."),  # fmt: skip
+              description="The exit codes that mean success (others fail the task)."),  # fmt: skip
     ],
     path_defaults={"cwd": lambda args: os.path.expanduser("~")},
 )
-def run(ctx: TaskContext, program: str, args: list[str] | None = None,
-        cwd: str | None = None, ok_exit_codes: list[int] | None = None) -> dict[str, Any]:  # fmt: skip
+def run(ctx: TaskContext, program: str, args: list[str] | None = None, cwd: str | None = None,
+        ok_exit_codes: list[int] | None = None) -> dict[str, Any]:  # fmt: skip
     """Run a program, stream its output lines, return its exit code.
 
     Raises:
@@ -167,6 +167,9 @@ def run(ctx: TaskContext, program: str, args: list[str] | None = None,
             try:
                 item = lines.get(timeout=CHECK_INTERVAL)
             except queue.Empty:
+                # A quiet program: what it printed last is recorded now, not with the
+                # next line (a prompt, "waiting for...", is seen while it waits).
+                ctx.flush()
                 continue
             if item is _EOF:
                 break

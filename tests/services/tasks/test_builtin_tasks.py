@@ -427,6 +427,23 @@ def test_run_streams_output_lines_in_order(tmp_path):
     assert first[0] is None and re.fullmatch(r"running pid \d+", first[1])
 
 
+def test_run_records_a_quiet_program_s_last_line_while_it_waits(tmp_path):
+    gate = tmp_path / "seen"
+
+    class Opener(TaskContext):
+        def _record_output(self, lines: list[str]) -> None:
+            if "first" in lines:
+                gate.touch()
+
+    code = (f"import os, time\nprint('first', flush=True)\nend = time.time() + 3\n"
+            f"while not os.path.exists({str(gate)!r}) and time.time() < end: time.sleep(0.02)\n"
+            f"print('seen' if os.path.exists({str(gate)!r}) else 'not seen')")  # fmt: skip
+    c = Opener(progress_interval=60)  # no rate-limited flush would come in time
+    process.run(c, sys.executable, ["-c", code])
+    c.flush()  # as the worker does at the end
+    assert output_of(c) == ["first", "seen"]
+
+
 def test_run_runs_in_the_given_folder_with_no_input(tmp_path):
     code = "import os, sys; print(os.getcwd()); print(repr(sys.stdin.read()))"
     c = ctx()
