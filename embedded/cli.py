@@ -1069,6 +1069,9 @@ def _print_task(task: dict[str, Any], as_json: bool) -> None:
         err = task["error"]
         label = "last error" if waiting else "error"
         print(f"{label:12} {err.get('code')}: {err.get('message')}")
+        detail = err.get("detail") if isinstance(err.get("detail"), dict) else {}
+        if detail.get("last_lines"):  # a program's exit status: how its output ended
+            print(f"{'last output':12} " + f"\n{'':12} ".join(map(str, detail["last_lines"])))
         if err.get("traceback"):
             print(err["traceback"])
 

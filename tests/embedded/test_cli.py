@@ -263,6 +263,12 @@ def test_exit_codes_say_what_happened(herald, monkeypatch, capsys, tmp_path):
     code, out, err = run("submit", "process.run", "program=sh", "args=-c 'echo hi; exit 3'",
                          "ok_exit_codes=0,3", "--wait")  # fmt: skip
     assert code == 0 and out.startswith("hi\n"), err
+    code, out, err = run("submit", "process.run", "program=sh",
+                         "args=-c 'echo one; echo two; exit 3'", "--wait")  # fmt: skip
+    assert code == 1 and out == "one\ntwo\n" and "sh exited with code 3" in err
+    shown = run("show", err.split()[2][:6])[1].splitlines()
+    assert "error        exit_status: sh exited with code 3" in shown
+    assert shown[shown.index("last output  one") + 1] == "             two"
 
     for args, says in [
         (("submit", "no.such.task"), "unknown task 'no.such.task'"),
@@ -365,6 +371,7 @@ def test_follow_reattaches_and_ctrl_c_only_detaches(herald, tmp_path):
     assert first.returncode == 130, err
     assert "stopped following; the task keeps running" in err
     assert herald.client.get(task_id)["state"] == "running"  # never cancelled
+    wait_for(lambda: any(e.type.value == "output" for e in herald.client.timeline(task_id)))
 
     with spawned(herald, "follow", task_id[:6]) as second:
         lines_until(second.stderr, lambda line: line.startswith("herald: following"))
