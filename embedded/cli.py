@@ -4,7 +4,11 @@
     herald serve                run the services headless until Ctrl-C or SIGTERM
     herald submit TASK k=v ...  submit a task (--wait: live progress, exit 0/1; --json;
                                 --timeout SECONDS: each attempt's time limit)
-    herald tasks | show ID | cancel ID | catalog
+    herald tasks [--watch] | show ID | cancel ID | catalog
+    herald follow ID            re-attach to a task's live progress (Ctrl-C detaches)
+    herald rerun ID [--wait]    run a task again with the same arguments and time limit
+    herald rm ID...             delete finished tasks
+    herald completion bash|zsh  print a shell completion script
     herald logs ID [--follow]   a task's whole output (from the event log); --follow: and
                                 its new lines live until it ends
     herald token create NAME [--allow TASK]... [--root DIR]... [--read-root DIR]...
@@ -13,7 +17,12 @@
     herald token list | revoke NAME
     herald prune [--older-than 7d] [--keep N] [--vacuum]
                                 delete old finished tasks and their events
-    herald service NAME ...     (internal) run one service; the frozen app's children
+    herald service NAME ...     (internal, not in --help) run one service; the frozen
+                                app's children
+
+An ID is a task's id or a unique prefix of it (4 hex digits or more), like git's.
+Exit codes (`ExitCode`): 0 success, 1 the task failed or was cancelled, 2 usage or
+validation error, 3 Herald not running or unreachable, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +58,40 @@ from services.core.wording import (
 if TYPE_CHECKING:
     from services.core.events import Event
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class ExitCode(IntEnum):
+    """What `herald` exits with, for scripts (also in `herald --help` and the README)."""
+
+    OK = 0  # success; with --wait or follow: the task succeeded
+    FAILED = 1  # the task failed, timed out or was cancelled (or serving failed)
+    USAGE = 2  # usage or validation error: bad arguments, an unknown task or id, a 4xx
+    UNREACHABLE = 3  # Herald is not running for this data dir, or cannot be reached
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells say it)
+
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE
+EXIT_UNREACHABLE, EXIT_INTERRUPTED = ExitCode.UNREACHABLE, ExitCode.INTERRUPTED
+
+EPILOG = """\
+An ID is a task's id or a unique prefix of it, 4 hex digits or more (as git takes).
+
+exit codes:
+  0    success (with --wait or follow: the task succeeded)
+  1    the task failed, timed out or was cancelled
+  2    usage or validation error (bad arguments, an unknown task or id, refused by the API)
+  3    Herald is not running for this data dir, or cannot be reached
+  130  interrupted (Ctrl-C)
+"""
+
 STREAM_GIVE_UP = 30.0  # seconds `submit --wait` waits for a lost event stream to return
+MIN_ID_PREFIX = 4  # the shortest id prefix taken (the web service says the same)
+TERMINAL_STATES = ("succeeded", "failed", "cancelled")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+class UsageError(Exception):
+    """A mistake in what was typed (an unknown task, a bad KEY=VALUE): said, exit 2."""
 
 
 def _positive_seconds(text: str) -> float:
@@ -82,7 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="herald",
         description="Run slow jobs in the background; get progress and results pushed live.",
-    )
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     p.add_argument("--version", action="version", version=f"herald {herald_version()}")
     p.add_argument("--self-check", action="store_true",
                    help="open the app, exit 0 once its services are ready and live updates "
@@ -90,17 +134,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None,
                    help="where Herald keeps its files (default: $HERALD_DATA_DIR or the "
                         "user data dir)")  # fmt: skip
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    # `herald service NAME` (the frozen app's children) is taken by main() before parsing:
+    # it is no command of this parser, so no help lists it.
+    sub = p.add_subparsers(dest="command", metavar="COMMAND",
+                           help="what to do (none: open the desktop app)")  # fmt: skip
 
     s = sub.add_parser("serve", help="run the services headless until Ctrl-C or SIGTERM")
     s.add_argument("--port", type=int, default=0, help="the API's port (default: a free one)")
     s.add_argument("--ws-port", type=int, default=0, help="the WebSocket's port")
     s.add_argument("--workers", type=int, default=None, help="tasks run at once")
 
-    s = sub.add_parser("submit", help="submit a task")
+    s = sub.add_parser("submit", help="submit a task", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     s.add_argument("task", help="the task's name (see `herald catalog`)")
-    s.add_argument("args", nargs="*", metavar="KEY=VALUE", help="the task's arguments")
-    s.add_argument("--wait", action="store_true", help="show live progress; exit 0 on success")
+    s.add_argument("args", nargs="*", metavar="KEY=VALUE",
+                   help="the task's arguments; a list as KEY='a b' (split like a shell) or "
+                        "by repeating KEY=a KEY=b")  # fmt: skip
+    s.add_argument("--wait", action="store_true",
+                   help="print the id on stderr, show live progress and output, then the "
+                        "result; exit 0 on success, 1 on failure (Ctrl-C cancels)")  # fmt: skip
     s.add_argument("--json", action="store_true", help="print the task as JSON")
     s.add_argument("--idempotency-key", default=None,
                    help="a retried submit with the same key returns the same task")  # fmt: skip
@@ -108,32 +160,59 @@ def _parser() -> argparse.ArgumentParser:
                    help="each attempt's time limit (default: the task's own, see `herald "
                         "catalog`); an attempt still running then is stopped")  # fmt: skip
 
-    s = sub.add_parser("tasks", help="list your tasks, newest first")
+    s = sub.add_parser("tasks", help="list your tasks, newest first, as a table")
     s.add_argument("--state", default=None, help="only tasks in these states (comma separated)")
-    s.add_argument("--limit", type=int, default=20)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--limit", type=int, default=20, help="how many (default: 20)")
+    s.add_argument("--json", action="store_true", help="print them as JSON")
+    s.add_argument("--watch", action="store_true",
+                   help="redraw the table as tasks change (live events); Ctrl-C ends")
 
     s = sub.add_parser("show", help="show one task")
-    s.add_argument("id")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("id", help="the task's id or a unique prefix of it")
+    s.add_argument("--json", action="store_true", help="print it as JSON")
 
     s = sub.add_parser("logs", help="print a task's whole output (from the event log)")
-    s.add_argument("id", help="the task's id")
+    s.add_argument("id", help="the task's id or a unique prefix of it")
     s.add_argument("--follow", "-f", action="store_true",
                    help="then keep printing its new lines live until it ends (Ctrl-C stops "
                         "following; the task goes on)")  # fmt: skip
 
     s = sub.add_parser("cancel", help="cancel a task")
-    s.add_argument("id")
+    s.add_argument("id", help="the task's id or a unique prefix of it")
 
-    s = sub.add_parser("catalog", help="list the tasks Herald can run")
-    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("follow", help="re-attach to a task's live progress and output; "
+                                      "Ctrl-C stops following (it never cancels)")  # fmt: skip
+    s.add_argument("id", help="the task's id or a unique prefix of it")
+    s.add_argument("--json", action="store_true", help="print the finished task as JSON")
+
+    s = sub.add_parser("rerun", help="run a task again: the same task, arguments and time "
+                                     "limit; prints the new id")  # fmt: skip
+    s.add_argument("id", help="the task's id or a unique prefix of it")
+    s.add_argument("--wait", action="store_true", help="then follow it as `submit --wait`")
+    s.add_argument("--json", action="store_true", help="print the new task as JSON")
+
+    s = sub.add_parser("rm", help="delete finished tasks (a running one is refused: cancel "
+                                  "it first)")  # fmt: skip
+    s.add_argument("ids", nargs="+", metavar="ID",
+                   help="the tasks' ids or unique prefixes of them")
+
+    s = sub.add_parser("catalog", help="list the tasks Herald can run and their parameters")
+    s.add_argument("--json", action="store_true", help="print the catalog as JSON")
+
+    s = sub.add_parser("completion", help="print a shell completion script: add `source "
+                       "<(herald completion bash)` to ~/.bashrc, or save the zsh one as "
+                       "_herald in a folder of $fpath")  # fmt: skip
+    s.add_argument("shell", nargs="?", choices=["bash", "zsh"], help="bash or zsh")
+    s.add_argument("--words", default=None, metavar="KIND",
+                   help="print completion candidates, one a line (what the scripts call): "
+                        "tasks, ids, or params:TASK")  # fmt: skip
 
     s = sub.add_parser("token", help="manage principals and their tokens")
-    tsub = s.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    tsub = s.add_subparsers(dest="token_command", metavar="ACTION", required=True,
+                           help="create, list or revoke")  # fmt: skip
     t = tsub.add_parser("create", help="create a principal (or renew its token and "
                                        "capabilities); prints its token")  # fmt: skip
-    t.add_argument("name")
+    t.add_argument("name", help="the principal's name")
     t.add_argument("--allow", action="append", default=None, metavar="TASK",
                    help="a task it may run (repeat it; '*' for all; default: every task "
                         "but process.run)")  # fmt: skip
@@ -145,10 +224,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--network", action="store_true",
                    help="its tasks may open network connections")
     t = tsub.add_parser("list", help="the principals and what each may do")
-    t.add_argument("--json", action="store_true")
+    t.add_argument("--json", action="store_true", help="print them as JSON")
     t = tsub.add_parser("revoke", help="remove a principal: its token stops working and its "
                                        "open connections are closed")  # fmt: skip
-    t.add_argument("name")
+    t.add_argument("name", help="the principal's name")
 
     s = sub.add_parser("prune", help="delete old finished tasks and their events now "
                                      "(also done by the worker; works with or without a "
@@ -162,17 +241,22 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--vacuum", action="store_true",
                    help="then shrink herald.db to what it holds (freed space is otherwise "
                         "reused by new tasks; a running instance waits meanwhile)")  # fmt: skip
-
-    s = sub.add_parser("service", help=argparse.SUPPRESS)
-    s.add_argument("name", choices=["web", "worker", "notifier"])
-    s.add_argument("rest", nargs=argparse.REMAINDER)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns an `ExitCode` (argparse's own errors exit 2 too)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "service":  # fast path for children: no parsing of our own
         return _service(argv[1:])
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C anywhere else: no traceback
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     data_dir = (args.data_dir.expanduser().resolve() if args.data_dir else default_data_dir())
     cmd = args.command
@@ -184,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         return _token(data_dir, args)
     if cmd == "prune":
         return _prune(data_dir, args)
+    if cmd == "completion":
+        from embedded.completion import completion_command
+
+        return completion_command(_parser(), args.shell, args.words, data_dir)
     from embedded.client import ApiError, HeraldClient, NotRunning, ServiceUnavailable
 
     args.resolved_data_dir = data_dir
@@ -192,16 +280,19 @@ def main(argv: list[str] | None = None) -> int:
             return _client_command(client, cmd, args)
     except NotRunning as exc:
         print(f"herald: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except UsageError as exc:
+        print(f"herald: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ApiError as exc:
         print(f"herald: {exc.message}", file=sys.stderr)
         for field, msg in exc.fields.items():
             print(f"  {field}: {msg}", file=sys.stderr)
-        return EXIT_USAGE if exc.status in (400, 404, 422) else EXIT_FAILED
+        return _api_exit(exc)
     except ServiceUnavailable as exc:
         print(f"herald: {exc}", file=sys.stderr)
         _say_what_is_down(data_dir)
-        return EXIT_FAILED
+        return EXIT_UNREACHABLE
     except BrokenPipeError:  # the reader left (`herald tasks | head`): not Herald's problem
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again
@@ -209,7 +300,15 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"herald: cannot reach the running instance: {exc}", file=sys.stderr)
         _say_what_is_down(data_dir)
-        return EXIT_FAILED
+        return EXIT_UNREACHABLE
+
+
+def _api_exit(exc: Any) -> ExitCode:
+    """The exit code of an API error: a refusal of what was asked (4xx) is a usage error;
+    a service that is not there (502-504) is unreachable; other server errors failed."""
+    if exc.status in (502, 503, 504):
+        return EXIT_UNREACHABLE
+    return EXIT_USAGE if exc.status < 500 else EXIT_FAILED
 
 
 def _say_what_is_down(data_dir: Path, submitted: bool = False) -> None:
@@ -232,7 +331,7 @@ def _client_command(client: Any, cmd: str, args: argparse.Namespace) -> int:
     if cmd == "tasks":
         return _tasks(client, args)
     if cmd == "show":
-        task = client.get(args.id)
+        task = _resolve(client, args.id)
         _print_task(task, args.json, None if args.json else _display_of(client, task))
         return EXIT_OK
     if cmd == "logs":
@@ -241,7 +340,38 @@ def _client_command(client: Any, cmd: str, args: argparse.Namespace) -> int:
         return _cancel(client, args)
     if cmd == "catalog":
         return _catalog(client, args)
+    if cmd == "follow":
+        return _follow(client, args)
+    if cmd == "rerun":
+        return _rerun(client, args)
+    if cmd == "rm":
+        return _rm(client, args)
     return EXIT_USAGE
+
+
+def _resolve(client: Any, text: str) -> dict[str, Any]:
+    """The task an ID names: its full id or a unique prefix (the API resolves prefixes).
+
+    Raises:
+        UsageError: a prefix too short to mean anything.
+        ApiError: 404 none of the caller's tasks has it, 409 several do (listed).
+    """
+    from embedded.client import ApiError
+
+    text = text.strip()
+    if text and len(text) < MIN_ID_PREFIX and set(text) <= _HEX:
+        raise UsageError(f"{text!r} is too short: give at least {MIN_ID_PREFIX} characters of "
+                         "a task's id (see `herald tasks`)")  # fmt: skip
+    try:
+        return client.get(text)  # type: ignore[no-any-return]
+    except ApiError as exc:
+        if exc.status == 404:
+            raise UsageError(f"no task {text!r} (see `herald tasks`)") from None
+        if exc.code == "ambiguous_id" and isinstance(exc.body, dict):
+            ids = exc.body.get("candidates") or []
+            raise UsageError(f"the id prefix {text!r} is ambiguous; it could be:\n"
+                             + "\n".join(f"  {i}" for i in ids)) from None  # fmt: skip
+        raise
 
 
 # ----------------------------------------------------------------------- commands
@@ -491,12 +621,21 @@ def _find_spec(client: Any, task: str) -> dict[str, Any]:
     """The catalog entry of `task` (exits with a message if there is none)."""
     spec = next((t for t in client.catalog() if t["name"] == task), None)
     if spec is None:
-        raise SystemExit(f"herald: unknown task {task!r}; see `herald catalog`")
+        raise UsageError(f"unknown task {task!r}; see `herald catalog`")
     return spec
 
 
+_LISTS = ("string_list", "integer_list")
+
+
 def _parse_kv(spec: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
-    """Typed arguments from KEY=VALUE words, by the catalog entry's declared parameters."""
+    """Typed arguments from KEY=VALUE words, by the catalog entry's declared parameters.
+    A list is one word split like a shell (`args='-l -a'`; integers also by commas,
+    `ok_exit_codes=0,1`), or a repeated key (`args=-l args=-a`), items in order.
+
+    Raises:
+        UsageError: not KEY=VALUE, no such parameter, or a value of the wrong type.
+    """
     from services.core.params import Param, ParamType
 
     task = spec["name"]
@@ -505,18 +644,20 @@ def _parse_kv(spec: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep:
-            raise SystemExit(f"herald: expected KEY=VALUE, got {pair!r}")
+            raise UsageError(f"expected KEY=VALUE, got {pair!r}")
         p = params.get(key)
         if p is None:
-            raise SystemExit(f"herald: {task} has no parameter {key!r}; it takes: "
-                             + (", ".join(params) if params else "nothing"))  # fmt: skip
+            takes = f"it takes: {', '.join(params)}" if params else "it takes no parameters"
+            raise UsageError(f"{task} has no parameter {key!r}; {takes}")
         param = Param(key, ParamType(p["type"]))
         try:
             value = param.from_text(text)
         except ValueError as exc:
-            raise SystemExit(f"herald: {key} {exc}") from None
+            raise UsageError(f"{key} {exc}") from None
         if param.type is ParamType.PATH and text:
             value = os.path.abspath(os.path.expanduser(text))
+        if p["type"] in _LISTS and isinstance(out.get(key), list):
+            value = out[key] + value  # a repeated key adds items
         out[key] = value
     return out
 
@@ -543,36 +684,148 @@ def _note(bar: _ProgressBar, text: str) -> None:
 
 def _submit_and_wait(client: Any, args: argparse.Namespace, spec: dict[str, Any],
                      task_args: dict[str, Any]) -> int:  # fmt: skip
+    """Submit and follow the task to its end (Ctrl-C cancels it); the id goes to stderr
+    at once, so another shell can `herald follow` it."""
     # Give up if the notifier stays away this long (the instance was stopped, say).
     stream = client.events(give_up_after=STREAM_GIVE_UP)
     stream.open()  # before submitting, so no event of the task can be missed
-    bar = _ProgressBar(args.task, enabled=sys.stderr.isatty() and not args.json)
-    task, early_interrupt = _submit_uninterrupted(client, args, task_args)
-    task_id = task["id"]
+    try:
+        task, early_interrupt = _submit_uninterrupted(client, args, task_args)
+        print(f"herald: task {task['id']}", file=sys.stderr, flush=True)
+        return _follow_task(client, stream, task, spec, as_json=args.json, cancel=True,
+                            early_interrupt=early_interrupt)  # fmt: skip
+    finally:
+        stream.close()
+
+
+def _follow(client: Any, args: argparse.Namespace) -> int:
+    """`herald follow ID`: the task's live progress and output to its end, as `submit
+    --wait` shows them; Ctrl-C stops following and leaves the task alone."""
+    task_id = _resolve(client, args.id)["id"]
+    stream = client.events(give_up_after=STREAM_GIVE_UP)
+    stream.open()
+    try:
+        task = client.get(task_id)  # after the stream is open: no later event is missed
+        spec: dict[str, Any] = next((t for t in client.catalog()
+                                     if t["name"] == task["task"]), {})  # fmt: skip
+        try:
+            if task["state"] not in TERMINAL_STATES:
+                print(f"herald: following {task_id} ({task['task']}, {task['state']}); Ctrl-C "
+                      "stops following, the task keeps running", file=sys.stderr,
+                      flush=True)  # fmt: skip
+            return _follow_task(client, stream, task, spec, as_json=args.json, cancel=False)
+        except KeyboardInterrupt:  # before its loop began
+            _say_detached(task_id)
+            return EXIT_INTERRUPTED
+    finally:
+        stream.close()
+
+
+def _say_detached(task_id: str) -> None:
+    print(f"herald: stopped following; the task keeps running (`herald follow {task_id[:8]}`)",
+          file=sys.stderr)  # fmt: skip
+
+
+def _rerun(client: Any, args: argparse.Namespace) -> int:
+    """`herald rerun ID`: the same task, arguments and time limit, as a new task."""
+    old = _resolve(client, args.id)
+    spec = _find_spec(client, old["task"])
+    args.task, args.timeout, args.idempotency_key = old["task"], old.get("timeout"), None
+    task_args = old.get("args") or {}
+    if args.wait:
+        return _submit_and_wait(client, args, spec, task_args)
+    task = client.submit(args.task, task_args, timeout=args.timeout)
+    _say_what_is_down(args.resolved_data_dir, submitted=True)
+    print(json.dumps(task, indent=2) if args.json else task["id"])
+    return EXIT_OK
+
+
+def _rm(client: Any, args: argparse.Namespace) -> int:
+    """`herald rm ID...`: delete finished tasks; refuse (and go on) where one is not."""
+    from embedded.client import ApiError
+
+    code = EXIT_OK
+    for text in args.ids:
+        try:
+            task = _resolve(client, text)
+            if task["state"] not in TERMINAL_STATES:
+                raise UsageError(f"{task['id']} is {task['state']}: only a finished task can "
+                                 f"be removed; cancel it first (`herald cancel "
+                                 f"{task['id'][:8]}`)")  # fmt: skip
+            client.delete(task["id"])
+        except UsageError as exc:
+            print(f"herald: {exc}", file=sys.stderr)
+            code = EXIT_USAGE
+            continue
+        except ApiError as exc:
+            if exc.status >= 500:
+                raise
+            print(f"herald: {text}: {exc.message}", file=sys.stderr)
+            code = EXIT_USAGE
+            continue
+        print(f"{task['id']}: removed")
+    return code
+
+
+_RESET = object()  # events were pruned: what was shown must be reloaded from the API
+
+
+def _live(stream: Any, timeout: float = 0.5) -> Iterator[Any]:
+    """The one follower of the event stream (`submit --wait`, `follow`, `tasks --watch`):
+    each event, `_RESET` when events were pruned or the log recreated (reload from the
+    API), None after each `timeout` seconds without news. Reconnecting is the stream's
+    job. A Ctrl-C ends the generator: make a new one to go on (nothing is lost)."""
+    for msg in stream.messages(timeout=timeout):
+        if msg is None:
+            yield None
+        elif msg.type == "reset" or (msg.type == "welcome" and msg.body.get("reset")):
+            yield _RESET
+        elif msg.event is not None:
+            yield msg.event
+
+
+def _follow_task(client: Any, stream: Any, task: dict[str, Any], spec: dict[str, Any], *,
+                 as_json: bool, cancel: bool, early_interrupt: bool = False) -> int:  # fmt: skip
+    """Show a task's live progress bar, notes and output until it ends; print its outcome.
+
+    Args:
+        stream: the principal's event stream, opened before `task` was read.
+        cancel: Ctrl-C cancels the task (a second stops waiting); otherwise Ctrl-C just
+            stops following.
+        early_interrupt: Ctrl-C was pressed already (while submitting).
+
+    Returns:
+        The exit code: OK if it succeeded, FAILED if it failed or was cancelled,
+        INTERRUPTED after a Ctrl-C.
+    """
+    task_id, name = task["id"], task["task"]
+    bar = _ProgressBar(name, enabled=sys.stderr.isatty() and not as_json)
     limit = task.get("timeout")
     max_attempts = task.get("max_attempts")
+    bar.label = _bar_label(name, max(1, int(task.get("attempt") or 1)), max_attempts, limit)
     retry_at: float | None = None  # Unix time of the next attempt while one is awaited
     interrupted_at: float | None = None
-    final: dict[str, Any] | None = None
+    final: dict[str, Any] | None = task if task.get("state") in TERMINAL_STATES else None
     last: Event | None = None  # the terminal event
+    if final is None and task.get("state") == "running":
+        bar.update(task.get("progress"), task.get("message") or "")
     try:
         while final is None:
-            # A Ctrl-C inside the generator ends it: make a new one each time round.
             try:
                 if early_interrupt:  # Ctrl-C while the task was being submitted
                     early_interrupt = False
                     raise KeyboardInterrupt
-                for msg in stream.messages(timeout=0.5):
+                for ev in _live(stream):
                     if interrupted_at is not None and time.monotonic() - interrupted_at > 15:
                         final = client.get(task_id)  # the task ignores the cancel: stop waiting
                         break
-                    if msg is not None and msg.type == "reset":
+                    if ev is _RESET:
                         # Events were pruned: the task's own end may be among them.
                         now = client.get(task_id)
-                        if now.get("state") in ("succeeded", "failed", "cancelled"):
+                        if now.get("state") in TERMINAL_STATES:
                             final = now
                             break
-                    ev = msg.event if msg is not None else None
+                        continue
                     if ev is None or ev.task_id != task_id:
                         if retry_at is not None:  # keep the countdown current
                             bar.message(f"next try {countdown(retry_at - time.time())}")
@@ -580,7 +833,7 @@ def _submit_and_wait(client: Any, args: argparse.Namespace, spec: dict[str, Any]
                     etype = ev.type.value
                     if etype == "progress":
                         bar.update(ev.data.get("fraction"), ev.data.get("message") or "")
-                    elif etype == "output" and not args.json:
+                    elif etype == "output" and not as_json:
                         bar.clear()
                         for line in ev.data.get("lines", []):
                             print(line, flush=True)
@@ -589,7 +842,7 @@ def _submit_and_wait(client: Any, args: argparse.Namespace, spec: dict[str, Any]
                         attempt = int(ev.data.get("attempt") or ev.attempt or 1)
                         if isinstance(ev.data.get("timeout"), int | float):
                             limit = ev.data["timeout"]
-                        bar.label = _bar_label(args.task, attempt, max_attempts, limit)
+                        bar.label = _bar_label(name, attempt, max_attempts, limit)
                         if attempt > 1:
                             _note(bar, f"attempt {attempt_text(attempt, max_attempts)} started")
                     elif etype == "retrying":
@@ -603,10 +856,13 @@ def _submit_and_wait(client: Any, args: argparse.Namespace, spec: dict[str, Any]
                         final = client.get(task_id)
                         break
             except KeyboardInterrupt:
+                bar.clear()
+                if not cancel:
+                    _say_detached(task_id)
+                    return EXIT_INTERRUPTED
                 if interrupted_at is not None:
                     raise
                 interrupted_at = time.monotonic()
-                bar.clear()
                 answer = client.cancel(task_id)
                 grace = spec.get("cancel_grace")
                 if answer.get("state") == "running":
@@ -618,10 +874,8 @@ def _submit_and_wait(client: Any, args: argparse.Namespace, spec: dict[str, Any]
     except KeyboardInterrupt:
         bar.clear()
         return EXIT_INTERRUPTED
-    finally:
-        stream.close()
     bar.clear()
-    if args.json:
+    if as_json:
         print(json.dumps(final, indent=2))
     elif final["state"] == "succeeded":
         result = final.get("result")
@@ -631,6 +885,8 @@ def _submit_and_wait(client: Any, args: argparse.Namespace, spec: dict[str, Any]
         print(f"herald: {failure_text(final)}", file=sys.stderr)
     elif final["state"] == "cancelled" and last is not None and last.data.get("reason"):
         print(f"herald: task cancelled: {last.data['reason']}", file=sys.stderr)
+    elif final["state"] == "cancelled" and final.get("message"):
+        print(f"herald: task cancelled: {final['message']}", file=sys.stderr)
     else:
         print(f"herald: task {final['state']}", file=sys.stderr)
     if interrupted_at is not None:
@@ -711,19 +967,89 @@ def _fmt_time(iso: str | None) -> str:
 
 
 def _tasks(client: Any, args: argparse.Namespace) -> int:
-    tasks = client.list_tasks(state=args.state, limit=args.limit).tasks
-    if args.json:
-        print(json.dumps(tasks, indent=2))
+    """`herald tasks`: an aligned table (or JSON); `--watch` redraws it on live events."""
+    if args.watch and args.json:
+        raise UsageError("--watch draws a table; leave out --json")
+    if not args.watch:
+        tasks = client.list_tasks(state=args.state, limit=args.limit).tasks
+        if args.json:
+            print(json.dumps(tasks, indent=2))
+        elif not tasks:
+            print("No tasks yet. Try `herald submit demo.answer seconds=1 --wait`.")
+        else:
+            print("\n".join(_task_table(tasks)))
         return EXIT_OK
-    if not tasks:
-        print("No tasks yet. Try `herald submit demo.answer seconds=1 --wait`.")
+    stream = client.events(give_up_after=STREAM_GIVE_UP)
+    stream.open()  # first, so no change after the first drawing is missed
+    clear = sys.stdout.isatty()
+
+    def draw() -> None:
+        tasks = client.list_tasks(state=args.state, limit=args.limit).tasks
+        lines = _task_table(tasks) if tasks else ["No tasks yet."]
+        header = f"herald tasks: {len(tasks)} shown, live (Ctrl-C to stop)"
+        if clear:
+            sys.stdout.write("\x1b[H\x1b[2J")  # home and clear: redrawn in place
+        print("\n".join([header, *lines]) + ("" if clear else "\n"), flush=True)
+
+    try:
+        draw()
+        drawn = time.monotonic()
+        dirty = False
+        while True:  # a burst of events is drawn at most twice a second
+            for ev in _live(stream, timeout=0.25):
+                if ev is not None:
+                    dirty = True
+                if dirty and (ev is None or time.monotonic() - drawn >= 0.5):
+                    draw()
+                    drawn, dirty = time.monotonic(), False
+    except KeyboardInterrupt:
         return EXIT_OK
-    print(f"{'ID':32}  {'TASK':16}  {'STATE':10}  {'PROGRESS':>8}  SUBMITTED")
-    for t in tasks:
+    finally:
+        stream.close()
+
+
+def _age(seconds: float) -> str:
+    """A task's age in one short unit: 12s, 5m, 3h, 2d."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _short_ids(ids: list[str], least: int = 8) -> list[str]:
+    """The shortest prefixes (at least `least` characters) that tell these ids apart."""
+    n = least
+    while n < 32 and len({i[:n] for i in ids}) < len(set(ids)):
+        n += 1
+    return [i[:n] for i in ids]
+
+
+def _task_table(tasks: list[dict[str, Any]], now: float | None = None) -> list[str]:
+    """Tasks as aligned columns: id prefix, task, state, progress, age, message (cut to
+    the terminal's width when it is one)."""
+    from services.core.taskview import parse_time
+
+    now = time.time() if now is None else now
+    rows = [("ID", "TASK", "STATE", "PROGRESS", "AGE", "MESSAGE")]
+    for t, short in zip(tasks, _short_ids([t["id"] for t in tasks]), strict=True):
         prog = "" if t.get("progress") is None else f"{t['progress'] * 100:.0f}%"
-        print(f"{t['id']:32}  {t['task'][:16]:16}  {t['state']:10}  {prog:>8}  "
-              f"{_fmt_time(t.get('created_at'))}")  # fmt: skip
-    return EXIT_OK
+        created = parse_time(t.get("created_at"))
+        age = "" if created is None else _age(now - created)
+        error: dict[str, Any] = t["error"] if isinstance(t.get("error"), dict) else {}
+        message = t.get("message") or (error.get("message") if t["state"] == "failed" else "")
+        message = " ".join(str(message or "").split())  # one line
+        rows.append((short, t["task"], t["state"], prog, age, message))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    right = (False, False, False, True, True)
+    cols = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    lines = []
+    for r in rows:
+        cells = [c.rjust(w) if ri else c.ljust(w) for c, w, ri in zip(r, widths, right,
+                                                                     strict=False)]  # fmt: skip
+        line = "  ".join([*cells, r[5]]).rstrip()
+        lines.append(line[: cols - 1] if cols else line)
+    return lines
 
 
 def _display_of(client: Any, task: dict[str, Any]) -> dict[str, Any] | None:
@@ -778,6 +1104,9 @@ def _print_task(task: dict[str, Any], as_json: bool,
         err = task["error"]
         label = "last error" if waiting else "error"
         print(f"{label:12} {err.get('code')}: {err.get('message')}")
+        detail = err.get("detail") if isinstance(err.get("detail"), dict) else {}
+        if detail.get("last_lines"):  # a program's exit status: how its output ended
+            print(f"{'last output':12} " + f"\n{'':12} ".join(map(str, detail["last_lines"])))
         if err.get("traceback"):
             print(err["traceback"])
 
@@ -790,7 +1119,7 @@ def _logs(client: Any, args: argparse.Namespace) -> int:
         stream = client.events(give_up_after=STREAM_GIVE_UP)
         stream.open()
     try:
-        task_id = client.get(args.id)["id"]
+        task_id = _resolve(client, args.id)["id"]
         last, ended = _print_output(client.timeline(task_id))
         while stream is not None and not ended:
             for msg in stream.messages(timeout=0.5):
@@ -833,7 +1162,7 @@ def _print_output(events: list[Event]) -> tuple[int, bool]:
 
 
 def _cancel(client: Any, args: argparse.Namespace) -> int:
-    task = client.cancel(args.id)
+    task = client.cancel(_resolve(client, args.id)["id"])
     state = task["state"]
     if state == "running":
         grace: float | None = None
@@ -853,6 +1182,12 @@ def _cancel(client: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_LIST_HINT = {
+    "string_list": "a list: {k}='a b' (split like a shell) or {k}=a {k}=b",
+    "integer_list": "a list: {k}=0,1 or {k}=0 {k}=1",
+}
+
+
 def _catalog(client: Any, args: argparse.Namespace) -> int:
     tasks = client.catalog()
     if args.json:
@@ -864,9 +1199,32 @@ def _catalog(client: Any, args: argparse.Namespace) -> int:
         if limits:
             print(f"    limits: {limits}")
         for p in t["params"]:
-            default = "" if p["required"] else f" = {json.dumps(p.get('default'))}"
-            print(f"    {p['name']}: {p['type']}{default}  {p.get('description', '')}".rstrip())
+            print(f"    {_param_line(p)}  {p.get('description', '')}".rstrip())
+            hint = _LIST_HINT.get(p["type"])
+            if hint:
+                print("        " + hint.format(k=p["name"]))
     return EXIT_OK
+
+
+def _param_line(p: dict[str, Any]) -> str:
+    """A parameter in a few words: "name: type (required)" or "name: type = default",
+    then its choices, bounds and path kind."""
+    text = f"{p['name']}: {p['type']}"
+    text += " (required)" if p.get("required") else f" = {json.dumps(p.get('default'))}"
+    if p.get("choices"):
+        text += ", one of: " + ", ".join(str(c) for c in p["choices"])
+    low, high = p.get("minimum"), p.get("maximum")
+    if p["type"] in ("integer", "number") and (low is not None or high is not None):
+        text += ", " + (f"{low:g} to {high:g}" if low is not None and high is not None
+                        else f"at least {low:g}" if low is not None else f"at most {high:g}")
+    kind = _PATH_KINDS.get(str(p.get("path_kind")))
+    if kind:
+        text += f", {kind}"
+    return text
+
+
+_PATH_KINDS = {"file": "an existing file", "directory": "an existing folder",
+               "any": "an existing file or folder", "new_file": "a file to write"}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -466,6 +466,33 @@ class _ListField(_TextField):
             self.editor.setText(str(value))
 
 
+class _IntListField(_ListField):
+    """A list of integers (exit codes, say) typed as `0 1` or `0, 1`."""
+
+    def _build(self, parent: QWidget) -> QWidget:
+        line = _TextField._build(self, parent)
+        self.description = (self.description + "\n" if self.description else "") + (
+            "Separate the numbers with spaces or commas.")  # fmt: skip
+        return line
+
+    def read(self) -> Any:
+        text = self.editor.text()
+        parts = [p for p in text.replace(",", " ").split() if p]
+        try:
+            items = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError("must be whole numbers separated by spaces or commas") from None
+        if items:
+            return items
+        return MISSING if self.required or self.default is None else []
+
+    def write(self, value: Any) -> None:
+        if isinstance(value, list | tuple):
+            self.editor.setText(" ".join(str(v) for v in value))
+        else:
+            super().write(value)
+
+
 class _SpinField(_Field):
     """A number in a spin box. A parameter that may be left empty (required without a
     default, or optional with a null default) gets a sentinel just below its minimum, shown
@@ -747,6 +774,7 @@ _FIELD_TYPES: dict[str, type[_Field]] = {
     ParamType.BOOLEAN.value: _BoolField,
     ParamType.CHOICE.value: _ChoiceField,
     ParamType.STRING_LIST.value: _ListField,
+    ParamType.INTEGER_LIST.value: _IntListField,
 }
 
 

@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     MEMORY_LIMIT = "memory_limit"  # it needed more memory than its limit
     WORKER_LOST = "worker_lost"  # the process running it died too many times
     SANDBOX = "sandbox_failed"  # its process could not be confined, so it did not run
+    EXIT_STATUS = "exit_status"  # a program it ran exited with a code it does not accept
 
 
 class HeraldError(Exception):
@@ -70,13 +71,17 @@ class TaskFailure(Exception):
             TaskFailure is final, unless its class is named in the task's `retry_on`.
         retry_after: seconds to wait before that attempt (implies `retry`); None: the
             task's backoff decides.
+        detail: JSON-able facts for programs and the detail pane (the error's `detail`),
+            e.g. a program's exit code and its last output lines.
     """
 
     def __init__(self, message: str, code: str = ErrorCode.TASK_FAILED, *,
-                 retry: bool = False, retry_after: float | None = None) -> None:  # fmt: skip
+                 retry: bool = False, retry_after: float | None = None,
+                 detail: dict[str, Any] | None = None) -> None:  # fmt: skip
         super().__init__(message)
         self.code = str(code)
         self.message = message
+        self.detail = detail
         self.retry_after = retry_after
         self.retry = retry or retry_after is not None
 

@@ -29,6 +29,7 @@ class ParamType(StrEnum):
     PATH = "path"
     CHOICE = "choice"
     STRING_LIST = "string_list"
+    INTEGER_LIST = "integer_list"  # e.g. exit codes; typed `0,1` or `0 1`
 
 
 class PathKind(StrEnum):
@@ -143,6 +144,8 @@ class Param:
             schema = {"type": "string", "enum": list(self.choices or ())}
         elif t is ParamType.STRING_LIST:
             schema = {"type": "array", "items": {"type": "string"}}
+        elif t is ParamType.INTEGER_LIST:
+            schema = {"type": "array", "items": {"type": "integer"}}
         else:
             schema = {"type": "string"}
         if t in (ParamType.INTEGER, ParamType.NUMBER):
@@ -162,7 +165,7 @@ class Param:
                 schema["pattern"] = ABSOLUTE_PATH_PATTERN
             else:
                 schema["pattern"] = NO_NUL_PATTERN
-        elif t is ParamType.STRING_LIST:
+        elif t in (ParamType.STRING_LIST, ParamType.INTEGER_LIST):
             if self.minimum is not None:
                 schema["minItems"] = int(self.minimum)
             if self.maximum is not None:
@@ -213,6 +216,17 @@ class Param:
                 raise ValueError(_NOT_UNICODE)
             self._check_length(len(value), "items")
             return value
+        if t is ParamType.INTEGER_LIST:
+            if not isinstance(value, list) or not all(
+                (isinstance(v, int) and not isinstance(v, bool))
+                or (isinstance(v, float) and math.isfinite(v) and v.is_integer())
+                for v in value
+            ):
+                raise ValueError("must be a list of integers")
+            if not all(safe_integer(int(v)) for v in value):
+                raise ValueError(_UNSAFE_INTEGER)
+            self._check_length(len(value), "items")
+            return [int(v) for v in value]
         if not isinstance(value, str):
             raise ValueError("must be a string")
         if "\x00" in value:
@@ -263,6 +277,11 @@ class Param:
             import shlex
 
             return shlex.split(text)
+        if t is ParamType.INTEGER_LIST:
+            try:
+                return [int(part) for part in re.split(r"[\s,]+", text.strip()) if part]
+            except ValueError:
+                raise ValueError("must be integers separated by commas") from None
         return text
 
     def _check_bounds(self, value: float) -> None:

@@ -603,6 +603,21 @@ class TaskStore:
             return None
         return rec
 
+    def tasks_by_id_prefix(self, prefix: str, principal: str, limit: int = 10) -> list[str]:
+        """The ids of the principal's tasks that start with `prefix` (lowercase hex), in
+        order, at most `limit`: a range over the id index, so a short prefix costs only
+        the ids that share it; other principals' tasks are never returned."""
+        if not prefix or any(ch not in "0123456789abcdef" for ch in prefix):
+            return []
+        # Every id with this prefix sorts in [prefix, prefix + "g"): ids are hex. The unary
+        # + keeps the planner on the id index (the principal one would scan all of theirs).
+        sql = ("SELECT id FROM tasks WHERE id >= ? AND id < ? AND +principal = ? "
+               "ORDER BY id LIMIT ?")  # fmt: skip
+        args = (prefix, prefix + "g", principal, limit)
+        with self._lock:
+            rows = retry_busy(lambda: self._conn.execute(sql, args).fetchall())
+        return [r[0] for r in rows]
+
     def list_tasks(
         self,
         principal: str,

@@ -144,6 +144,25 @@ def _not_found() -> HeraldError:
     return HeraldError("not_found", "No such task.", 404)
 
 
+ID_LENGTH = 32  # a task id: 32 lowercase hex digits
+MIN_ID_PREFIX = 4  # the shortest id prefix taken for an id
+AMBIGUOUS_SHOWN = 10  # candidates named by an ambiguous_id error
+
+
+def _is_hex(text: str) -> bool:
+    return bool(text) and text.isascii() and all(ch in "0123456789abcdefABCDEF" for ch in text)
+
+
+class AmbiguousId(HeraldError):
+    """An id prefix that several of the caller's tasks share (HTTP 409; the body lists
+    the `candidates`)."""
+
+    def __init__(self, prefix: str, candidates: list[str], more: str = "") -> None:
+        super().__init__("ambiguous_id", f"The id prefix {prefix} is ambiguous: it is shared by "
+                         f"{', '.join(candidates)}{more}.", 409)  # fmt: skip
+        self.candidates = candidates
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -406,11 +425,35 @@ class TaskApi:
         )
 
     async def get_task(self, request: web.Request) -> web.Response:
-        """GET /api/tasks/{task_id}."""
-        rec = self.store.get_task(request.match_info["task_id"], request[PRINCIPAL])
+        """GET /api/tasks/{task_id}: by its id, or a unique prefix of it (4 to 31 hex
+        digits, like git's) among the caller's own tasks."""
+        task_id = request.match_info["task_id"]
+        principal = request[PRINCIPAL]
+        rec = self.store.get_task(task_id, principal)
+        if rec is None and _is_hex(task_id) and len(task_id) < ID_LENGTH:
+            try:
+                rec = self._by_prefix(task_id.lower(), principal)
+            except AmbiguousId as exc:
+                return error_response(exc, candidates=exc.candidates)
         if rec is None:
             raise _not_found()
         return web.Response(body=dumps(task_json(rec)), headers=JSON_HEADERS)
+
+    def _by_prefix(self, prefix: str, principal: str) -> TaskRecord | None:
+        """The one task of `principal` whose id starts with `prefix` (None if none).
+
+        Raises:
+            HeraldError: 400 for a prefix too short to mean anything, 409 ambiguous_id
+                (with the candidates) if several tasks share it.
+        """
+        if len(prefix) < MIN_ID_PREFIX:
+            raise bad_request(f"A task id prefix needs at least {MIN_ID_PREFIX} characters.",
+                              {"task_id": f"give at least {MIN_ID_PREFIX} hex digits"})  # fmt: skip
+        ids = self.store.tasks_by_id_prefix(prefix, principal, limit=AMBIGUOUS_SHOWN + 1)
+        if len(ids) > 1:
+            more = "" if len(ids) <= AMBIGUOUS_SHOWN else " and more"
+            raise AmbiguousId(prefix, ids[:AMBIGUOUS_SHOWN], more)
+        return self.store.get_task(ids[0], principal) if ids else None
 
     async def task_events(self, request: web.Request) -> web.Response:
         """GET /api/tasks/{task_id}/events?after=N: the task's timeline, oldest first."""

@@ -78,6 +78,14 @@ _TASK_ID = {
     "required": True,
     "schema": {"type": "string", "minLength": 1},
 }
+_TASK_ID_OR_PREFIX = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "description": "The task's id, or a unique prefix of it: 4 to 31 hex digits (a shorter "
+                   "one is a 400)",  # fmt: skip
+    "schema": {"type": "string", "minLength": 4},
+}
 _LOCATION = {"Location": {"description": "The task's URL", "schema": {"type": "string"}}}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 _HEALTH_STATUS = {"type": "string", "enum": ["ok", "degraded", "disk_full", "storage_error"]}
@@ -97,6 +105,8 @@ SCHEMAS: dict[str, Any] = {
                 },
             },
             "task": _ref("Task"),
+            "candidates": {"type": "array", "items": {"type": "string"},
+                           "description": "ambiguous_id: the ids the prefix matches"},  # fmt: skip
         },
     },
     "Task": {
@@ -405,9 +415,11 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/tasks/{task_id}": {
         "get": {
             "operationId": "getTask",
-            "summary": "One of the caller's tasks",
-            "parameters": [_TASK_ID],
-            "responses": {"200": _response("The task", "Task"), **_errors(401, 404, 507)},
+            "summary": "One of the caller's tasks, by its id or a unique prefix of at least "
+                       "4 hex digits (409 ambiguous_id lists the candidates)",
+            "parameters": [_TASK_ID_OR_PREFIX],
+            "responses": {"200": _response("The task", "Task"),
+                          **_errors(400, 401, 404, 409, 507)},  # fmt: skip
         },
         "delete": {
             "operationId": "deleteTask",

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import heapq
+import json
 import logging
 import os
 import selectors
@@ -124,6 +125,7 @@ REREAD_FIRST, REREAD_MAX = 0.002, 1.0  # looking again for a message announced e
 MAX_READS = 64  # rounds of reading the queue in one dispatch
 MAX_HINTED = 10_000  # ids started by hint whose queue message is still to be dropped
 MiB = 1024 * 1024
+MAX_DETAIL = 64 * 1024  # characters of an error's `detail` (JSON) that are kept
 
 
 def _error_of(raw: Any) -> dict[str, Any]:
@@ -136,6 +138,9 @@ def _error_of(raw: Any) -> dict[str, Any]:
     }
     if isinstance(raw.get("traceback"), str):
         error["traceback"] = raw["traceback"][:100_000]
+    detail = raw.get("detail")
+    if isinstance(detail, dict) and len(json.dumps(detail, default=str)) <= MAX_DETAIL:
+        error["detail"] = detail
     return error
 
 

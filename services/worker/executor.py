@@ -440,6 +440,8 @@ class Executor:
                                         "MemoryError: the machine is out of memory.")
         except TaskFailure as exc:
             outcome = self._failure(spec, exc.code, exc.message, exc=exc)
+            if exc.detail:
+                outcome["error"]["detail"] = exc.detail
         except BaseException as exc:  # SystemExit from a task is its failure, not ours
             log.warning("task %s (%s) raised %s", task_id, spec.name, type(exc).__name__)
             outcome = self._failure(spec, ErrorCode.EXCEPTION, f"{type(exc).__name__}: {exc}",

@@ -61,6 +61,7 @@ EDITOR_CLASSES = {
     "choice": QComboBox,
     "path": QLineEdit,
     "string_list": QLineEdit,
+    "integer_list": QLineEdit,
 }
 
 
@@ -408,7 +409,8 @@ def test_a_valid_form_emits_run_requested_with_the_values(form, qtbot, tmp_path)
         qtbot.mouseClick(form.run_button, Qt.MouseButton.LeftButton)
     name, args, timeout = blocker.args
     assert name == "process.run"
-    assert args == {"program": "echo", "args": ["hello", "big world"], "cwd": str(tmp_path)}
+    assert args == {"program": "echo", "args": ["hello", "big world"], "cwd": str(tmp_path),
+                    "ok_exit_codes": [0]}
     assert type(args["args"]) is list  # the types survive the Qt signal
     assert timeout is None  # the Advanced section left empty: the task's default
 

@@ -208,7 +208,7 @@ def test_clean_stop_removes_the_runtime_file(tmp_path, runtime_dir):
     assert not any(pid_alive(p) for p in pids)
     assert list(runtime_dir.joinpath("herald").glob("instance-*.json")) == []
     again = inst.cli("tasks")
-    assert again.returncode == 2 and "not running" in again.stderr
+    assert again.returncode == 3 and "not running" in again.stderr  # ExitCode.UNREACHABLE
 
 
 def test_a_crashing_service_is_restarted_on_the_same_port(herald):

@@ -98,7 +98,8 @@ def test_process_run_cannot_read_the_token(herald, path):
     target = path.format(data=herald.data_dir)
     task = herald.client.submit("process.run", {"program": "cat", "args": [target]})
     final = finished(herald, task["id"])
-    assert final["state"] == "succeeded" and final["result"]["exit_code"] == 1
+    assert final["state"] == "failed" and final["error"]["code"] == "exit_status"
+    assert final["error"]["detail"]["exit_code"] == 1
     lines = [line for e in herald.client.timeline(task["id"]) if e.type.value == "output"
              for line in e.data["lines"]]  # fmt: skip
     token = (herald.data_dir / "token").read_text().strip()

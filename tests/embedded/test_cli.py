@@ -4,6 +4,7 @@ the command line shares with the desktop app."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -120,7 +121,9 @@ def test_wait_says_a_failed_attempt_is_retried(herald):
     out = herald.cli("submit", "cli.flaky", "--wait")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
-    assert out.stderr.splitlines() == [
+    first, *rest = out.stderr.splitlines()
+    assert re.fullmatch(r"herald: task [0-9a-f]{32}", first)  # at once, to follow it later
+    assert rest == [
         "herald: attempt 1 failed: OSError: disk busy; retrying in 0.3 s (attempt 2 of 3)",
         "herald: attempt 2 of 3 started",
     ]
@@ -226,3 +229,247 @@ def test_prune_of_a_data_dir_without_a_ledger_says_so(tmp_path):
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 2 and "nothing to prune" in out.stderr
     assert not (tmp_path / "herald.db").exists()
+
+
+# ------------------------------------------------------------------ exit codes, ids, follow
+
+
+def in_process(herald: Instance, monkeypatch: pytest.MonkeyPatch,
+               capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:  # fmt: skip
+    """`herald ARGS` run by this process (no interpreter to start): exit code, out, err."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", herald.env["XDG_RUNTIME_DIR"])
+    monkeypatch.setenv("HERALD_DATA_DIR", herald.env["HERALD_DATA_DIR"])
+    capsys.readouterr()
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exc:  # argparse
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return int(code), out, err
+
+
+def test_exit_codes_say_what_happened(herald, monkeypatch, capsys, tmp_path):
+    assert [int(c) for c in cli.ExitCode] == [0, 1, 2, 3, 130]
+
+    def run(*args: str) -> tuple[int, str, str]:
+        return in_process(herald, monkeypatch, capsys, *args)
+
+    code, out, err = run("submit", "process.run", "program=false", "--wait")
+    assert code == 1, err  # it exited 1: the task failed
+    assert "herald: task failed: false exited with code 1" in err
+    task = json.loads(run("show", err.split()[2], "--json")[1])  # the id, said at once
+    assert task["state"] == "failed" and task["error"]["code"] == "exit_status"
+    assert task["error"]["detail"]["exit_code"] == 1
+    code, out, err = run("submit", "process.run", "program=sh", "args=-c 'echo hi; exit 3'",
+                         "ok_exit_codes=0,3", "--wait")  # fmt: skip
+    assert code == 0 and out.startswith("hi\n"), err
+    code, out, err = run("submit", "process.run", "program=sh",
+                         "args=-c 'echo one; echo two; exit 3'", "--wait")  # fmt: skip
+    assert code == 1 and out == "one\ntwo\n" and "sh exited with code 3" in err
+    shown = run("show", err.split()[2][:6])[1].splitlines()
+    assert "error        exit_status: sh exited with code 3" in shown
+    assert shown[shown.index("last output  one") + 1] == "             two"
+
+    for args, says in [
+        (("submit", "no.such.task"), "unknown task 'no.such.task'"),
+        (("submit", "demo.answer", "secs=1"), "has no parameter 'secs'; it takes: seconds"),
+        (("submit", "cli.flaky", "x=1"), "cli.flaky has no parameter 'x'; it takes no parameters"),
+        (("submit", "demo.answer", "seconds"), "expected KEY=VALUE"),
+        (("submit", "demo.answer", "seconds=soon"), "seconds must be a number"),
+        (("submit", "demo.answer", "seconds=-1"), "seconds: must be at least 0"),  # the 422
+        (("tasks", "--limit", "x"), "invalid int value"),  # argparse
+    ]:
+        code, _, err = run(*args)
+        assert code == 2 and says in err, (args, code, err)
+    code, _, err = run("--data-dir", str(tmp_path), "tasks")
+    assert code == 3 and "not running" in err
+
+
+def test_ids_may_be_unique_prefixes(herald, monkeypatch, capsys):
+    def run(*args: str) -> tuple[int, str, str]:
+        return in_process(herald, monkeypatch, capsys, *args)
+
+    done = run("submit", "demo.answer", "seconds=0", "--timeout", "2.5", "--wait")
+    done_id = done[2].split()[2]
+    busy_id = run("submit", "demo.answer", "seconds=60")[1].strip()
+    running_task(herald, "demo.answer")
+    code, out, _ = run("show", done_id[:6])
+    assert code == 0 and f"id           {done_id}" in out.splitlines()
+    code, _, err = run("show", done_id[:3])
+    assert code == 2 and "at least 4 characters" in err
+    code, _, err = run("show", "ffffffffffff")
+    assert code == 2 and "no task 'ffffffffffff'" in err
+
+    code, _, err = run("rm", busy_id[:5])  # running: refused, with the way out
+    assert code == 2 and f"cancel it first (`herald cancel {busy_id[:8]}`)" in err
+    code, out, _ = run("cancel", busy_id[:5])
+    assert code == 0 and out.startswith(f"{busy_id}: ")
+
+    code, out, err = run("rerun", done_id[:7])  # the same task, arguments and time limit
+    new_id = out.strip()
+    assert code == 0 and new_id != done_id, err
+    new = herald.client.get(new_id)
+    assert (new["task"], new["args"], new["timeout"]) == ("demo.answer", {"seconds": 0}, 2.5)
+    code, out, _ = run("rerun", done_id[:7], "--wait")
+    assert code == 0 and out.strip() == "42"
+
+    wait_for(lambda: herald.client.get(busy_id)["state"] == "cancelled")
+    code, out, err = run("rm", done_id[:6], busy_id[:6])
+    assert code == 0, err
+    assert out.splitlines() == [f"{done_id}: removed", f"{busy_id}: removed"]
+    assert run("show", done_id)[0] == 2
+
+
+@contextlib.contextmanager
+def spawned(herald: Instance, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`herald ARGS` in the background; killed if the test ends before it does."""
+    proc = subprocess.Popen([sys.executable, "-m", "embedded", *args], env=herald.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def lines_until(pipe, predicate, timeout: float = 30) -> list[str]:
+    """Lines read from `pipe` until one satisfies `predicate` (fail after `timeout`).
+    Reads the file descriptor itself: what it leaves unread, communicate() still gets."""
+    import os
+    import select
+
+    seen: list[str] = []
+    partial = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not select.select([pipe.fileno()], [], [], 0.2)[0]:
+            continue
+        chunk = os.read(pipe.fileno(), 65536)
+        if not chunk:
+            break
+        *lines, partial = (partial + chunk).split(b"\n")
+        for line in lines:
+            seen.append(line.decode())
+            if predicate(seen[-1]):
+                return seen
+    raise AssertionError(f"not seen in time: {seen}")
+
+
+def test_follow_reattaches_and_ctrl_c_only_detaches(herald, tmp_path):
+    gate = tmp_path / "go"
+    code = (f"import os, time\nprint('before', flush=True)\n"
+            f"while not os.path.exists({str(gate)!r}): time.sleep(0.05)\n"
+            "print('after', flush=True)\nraise SystemExit(4)")  # fmt: skip
+    task_id = herald.client.submit("process.run", {"program": sys.executable,
+                                                   "args": ["-c", code]})["id"]  # fmt: skip
+
+    with spawned(herald, "follow", task_id[:6]) as first:
+        lines_until(first.stderr, lambda line: line.startswith(f"herald: following {task_id}"))
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=20)
+    assert first.returncode == 130, err
+    assert "stopped following; the task keeps running" in err
+    assert herald.client.get(task_id)["state"] == "running"  # never cancelled
+    wait_for(lambda: any(e.type.value == "output" for e in herald.client.timeline(task_id)))
+
+    with spawned(herald, "follow", task_id[:6]) as second:
+        lines_until(second.stderr, lambda line: line.startswith("herald: following"))
+        gate.touch()
+        out, err = second.communicate(timeout=30)
+    assert second.returncode == 1, err  # its outcome: the program exited 4
+    assert out.splitlines() == ["after"]  # live output from where it re-attached
+    assert err.strip().endswith("exited with code 4")
+
+
+def test_tasks_is_a_table_and_watch_redraws_on_events(herald, monkeypatch, capsys):
+    task_id = herald.client.submit("demo.answer", {"seconds": 0})["id"]
+    wait_for(lambda: herald.client.get(task_id)["state"] == "succeeded")
+    code, out, _ = in_process(herald, monkeypatch, capsys, "tasks", "--limit", "3")
+    header, first, *_ = out.splitlines()
+    assert header.split() == ["ID", "TASK", "STATE", "PROGRESS", "AGE", "MESSAGE"]
+    assert first.split()[:4] == [task_id[:8], "demo.answer", "succeeded", "100%"]
+    for column in ("TASK", "STATE", "AGE"):  # aligned: every row's cell starts under it
+        at = header.index(column)
+        assert all(line[at - 2:at] == "  " for line in out.splitlines()[1:]), column
+
+    with spawned(herald, "tasks", "--watch") as watch:
+        lines_until(watch.stdout, lambda line: line.startswith(task_id[:8]))
+        new_id = herald.client.submit("demo.answer", {"seconds": 0})["id"]
+        lines_until(watch.stdout, lambda line: line.startswith(new_id[:8]) and "succeeded" in line)
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=20)
+    assert watch.returncode == 0, err
+
+
+def test_catalog_lists_choices_required_parameters_and_lists(herald, monkeypatch, capsys):
+    out = in_process(herald, monkeypatch, capsys, "catalog")[1].splitlines()
+    assert any(line.startswith('    algorithm: choice = "sha256", one of: sha256, sha1, md5')
+               for line in out)  # fmt: skip
+    assert any(line.startswith("    path: path (required), an existing file or folder")
+               for line in out)  # fmt: skip
+    assert "        a list: args='a b' (split like a shell) or args=a args=b" in out
+    assert "        a list: ok_exit_codes=0,1 or ok_exit_codes=0 ok_exit_codes=1" in out
+
+
+def test_lists_are_split_like_a_shell_or_given_by_repeating_the_key():
+    spec = {"name": "t", "params": [{"name": "args", "type": "string_list"},
+                                    {"name": "codes", "type": "integer_list"}]}  # fmt: skip
+    assert cli._parse_kv(spec, ["args=-l 'a b'", "args=-x", "codes=0,1", "codes=3"]) == {
+        "args": ["-l", "a b", "-x"], "codes": [0, 1, 3]}
+    with pytest.raises(cli.UsageError, match="^t has no parameter 'x'; it takes no parameters$"):
+        cli._parse_kv({"name": "t", "params": []}, ["x=1"])
+
+
+def _walk(parser):
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _walk(sub)
+
+
+def test_help_hides_nothing_badly_and_explains_every_option(capsys):
+    import argparse
+
+    parser = cli._parser()
+    for p in _walk(parser):
+        for action in p._actions:
+            assert action.help and action.help != argparse.SUPPRESS, (p.prog, action.dest)
+        p.print_help()
+        text = capsys.readouterr().out
+        assert "==SUPPRESS==" not in text and " service " not in text, p.prog
+    parser.print_help()
+    text = capsys.readouterr().out
+    assert "exit codes:" in text and "130  interrupted (Ctrl-C)" in text
+    assert "3    Herald is not running" in text
+
+
+def test_bash_completion_completes_commands_options_tasks_and_ids(herald, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "herald"
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m embedded "$@"\n')
+    shim.chmod(0o755)
+    script = herald.cli("completion", "bash").stdout
+    task_id = herald.client.submit("demo.answer", {"seconds": 0})["id"]
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(f"'{w}'" for w in words)
+        code = (f"{script}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _herald; "
+                'printf "%s\\n" "${COMPREPLY[@]}"')  # fmt: skip
+        env = {**herald.env, "PATH": f"{bin_dir}:{herald.env['PATH']}"}
+        done = subprocess.run(["bash", "-c", code], env=env, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("herald", "fo") == ["follow"]
+    assert complete("herald", "tasks", "--w") == ["--watch"]
+    assert complete("herald", "submit", "demo.a") == ["demo.answer"]
+    assert complete("herald", "submit", "demo.answer", "sec") == ["seconds="]
+    assert complete("herald", "show", task_id[:5]) == [task_id[:8]]
+    zsh = herald.cli("completion", "zsh").stdout
+    assert zsh.startswith("#compdef herald") and "'follow:re-attach" in zsh

@@ -20,9 +20,10 @@ import signal
 import subprocess
 import threading
 import time
+from collections import deque
 from typing import IO, Any
 
-from services.core.errors import TaskCancelled, TaskFailure
+from services.core.errors import ErrorCode, TaskCancelled, TaskFailure
 from services.tasks.builtin.files import display_path, io_failure
 from services.tasks.catalog import Param, ParamType, PathAccess, PathKind, task
 from services.tasks.context import TaskContext
@@ -31,6 +32,8 @@ TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 EXIT_GRACE = 2.0  # seconds to wait for output after the program exited (children may hold it)
 CHECK_INTERVAL = 0.2  # longest wait between two looks at the cancel flag
 MAX_LINE = 64 * 1024  # longer lines are split: a program without newlines cannot eat memory
+TAIL_LINES = 20  # last output lines kept in a failure's detail
+TAIL_WIDTH = 500  # characters of each of them
 
 _EOF = object()
 _POSIX = os.name == "posix"
@@ -82,9 +85,10 @@ def _stop(proc: subprocess.Popen[bytes], reader: threading.Thread) -> None:
     title="Run a program",
     description=(
         "Runs a program with arguments (no shell) in a folder, streaming its output "
-        "(stdout and stderr merged) line by line. The task succeeds whatever the exit code: "
-        "the result's exit_code says how the program ended (negative: killed by that "
-        "signal). Cancelling, or its time limit, stops the program and everything it "
+        "(stdout and stderr merged) line by line. It fails (exit_status, with the code and "
+        "the last lines of output) when the program exits with a code not in 'Accepted exit "
+        "codes' (default 0) or is killed by a signal; the result's exit_code says how it "
+        "ended. Cancelling, or its time limit, stops the program and everything it "
         "started. Programs that buffer their output when it is not a terminal show it late."
     ),
     params=[
@@ -95,6 +99,9 @@ def _stop(proc: subprocess.Popen[bytes], reader: threading.Thread) -> None:
               description="Its arguments, one per item."),  # fmt: skip
         Param("cwd", ParamType.PATH, title="Folder", path_kind=PathKind.DIRECTORY,
               default=None, description="Where it runs; by default your home folder."),  # fmt: skip
+        Param("ok_exit_codes", ParamType.INTEGER_LIST, title="Accepted exit codes", default=[0],
+              minimum=1, maximum=256,
+              description="The exit codes that mean success (others fail the task)."),  # fmt: skip
     ],
     path_defaults={"cwd": lambda args: os.path.expanduser("~")},
     display={
@@ -105,9 +112,15 @@ def _stop(proc: subprocess.Popen[bytes], reader: threading.Thread) -> None:
         ],
     },
 )
-def run(ctx: TaskContext, program: str, args: list[str] | None = None,
-        cwd: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """Run a program, stream its output lines, return its exit code."""
+def run(ctx: TaskContext, program: str, args: list[str] | None = None, cwd: str | None = None,
+        ok_exit_codes: list[int] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run a program, stream its output lines, return its exit code.
+
+    Raises:
+        TaskFailure: exit_status when it exits with a code not in `ok_exit_codes` (default
+            [0]) or dies of a signal; its detail has the exit code and the last lines.
+    """
+    accepted = set(ok_exit_codes if ok_exit_codes is not None else [0])
     cwd = cwd or os.path.expanduser("~")
     executable = program if os.sep in program or (os.altsep and os.altsep in program) else (
         shutil.which(program))  # fmt: skip
@@ -140,6 +153,7 @@ def run(ctx: TaskContext, program: str, args: list[str] | None = None,
                               name=f"output-{proc.pid}", daemon=True)  # fmt: skip
     reader.start()
     count = 0
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
     stopped = False
     try:
         ctx.progress(None, f"running pid {proc.pid}")
@@ -155,28 +169,48 @@ def run(ctx: TaskContext, program: str, args: list[str] | None = None,
                 # stop the group; a process that left it keeps only the reader thread.
                 _stop(proc, reader)
                 stopped = True
-                count += _drain(ctx, lines)
+                count += _drain(ctx, lines, tail)
                 break
             try:
                 item = lines.get(timeout=CHECK_INTERVAL)
             except queue.Empty:
+                # A quiet program: what it printed last is recorded now, not with the
+                # next line (a prompt, "waiting for...", is seen while it waits).
+                ctx.flush()
                 continue
             if item is _EOF:
                 break
             ctx.output(item)
+            tail.append(item[:TAIL_WIDTH])
             count += 1
     except BaseException:
-        _drain(ctx, lines)  # first what was read: a killed attempt may not get further
+        _drain(ctx, lines, tail)  # first what was read: a killed attempt may not get further
         if not stopped:
             _stop(proc, reader)
-        _drain(ctx, lines)
+        _drain(ctx, lines, tail)
         raise
     code = proc.wait()
-    ctx.progress(1.0, f"exited with code {code}")
-    return {"exit_code": code, "lines": count}
+    if code in accepted:
+        ctx.progress(1.0, f"exited with code {code}")
+        return {"exit_code": code, "lines": count}
+    raise TaskFailure(exit_message(program, code), code=ErrorCode.EXIT_STATUS,
+                      detail={"exit_code": code, "lines": count,
+                              "last_lines": list(tail)})  # fmt: skip
 
 
-def _drain(ctx: TaskContext, lines: queue.SimpleQueue[Any]) -> int:
+def exit_message(program: str, code: int) -> str:
+    """What a failed program's exit status says, for people."""
+    name = os.path.basename(program) or program
+    if code < 0:
+        try:
+            sig = signal.Signals(-code).name
+        except ValueError:
+            sig = f"signal {-code}"
+        return f"{name} was killed by {sig}"
+    return f"{name} exited with code {code}"
+
+
+def _drain(ctx: TaskContext, lines: queue.SimpleQueue[Any], tail: deque[str]) -> int:
     """Emit the lines already read (the program was stopped); how many there were."""
     count = 0
     while True:
@@ -186,4 +220,5 @@ def _drain(ctx: TaskContext, lines: queue.SimpleQueue[Any]) -> int:
             return count
         if item is not _EOF:
             ctx.output(item)
+            tail.append(item[:TAIL_WIDTH])
             count += 1

@@ -427,6 +427,23 @@ def test_run_streams_output_lines_in_order(tmp_path):
     assert first[0] is None and re.fullmatch(r"running pid \d+", first[1])
 
 
+def test_run_records_a_quiet_program_s_last_line_while_it_waits(tmp_path):
+    gate = tmp_path / "seen"
+
+    class Opener(TaskContext):
+        def _record_output(self, lines: list[str]) -> None:
+            if "first" in lines:
+                gate.touch()
+
+    code = (f"import os, time\nprint('first', flush=True)\nend = time.time() + 3\n"
+            f"while not os.path.exists({str(gate)!r}) and time.time() < end: time.sleep(0.02)\n"
+            f"print('seen' if os.path.exists({str(gate)!r}) else 'not seen')")  # fmt: skip
+    c = Opener(progress_interval=60)  # no rate-limited flush would come in time
+    process.run(c, sys.executable, ["-c", code])
+    c.flush()  # as the worker does at the end
+    assert output_of(c) == ["first", "seen"]
+
+
 def test_run_runs_in_the_given_folder_with_no_input(tmp_path):
     code = "import os, sys; print(os.getcwd()); print(repr(sys.stdin.read()))"
     c = ctx()
@@ -434,10 +451,51 @@ def test_run_runs_in_the_given_folder_with_no_input(tmp_path):
     assert output_of(c) == [os.path.realpath(tmp_path), "''"]
 
 
-def test_run_reports_a_nonzero_exit_code_as_a_result():
+def test_run_fails_with_exit_status_when_the_program_exits_non_zero():
     c = ctx()
-    result = process.run(c, sys.executable, ["-c", "print('bad'); raise SystemExit(3)"])
+    code = "for i in range(30): print('line', i)\nraise SystemExit(3)"
+    with pytest.raises(TaskFailure) as info:
+        process.run(c, sys.executable, ["-c", code])
+    exc = info.value
+    assert exc.code == "exit_status"
+    assert "exited with code 3" in exc.message
+    assert exc.detail == {"exit_code": 3, "lines": 30,
+                          "last_lines": [f"line {i}" for i in range(10, 30)]}  # fmt: skip
+    assert len(output_of(c)) == 30  # every line was still streamed
+
+
+def test_run_accepts_the_exit_codes_it_is_told_to():
+    c = ctx()
+    result = process.run(c, sys.executable, ["-c", "print('bad'); raise SystemExit(3)"],
+                         ok_exit_codes=[0, 3])  # fmt: skip
     assert result == {"exit_code": 3, "lines": 1}
+    with pytest.raises(TaskFailure) as info:  # 0 is no longer fine when not listed
+        process.run(ctx(), sys.executable, ["-c", "pass"], ok_exit_codes=[1])
+    assert info.value.detail["exit_code"] == 0
+
+
+@pytest.mark.skipif(not POSIX, reason="signals")
+def test_run_fails_when_the_program_dies_of_a_signal():
+    code = "import os, signal; print('dying', flush=True); os.kill(os.getpid(), signal.SIGKILL)"
+    with pytest.raises(TaskFailure) as info:
+        process.run(ctx(), sys.executable, ["-c", code])
+    assert info.value.code == "exit_status"
+    assert "killed by SIGKILL" in info.value.message
+    assert info.value.detail["exit_code"] == -9
+    assert info.value.detail["last_lines"] == ["dying"]
+
+
+def test_ok_exit_codes_is_a_list_of_integers():
+    spec = load_catalog().get("process.run")
+    param = next(p for p in spec.params if p.name == "ok_exit_codes")
+    assert param.default == [0] and param.to_json()["type"] == "integer_list"
+    assert param.from_text("0,1, 2") == [0, 1, 2] and param.from_text("3 4") == [3, 4]
+    assert param.validate([0, 2.0]) == [0, 2]
+    for bad in (["1"], [True], [1.5], "0", []):
+        with pytest.raises(ValueError):
+            param.validate(bad)
+    with pytest.raises(ValueError):
+        param.from_text("zero")
 
 
 def test_run_replaces_undecodable_output():
@@ -566,7 +624,8 @@ def test_parameters_of_report_csv(catalog, tmp_path):
 
 def test_parameters_of_process_run(catalog, tmp_path):
     spec = catalog.get("process.run")
-    assert spec.validate({"program": "ls"}) == {"program": "ls", "args": [], "cwd": None}
+    assert spec.validate({"program": "ls"}) == {"program": "ls", "args": [], "cwd": None,
+                                                 "ok_exit_codes": [0]}
     ok = spec.validate({"program": "ls", "args": ["-l"], "cwd": str(tmp_path)})
     assert ok["args"] == ["-l"]
     for bad in ({}, {"program": ""}, {"program": "ls", "args": "-l"},
