@@ -1,5 +1,6 @@
 """Make docs/screenshot.png: the real app, real services, tasks in flight and finished;
-docs/screenshot-result.png: the same window showing a checksum's readable result; then a
+docs/screenshot-result.png: the same window showing a checksum's readable result;
+docs/screenshot-failed.png: a failed row and why it failed; then a
 minute and a half of real tasks (succeeded, failed, cancelled) and docs/activity.png, the
 activity view that counts them.
 
@@ -82,6 +83,13 @@ async def scenario(desktop, files: dict[str, Path], out: Path) -> None:
     result_shot = out.with_name(out.stem + "-result" + out.suffix)
     w.grab().save(str(result_shot))
     print(f"wrote {result_shot}")
+    # A failed row: its own colour and icon, the reason in words, what to do next.
+    w.select_task(done[4]["id"])
+    await asyncio.sleep(0.5)
+    QApplication.processEvents()
+    failed_shot = out.with_name(out.stem + "-failed" + out.suffix)
+    w.grab().save(str(failed_shot))
+    print(f"wrote {failed_shot}")
     await activity_scenario(desktop, files, running, out.parent / "activity.png")
     await desktop.quit(ask=False)
     await run
