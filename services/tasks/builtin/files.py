@@ -7,7 +7,7 @@ reading a fifo would block forever.
 
 Also home to the helpers the other file-writing tasks share: `AtomicFile` (write under a
 temporary name, rename into place, never leave a partial file behind), `io_failure` (an
-OSError as a clear TaskFailure) and `format_bytes`.
+OSError as a clear TaskFailure) and `format_bytes` (resultview's, re-exported).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from services.core.errors import TaskCancelled, TaskFailure
+from services.core.resultview import format_bytes  # one way to say a size, everywhere
 from services.tasks.catalog import Param, ParamType, PathKind, task
 from services.tasks.context import TaskContext
 
@@ -35,16 +36,6 @@ FORMATS = ("auto", "zip", "tar.gz")
 # ------------------------------------------------------------------ shared helpers
 
 
-def format_bytes(n: float) -> str:
-    """A byte count for people, in decimal units: "512 B", "12.3 MB", "40 MB"."""
-    if n < 1000:
-        return f"{int(n)} B"
-    for unit in ("kB", "MB", "GB", "TB"):
-        n /= 1000
-        if n < 999.95 or unit == "TB":
-            text = f"{n:.1f}"
-            return f"{text.removesuffix('.0')} {unit}"
-    raise AssertionError("unreachable")
 
 
 _ERRNO_CODES = {

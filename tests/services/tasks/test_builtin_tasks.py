@@ -212,9 +212,10 @@ def test_atomic_file_publishes_only_on_commit(tmp_path):
 def test_format_bytes():
     assert files.format_bytes(0) == "0 B"
     assert files.format_bytes(999) == "999 B"
-    assert files.format_bytes(12_300_000) == "12.3 MB"
-    assert files.format_bytes(40_000_000) == "40 MB"
-    assert files.format_bytes(999_990) == "1 MB"
+    # The same binary units as the result's fields ("3.7 MiB" in both columns of a row).
+    assert files.format_bytes(12_300_000) == "11.7 MiB"
+    assert files.format_bytes(40 * 1024 * 1024) == "40.0 MiB"
+    assert files.format_bytes(1000) == "1000 B"
 
 
 # ------------------------------------------------------------------ files.archive
