@@ -129,7 +129,7 @@ def test_checksum_of_a_file_equals_hashlib(tmp_path, algorithm):
                       "size": len(data), "digest": hashlib.new(algorithm, data).hexdigest()}
     fractions = [f for f, _ in progress_of(c)]
     assert fractions[-1] == 1.0 and 0 < fractions[0] < 1
-    assert any("MB of" in (m or "") for _, m in progress_of(c))
+    assert any("MiB of" in (m or "") for _, m in progress_of(c))
     json.dumps(result)
 
 
