@@ -127,9 +127,8 @@ async def activity_scenario(desktop, files: dict[str, Path], running: list[dict]
             elif kind < 0.73:
                 await submit("files.archive", {"source": str(files["photos"]),
                                                "destination": str(files["out"] / f"a{n}.zip")})
-            elif kind < 0.80:  # the destination exists and Overwrite is off: it fails
-                await submit("files.archive", {"source": str(files["photos"]),
-                                               "destination": str(files["out"] / "photos.zip")})
+            elif kind < 0.80:  # a program that exits non-zero: it fails
+                await submit("process.run", {"program": "false"})
             elif kind < 0.87:  # over its time limit: it fails
                 await submit("demo.answer", {"seconds": 5}, timeout=0.5)
             else:
