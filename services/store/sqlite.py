@@ -98,44 +98,53 @@ CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at) WHERE finished_
 """
 
 # The search index (version 5): an external-content FTS5 table over what `tasks_search`
-# shows of each task, kept in step with the ledger by triggers, so every write that changes
-# a task changes its index entry in the same transaction. A task's message is indexed only
-# once it has finished: a running task's progress messages change many times a second, and
-# reindexing each would tax the hot path for text nobody searches the history for. Results
-# are indexed up to their first _RESULT_CHARS characters.
+# shows of each *finished* task, kept in step with the ledger by triggers, so the write that
+# finishes (or deletes) a task changes the index in the same transaction. A finished task
+# never changes again: it is indexed once. Queued and running tasks are few, and their
+# messages change many times a second: `list_tasks` matches them row by row instead
+# (`services.core.search.Query.matches`, the rules the index follows). Results are indexed
+# up to their first _RESULT_CHARS characters.
 _RESULT_CHARS = 20_000
 _FINISHED = "('succeeded', 'failed', 'cancelled')"
 
 
 def _indexed(row: str) -> str:
     """The indexed columns of a tasks row (`new` or `old` in a trigger), in FTS order."""
-    return (f"{row}.id, {row}.name, {row}.args, CASE WHEN {row}.state IN {_FINISHED} THEN "
-            f"{row}.message END, substr({row}.result, 1, {_RESULT_CHARS})")  # fmt: skip
+    return (f"{row}.id, {row}.name, {row}.args, {row}.message, "
+            f"substr({row}.result, 1, {_RESULT_CHARS})")  # fmt: skip
+
+
+def _changed(column: str) -> str:
+    return f"old.{column} IS NOT new.{column}"
 
 
 _FTS_COLUMNS = "id, name, args, message, result"
 FTS_SCHEMA = f"""
 CREATE VIEW IF NOT EXISTS tasks_search (n, {_FTS_COLUMNS}) AS
-    SELECT n, {_indexed("tasks")} FROM tasks;
+    SELECT n, {_indexed("tasks")} FROM tasks WHERE state IN {_FINISHED};
 CREATE VIRTUAL TABLE IF NOT EXISTS tasks_fts USING fts5(
     {_FTS_COLUMNS}, content='tasks_search', content_rowid='n',
     tokenize='unicode61 remove_diacritics 2', prefix='2 3');
-CREATE TRIGGER IF NOT EXISTS tasks_fts_insert AFTER INSERT ON tasks BEGIN
+CREATE TRIGGER IF NOT EXISTS tasks_fts_insert AFTER INSERT ON tasks
+    WHEN new.state IN {_FINISHED}
+BEGIN
     INSERT INTO tasks_fts (rowid, {_FTS_COLUMNS}) VALUES (new.n, {_indexed("new")});
 END;
-CREATE TRIGGER IF NOT EXISTS tasks_fts_delete AFTER DELETE ON tasks BEGIN
+CREATE TRIGGER IF NOT EXISTS tasks_fts_delete AFTER DELETE ON tasks
+    WHEN old.state IN {_FINISHED}
+BEGIN
     INSERT INTO tasks_fts (tasks_fts, rowid, {_FTS_COLUMNS})
         VALUES ('delete', old.n, {_indexed("old")});
 END;
 CREATE TRIGGER IF NOT EXISTS tasks_fts_update AFTER UPDATE OF state, message, result, name,
         args ON tasks
-    WHEN (CASE WHEN old.state IN {_FINISHED} THEN old.message END) IS NOT
-         (CASE WHEN new.state IN {_FINISHED} THEN new.message END)
-      OR old.result IS NOT new.result OR old.name IS NOT new.name OR old.args IS NOT new.args
+    WHEN (old.state IN {_FINISHED}) IS NOT (new.state IN {_FINISHED})
+      OR (new.state IN {_FINISHED} AND ({" OR ".join(map(_changed, ("message", "result", "name", "args")))}))
 BEGIN
     INSERT INTO tasks_fts (tasks_fts, rowid, {_FTS_COLUMNS})
-        VALUES ('delete', old.n, {_indexed("old")});
-    INSERT INTO tasks_fts (rowid, {_FTS_COLUMNS}) VALUES (new.n, {_indexed("new")});
+        SELECT 'delete', old.n, {_indexed("old")} WHERE old.state IN {_FINISHED};
+    INSERT INTO tasks_fts (rowid, {_FTS_COLUMNS})
+        SELECT new.n, {_indexed("new")} WHERE new.state IN {_FINISHED};
 END;
 """
 
@@ -704,7 +713,22 @@ class TaskStore:
                 where.append(clause)
                 params.append(value)
         columns = ", ".join("t." + col.strip() for col in _TASK_COLUMNS.split(","))
-        if query:
+        if not query:
+            sql = f"SELECT {columns} FROM tasks AS t WHERE {' AND '.join(where)} " \
+                  "ORDER BY t.pn DESC LIMIT ?"  # fmt: skip
+            return [TaskRecord.from_row(r) for r in c.execute(sql, [*params, limit])]
+        found: list[TaskRecord] = []
+        active = [s for s in (TaskState.QUEUED, TaskState.RUNNING) if not states or s in states]
+        if active:  # the few that are not indexed yet, matched here row by row
+            sql = (f"SELECT {columns} FROM tasks AS t WHERE {' AND '.join(where)} AND t.state "
+                   f"IN ({','.join('?' * len(active))}) ORDER BY t.pn DESC")
+            for row in c.execute(sql, [*params, *(s.value for s in active)]):
+                rec = TaskRecord.from_row(row)
+                if query.matches(_search_texts(row)):
+                    found.append(rec)
+                    if len(found) >= limit:
+                        break
+        if not states or any(s.terminal for s in states):
             # The index walks its matches newest first (rowid = n; a principal's n and pn
             # grow together) and stops at the page's end: a word every task has costs one
             # page, not the whole history. The pn range becomes a range of its rowids.
@@ -719,13 +743,10 @@ class TaskStore:
                 fts_params += [principal, lo]
             sql = (f"SELECT {columns} FROM tasks_fts JOIN tasks AS t ON t.n = tasks_fts.rowid "
                    f"WHERE {' AND '.join(fts + where)} ORDER BY tasks_fts.rowid DESC LIMIT ?")
-            params = fts_params + params
-        else:
-            sql = f"SELECT {columns} FROM tasks AS t WHERE {' AND '.join(where)} " \
-                  "ORDER BY t.pn DESC LIMIT ?"  # fmt: skip
-        params.append(limit)
-        rows = c.execute(sql, params).fetchall()
-        return [TaskRecord.from_row(r) for r in rows]
+            found += [TaskRecord.from_row(r) for r in c.execute(sql, [*fts_params, *params,
+                                                                        limit])]  # fmt: skip
+        found.sort(key=lambda r: r.pn, reverse=True)
+        return found[:limit]
 
     def request_cancel(
         self, task_id: str, principal: str
@@ -1280,6 +1301,12 @@ class TaskStore:
             Event(pseq, tid, p, EventType(t), ts, attempt, json.loads(data), log_pos=pos)
             for pseq, tid, p, t, ts, attempt, data, pos in rows
         ]
+
+
+def _search_texts(row: tuple[Any, ...]) -> tuple[str, ...]:
+    """What the search index holds of a task, from its row (_TASK_COLUMNS): id, name,
+    args, message and result."""
+    return (row[1], row[3], row[4], row[7] or "", (row[8] or "")[:_RESULT_CHARS])
 
 
 def _rows_within(cursor: sqlite3.Cursor, max_bytes: int) -> list[tuple[Any, ...]]:

@@ -24,7 +24,8 @@ def found(store, text, principal="me", **kw):
 
 
 def integrity(store):
-    """FTS5's own check of the index against the ledger (raises if they disagree)."""
+    """FTS5's own check of the index against the finished tasks of the ledger (raises if
+    they disagree)."""
     store._conn.execute("INSERT INTO tasks_fts (tasks_fts, rank) VALUES ('integrity-check', 1)")
 
 
@@ -37,8 +38,9 @@ def test_the_index_follows_submit_finish_and_delete(store):
     assert found(store, "sal") == [rec.id]  # the last word is a prefix
     assert found(store, "sal report") == []  # every word must match
     store.claim(rec.id, "w", 60)
-    store.progress(rec.id, 1, 0.5, "hashing quarterly")  # a running task's chatter...
-    assert found(store, "quarterly") == []  # ...is not indexed
+    store.progress(rec.id, 1, 0.5, "hashing quarterly")  # a running task's message
+    assert found(store, "quarterly") == [rec.id]
+    assert store._conn.execute("SELECT COUNT(*) FROM tasks_fts").fetchone()[0] == 0  # unindexed
     store.finish(rec.id, 1, TaskState.SUCCEEDED, result={"digest": "beefcafe", "files": 3})
     assert found(store, "beefcafe") == [rec.id]  # the result
     assert found(store, "quarterly") == [rec.id]  # the message it finished with
@@ -80,6 +82,8 @@ def test_pages_names_and_times(store):
         rec, _ = store.create_task(principal="me", name="a" if i % 2 else "b",
                                    args={"word": "common"})  # fmt: skip
         store.create_task(principal="other", name="a", args={"word": "common"})
+        if i % 3:  # finished (indexed) and queued (matched row by row) tasks mixed
+            store.request_cancel(rec.id, "me")
         ids.append(rec.id)
         times.append(rec.created_at)
         time.sleep(0.002)
@@ -127,7 +131,9 @@ def test_a_version_4_ledger_is_migrated_with_its_tasks_indexed(tmp_path):
         assert found(store, "old1") == ["t1"] and found(store, "old2") == []
         assert found(store, "old2", principal="you") == ["t2"]
         assert found(store, "zebra") == ["t3", "t1"]
-        assert found(store, "fine") == ["t1"]  # the running task's message is not indexed
+        assert found(store, "fine") == ["t3", "t1"]  # indexed, and matched while running
+        assert found(store, "fine", states=[TaskState.SUCCEEDED]) == ["t1"]
+        assert store._conn.execute("SELECT COUNT(*) FROM tasks_fts").fetchone()[0] == 2
         integrity(store)
         rec, _ = store.create_task(principal="me", name="demo", args={"file": "new.csv"})
         assert found(store, "csv") == [rec.id, "t3", "t1"]  # and it is kept in step
