@@ -317,26 +317,28 @@ PATHS: dict[str, dict[str, Any]] = {
                                    "name, id, arguments, message (once finished) or result; "
                                    "the last word is a prefix, as is a word ending in *; "
                                    "\"double quotes\" make a phrase. A bad search is 400.",
-                    "schema": {"type": "string", "maxLength": MAX_QUERY_CHARS},
+                    # The one syntax error: an odd number of double quotes (and no NUL).
+                    "schema": {"type": "string", "maxLength": MAX_QUERY_CHARS,
+                               "pattern": '^[^"\\x00]*("[^"\\x00]*"[^"\\x00]*)*$'},
                 },
                 {
                     "name": "task",
                     "in": "query",
                     "description": "Only tasks of this name (exactly)",
-                    "schema": {"type": "string", "maxLength": 200},
+                    "schema": {"type": "string", "maxLength": 200, "pattern": "^[^\\x00]*$"},
                 },
                 {
                     "name": "since",
                     "in": "query",
                     "description": "Only tasks submitted at or after this time (ISO 8601; a "
-                                   "time without a zone is UTC)",
-                    "schema": {"type": "string", "maxLength": 64},
+                                   "date alone, or a time without a zone, is UTC)",
+                    "schema": {"type": "string", "format": "date-time", "maxLength": 64},
                 },
                 {
                     "name": "until",
                     "in": "query",
                     "description": "Only tasks submitted before this time (ISO 8601)",
-                    "schema": {"type": "string", "maxLength": 64},
+                    "schema": {"type": "string", "format": "date-time", "maxLength": 64},
                 },
             ],
             "responses": {"200": _response("A page of tasks", "TaskList"),
