@@ -106,8 +106,8 @@ class ClientBridge(QObject):
             self.tasks_loaded.emit(tasks)
         self.history_paged.emit(before)
 
-    async def page(self, text: str, states: Any, before: int | None,
-                   limit: int | None = None) -> tuple[list[dict[str, Any]], int | None]:  # fmt: skip
+    async def page(self, text: str, states: Any, before: int | None, limit: int | None = None
+                   ) -> tuple[list[dict[str, Any]], int | None]:  # fmt: skip
         """One page of the history, newest first: the tasks matching the search `text` (the
         server's, over the whole history) in these states, and the next page's cursor.
 

@@ -94,9 +94,9 @@ def parse(text: str) -> Query:
     parts = text.split('"')
     for i, part in enumerate(parts):
         if i % 2:  # inside quotes: a phrase
-            words = tuple(tokens(part))
-            if words:
-                terms.append(Term(words))
+            phrase = tuple(tokens(part))
+            if phrase:
+                terms.append(Term(phrase))
             continue
         for raw in part.split():
             star = raw.endswith("*")

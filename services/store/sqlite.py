@@ -119,6 +119,7 @@ def _changed(column: str) -> str:
 
 
 _FTS_COLUMNS = "id, name, args, message, result"
+_CHANGED = " OR ".join(map(_changed, ("message", "result", "name", "args")))
 FTS_SCHEMA = f"""
 CREATE VIEW IF NOT EXISTS tasks_search (n, {_FTS_COLUMNS}) AS
     SELECT n, {_indexed("tasks")} FROM tasks WHERE state IN {_FINISHED};
@@ -139,7 +140,7 @@ END;
 CREATE TRIGGER IF NOT EXISTS tasks_fts_update AFTER UPDATE OF state, message, result, name,
         args ON tasks
     WHEN (old.state IN {_FINISHED}) IS NOT (new.state IN {_FINISHED})
-      OR (new.state IN {_FINISHED} AND ({" OR ".join(map(_changed, ("message", "result", "name", "args")))}))
+      OR (new.state IN {_FINISHED} AND ({_CHANGED}))
 BEGIN
     INSERT INTO tasks_fts (tasks_fts, rowid, {_FTS_COLUMNS})
         SELECT 'delete', old.n, {_indexed("old")} WHERE old.state IN {_FINISHED};

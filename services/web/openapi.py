@@ -42,8 +42,9 @@ def _response(
 def _errors(*statuses: int) -> dict[str, Any]:
     """Error responses: the given statuses plus the ones every route can answer."""
     texts = {
-        400: "Bad request: malformed body, query (a search it cannot understand) or header, or a Host, Origin or "
-             "Authorization header given twice (code bad_request)",
+        400: "Bad request: malformed body, query (a search it cannot understand) or "
+             "header, or a Host, Origin or Authorization header given twice (code "
+             "bad_request)",
         401: "Missing or invalid bearer token (code unauthorized)",
         403: "Host, Origin or an absolute-form request target refused (code forbidden_host "
              "/ forbidden_origin); on a submit, also a task or a folder the caller may not "

@@ -9,7 +9,10 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from services.store import TaskStore
-from tests.desktop.test_app import WAIT, Running, running, runtime  # noqa: F401 (fixtures)
+from tests.desktop import test_app
+from tests.desktop.test_app import WAIT, Running
+
+running, runtime = test_app.running, test_app.runtime  # the real app's fixtures
 
 
 def on_server(r: Running, task_id: str) -> bool:

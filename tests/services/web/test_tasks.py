@@ -278,7 +278,8 @@ async def test_bad_search_is_400_with_a_clear_error(api: Any, query: str, field:
 async def test_search_words_that_look_like_syntax_are_just_words(api: Any) -> None:
     """FTS5 operators and punctuation in q are searched for, never run as syntax."""
     (tid,) = await submit_many(api, 1)
-    for text in ("*", "a * b", "NOT", "t0 OR x", "NEAR(t0)", "t0 -x", "col:t0", "^t0", "(", "/", "t0 AND"):
+    for text in ("*", "a * b", "NOT", "t0 OR x", "NEAR(t0)", "t0 -x", "col:t0", "^t0", "(",
+                 "/", "t0 AND"):  # fmt: skip
         resp = await api.call("GET", "/api/tasks?q=" + quote(text))
         assert resp.status == 200, (text, resp.body)
     assert [t["id"] for t in (await api.call("GET", "/api/tasks?q=%2F")).body["tasks"]] == [tid]
