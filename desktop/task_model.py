@@ -440,7 +440,7 @@ class TaskModel(QAbstractTableModel):
     def set_search(self, text: str, states: Iterable[str] = ()) -> None:
         """Search the whole history for `text` in these states (server side): its first
         page is asked for at once (`page_wanted`), the next ones as the view scrolls."""
-        key = (text.strip(), tuple(sorted(states)))
+        key = _search_key(text, states)
         self._search = key
         self.search_error = ""
         if key == ("", ()) and key in self._cursors:
@@ -462,7 +462,7 @@ class TaskModel(QAbstractTableModel):
         """A page of the history the model asked for (`page_wanted`): its tasks, and the
         cursor of the next page (None: it was the last). A page of a search that is no
         longer current is merged, but moves nothing."""
-        key = (text.strip(), tuple(sorted(states)))
+        key = _search_key(text, states)
         self.load(tasks)
         if key != self._search:
             return
@@ -474,7 +474,7 @@ class TaskModel(QAbstractTableModel):
 
     def page_failed(self, text: str, states: Iterable[str], message: str) -> None:
         """Fetching a page failed (a search the server refused, the service down)."""
-        key = (text.strip(), tuple(sorted(states)))
+        key = _search_key(text, states)
         if key != self._search:
             return
         self._fetching = None
@@ -960,6 +960,11 @@ class TaskModel(QAbstractTableModel):
         if isinstance(limit, int | float) and limit > 0:
             lines.append(f"Time limit: {format_seconds(limit)} per attempt")
         return "\n".join(lines) or None
+
+
+def _search_key(text: str, states: Iterable[str]) -> tuple[str, tuple[str, ...]]:
+    """A search as the model keys its pages: its text ("" when blank) and sorted states."""
+    return (text if text.strip() else "", tuple(sorted(states)))
 
 
 def _first_line(text: str) -> str:

@@ -724,9 +724,8 @@ class TaskStore:
             sql = (f"SELECT {columns} FROM tasks AS t WHERE {' AND '.join(where)} AND t.state "
                    f"IN ({','.join('?' * len(active))}) ORDER BY t.pn DESC")
             for row in c.execute(sql, [*params, *(s.value for s in active)]):
-                rec = TaskRecord.from_row(row)
                 if query.matches(_search_texts(row)):
-                    found.append(rec)
+                    found.append(TaskRecord.from_row(row))
                     if len(found) >= limit:
                         break
         if not states or any(s.terminal for s in states):
