@@ -721,8 +721,11 @@ class TaskStore:
         found: list[TaskRecord] = []
         active = [s for s in (TaskState.QUEUED, TaskState.RUNNING) if not states or s in states]
         if active:  # the few that are not indexed yet, matched here row by row
-            sql = (f"SELECT {columns} FROM tasks AS t WHERE {' AND '.join(where)} AND t.state "
-                   f"IN ({','.join('?' * len(active))}) ORDER BY t.pn DESC")
+            # By the state index: the planner would rather walk the principal's whole
+            # history in pn order than sort its few active tasks.
+            sql = (f"SELECT {columns} FROM tasks AS t INDEXED BY tasks_state WHERE "
+                   f"{' AND '.join(where)} AND t.state IN ({','.join('?' * len(active))}) "
+                   "ORDER BY t.pn DESC")
             for row in c.execute(sql, [*params, *(s.value for s in active)]):
                 if query.matches(_search_texts(row)):
                     found.append(TaskRecord.from_row(row))
