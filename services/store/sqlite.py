@@ -103,8 +103,9 @@ CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at) WHERE finished_
 # never changes again: it is indexed once, when its state becomes a finished one (the
 # trigger is on `state` alone: a trigger that may write the FTS table makes every write
 # that could fire it join that table's transaction, which costs a progress report ~0.4 ms;
-# for the same reason there is none on INSERT: a task is always created queued). Queued and running tasks are few, and their
-# messages change many times a second: `list_tasks` matches them row by row instead
+# for the same reason there is none on INSERT: a task is always created queued). Queued and
+# running tasks are few, and their messages change many times a second: `list_tasks`
+# matches them row by row instead
 # (`services.core.search.Query.matches`, the rules the index follows). Results are indexed
 # up to their first _RESULT_CHARS characters.
 _RESULT_CHARS = 20_000
