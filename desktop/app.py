@@ -120,7 +120,7 @@ class DesktopApp(QObject):
         self.model.page_wanted.connect(
             lambda text, states, before: self._spawn(self._fetch_page(text, states, before)))
         self.removal = PendingRemoval(self.model, self)
-        self.removal.committed.connect(lambda ids: self._spawn(self._forget(ids, "Deleted")))
+        self.removal.committed.connect(lambda ids: self._spawn(self._forget(ids, quiet=True)))
         self.removal.expired.connect(w.hide_undo)
         w.remove_requested.connect(self._on_window_remove_requested)
         w.undo_requested.connect(self._on_window_undo_requested)
@@ -281,15 +281,17 @@ class DesktopApp(QObject):
             if len(ids) == 1:
                 self.window.select_task(ids[0])
 
-    async def _forget(self, ids: list[str], done: str = "Cleared") -> None:
-        """Delete cleared tasks from the ledger too, so they stay gone after a restart."""
+    async def _forget(self, ids: list[str], *, quiet: bool = False) -> None:
+        """Delete cleared tasks from the ledger too, so they stay gone after a restart
+        (`quiet`: a removal the status bar told of already; only a failure is said)."""
         for task_id in ids:
             try:
                 await self.bridge.delete(task_id)
             except Exception as exc:
                 self.window.show_status(f"Could not delete a task: {exc}")
                 return
-        self.window.show_status(f"{done} {len(ids)} finished task(s).")
+        if not quiet:
+            self.window.show_status(f"Cleared {len(ids)} finished task(s).")
 
     async def _fetch_page(self, text: str, states: list[str], before: int | None) -> None:
         """A page of the history (a search's, or the next as the table scrolls)."""

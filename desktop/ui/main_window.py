@@ -206,7 +206,8 @@ class MainWindow(QMainWindow):
         self.lights = ServiceLights(services)
         self.status_message = QLabel("Starting services…")
         self.statusBar().addWidget(self.status_message, 1)
-        self.undo_button = QPushButton("Undo")
+        # Beside the status text until the removal is undone or final (whatever the text).
+        self.undo_button = QPushButton("Undo removal")
         self.undo_button.setFlat(True)
         self.undo_button.setAccessibleName("Undo the removal")
         self.undo_button.clicked.connect(self.undo_requested)
@@ -380,7 +381,6 @@ class MainWindow(QMainWindow):
 
     def show_status(self, text: str) -> None:
         self.status_message.setText(text)
-        self.undo_button.hide()
 
     def offer_undo(self, text: str) -> None:
         """Say what was just removed, with an "Undo" beside it until `hide_undo`."""
