@@ -283,3 +283,6 @@ async def test_search_words_that_look_like_syntax_are_just_words(api: Any) -> No
         resp = await api.call("GET", "/api/tasks?q=" + quote(text))
         assert resp.status == 200, (text, resp.body)
     assert [t["id"] for t in (await api.call("GET", "/api/tasks?q=%2F")).body["tasks"]] == [tid]
+    # "OR" is a word like any other: the task has t0 but neither "or" nor "zzz".
+    assert (await api.call("GET", "/api/tasks?q=t0%20OR%20zzz")).body["tasks"] == []
+    assert [t["id"] for t in (await api.call("GET", "/api/tasks?q=T0")).body["tasks"]] == [tid]
