@@ -1,6 +1,7 @@
 """`python -m bench [headless|desktop|all]` (default: all), `python -m bench compare TREE`
 (this tree against another checkout, measured interleaved in one run), or `python -m bench
-sandbox` (what confining each attempt costs)."""
+sandbox` (what confining each attempt costs), or `python -m bench search` (the first page of
+a search over 100,000 finished tasks; also part of `all`)."""
 
 import sys
 
@@ -23,4 +24,8 @@ if which in ("desktop", "all"):
     from bench.desktop import main as desktop
 
     code |= desktop()
+if which in ("search", "all"):
+    from bench.search import main as search
+
+    code |= search(rest if which == "search" else [])
 sys.exit(code)

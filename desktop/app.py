@@ -36,6 +36,7 @@ from PySide6.QtWidgets import QApplication
 
 from desktop.bridge import ClientBridge
 from desktop.notify import DesktopNotifications
+from desktop.removal import PendingRemoval
 from desktop.services import SERVICE_NAMES, ServiceMonitor
 from desktop.task_model import TaskModel
 from desktop.ui.main_window import MainWindow
@@ -136,6 +137,15 @@ class DesktopApp(QObject):
         b.tasks_loaded.connect(lambda _tasks: w.activity_view.set_source(b.activity))
         b.tasks_loaded.connect(lambda _tasks: w.set_loading(False))
         b.tasks_reloaded.connect(self.model.reload)
+        b.history_paged.connect(self.model.set_cursor)
+        b.reload_size = self.model.rowCount
+        self.model.page_wanted.connect(
+            lambda text, states, before: self._spawn(self._fetch_page(text, states, before)))
+        self.removal = PendingRemoval(self.model, self)
+        self.removal.committed.connect(lambda ids: self._spawn(self._forget(ids, quiet=True)))
+        self.removal.expired.connect(w.hide_undo)
+        w.remove_requested.connect(self._on_window_remove_requested)
+        w.undo_requested.connect(self._on_window_undo_requested)
         b.task_received.connect(self.model.upsert)
         b.event_received.connect(self._on_bridge_event_received)
         b.connection_changed.connect(self._on_bridge_connection_changed)
@@ -354,19 +364,49 @@ class DesktopApp(QObject):
                                      timeout if isinstance(timeout, int | float) else None))
 
     def _on_window_clear_finished_requested(self) -> None:
+        self.removal.commit()
         ids = self.model.finished_ids()
         self.model.remove_tasks(ids)
         self._spawn(self._forget(ids))
 
-    async def _forget(self, ids: list[str]) -> None:
-        """Delete cleared tasks from the ledger too, so they stay gone after a restart."""
+    def _on_window_remove_requested(self, ids: list[str]) -> None:
+        """Delete (the key) on finished rows: gone from the table now, from the ledger once
+        the undo window has passed."""
+        taken = self.removal.remove(ids)
+        if taken:
+            self.window.offer_undo(f"Removed {len(taken)} task(s) from the history.")
+
+    def _on_window_undo_requested(self) -> None:
+        ids = self.removal.undo()
+        if ids:
+            self.window.show_status(f"Restored {len(ids)} task(s).")
+            if len(ids) == 1:
+                self.window.select_task(ids[0])
+
+    async def _forget(self, ids: list[str], *, quiet: bool = False) -> None:
+        """Delete cleared tasks from the ledger too, so they stay gone after a restart
+        (`quiet`: a removal the status bar told of already; only a failure is said)."""
         for task_id in ids:
             try:
                 await self.bridge.delete(task_id)
             except Exception as exc:
-                self.window.show_error(f"Could not clear a task: {exc}")
+                self.window.show_error(f"Could not delete a task: {exc}")
                 return
-        self.window.show_status(f"Cleared {len(ids)} finished task(s).")
+        if not quiet:
+            self.window.show_status(f"Cleared {len(ids)} finished task(s).")
+
+    async def _fetch_page(self, text: str, states: list[str], before: int | None) -> None:
+        """A page of the history (a search's, or the next as the table scrolls)."""
+        try:
+            tasks, cursor = await self.bridge.page(text, states, before)
+        except ApiError as exc:
+            self.model.page_failed(text, states, exc.message)
+            self.window.show_status(f"Search: {(exc.fields or {}).get('q') or exc.message}")
+            return
+        except Exception as exc:
+            self.model.page_failed(text, states, str(exc))
+            return
+        self.model.add_page(text, states, tasks, cursor)
 
     def _schedule_title(self, *_: object) -> None:
         if not self._title_timer.isActive():  # a throttle, not a debounce: progress is steady

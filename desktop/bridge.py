@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from PySide6.QtCore import QObject, Signal
 
@@ -30,7 +30,8 @@ from services.core.stream import StreamState
 
 log = logging.getLogger(__name__)
 
-HISTORY_LIMIT = 2000  # tasks loaded at start; older ones stay in the ledger
+HISTORY_LIMIT = 2000  # the most tasks a reload after a "reset" loads again
+PAGE_SIZE = 100  # tasks per page of the history: the first is loaded at start, more on scroll
 STALL_AFTER = 10.0  # seconds without an event or a pong after which the stream is "stalled"
 STALLED = "stalled"  # the connection state the watchdog adds to the stream's own
 CLOSE_WAIT = 2.0  # seconds each step of close() may take
@@ -45,7 +46,10 @@ class ClientBridge(QObject):
         tasks_reloaded(list, float): the same, loaded again because the notifier said
             "reset" (events were pruned or the log recreated), and the wall time at which
             the loading began: every task created before it that the ledger still has is
-            in the list (0.0 when the list was cut at HISTORY_LIMIT).
+            in the list (0.0 when the list was cut: it holds the newest tasks, as many as
+            `reload_size()` says, up to HISTORY_LIMIT).
+        history_paged(object): the `before` cursor of the page after the history just
+            loaded (None: that was all of it); emitted right after tasks_loaded/reloaded.
         task_received(dict): a task as an HTTP answer gave it (after a submit or cancel).
         event_received(object): one services.core.events.Event, in seq order, once.
         connection_changed(str, float): the stream's state ("connecting", "connected",
@@ -61,6 +65,7 @@ class ClientBridge(QObject):
     connection_changed = Signal(str, float)
     problems_found = Signal(list)  # what /api/health says could not be loaded (plug-ins)
     identity_loaded = Signal(dict)  # GET /api/me: the principal and its capabilities
+    history_paged = Signal(object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -72,6 +77,8 @@ class ClientBridge(QObject):
         self.stall_after = STALL_AFTER
         self.stalled = False
         self._heard_at = time.monotonic()
+        self.page_size = PAGE_SIZE
+        self.reload_size: Any = lambda: 0  # how many tasks the app holds (set by the app)
 
     @property
     def client(self) -> AsyncHeraldClient:
@@ -97,17 +104,46 @@ class ClientBridge(QObject):
         problems = (await client.health()).get("problems") or []
         if problems:  # plug-ins that could not be loaded: said, not silently skipped
             self.problems_found.emit([str(p) for p in problems])
-        tasks = []
+        # The first page only: the window is usable at once; the rest comes as it scrolls.
+        # A reload takes as many as the app holds, so what it shows is checked again.
+        want = min(HISTORY_LIMIT, max(self.page_size, self.reload_size() if reload else 0))
+        tasks: list[dict[str, Any]] = []
         as_of = time.time()
-        async for task in client.iter_tasks(page_size=200):
-            tasks.append(task)
-            if len(tasks) >= HISTORY_LIMIT:
-                as_of = 0.0
+        before = None
+        while True:
+            page, before = await self.page("", (), before, min(200, want - len(tasks)))
+            tasks += page
+            if before is None or len(tasks) >= want:
                 break
+        if before is not None:
+            as_of = 0.0
         if reload:
             self.tasks_reloaded.emit(tasks, as_of)
         else:
             self.tasks_loaded.emit(tasks)
+        self.history_paged.emit(before)
+
+    async def page(self, text: str, states: Any, before: int | None, limit: int | None = None
+                   ) -> tuple[list[dict[str, Any]], int | None]:  # fmt: skip
+        """One page of the history, newest first: the tasks matching the search `text` (the
+        server's, over the whole history) in these states, and the next page's cursor.
+
+        Raises:
+            embedded.client.ApiError: the server refused the search (its message says why).
+        """
+        query = [("limit", str(limit or self.page_size))]
+        if before is not None:
+            query.append(("before", str(before)))
+        if states:
+            query.append(("state", ",".join(states)))
+        if text.strip():
+            query.append(("q", text))
+        status, body = await self.client.request("GET", "/api/tasks?" + urlencode(query, safe=","))
+        if status >= 400:
+            raise ApiError.from_body(status, body)
+        link = body.get("next")
+        cursor = parse_qs(urlsplit(link).query).get("before") if link else None
+        return list(body["tasks"]), int(cursor[0]) if cursor else None
 
     async def _read(self, stream: AsyncEventStream) -> None:
         try:

@@ -40,7 +40,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QGuiApplication
 
 from desktop import state_look
-from services.core import resultview, taskview
+from services.core import resultview, search, taskview
 from services.core.events import Event, EventType
 from services.core.retry import format_seconds
 from services.core.states import TaskState
@@ -106,7 +106,7 @@ class _Row:
         # Waiting for a retry's time: its Message counts down, so it is made on every read.
         self.waiting = retry_in(task) is not None
         self.cells: list[str] | None = None  # display texts but Duration, made on demand
-        self.search: tuple[str, str] | None = None  # for SearchRole, made on demand
+        self.search: tuple[str, ...] | None = None  # for SearchRole, made on demand
 
     @property
     def state(self) -> str:
@@ -223,6 +223,15 @@ class TaskModel(QAbstractTableModel):
         task_missing(str): an event arrived for a task the model does not have (not loaded
             yet, or submitted elsewhere). Fetch it and `upsert` it; its events are kept
             until then. Once per task.
+        page_wanted(str, list, object): the next page of the history for a search (its
+            text, its states, and the `before` cursor, None for the first page) is wanted:
+            fetch it and give it to `add_page` (or `page_failed`).
+        search_changed(): the tasks the current search matched changed (filters re-run).
+
+    Paging: the model holds the pages of the history loaded so far (the first at start,
+    more as the view scrolls to the end: `canFetchMore`/`fetchMore`), and of each search
+    the filter box ran on the server; live events keep every row current and add new
+    tasks at the top whatever was loaded.
     """
 
     class Column(IntEnum):
@@ -241,7 +250,7 @@ class TaskModel(QAbstractTableModel):
     ProgressRole = _USER + 3  # float in 0..1, or None
     SortRole = _USER + 4  # per column: a str or a float that sorts like the column reads
     TaskRole = _USER + 5  # the task dict itself (do not change it)
-    SearchRole = _USER + 6  # (id, name title message args), casefolded: what a filter matches
+    SearchRole = _USER + 6  # (id, title, name, message, args, result): what a search reads
     OutcomeRole = _USER + 20  # str: a desktop.state_look outcome ("failed", ...) or None
 
     FLUSH_MS = 50
@@ -251,6 +260,8 @@ class TaskModel(QAbstractTableModel):
     task_changed = Signal(str)
     task_finished = Signal(str)
     task_missing = Signal(str)
+    page_wanted = Signal(str, list, object)
+    search_changed = Signal()
 
     def __init__(
         self,
@@ -290,6 +301,15 @@ class TaskModel(QAbstractTableModel):
         self._retry_timer = QTimer(self)
         self._retry_timer.setInterval(retry_tick_ms)
         self._retry_timer.timeout.connect(self._on_retry_timer_timeout)
+        # Paging, per search (text, states): the next page's cursor (None: no more), which
+        # search is asked for now, and the ids each search matched on the server.
+        self._search: tuple[str, tuple[str, ...]] = ("", ())
+        self._cursors: dict[tuple[str, tuple[str, ...]], int | None] = {}
+        self._fetching: tuple[str, tuple[str, ...]] | None = None
+        self._hits: dict[tuple[str, tuple[str, ...]], set[str]] = {}
+        self.search_error = ""  # why the current search failed on the server ("" if not)
+        # Rows taken out of the table that may come back (removal with undo).
+        self._parked: dict[str, tuple[_Row, _History | None]] = {}
 
     # ------------------------------------------------------------------ Qt model API
 
@@ -304,6 +324,18 @@ class TaskModel(QAbstractTableModel):
             return Qt.ItemFlag.NoItemFlags
         return (Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
                 | Qt.ItemFlag.ItemNeverHasChildren)  # fmt: skip
+
+    def canFetchMore(self, parent: AnyIndex = QModelIndex()) -> bool:  # noqa: N802, B008
+        if parent.isValid() or self._fetching is not None:
+            return False
+        return self._cursors.get(self._search) is not None
+
+    def fetchMore(self, parent: AnyIndex = QModelIndex()) -> None:  # noqa: N802, B008
+        if not self.canFetchMore(parent):
+            return
+        self._fetching = self._search
+        text, states = self._search
+        self.page_wanted.emit(text, list(states), self._cursors[self._search])
 
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = _DISPLAY
@@ -415,6 +447,100 @@ class TaskModel(QAbstractTableModel):
     def upsert(self, task: dict[str, Any]) -> None:
         """Add or update one task from the API (a submit's answer, a fetched task)."""
         self.load([task])
+
+    # ------------------------------------------------------------------ paging, search
+
+    def set_cursor(self, before: int | None) -> None:
+        """Where the history loaded at start (the plain list, no search) goes on: the
+        `before` of its next page, None when it was all of it."""
+        self._cursors[("", ())] = before
+
+    def set_search(self, text: str, states: Iterable[str] = ()) -> None:
+        """Search the whole history for `text` in these states (server side): its first
+        page is asked for at once (`page_wanted`), the next ones as the view scrolls."""
+        key = _search_key(text, states)
+        self._search = key
+        self.search_error = ""
+        if key == ("", ()) and key in self._cursors:
+            self._fetching = None
+            self.search_changed.emit()
+            return  # the plain history goes on where it was
+        self._cursors.pop(key, None)
+        self._hits.pop(key, None)
+        self._fetching = key
+        self.search_changed.emit()
+        self.page_wanted.emit(key[0], list(key[1]), None)
+
+    def search(self) -> tuple[str, tuple[str, ...]]:
+        """The current search: its text and states."""
+        return self._search
+
+    def add_page(self, text: str, states: Iterable[str], tasks: list[dict[str, Any]],
+                 before: int | None) -> None:  # fmt: skip
+        """A page of the history the model asked for (`page_wanted`): its tasks, and the
+        cursor of the next page (None: it was the last). A page of a search that is no
+        longer current is merged, but moves nothing."""
+        key = _search_key(text, states)
+        self.load(tasks)
+        if key != self._search:
+            return
+        self._fetching = None
+        self._cursors[key] = before
+        if key[0]:
+            self._hits.setdefault(key, set()).update(t["id"] for t in tasks)
+            self.search_changed.emit()
+
+    def page_failed(self, text: str, states: Iterable[str], message: str) -> None:
+        """Fetching a page failed (a search the server refused, the service down)."""
+        key = _search_key(text, states)
+        if key != self._search:
+            return
+        self._fetching = None
+        self._cursors[key] = None
+        self.search_error = message
+        self.search_changed.emit()
+
+    def search_hit(self, task_id: str) -> bool:
+        """Whether the server's search for the current text returned this task."""
+        return task_id in self._hits.get(self._search, ())
+
+    def fetching(self) -> bool:
+        """Whether a page is being fetched."""
+        return self._fetching is not None
+
+    # ------------------------------------------------------------------ removal, undo
+
+    def park(self, ids: Iterable[str]) -> list[str]:
+        """Take tasks out of the table for now (a removal the user may undo): later
+        events of theirs are ignored until `restore`. Returns the ids it took."""
+        taken = [t for t in ids if self._find(t) is not None and t not in self._parked]
+        for tid in taken:
+            row = self._find(tid)
+            assert row is not None
+            self._parked[tid] = (row, self._history.get(tid))
+        self.remove_tasks(taken)
+        return taken
+
+    def restore(self, ids: Iterable[str]) -> None:
+        """Put parked tasks back where they were (undo)."""
+        rows = []
+        for tid in ids:
+            parked = self._parked.pop(tid, None)
+            if parked is None:
+                continue
+            row, history = parked
+            self._removed.discard(tid)
+            if history is not None:
+                self._history[tid] = history
+            rows.append(row)
+        self._insert(rows)
+        for row in rows:
+            self._track(row)
+
+    def forget_parked(self, ids: Iterable[str]) -> None:
+        """Parked tasks that are gone for good (deleted on the server)."""
+        for tid in ids:
+            self._parked.pop(tid, None)
 
     def apply_event(self, event: Event) -> None:
         """Apply one event from the notifier; the views hear of it at the next flush.
@@ -809,15 +935,14 @@ class TaskModel(QAbstractTableModel):
         """What `SortRole` gives for a cell, read without a trip through Qt."""
         return self._sort_key(self._rows[len(self._rows) - 1 - row], column)
 
-    def _search_text(self, row: _Row) -> tuple[str, str]:
+    def _search_text(self, row: _Row) -> tuple[str, ...]:
         task = row.task
-        text = "\n".join((
-            self._display(row, self.Column.TASK),
-            str(task.get("task") or ""),
-            str(task.get("message") or ""),
-            json.dumps(task.get("args"), ensure_ascii=False, default=str),
-        ))  # fmt: skip
-        return row.id.casefold(), text.casefold()
+        texts = [row.id, self._display(row, self.Column.TASK), str(task.get("task") or ""),
+                 str(task.get("message") or ""),
+                 json.dumps(task.get("args"), ensure_ascii=False, default=str)]  # fmt: skip
+        if task.get("result") is not None:
+            texts.append(json.dumps(task["result"], ensure_ascii=False, default=str)[:20_000])
+        return tuple(texts)
 
     def _sort_key(self, row: _Row, col: int) -> Any:
         if col == self.Column.SUBMITTED:
@@ -876,6 +1001,11 @@ class TaskModel(QAbstractTableModel):
         return "\n".join(lines) or None
 
 
+def _search_key(text: str, states: Iterable[str]) -> tuple[str, tuple[str, ...]]:
+    """A search as the model keys its pages: its text ("" when blank) and sorted states."""
+    return (text if text.strip() else "", tuple(sorted(states)))
+
+
 def _first_line(text: str) -> str:
     return text.split("\n", 1)[0]
 
@@ -887,15 +1017,26 @@ def _capitalized(text: str) -> str:
 class TaskFilterProxy(QSortFilterProxyModel):
     """The task table filtered by state and by text, sortable by any column.
 
-    The text matches, case-insensitively, the task's name or title, message or arguments,
-    or the start of its id; every word of it must match.
+    The text is a search (`services.core.search`: every word must be a word of the task's
+    name or title, id, arguments, message or result; the last one may be the start of
+    one). A task the server's search returned for this text is shown too, so what the
+    model loaded for a search shows even where the two disagree on a word's edges.
     """
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._states: frozenset[str] = frozenset()
-        self._words: tuple[str, ...] = ()
+        self._text = ""
+        self._query: search.Query = search.Query(())
         self.setSortRole(TaskModel.SortRole)
+
+    def setSourceModel(self, model: Any) -> None:  # noqa: N802 (Qt's name)
+        old = self.sourceModel()
+        if isinstance(old, TaskModel):
+            old.search_changed.disconnect(self._on_model_search_changed)
+        super().setSourceModel(model)
+        if isinstance(model, TaskModel):
+            model.search_changed.connect(self._on_model_search_changed)
 
     def states(self) -> frozenset[str]:
         return self._states
@@ -907,10 +1048,18 @@ class TaskFilterProxy(QSortFilterProxyModel):
             self._change_filter(lambda: setattr(self, "_states", new))
 
     def set_text(self, text: str) -> None:
-        """Show only tasks matching every word of `text`; empty: all."""
-        words = tuple(text.casefold().split())
-        if words != self._words:
-            self._change_filter(lambda: setattr(self, "_words", words))
+        """Show only tasks matching the search `text`; empty (or not understood): all."""
+        try:
+            query = search.parse(text)
+        except search.SearchSyntaxError:
+            query = search.Query(())
+        if query != self._query:
+            self._change_filter(lambda: setattr(self, "_query", query))
+        self._text = text
+
+    def _on_model_search_changed(self) -> None:
+        if self._query:
+            self._change_filter(lambda: None)
 
     def _change_filter(self, change: Any) -> None:
         # beginFilterChange() arrived in Qt 6.9 and deprecates invalidateRowsFilter().
@@ -936,10 +1085,12 @@ class TaskFilterProxy(QSortFilterProxyModel):
         index = self.sourceModel().index(source_row, 0, source_parent)
         if self._states and index.data(TaskModel.StateRole) not in self._states:
             return False
-        if not self._words:
+        if not self._query:
             return True
-        search = index.data(TaskModel.SearchRole)
-        if not search:
+        search_texts = index.data(TaskModel.SearchRole)
+        if not search_texts:
             return True
-        task_id, text = search
-        return all(task_id.startswith(w) or w in text for w in self._words)
+        model = self.sourceModel()
+        if isinstance(model, TaskModel) and model.search_hit(search_texts[0]):
+            return True
+        return self._query.matches(search_texts)

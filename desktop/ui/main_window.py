@@ -8,7 +8,10 @@ Signals:
         attempt's time limit in seconds, None for the task's default).
     cancel_requested(ids): cancel these tasks.
     rerun_requested(id): run this task again with the same arguments.
-    clear_finished_requested(): remove finished tasks from the list.
+    clear_finished_requested(): remove finished tasks from the list (asked first, unless
+        the user said not to ask again).
+    remove_requested(ids): Delete on finished rows: remove these (with an undo).
+    undo_requested(): the status bar's "Undo" of the last removal.
     restart_services_requested(): the "Restart services" action.
     quit_requested(): the user asked to quit (window closed, menu, tray, Ctrl+Q).
 """
@@ -30,6 +33,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QDockWidget,
     QHBoxLayout,
@@ -39,6 +43,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMainWindow,
     QMenu,
+    QMessageBox,
     QPushButton,
     QSplitter,
     QStyle,
@@ -80,11 +85,17 @@ STATE_FILTERS = [
 ]
 
 
+SEARCH_DEBOUNCE_MS = 250
+ASK_BEFORE_CLEAR = "history/ask_before_clear"  # QSettings: False once "don't ask again"
+
+
 class MainWindow(QMainWindow):
     run_requested = Signal(str, dict, object)
     cancel_requested = Signal(list)
     rerun_requested = Signal(str)
     clear_finished_requested = Signal()
+    remove_requested = Signal(list)
+    undo_requested = Signal()
     restart_services_requested = Signal()
     quit_requested = Signal()
 
@@ -132,6 +143,10 @@ class MainWindow(QMainWindow):
         self.search.setClearButtonEnabled(True)
         self.search.setAccessibleName("Filter tasks")
         self.search.textChanged.connect(self._on_search_text_changed)
+        # The server searches the whole history once the user pauses typing.
+        self._search_timer = QTimer(self, singleShot=True, interval=SEARCH_DEBOUNCE_MS)
+        self._search_timer.timeout.connect(self._on_search_timer_timeout)
+        self.clear_box: QMessageBox | None = None  # "Clear finished?" while it is open
 
         self.proxy = TaskFilterProxy(self)
         self.proxy.setSourceModel(model)
@@ -229,6 +244,13 @@ class MainWindow(QMainWindow):
         self.status_message = QLabel("Starting services…")
         self.status_message.setTextFormat(Qt.TextFormat.PlainText)
         self.statusBar().addWidget(self.status_message, 1)
+        # Beside the status text until the removal is undone or final (whatever the text).
+        self.undo_button = QPushButton("Undo removal")
+        self.undo_button.setFlat(True)
+        self.undo_button.setAccessibleName("Undo the removal")
+        self.undo_button.clicked.connect(self.undo_requested)
+        self.undo_button.hide()
+        self.statusBar().addWidget(self.undo_button)
         self.statusBar().addPermanentWidget(self.lights)
         # A message goes when it is stale; one shown meanwhile starts the clock again.
         self._status_timer = QTimer(self)
@@ -271,9 +293,13 @@ class MainWindow(QMainWindow):
         sp = QStyle.StandardPixmap
         self.run_action = self._action("&Run", "Ctrl+Return", self.form.submit,
                                        sp.SP_MediaPlay, "Run the task with these arguments")
-        self.cancel_action = self._action("&Cancel", QKeySequence.StandardKey.Delete,
+        self.cancel_action = self._action("&Cancel", None,
                                           self._on_cancel_triggered, sp.SP_MediaStop,
                                           "Cancel the selected tasks (Delete)")
+        self.delete_action = self._action("&Delete", QKeySequence.StandardKey.Delete,
+                                          self._on_delete_triggered, None,
+                                          "Cancel the selected running or queued tasks; "
+                                          "remove the selected finished ones (with an undo)")
         self.rerun_action = self._action("Run a&gain", "Ctrl+R", self._on_rerun_triggered,
                                          sp.SP_BrowserReload,
                                          "Run the selected task again with the same arguments")
@@ -288,8 +314,8 @@ class MainWindow(QMainWindow):
                                         sp.SP_DialogSaveButton,
                                         "Copy the selected task's result")
         self.clear_action = self._action("C&lear finished", "Ctrl+Shift+Delete",
-                                         self.clear_finished_requested, sp.SP_DialogResetButton,
-                                         "Remove finished tasks from the list")
+                                         self._on_clear_triggered, sp.SP_DialogResetButton,
+                                         "Delete the finished tasks in the list")
         self.restart_action = self._action("&Restart services", None,
                                            self.restart_services_requested)
         # Ctrl+Q by name: the platform's standard Quit key is empty under some window
@@ -321,7 +347,7 @@ class MainWindow(QMainWindow):
         file_menu = menu.addMenu("&File")
         file_menu.addAction(self.quit_action)
         tasks_menu = menu.addMenu("&Tasks")
-        for a in (self.run_action, self.cancel_action, self.rerun_action,
+        for a in (self.run_action, self.cancel_action, self.delete_action, self.rerun_action,
                   self.edit_rerun_action, self.overwrite_rerun_action, self.copy_action,
                   self.clear_action):  # fmt: skip
             tasks_menu.addAction(a)
@@ -440,6 +466,14 @@ class MainWindow(QMainWindow):
         """Whether the task history is being loaded (the empty table says so)."""
         self._loading = loading
         self._update_empty_state()
+
+    def offer_undo(self, text: str) -> None:
+        """Say what was just removed, with an "Undo" beside it until `hide_undo`."""
+        self.status_message.setText(text)
+        self.undo_button.show()
+
+    def hide_undo(self) -> None:
+        self.undo_button.hide()
 
     def show_failure(self, message: str) -> None:
         """The services could not start or one gave up: say so, offer a restart."""
@@ -570,6 +604,7 @@ class MainWindow(QMainWindow):
         ids = self.selected_ids()
         tasks = [t for t in (self.model.task_by_id(i) for i in ids) if t]
         self.cancel_action.setEnabled(any(t["state"] in ("queued", "running") for t in tasks))
+        self.delete_action.setEnabled(bool(tasks))
         self.rerun_action.setEnabled(len(tasks) == 1)
         self.edit_rerun_action.setEnabled(len(tasks) == 1)
         # Shown only where it applies (a hidden action is disabled too: visible first).
@@ -585,9 +620,63 @@ class MainWindow(QMainWindow):
 
     def _on_state_filter_changed(self, index: int) -> None:
         self.proxy.set_states(STATE_FILTERS[index][1])
+        self._search_timer.stop()
+        self.model.set_search(self.search.text(), STATE_FILTERS[index][1])
 
     def _on_search_text_changed(self, text: str) -> None:
-        self.proxy.set_text(text)
+        self.proxy.set_text(text)  # what is loaded, at once; the server's answer follows
+        self._search_timer.start()
+
+    def _on_search_timer_timeout(self) -> None:
+        states = STATE_FILTERS[self.state_filter.currentIndex()][1]
+        self.model.set_search(self.search.text(), states)
+
+    def _on_delete_triggered(self) -> None:
+        """Delete: running or queued rows are cancelled, finished ones removed (undo)."""
+        ids = self.selected_ids()
+        tasks = [t for t in (self.model.task_by_id(i) for i in ids) if t]
+        active = [t["id"] for t in tasks if t["state"] in ("queued", "running")]
+        finished = [t["id"] for t in tasks if t["state"] not in ("queued", "running")]
+        if active:
+            self.cancel_requested.emit(active)
+        if finished:
+            self.remove_requested.emit(finished)
+
+    def _on_clear_triggered(self) -> None:
+        """Clear finished: ask first (with the count), unless told not to ask again."""
+        count = len(self.model.finished_ids())
+        if not count:
+            self.show_status("No finished tasks to clear.")
+            return
+        if not self.settings.value(ASK_BEFORE_CLEAR, True, type=bool):
+            self.clear_finished_requested.emit()
+            return
+        if self.clear_box is not None:
+            return  # already asking
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("Clear finished tasks?")
+        box.setText(f"Delete the {count} finished task{'s' if count != 1 else ''} in the list?")
+        box.setInformativeText("They are deleted from Herald's history for good. Running and "
+                               "queued tasks stay.")  # fmt: skip
+        dont_ask = QCheckBox("Don't ask again", box)  # parented: PySide6 does not keep it
+        box.setCheckBox(dont_ask)
+        clear = box.addButton("Clear", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+
+        def answered(_result: int) -> None:
+            self.clear_box = None
+            confirmed = box.clickedButton() is clear
+            if confirmed and dont_ask.isChecked():
+                self.settings.setValue(ASK_BEFORE_CLEAR, False)
+            box.deleteLater()
+            if confirmed:
+                self.clear_finished_requested.emit()
+
+        box.finished.connect(answered)
+        self.clear_box = box
+        box.open()  # not exec(): the event loop (and the live view) keeps running
 
     def _on_table_selection_changed(self, *_: object) -> None:
         ids = self.selected_ids()
@@ -602,8 +691,8 @@ class MainWindow(QMainWindow):
         if index.isValid() and not self.table.selectionModel().isRowSelected(index.row()):
             self.table.selectRow(index.row())
         menu = QMenu(self)
-        for a in (self.cancel_action, self.rerun_action, self.edit_rerun_action,
-                  self.overwrite_rerun_action, self.copy_action):  # fmt: skip
+        for a in (self.cancel_action, self.delete_action, self.rerun_action,
+                  self.edit_rerun_action, self.overwrite_rerun_action, self.copy_action):
             menu.addAction(a)
         menu.addSeparator()
         menu.addAction(self.clear_action)

@@ -24,6 +24,7 @@ from typing import Any
 from services.core.events import STATE_AFTER, Event, EventType
 from services.core.retry import format_seconds, retry_message
 from services.core.states import TERMINAL_STATES, TaskState
+from services.core.taskschema import initial_task, task_links
 
 # The messages the ledger writes itself (services.store), so a reload shows the same text.
 CANCELLED_MESSAGE = "Cancelled"
@@ -73,33 +74,11 @@ def new_task(task_id: str, name: str, args: dict[str, Any], ts: float,
              timeout: float | None = None) -> dict[str, Any]:  # fmt: skip
     """A queued task dict with the API's keys, as a "queued" event at `ts` describes it."""
     when = iso(ts)
-    self_link = "/api/tasks/" + task_id
-    return {
-        "id": task_id,
-        "task": name,
-        "args": args,
-        "state": TaskState.QUEUED.value,
-        "progress": None,
-        "message": None,
-        "result": None,
-        "error": None,
-        "attempt": 0,
-        "max_attempts": None,
-        "lost_attempts": 0,
-        "next_attempt_at": None,
-        "timeout": timeout,
-        "cancel_requested": False,
-        "created_at": when,
-        "started_at": None,
-        "finished_at": None,
-        "updated_at": when,
-        "links": {
-            "self": self_link,
-            "cancel": self_link + "/cancel",
-            "events": self_link + "/events",
-        },
-        "seq": None,
-    }
+    task = initial_task()
+    task.update(id=task_id, task=name, args=args, timeout=timeout, created_at=when,
+                updated_at=when, links=task_links(task_id))  # fmt: skip
+    task["seq"] = None
+    return task
 
 
 def is_stale(task: dict[str, Any], event: Event) -> bool:

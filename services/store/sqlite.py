@@ -37,6 +37,7 @@ from typing import Any
 from services.core.errors import ErrorCode
 from services.core.events import Event, EventType
 from services.core.retry import RetryReason, retry_message
+from services.core.search import Query
 from services.core.states import TaskState
 from services.core.taskview import cancelled_message
 from services.runtime import pid_alive
@@ -97,6 +98,51 @@ CREATE TABLE IF NOT EXISTS heads (
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 """
 
+# The search index (version 5): an external-content FTS5 table over what `tasks_search`
+# shows of each *finished* task, kept in step with the ledger by triggers, so the write that
+# finishes (or deletes) a task changes the index in the same transaction. A finished task
+# never changes again: it is indexed once, when its state becomes a finished one (the
+# trigger is on `state` alone: a trigger that may write the FTS table makes every write
+# that could fire it join that table's transaction, which costs a progress report ~0.4 ms;
+# for the same reason there is none on INSERT: a task is always created queued). Queued and
+# running tasks are few, and their messages change many times a second: `list_tasks`
+# matches them row by row instead
+# (`services.core.search.Query.matches`, the rules the index follows). Results are indexed
+# up to their first _RESULT_CHARS characters.
+_RESULT_CHARS = 20_000
+_FINISHED = "('succeeded', 'failed', 'cancelled')"
+
+
+def _indexed(row: str) -> str:
+    """The indexed columns of a tasks row (`new` or `old` in a trigger), in FTS order."""
+    return (f"{row}.id, {row}.name, {row}.args, {row}.message, "
+            f"substr({row}.result, 1, {_RESULT_CHARS})")  # fmt: skip
+
+
+_FTS_COLUMNS = "id, name, args, message, result"
+FTS_SCHEMA = f"""
+CREATE VIEW IF NOT EXISTS tasks_search (n, {_FTS_COLUMNS}) AS
+    SELECT n, {_indexed("tasks")} FROM tasks WHERE state IN {_FINISHED};
+CREATE VIRTUAL TABLE IF NOT EXISTS tasks_fts USING fts5(
+    {_FTS_COLUMNS}, content='tasks_search', content_rowid='n',
+    tokenize='unicode61 remove_diacritics 2', prefix='2 3');
+DROP TRIGGER IF EXISTS tasks_fts_insert;
+CREATE TRIGGER IF NOT EXISTS tasks_fts_delete AFTER DELETE ON tasks
+    WHEN old.state IN {_FINISHED}
+BEGIN
+    INSERT INTO tasks_fts (tasks_fts, rowid, {_FTS_COLUMNS})
+        VALUES ('delete', old.n, {_indexed("old")});
+END;
+CREATE TRIGGER IF NOT EXISTS tasks_fts_update AFTER UPDATE OF state ON tasks
+    WHEN (old.state IN {_FINISHED}) IS NOT (new.state IN {_FINISHED})
+BEGIN
+    INSERT INTO tasks_fts (tasks_fts, rowid, {_FTS_COLUMNS})
+        SELECT 'delete', old.n, {_indexed("old")} WHERE old.state IN {_FINISHED};
+    INSERT INTO tasks_fts (rowid, {_FTS_COLUMNS})
+        SELECT new.n, {_indexed("new")} WHERE new.state IN {_FINISHED};
+END;
+"""
+
 # Indexes on columns an older database gets only from the migration.
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS tasks_next_attempt ON tasks (next_attempt_at)
@@ -107,12 +153,15 @@ DROP INDEX IF EXISTS tasks_principal_n;
 CREATE INDEX IF NOT EXISTS events_task_pseq ON events (task_id, pseq);
 DROP INDEX IF EXISTS events_principal_seq;
 DROP INDEX IF EXISTS events_task_seq;
+CREATE INDEX IF NOT EXISTS tasks_principal_name ON tasks (principal, name, pn);
+CREATE INDEX IF NOT EXISTS tasks_principal_created ON tasks (principal, created_at);
 """
 
 # 3: the `pruned` watermarks (retention) and tasks_finished.
 # 4: per-principal sequences (events.pseq, tasks.pn, heads); `pruned.through` counts in
 #    the events' ones.
-SCHEMA_VERSION = 4
+# 5: the search index (tasks_fts, see FTS_SCHEMA), built from the ledger by the migration.
+SCHEMA_VERSION = 5
 # The row of `heads` whose count a principal without a row of its own starts from (no
 # principal has an empty name): the log's head when a version 3 database was migrated.
 _FLOOR = ""
@@ -365,7 +414,7 @@ class TaskStore:
         # executescript commits by itself: run it outside an explicit transaction.
         with self._lock:
             if c.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                retry_busy(lambda: c.executescript(SCHEMA))
+                retry_busy(lambda: c.executescript(SCHEMA + FTS_SCHEMA))
                 self._migrate(c)
                 retry_busy(lambda: c.executescript(_INDEXES))
             # Not tied to a schema version: a no-op (no write) once it exists.
@@ -391,6 +440,10 @@ class TaskStore:
                     c.execute("UPDATE tasks SET max_lost = max_attempts, max_attempts = 1")
                 if "pseq" not in {row[1] for row in c.execute("PRAGMA table_info(events)")}:
                     TaskStore._migrate_sequences(c)
+                if version < 5:
+                    # Index every task the ledger has (the triggers keep it in step from
+                    # now on; any written between them and this are indexed again here).
+                    c.execute("INSERT INTO tasks_fts (tasks_fts) VALUES ('rebuild')")
                 c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             c.execute("ROLLBACK")
@@ -625,22 +678,91 @@ class TaskStore:
         states: list[TaskState] | None = None,
         before: int | None = None,
         limit: int = 50,
+        query: Query | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[TaskRecord]:
         """The principal's tasks, newest first; `before` is the `pn` of the last one seen
-        (its number among the principal's own tasks: it says nothing of others')."""
-        sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE principal = ?"
+        (its number among the principal's own tasks: it says nothing of others').
+
+        Args:
+            query: only tasks matching this search (`services.core.search`), through the
+                search index.
+            name: only tasks of this name.
+            since, until: only tasks submitted at or after / before these wall times.
+        """
+        with self._lock:
+            return retry_busy(lambda: self._list_in(
+                self._conn, principal, states, before, limit, query, name, since, until))
+
+    @staticmethod
+    def _list_in(c: sqlite3.Connection, principal: str, states: list[TaskState] | None,
+                 before: int | None, limit: int, query: Query | None, name: str | None,
+                 since: float | None, until: float | None) -> list[TaskRecord]:  # fmt: skip
+        # A time range becomes a range of pn first (both grow together for a principal),
+        # so the newest-first walk starts and stops at its ends instead of filtering every
+        # task of the history; the times are still checked on each row.
+        lo, hi = None, before
+        if until is not None:
+            row = c.execute("SELECT pn FROM tasks WHERE principal = ? AND created_at < ? "
+                            "ORDER BY created_at DESC LIMIT 1", (principal, until)).fetchone()
+            if row is None:
+                return []
+            hi = row[0] + 1 if hi is None else min(hi, row[0] + 1)
+        if since is not None:
+            row = c.execute("SELECT pn FROM tasks WHERE principal = ? AND created_at >= ? "
+                            "ORDER BY created_at LIMIT 1", (principal, since)).fetchone()
+            if row is None:
+                return []
+            lo = row[0]
+        where = ["t.principal = ?"]
         params: list[Any] = [principal]
         if states:
-            sql += " AND state IN ({})".format(",".join("?" * len(states)))
+            where.append("t.state IN ({})".format(",".join("?" * len(states))))
             params.extend(s.value for s in states)
-        if before is not None:
-            sql += " AND pn < ?"
-            params.append(before)
-        sql += " ORDER BY pn DESC LIMIT ?"
-        params.append(limit)
-        with self._lock:
-            rows = retry_busy(lambda: self._conn.execute(sql, params).fetchall())
-        return [TaskRecord.from_row(r) for r in rows]
+        for clause, value in (("t.pn < ?", hi), ("t.pn >= ?", lo), ("t.name = ?", name),
+                              ("t.created_at >= ?", since), ("t.created_at < ?", until)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        columns = ", ".join("t." + col.strip() for col in _TASK_COLUMNS.split(","))
+        if not query:
+            sql = f"SELECT {columns} FROM tasks AS t WHERE {' AND '.join(where)} " \
+                  "ORDER BY t.pn DESC LIMIT ?"  # fmt: skip
+            return [TaskRecord.from_row(r) for r in c.execute(sql, [*params, limit])]
+        found: list[TaskRecord] = []
+        active = [s for s in (TaskState.QUEUED, TaskState.RUNNING) if not states or s in states]
+        if active:  # the few that are not indexed yet, matched here row by row
+            # By the state index: the planner would rather walk the principal's whole
+            # history in pn order than sort its few active tasks.
+            sql = (f"SELECT {columns} FROM tasks AS t INDEXED BY tasks_state WHERE "
+                   f"{' AND '.join(where)} AND t.state IN ({','.join('?' * len(active))}) "
+                   "ORDER BY t.pn DESC")
+            for row in c.execute(sql, [*params, *(s.value for s in active)]):
+                if query.matches(_search_texts(row)):
+                    found.append(TaskRecord.from_row(row))
+                    if len(found) >= limit:
+                        break
+        if not states or any(s.terminal for s in states):
+            # The index walks its matches newest first (rowid = n; a principal's n and pn
+            # grow together) and stops at the page's end: a word every task has costs one
+            # page, not the whole history. The pn range becomes a range of its rowids.
+            fts = ["tasks_fts MATCH ?"]
+            fts_params: list[Any] = [query.fts()]
+            first_n = "(SELECT MIN(n) FROM tasks WHERE principal = ? AND pn >= ?)"
+            if hi is not None:
+                fts.append(f"tasks_fts.rowid < COALESCE({first_n}, 9223372036854775807)")
+                fts_params += [principal, hi]
+            if lo is not None:
+                fts.append(f"tasks_fts.rowid >= COALESCE({first_n}, 9223372036854775807)")
+                fts_params += [principal, lo]
+            sql = (f"SELECT {columns} FROM tasks_fts JOIN tasks AS t ON t.n = tasks_fts.rowid "
+                   f"WHERE {' AND '.join(fts + where)} ORDER BY tasks_fts.rowid DESC LIMIT ?")
+            found += [TaskRecord.from_row(r) for r in c.execute(sql, [*fts_params, *params,
+                                                                        limit])]  # fmt: skip
+        found.sort(key=lambda r: r.pn, reverse=True)
+        return found[:limit]
 
     def request_cancel(
         self, task_id: str, principal: str
@@ -1215,6 +1337,12 @@ class TaskStore:
             Event(pseq, tid, p, EventType(t), ts, attempt, json.loads(data), log_pos=pos)
             for pseq, tid, p, t, ts, attempt, data, pos in rows
         ]
+
+
+def _search_texts(row: tuple[Any, ...]) -> tuple[str, ...]:
+    """What the search index holds of a task, from its row (_TASK_COLUMNS): id, name,
+    args, message and result."""
+    return (row[1], row[3], row[4], row[7] or "", (row[8] or "")[:_RESULT_CHARS])
 
 
 def _rows_within(cursor: sqlite3.Cursor, max_bytes: int) -> list[tuple[Any, ...]]:

@@ -47,11 +47,14 @@ from aiohttp import web
 from services import landlock
 from services.access import check_paths, check_task, protected_dirs
 from services.auth import Authenticator, Capabilities
+from services.core import search
 from services.core.envelope import encode_event
 from services.core.errors import HeraldError, ValidationFailed
 from services.core.events import EventType
 from services.core.params import shown, validate_args
 from services.core.states import TaskState
+from services.core.taskschema import FIELD_NAMES, task_links
+from services.core.taskview import iso
 from services.layout import DataLayout
 from services.store.activity import OUTCOMES
 from services.store.failures import DiskWatch
@@ -99,41 +102,37 @@ def herald_version() -> str:
         return "0+unknown"
 
 
-def iso(ts: float | None) -> str | None:
-    """Unix time as an ISO 8601 UTC string with milliseconds, e.g. 2025-01-31T12:00:00.000Z."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+# How each field of the task JSON (services.core.taskschema, in its order) comes from the
+# ledger's record.
+_TASK_VALUES: dict[str, Any] = {
+    "id": lambda r: r.id,
+    "task": lambda r: r.name,
+    "args": lambda r: r.args,
+    "state": lambda r: r.state.value,
+    "progress": lambda r: r.progress,
+    "message": lambda r: r.message,
+    "result": lambda r: r.result,
+    "error": lambda r: r.error,
+    "attempt": lambda r: r.attempt,
+    "max_attempts": lambda r: r.shown_max_attempts,
+    "lost_attempts": lambda r: r.lost,
+    "next_attempt_at": lambda r: iso(r.next_attempt_at),
+    "timeout": lambda r: r.timeout,
+    "cancel_requested": lambda r: r.cancel_requested,
+    "created_at": lambda r: iso(r.created_at),
+    "started_at": lambda r: iso(r.started_at),
+    "finished_at": lambda r: iso(r.finished_at),
+    "updated_at": lambda r: iso(r.updated_at),
+    "links": lambda r: task_links(r.id),
+}
+if tuple(_TASK_VALUES) != FIELD_NAMES:  # pragma: no cover - caught at import, in every test
+    raise ImportError("task_json and services.core.taskschema name different fields")
+_TASK_GETTERS = tuple(_TASK_VALUES.items())
 
 
 def task_json(rec: TaskRecord) -> dict[str, Any]:
-    """A task as the API shows it to its owner."""
-    self_link = "/api/tasks/" + rec.id
-    return {
-        "id": rec.id,
-        "task": rec.name,
-        "args": rec.args,
-        "state": rec.state.value,
-        "progress": rec.progress,
-        "message": rec.message,
-        "result": rec.result,
-        "error": rec.error,
-        "attempt": rec.attempt,
-        "max_attempts": rec.shown_max_attempts,
-        "lost_attempts": rec.lost,
-        "next_attempt_at": iso(rec.next_attempt_at),
-        "timeout": rec.timeout,
-        "cancel_requested": rec.cancel_requested,
-        "created_at": iso(rec.created_at),
-        "started_at": iso(rec.started_at),
-        "finished_at": iso(rec.finished_at),
-        "updated_at": iso(rec.updated_at),
-        "links": {
-            "self": self_link,
-            "cancel": self_link + "/cancel",
-            "events": self_link + "/events",
-        },
-    }
+    """A task as the API shows it to its owner (the fields of services.core.taskschema)."""
+    return {name: get(rec) for name, get in _TASK_GETTERS}
 
 
 def bad_request(message: str, fields: dict[str, str] | None = None) -> HeraldError:
@@ -182,6 +181,35 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
             "Invalid query parameter.", {name: f"must be an integer from {low} to {high}"}
         )
     return int(text)
+
+
+def _query_text(request: web.Request, name: str, most: int) -> str | None:
+    """A text query parameter of at most `most` characters, given once (400 otherwise)."""
+    values = request.query.getall(name, ())
+    if not values:
+        return None
+    if len(values) > 1:
+        raise bad_request("Invalid query parameter.", {name: "must be given once"})
+    if len(values[0]) > most or "\x00" in values[0]:
+        raise bad_request("Invalid query parameter.",
+                          {name: f"must be at most {most} characters, without NUL"})  # fmt: skip
+    return values[0]
+
+
+def _query_time(request: web.Request, name: str) -> float | None:
+    """An ISO 8601 time query parameter ("2026-12-01", "2026-12-01T10:00:00Z"; no zone:
+    UTC) as Unix time; 400 with a field error otherwise."""
+    text = _query_text(request, name, 64)
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text.strip())
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise bad_request("Invalid query parameter.", {
+            name: "must be an ISO 8601 date or time, e.g. 2026-12-01T10:00:00Z"}) from None
 
 
 def _query_states(request: web.Request) -> list[TaskState]:
@@ -403,22 +431,34 @@ class TaskApi:
         return name, args, body.get("timeout")
 
     async def list_tasks(self, request: web.Request) -> web.Response:
-        """GET /api/tasks: the caller's tasks, newest first, a page at a time."""
+        """GET /api/tasks: the caller's tasks, newest first, a page at a time; `q` searches
+        the whole history (`services.core.search`), `task`, `since` and `until` filter it."""
         limit = _query_int(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
         before = None
         if "before" in request.query:
             before = _query_int(request, "before", 0, 0, MAX_CURSOR)
         states = _query_states(request)
+        text = _query_text(request, "q", search.MAX_QUERY_CHARS)
+        try:
+            query = search.parse(text or "")
+        except search.SearchSyntaxError as exc:
+            raise bad_request(f"Invalid search: {exc}", {"q": str(exc)}) from None
+        name = _query_text(request, "task", 200)
+        since, until = _query_time(request, "since"), _query_time(request, "until")
         recs = self.store.list_tasks(
-            request[PRINCIPAL], states=states or None, before=before, limit=limit + 1
-        )
+            request[PRINCIPAL], states=states or None, before=before, limit=limit + 1,
+            query=query or None, name=name or None, since=since, until=until,
+        )  # fmt: skip
         next_link = None
         if len(recs) > limit:
             recs = recs[:limit]
-            query: list[tuple[str, Any]] = [("limit", limit), ("before", recs[-1].pn)]
+            query_args: list[tuple[str, Any]] = [("limit", limit), ("before", recs[-1].pn)]
             if states:
-                query.append(("state", ",".join(s.value for s in states)))
-            next_link = "/api/tasks?" + urlencode(query, safe=",")
+                query_args.append(("state", ",".join(s.value for s in states)))
+            for key in ("q", "task", "since", "until"):
+                if request.query.get(key):
+                    query_args.append((key, request.query[key]))
+            next_link = "/api/tasks?" + urlencode(query_args, safe=",")
         return web.Response(
             body=dumps({"tasks": [task_json(r) for r in recs], "next": next_link}),
             headers=JSON_HEADERS,

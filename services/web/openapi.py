@@ -12,7 +12,9 @@ from typing import Any
 
 from services.core.events import EventType
 from services.core.params import Param
+from services.core.search import MAX_QUERY_CHARS
 from services.core.states import TaskState
+from services.core.taskschema import task_schema
 from services.tasks.catalog import Catalog, TaskSpec
 
 MAX_CURSOR = 2**62  # the largest `before`/`after` the API takes (SQLite's integers)
@@ -40,8 +42,9 @@ def _response(
 def _errors(*statuses: int) -> dict[str, Any]:
     """Error responses: the given statuses plus the ones every route can answer."""
     texts = {
-        400: "Bad request: malformed body, query or header, or a Host, Origin or "
-             "Authorization header given twice (code bad_request)",
+        400: "Bad request: malformed body, query (a search it cannot understand) or "
+             "header, or a Host, Origin or Authorization header given twice (code "
+             "bad_request)",
         401: "Missing or invalid bearer token (code unauthorized)",
         403: "Host, Origin or an absolute-form request target refused (code forbidden_host "
              "/ forbidden_origin); on a submit, also a task or a folder the caller may not "
@@ -87,7 +90,6 @@ _TASK_ID_OR_PREFIX = {
     "schema": {"type": "string", "minLength": 4},
 }
 _LOCATION = {"Location": {"description": "The task's URL", "schema": {"type": "string"}}}
-_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 _HEALTH_STATUS = {"type": "string", "enum": ["ok", "degraded", "disk_full", "storage_error"]}
 
 SCHEMAS: dict[str, Any] = {
@@ -109,62 +111,7 @@ SCHEMAS: dict[str, Any] = {
                            "description": "ambiguous_id: the ids the prefix matches"},  # fmt: skip
         },
     },
-    "Task": {
-        "type": "object",
-        "required": [
-            "id",
-            "task",
-            "args",
-            "state",
-            "progress",
-            "message",
-            "result",
-            "error",
-            "attempt",
-            "max_attempts",
-            "lost_attempts",
-            "next_attempt_at",
-            "timeout",
-            "cancel_requested",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "updated_at",
-            "links",
-        ],
-        "properties": {
-            "id": {"type": "string"},
-            "task": {"type": "string", "description": "The task's name in the catalog"},
-            "args": {"type": "object"},
-            "state": {"type": "string", "enum": [s.value for s in TaskState]},
-            "progress": {"type": ["number", "null"], "description": "0..1, or null if unknown"},
-            "message": {"type": ["string", "null"]},
-            "result": {"description": "The task's result once it succeeded (any JSON)"},
-            "error": {"type": ["object", "null"]},
-            "attempt": {"type": "integer", "minimum": 0,
-                        "description": "The current or last attempt (1 for the first run)"},
-            "max_attempts": {"type": "integer", "minimum": 1, "description":
-                             "Attempts it may get: 1 + its retries, plus attempts re-run "
-                             "because their process was lost or stopped"},
-            "lost_attempts": {"type": "integer", "minimum": 0, "description":
-                              "Attempts lost with their process (it fails worker_lost after "
-                              "the worker's limit)"},
-            "next_attempt_at": {**_NULLABLE_TIME, "description":
-                                "When a retry waiting for its time runs (state queued)"},
-            "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0,
-                        "description": "Each attempt's time limit in seconds, if any"},
-            "cancel_requested": {"type": "boolean"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "started_at": _NULLABLE_TIME,
-            "finished_at": _NULLABLE_TIME,
-            "updated_at": {"type": "string", "format": "date-time"},
-            "links": {
-                "type": "object",
-                "required": ["self", "cancel", "events"],
-                "properties": {k: {"type": "string"} for k in ("self", "cancel", "events")},
-            },
-        },
-    },
+    "Task": task_schema(),  # defined once, in services.core.taskschema
     "TaskList": {
         "type": "object",
         "required": ["tasks", "next"],
@@ -379,6 +326,36 @@ PATHS: dict[str, dict[str, Any]] = {
                         "type": "array",
                         "items": {"type": "string", "enum": [s.value for s in TaskState]},
                     },
+                },
+                {
+                    "name": "q",
+                    "in": "query",
+                    "description": "Search the whole history: tasks with every word in their "
+                                   "name, id, arguments, message (once finished) or result; "
+                                   "the last word is a prefix, as is a word ending in *; "
+                                   "\"double quotes\" make a phrase. A bad search is 400.",
+                    # The one syntax error: an odd number of double quotes (and no NUL).
+                    "schema": {"type": "string", "maxLength": MAX_QUERY_CHARS,
+                               "pattern": '^[^"\\x00]*("[^"\\x00]*"[^"\\x00]*)*$'},
+                },
+                {
+                    "name": "task",
+                    "in": "query",
+                    "description": "Only tasks of this name (exactly)",
+                    "schema": {"type": "string", "maxLength": 200, "pattern": "^[^\\x00]*$"},
+                },
+                {
+                    "name": "since",
+                    "in": "query",
+                    "description": "Only tasks submitted at or after this time (ISO 8601; a "
+                                   "date alone, or a time without a zone, is UTC)",
+                    "schema": {"type": "string", "format": "date-time", "maxLength": 64},
+                },
+                {
+                    "name": "until",
+                    "in": "query",
+                    "description": "Only tasks submitted before this time (ISO 8601)",
+                    "schema": {"type": "string", "format": "date-time", "maxLength": 64},
                 },
             ],
             "responses": {"200": _response("A page of tasks", "TaskList"),

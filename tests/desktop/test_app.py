@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QLineEdit,
+    QMessageBox,
     QToolButton,
     QWidget,
 )
@@ -189,6 +190,11 @@ def test_clear_finished_is_remembered(tmp_path, runtime, aloop, qtbot):
     first.wait_state(active, "running")
     qtbot.waitUntil(lambda: "1 running" in first.window.windowTitle(), timeout=WAIT)
     first.window.clear_action.trigger()
+    first.window.clear_box.button(QMessageBox.StandardButton.Cancel).click()  # asked first
+    assert first.state(done) == "succeeded"
+    first.window.clear_action.trigger()
+    clear = next(b for b in first.window.clear_box.buttons() if b.text() == "Clear")
+    clear.click()
     qtbot.waitUntil(lambda: first.state(done) is None, timeout=WAIT)
     assert first.state(active) == "running"
     qtbot.waitUntil(lambda: "Cleared" in first.window.status_message.text(), timeout=WAIT)

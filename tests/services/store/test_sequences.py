@@ -8,6 +8,7 @@ import pytest
 
 from services.core.states import TaskState
 from services.store import TaskStore
+from services.store.sqlite import SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -135,6 +136,6 @@ def test_a_version_3_log_is_migrated_and_saved_cursors_stay_exact(tmp_path):
     again = TaskStore(path)  # opening it again changes nothing
     try:
         assert again.head("a") == 10 and again.head("d") == 7
-        assert again._conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert again._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         again.close()

@@ -113,3 +113,48 @@ def test_document_is_json_and_handles_odd_catalogs() -> None:
     json.dumps(doc)  # serialisable
     names = [n for n in doc["components"]["schemas"] if n.startswith("Submit.")]
     assert names and all(re.fullmatch(r"[A-Za-z0-9._-]+", n) for n in names)
+
+
+_JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool,
+               "object": dict, "array": list, "null": type(None)}  # fmt: skip
+
+
+def conforms(value: Any, schema: dict[str, Any]) -> bool:
+    """The parts of JSON Schema the Task schema uses: type, enum, required, properties."""
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else types
+        if not any(isinstance(value, _JSON_TYPES[t]) and not (
+                t in ("integer", "number") and isinstance(value, bool)) for t in names):
+            return False
+    if "enum" in schema and value not in schema["enum"]:
+        return False
+    if isinstance(value, dict):
+        if not set(schema.get("required", ())) <= set(value):
+            return False
+        return all(conforms(value[k], s) for k, s in schema.get("properties", {}).items()
+                   if k in value)  # fmt: skip
+    return True
+
+
+async def test_the_task_schema_and_the_task_json_are_one_definition(api: Any) -> None:
+    """The OpenAPI `Task`, the web's task_json and the clients' new_task all come from
+    services.core.taskschema: the same fields, in the same order, of the declared types."""
+    from services.core import taskview
+    from services.core.states import TaskState
+    from services.core.taskschema import FIELD_NAMES
+
+    doc = (await api.call("GET", "/api/openapi.json")).body
+    schema = doc["components"]["schemas"]["Task"]
+    assert tuple(schema["properties"]) == tuple(schema["required"]) == FIELD_NAMES
+    queued = (await api.submit("test.echo", {"text": "hi"})).body
+    api.store.claim(queued["id"], "w", 60)
+    api.store.finish(queued["id"], 1, TaskState.FAILED, error={"code": "x", "message": "no"})
+    failed = (await api.call("GET", f"/api/tasks/{queued['id']}")).body
+    listed = (await api.call("GET", "/api/tasks")).body["tasks"][0]
+    for task in (queued, failed, listed):
+        assert tuple(task) == FIELD_NAMES
+        assert conforms(task, schema), task
+    built = taskview.new_task("t1", "test.echo", {}, 0.0)
+    assert tuple(k for k in built if k != "seq") == FIELD_NAMES
+    assert conforms({**built, "max_attempts": 1}, schema)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -222,3 +223,66 @@ async def test_delete_forgets_only_finished_tasks_of_the_caller(api: Any) -> Non
     gone = await api.call("DELETE", f"/api/tasks/{queued['id']}")
     assert gone.status == 204
     assert (await api.call("GET", f"/api/tasks/{queued['id']}")).status == 404
+
+
+async def test_search_and_filters_over_the_history(api: Any) -> None:
+    a = (await api.submit("test.echo", {"text": "quarterly sales"})).body
+    b = (await api.submit("test.pick", {"colour": "red"})).body
+    c = (await api.submit("test.echo", {"text": "salt"})).body
+    mine = (await api.call("GET", "/api/tasks?q=sal")).body  # the last word: a prefix
+    assert [t["id"] for t in mine["tasks"]] == [c["id"], a["id"]]
+    whole = await api.call("GET", "/api/tasks?q=" + quote("sales "))  # finished word
+    assert [t["id"] for t in whole.body["tasks"]] == [a["id"]]
+    assert [t["id"] for t in (await api.call("GET", "/api/tasks?q=red")).body["tasks"]] == [
+        b["id"]]
+    named = await api.call("GET", "/api/tasks?task=test.echo&q=sal&limit=1")
+    assert [t["id"] for t in named.body["tasks"]] == [c["id"]]
+    assert "q=sal" in named.body["next"] and "task=test.echo" in named.body["next"]
+    rest = await api.call("GET", named.body["next"])
+    assert [t["id"] for t in rest.body["tasks"]] == [a["id"]] and rest.body["next"] is None
+    since = quote(b["created_at"])
+    assert [t["id"] for t in (await api.call(
+        "GET", f"/api/tasks?since={since}")).body["tasks"]] == [c["id"], b["id"]]
+    assert [t["id"] for t in (await api.call(
+        "GET", f"/api/tasks?until={since}&q=sal")).body["tasks"]] == [a["id"]]
+    assert (await api.call("GET", "/api/tasks?since=2000-01-01")).body["tasks"][-1]["id"] == \
+        a["id"]  # a date alone is midnight UTC
+    await api.call("POST", f"/api/tasks/{c['id']}/cancel")
+    done = await api.call("GET", "/api/tasks?q=sal&state=cancelled")
+    assert [t["id"] for t in done.body["tasks"]] == [c["id"]]
+    theirs = await api.call("GET", "/api/tasks?q=sal", token=api.other_token)
+    assert theirs.status == 200 and theirs.body["tasks"] == []  # never another's
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("q=" + quote('"unbalanced'), "q"),
+        ("q=" + "x" * 201, "q"),
+        ("q=a&q=b", "q"),
+        ("q=" + quote("a\x00b"), "q"),
+        ("since=yesterday", "since"),
+        ("until=2026-13-01", "until"),
+        ("since=" + "9" * 70, "since"),
+        ("task=" + "t" * 201, "task"),
+    ],
+)
+async def test_bad_search_is_400_with_a_clear_error(api: Any, query: str, field: str) -> None:
+    await submit_many(api, 1)
+    resp = await api.call("GET", f"/api/tasks?{query}")
+    assert resp.status == 400, resp.body
+    assert resp.body["error"]["code"] == "bad_request"
+    assert field in resp.body["error"]["fields"] and resp.body["error"]["message"]
+
+
+async def test_search_words_that_look_like_syntax_are_just_words(api: Any) -> None:
+    """FTS5 operators and punctuation in q are searched for, never run as syntax."""
+    (tid,) = await submit_many(api, 1)
+    for text in ("*", "a * b", "NOT", "t0 OR x", "NEAR(t0)", "t0 -x", "col:t0", "^t0", "(",
+                 "/", "t0 AND"):  # fmt: skip
+        resp = await api.call("GET", "/api/tasks?q=" + quote(text))
+        assert resp.status == 200, (text, resp.body)
+    assert [t["id"] for t in (await api.call("GET", "/api/tasks?q=%2F")).body["tasks"]] == [tid]
+    # "OR" is a word like any other: the task has t0 but neither "or" nor "zzz".
+    assert (await api.call("GET", "/api/tasks?q=t0%20OR%20zzz")).body["tasks"] == []
+    assert [t["id"] for t in (await api.call("GET", "/api/tasks?q=T0")).body["tasks"]] == [tid]
