@@ -165,3 +165,23 @@ def test_the_error_view_keeps_the_traceback_folded_and_tells_a_cancel_apart(qtbo
     assert not view.code.isVisible() and not view.traceback_toggle.isVisible()
     view.show_task({"state": "succeeded", "result": 42})
     assert not view.isVisible()
+
+
+def test_a_program_that_exits_non_zero_is_a_failed_row(running):
+    """`false` exits 1: the row is failed (not "Succeeded"), says so in words, and the
+    detail pane shows the code apart; an exit code the task accepts is a success."""
+    app, w, qtbot = running.app, running.window, running.qtbot
+    failed = running.run_task("process.run", program="false")
+    accepted = running.run_task("process.run", program="false", ok_exit_codes=[0, 1])
+    running.wait_state(failed, "failed")
+    running.wait_state(accepted, "succeeded")
+    model = app.model
+    task = model.task_by_id(failed)
+    assert task["error"]["code"] == "exit_status"
+    row = model.row_of(failed)
+    assert model.index(row, COL.STATE).data(TaskModel.OutcomeRole) == "failed"
+    assert "exited with code 1" in model.index(row, COL.MESSAGE).data()
+    assert model.task_by_id(accepted)["result"]["exit_code"] == 1
+    w.select_task(failed)
+    qtbot.waitUntil(lambda: w.detail.error_view.isVisible(), timeout=WAIT)
+    assert w.detail.error_view.code.text() == "Code: exit_status"
