@@ -12,15 +12,9 @@ from PySide6.QtWidgets import QApplication, QCheckBox
 
 from desktop.ui.task_form import TaskForm
 from services.core.errors import ValidationFailed
-from tests.desktop.test_task_form import builtin, editor, shown_error
+from tests.desktop.test_task_form import builtin, editor, form, shown_error
 
-
-@pytest.fixture
-def form(qtbot) -> TaskForm:
-    widget = TaskForm()
-    qtbot.addWidget(widget)
-    widget.resize(480, 640)
-    return widget
+__all__ = ["form"]  # the fixture, shared with test_task_form
 
 
 def test_a_folder_given_as_the_csv_file_is_called_a_folder(form, qtbot, tmp_path):
