@@ -54,7 +54,7 @@ Installed-Size: $INSTALLED_KB
 Section: utils
 Priority: optional
 Depends: libc6 (>= 2.31), libgl1, libegl1, libfontconfig1, libfreetype6, libxkbcommon0, libxcb1, libdbus-1-3, libglib2.0-0t64 | libglib2.0-0
-Recommends: libxkbcommon-x11-0, libxcb-cursor0
+Recommends: libxkbcommon-x11-0, libxcb-cursor0, libglib2.0-bin
 Description: run slow jobs in the background, with live progress
  Herald runs slow jobs (file scans, reports, external commands) in the background
  and pushes their progress and results back live to its desktop app, its command
