@@ -45,6 +45,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QPushButton,
+    QScrollArea,
     QSplitter,
     QStyle,
     QSystemTrayIcon,
@@ -71,6 +72,10 @@ STATUS_MS = 8_000
 ERROR_STATUS_MS = 20_000
 # The left column (catalog and form) at most this share of a small window's width.
 LEFT_SHARE = 0.4
+TABLE_SHARE = 0.5  # the least share of a short right column's height the table keeps
+DETAIL_MIN = 120  # px of the detail in a short window (it scrolls)
+DETAIL_SHARE = 0.45  # of the window's height, the most the detail's minimum may claim
+SHORT_HEIGHT = 600  # px of window height below which the table comes first
 LEFT_WIDTH = 380  # its width in a window of the default size
 LOG_DOCK_SHARE = 0.25  # the log dock, when opened, at most this share of the height
 
@@ -195,10 +200,18 @@ class MainWindow(QMainWindow):
         top_layout.setContentsMargins(0, 0, 0, 0)
         top_layout.addLayout(filters)
         top_layout.addWidget(self.table)
-        right = QSplitter(Qt.Orientation.Vertical)
+        # The detail scrolls rather than squeezing the table in a short window (a failed
+        # task's error view, buttons and tabs need more height than 420 px leave).
+        detail_box = QScrollArea()
+        detail_box.setObjectName("detail_box")
+        detail_box.setWidgetResizable(True)
+        detail_box.setFrameShape(QScrollArea.Shape.NoFrame)
+        detail_box.setWidget(self.detail)
+        self._detail_box = detail_box
+        self.right_splitter = right = QSplitter(Qt.Orientation.Vertical)
         right.setObjectName("right_splitter")
         right.addWidget(top)
-        right.addWidget(self.detail)
+        right.addWidget(detail_box)
         right.setStretchFactor(0, 3)
         right.setStretchFactor(1, 2)
 
@@ -780,6 +793,19 @@ class MainWindow(QMainWindow):
         if total > 0 and sizes[0] > total * LEFT_SHARE:
             left = int(total * LEFT_SHARE)
             self.main_splitter.setSizes([left, total - left])
+        # ... and in a short one the detail below the table gives way to it (it scrolls);
+        # in a tall one it gets the height it needs (no scroll bar).
+        sizes = self.right_splitter.sizes()
+        total = sum(sizes)
+        short = self.height() < SHORT_HEIGHT
+        self._detail_box.setMinimumHeight(DETAIL_MIN if short else min(
+            self.detail.minimumSizeHint().height(), int(self.height() * DETAIL_SHARE)))
+        bar = Qt.ScrollBarPolicy  # tall: the tabs' own scroll bars are enough
+        self._detail_box.setVerticalScrollBarPolicy(
+            bar.ScrollBarAsNeeded if short else bar.ScrollBarAlwaysOff)
+        if short and total > 0 and sizes[0] < total * TABLE_SHARE:
+            table = int(total * TABLE_SHARE)
+            self.right_splitter.setSizes([table, total - table])
 
     def _on_copy_triggered(self) -> None:
         ids = self.selected_ids()

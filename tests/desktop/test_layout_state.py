@@ -44,6 +44,29 @@ def test_a_small_window_gives_the_table_priority(qtbot, tmp_path):
     qtbot.waitUntil(lambda: left.width() >= 300, timeout=3000)
 
 
+def test_a_small_window_shows_more_of_the_table_than_of_a_failed_tasks_detail(qtbot, tmp_path):
+    """A failed task's detail (error view, buttons, tabs) must not push the table down to two
+    rows in a small window: the detail scrolls instead."""
+    model = TaskModel()
+    window = make_window(qtbot, tmp_path, model)
+    now = time.time()
+    for i in range(12):
+        task = taskview.new_task(f"{i:032x}", "files.archive",
+                                 {"source": "/tmp", "destination": "/home/me/photos.zip"}, now + i)
+        task.update(state="failed", error={"code": "destination_exists", "message":
+                                           "/home/me/photos.zip already exists",
+                                           "traceback": "Traceback...\n" * 20})  # fmt: skip
+        model.upsert(task)
+    window.resize(640, 420)
+    window.show()
+    qtbot.waitExposed(window)
+    window.select_task(f"{11:032x}")
+    qtbot.waitUntil(lambda: window.detail.error_view.isVisible(), timeout=3000)
+    detail_box = window.right_splitter.widget(1)
+    qtbot.waitUntil(lambda: window.table.height() >= detail_box.height(), timeout=3000)
+    assert window.table.viewport().height() >= 3 * window.table.verticalHeader().defaultSectionSize()
+
+
 def test_the_log_dock_takes_a_strip_not_the_forms_height(qtbot, tmp_path):
     window = make_window(qtbot, tmp_path)
     window.resize(1000, 700)
