@@ -64,7 +64,8 @@ def test_a_small_window_shows_more_of_the_table_than_of_a_failed_tasks_detail(qt
     qtbot.waitUntil(lambda: window.detail.error_view.isVisible(), timeout=3000)
     detail_box = window.right_splitter.widget(1)
     qtbot.waitUntil(lambda: window.table.height() >= detail_box.height(), timeout=3000)
-    assert window.table.viewport().height() >= 3 * window.table.verticalHeader().defaultSectionSize()
+    row = window.table.verticalHeader().defaultSectionSize()
+    assert window.table.viewport().height() >= 3 * row
 
 
 def test_the_log_dock_takes_a_strip_not_the_forms_height(qtbot, tmp_path):
