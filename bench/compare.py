@@ -117,18 +117,23 @@ class Tree:
 
         async def drive(c: Client, count: int) -> int:
             if window is None:
-                futs = [await c.submit() for _ in range(count)]
+                futs, refused = [], 0
+                for _ in range(count):
+                    try:
+                        futs.append(await c.submit())
+                    except Exception:  # counted as lost, as the original's driver does
+                        refused += 1
                 done = await asyncio.gather(*(asyncio.wait_for(f, timeout) for f in futs),
                                             return_exceptions=True)  # fmt: skip
-                return sum(isinstance(d, BaseException) for d in done)
+                return refused + sum(isinstance(d, BaseException) for d in done)
             sem = asyncio.Semaphore(window)
 
             async def one() -> None:
                 async with sem:
                     await asyncio.wait_for(await c.submit(), timeout)
 
-            done = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
-            return sum(isinstance(d, BaseException) for d in done)
+            ends = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+            return sum(isinstance(e, BaseException) for e in ends)
 
         t0 = time.perf_counter()
         n = len(self.clients)
