@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run serve test check lint bench screenshot system-deps xvfb-deps dist smoke clean
+.PHONY: run serve test check lint bench bench-compare screenshot system-deps xvfb-deps dist smoke clean
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -49,6 +49,15 @@ test: $(STAMP) system-deps lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Herald against the original design (Flask/gunicorn + Celery/RabbitMQ + Node Socket.IO),
+# measured interleaved in one run; its bench.sh installs rabbitmq-server (apt) and npm modules.
+SEED_STACK ?= ../shared/seed-stack
+COMPARE_ROUNDS ?= 3
+bench-compare: $(STAMP)
+	@[ -f "$(SEED_STACK)/bench.sh" ] || { echo "make bench-compare: no seed stack at" \
+		"$(SEED_STACK) (no bench.sh there); set SEED_STACK=/path/to/seed-stack"; exit 2; }
+	$(BIN)/python -m bench original --seed-stack "$(SEED_STACK)" --rounds $(COMPARE_ROUNDS)
 
 # A real window needs Xvfb and the xcb libraries Qt's xcb platform loads.
 XVFB_PKGS := xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 \

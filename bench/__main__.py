@@ -1,7 +1,8 @@
 """`python -m bench [headless|desktop|all]` (default: all), `python -m bench compare TREE`
-(this tree against another checkout, measured interleaved in one run), or `python -m bench
-sandbox` (what confining each attempt costs), or `python -m bench search` (the first page of
-a search over 100,000 finished tasks; also part of `all`)."""
+(this tree against another checkout, measured interleaved in one run), `python -m bench
+original [--seed-stack PATH]` (against the original design, interleaved; `make bench-compare`),
+or `python -m bench sandbox` (what confining each attempt costs), or `python -m bench search`
+(the first page of a search over 100,000 finished tasks; also part of `all`)."""
 
 import sys
 
@@ -10,6 +11,10 @@ if which == "compare":
     from bench.compare import main as compare
 
     sys.exit(compare(sys.argv[2:]))
+if which == "original":
+    from bench.original import main as original
+
+    sys.exit(original(sys.argv[2:]))
 if which == "sandbox":
     from bench.sandbox import main as sandbox
 

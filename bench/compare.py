@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.headless import Client, pct
-from embedded.procstat import cpu_seconds, tree_cpu_seconds
+from embedded.procstat import children, cpu_seconds, rss_mb, tree_cpu_seconds
 
 CLIENTS = 20
 
@@ -48,8 +49,12 @@ class Tree:
     burst_seconds: float = 0.0
     burst_cpu: float = 0.0
     burst_tasks: int = 0
+    start_seconds: float = 0.0
 
     async def start(self) -> None:
+        """Start `herald serve`, open the clients and warm up; `start_seconds` is the time from
+        launching it to its first round trip."""
+        t_launch = time.perf_counter()
         self.tmp = Path(tempfile.mkdtemp(prefix="herald-compare-"))
         runtime = self.tmp / "runtime"
         runtime.mkdir(mode=0o700)
@@ -70,6 +75,8 @@ class Tree:
         self.pids = {n: s["pid"] for n, s in status["services"].items()}
         self.client = Client(info["api"], info["ws"], info["token"])
         await self.client.open()
+        await self.client.round_trip()
+        self.start_seconds = time.perf_counter() - t_launch
         tokens = [subprocess.run([*herald, "token", "create", f"c{i}"], env=env, cwd=self.root,
                                  capture_output=True, text=True, check=True).stdout.strip()
                   for i in range(CLIENTS)]  # fmt: skip
@@ -94,19 +101,98 @@ class Tree:
             self.seq_cpu[name] = self.seq_cpu.get(name, 0.0) + value - before[name]
         self.seq_tasks += n
 
-    async def burst(self, total: int) -> float:
-        async def drive(c: Client, count: int) -> None:
-            sem = asyncio.Semaphore(8)
+    async def burst(self, total: int, window: int | None = 8) -> float:
+        """Seconds for `total` tasks from the clients, to the last result. With a `window`,
+        each client keeps at most that many tasks in flight; with None, each submits all of
+        its tasks one request after the other without waiting for results (as the original
+        design's load driver does), then waits for them."""
+        lost, seconds = await self._burst(total, window)
+        if lost:
+            raise RuntimeError(f"{lost} of {total} results did not arrive")
+        return seconds
+
+    async def _burst(self, total: int, window: int | None,
+                     timeout: float = 60) -> tuple[int, float]:
+        """(results lost, seconds to the last result) of one burst."""
+
+        async def drive(c: Client, count: int) -> int:
+            if window is None:
+                futs, refused = [], 0
+                for _ in range(count):
+                    try:
+                        futs.append(await c.submit())
+                    except Exception:  # counted as lost, as the original's driver does
+                        refused += 1
+                done = await asyncio.gather(*(asyncio.wait_for(f, timeout) for f in futs),
+                                            return_exceptions=True)  # fmt: skip
+                return refused + sum(isinstance(d, BaseException) for d in done)
+            sem = asyncio.Semaphore(window)
 
             async def one() -> None:
                 async with sem:
-                    await asyncio.wait_for(await c.submit(), 60)
+                    await asyncio.wait_for(await c.submit(), timeout)
 
-            await asyncio.gather(*(one() for _ in range(count)))
+            ends = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+            return sum(isinstance(e, BaseException) for e in ends)
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(drive(c, total // len(self.clients)) for c in self.clients))
-        return time.perf_counter() - t0
+        n = len(self.clients)
+        lost = await asyncio.gather(*(drive(c, total // n + (i < total % n))
+                                      for i, c in enumerate(self.clients)))  # fmt: skip
+        return sum(lost), time.perf_counter() - t0
+
+    def tree_pids(self) -> list[int]:
+        """The services' processes and all their descendants (the worker's executors)."""
+        out, todo = [], list(self.pids.values())
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            with contextlib.suppress(OSError):  # an executor that just ended
+                todo.extend(children(pid))
+        return out
+
+    async def throughput(self, total: int, window: int | None) -> dict[str, float]:
+        """One measured burst: tasks/s to the last result, results lost, CPU per task of
+        every service (ms), and the peak RSS of the services' process trees while it ran
+        (MB, sampled every 0.1 s, like the original's driver does), and of the three
+        services alone (without the worker's executors)."""
+        peak = services = 0.0
+        running = True
+
+        def rss(pids: list[int]) -> float:
+            total = 0.0
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    total += rss_mb(pid)
+            return total
+
+        async def sample() -> None:
+            nonlocal peak, services
+            while running:
+                peak = max(peak, rss(self.tree_pids()))
+                services = max(services, rss(list(self.pids.values())))
+                await asyncio.sleep(0.1)
+
+        sampler = asyncio.ensure_future(sample())
+        before = sum(tree_cpu_seconds(p) for p in self.pids.values())
+        lost, seconds = await self._burst(total, window)
+        cpu = sum(tree_cpu_seconds(p) for p in self.pids.values()) - before
+        running = False
+        await sampler
+        return {"tasks_per_s": (total - lost) / seconds, "lost": lost,
+                "cpu_ms_per_task": cpu / max(total - lost, 1) * 1000, "peak_rss_mb": peak,
+                "peak_services_rss_mb": services}  # fmt: skip
+
+    async def idle(self, seconds: float, settle: float = 5.0) -> tuple[float, float]:
+        """(CPU of the services over `seconds` of idle, in % of one core; the first round
+        trip after it, in ms), after `settle` s for the last burst's WAL checkpoint."""
+        assert self.client is not None
+        await asyncio.sleep(settle)
+        before, t0 = sum(tree_cpu_seconds(p) for p in self.pids.values()), time.perf_counter()
+        await asyncio.sleep(seconds)
+        used = sum(tree_cpu_seconds(p) for p in self.pids.values()) - before
+        pct_core = used / (time.perf_counter() - t0) * 100
+        return pct_core, await self.client.round_trip() * 1000
 
     async def measured_burst(self, total: int) -> None:
         before = sum(tree_cpu_seconds(p) for p in self.pids.values())
