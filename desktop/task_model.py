@@ -101,13 +101,23 @@ def _runs(numbers: list[int]) -> Iterator[tuple[int, int]]:
 class _Row:
     """One task of the table, with what its cells need parsed once per change."""
 
-    __slots__ = ("id", "task", "created", "started", "finished", "waiting", "cells", "search")
+    __slots__ = ("id", "task", "created", "started", "finished", "waiting", "cells", "search",
+                 "_submitted")  # fmt: skip
 
     def __init__(self, task: dict[str, Any]) -> None:
         self.id: str = task["id"]
         # The position in the table follows the creation time, which never changes.
         self.created = taskview.parse_time(task.get("created_at")) or 0.0
+        self._submitted: tuple[Any, str] | None = None
         self.set(task)
+
+    def submitted(self) -> str:
+        """The Submitted cell: the creation time never changes, so it is made once a day
+        (it reads as a time of day today, with its date from tomorrow on)."""
+        today = time.localtime()[:3]
+        if self._submitted is None or self._submitted[0] != today:
+            self._submitted = (today, taskview.format_submitted(self.task.get("created_at")))
+        return self._submitted[1]
 
     def set(self, task: dict[str, Any]) -> None:
         self.task = task
@@ -263,6 +273,10 @@ class TaskModel(QAbstractTableModel):
     SearchRole = _USER + 6  # (id, title, name, message, args, result): what a search reads
     OutcomeRole = _USER + 20  # str: a desktop.state_look outcome ("failed", ...) or None
 
+    _ROLES = frozenset({_DISPLAY, TaskIdRole, StateRole, ProgressRole, SortRole, TaskRole,
+                        SearchRole, _TOOLTIP, _FOREGROUND, _DECORATION, OutcomeRole,
+                        _ALIGNMENT})  # fmt: skip
+
     FLUSH_MS = 32  # two frames at 60 Hz: what changed shows within a frame or two
     MAX_FLUSH_MS = 120  # ... stretched up to this while the app (or the machine) is busy
     SLICE_EVENTS = 250  # the most queued events applied in one turn of the event loop
@@ -369,7 +383,9 @@ class TaskModel(QAbstractTableModel):
         return None
 
     def data(self, index: AnyIndex, role: int = _DISPLAY) -> Any:
-        if not index.isValid():
+        # Asked for each role of each cell painted (font, background, check state... that
+        # it has none of): those go back at once, before the index is even looked at.
+        if role not in self._ROLES or not index.isValid():
             return None
         r, col = index.row(), index.column()
         if not (0 <= r < len(self._rows) and 0 <= col < len(self.HEADERS)):
@@ -642,9 +658,12 @@ class TaskModel(QAbstractTableModel):
             self._insert(pending)
         dirty, self._dirty = self._dirty, set()
         rows = sorted(r for r in map(self._row_number, dirty) if r is not None)
-        last = len(self.HEADERS) - 1
+        # Two column ranges around Submitted, the one cell an event never changes: a view
+        # sorted by it (the default) then has nothing to sort again.
+        sub, last = self.Column.SUBMITTED, len(self.HEADERS) - 1
         for first, end in _runs(rows):
-            self.dataChanged.emit(self.index(first, 0), self.index(end, last))
+            self.dataChanged.emit(self.index(first, 0), self.index(end, sub - 1))
+            self.dataChanged.emit(self.index(first, sub + 1), self.index(end, last))
         changed, self._changed = self._changed, set()
         finished, self._finished = self._finished, []
         if rows or changed or finished:
@@ -926,7 +945,7 @@ class TaskModel(QAbstractTableModel):
             self._state_label(task),
             self._progress_text(task),
             self._message(row),
-            taskview.format_submitted(task.get("created_at")),
+            row.submitted(),
             "",  # Duration: computed on every read, it ticks
             resultview.summary(task.get("result"), self._displays.get(task.get("task") or ""))
             if state == TaskState.SUCCEEDED.value else "",
