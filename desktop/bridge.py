@@ -35,6 +35,7 @@ PAGE_SIZE = 100  # tasks per page of the history: the first is loaded at start, 
 STALL_AFTER = 10.0  # seconds without an event or a pong after which the stream is "stalled"
 STALLED = "stalled"  # the connection state the watchdog adds to the stream's own
 CLOSE_WAIT = 2.0  # seconds each step of close() may take
+READ_SLICE = 100  # the most messages read (and decoded) in one turn of the event loop
 
 
 class ClientBridge(QObject):
@@ -51,7 +52,10 @@ class ClientBridge(QObject):
         history_paged(object): the `before` cursor of the page after the history just
             loaded (None: that was all of it); emitted right after tasks_loaded/reloaded.
         task_received(dict): a task as an HTTP answer gave it (after a submit or cancel).
-        event_received(object): one services.core.events.Event, in seq order, once.
+        events_received(list): services.core.events.Event objects, in seq order, each
+            once: what came since the last emission, at most `READ_SLICE` of them (the
+            stream is read a slice per turn of the event loop, so a backlog of frames
+            never holds the loop).
         connection_changed(str, float): the stream's state ("connecting", "connected",
             "reconnecting", "closed", or "stalled": connected but nothing heard, not even
             a pong, for `stall_after` s) and seconds until the next attempt (-1: none).
@@ -61,7 +65,7 @@ class ClientBridge(QObject):
     tasks_loaded = Signal(list)
     tasks_reloaded = Signal(list, float)
     task_received = Signal(dict)
-    event_received = Signal(object)
+    events_received = Signal(list)
     connection_changed = Signal(str, float)
     problems_found = Signal(list)  # what /api/health says could not be loaded (plug-ins)
     identity_loaded = Signal(dict)  # GET /api/me: the principal and its capabilities
@@ -146,21 +150,46 @@ class ClientBridge(QObject):
         return list(body["tasks"]), int(cursor[0]) if cursor else None
 
     async def _read(self, stream: AsyncEventStream) -> None:
+        # Frames already received are read without the loop getting control back (the
+        # stream's recv() does not suspend while it has some), so the events are handed
+        # on in batches: when the stream has to wait for more, or every READ_SLICE
+        # messages, and then the loop runs what waits (input, paint, timers) first.
+        batch: list[Any] = []
+        loop = asyncio.get_running_loop()
+        handing: list[asyncio.Handle] = []
+
+        def hand_on() -> None:
+            handing.clear()
+            if batch:
+                events = batch[:]
+                batch.clear()
+                self.events_received.emit(events)
+
         try:
+            read = 0
             async for msg in stream:
                 self._heard()
                 if msg.event is not None:
                     self.last_seq = stream.last_seq
-                    self.event_received.emit(msg.event)
+                    batch.append(msg.event)
+                    if not handing:  # runs once the stream waits, or at the next yield
+                        handing.append(loop.call_soon(hand_on))
                 elif msg.type == "reset":
+                    hand_on()
                     # Events we were owed are gone (pruned, or a recreated log): the
                     # ledger says how things stand.
                     await self._load(reload=True)
+                read += 1
+                if read >= READ_SLICE:
+                    read = 0
+                    await asyncio.sleep(0)  # hand_on runs, then what else waits
         except StreamClosed:
             pass
         except Exception:
             log.exception("the event stream failed")
             self.connection_changed.emit(StreamState.CLOSED.value, -1.0)
+        finally:
+            hand_on()  # what was read is applied, whatever ended the reading
 
     async def submit(self, task: str, args: dict[str, Any],
                      timeout: float | None = None) -> dict[str, Any]:  # fmt: skip

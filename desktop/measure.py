@@ -31,7 +31,9 @@ def measure_stream(data_dir: Path, tasks: int = 200, seconds: float = 6.0,
     `period` timer: how late each tick ran is how long the loop was busy.
 
     Returns:
-        {"lateness": [s, ...], "streamed": s, "events": n, "rss": {"gui": MB, service: MB}}
+        {"lateness": [s, ...], "busy": [CPU s of the GUI thread in each tick's interval],
+        "streamed": s, "events": n, "flushes": n (model flushes
+        while streaming), "flush_ms": the model's flush period, "rss": {"gui": MB, ...}}
     """
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     import qasync
@@ -59,12 +61,14 @@ async def _stream(data_dir: Path, tasks: int, seconds: float, period: float) -> 
 
     await until(lambda: w.lights.connection.state == "connected" and w.catalog_list.count())
     lateness: list[float] = []
-    last = [time.perf_counter()]
+    busy: list[float] = []  # the GUI thread's CPU time in each of those intervals
+    last = [time.perf_counter(), time.thread_time()]
 
     def tick() -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.thread_time()
         lateness.append(max(0.0, now - last[0] - period))
-        last[0] = now
+        busy.append(cpu - last[1])
+        last[0], last[1] = now, cpu
 
     timer = QTimer(interval=max(1, int(period * 1000)))
     timer.timeout.connect(tick)
@@ -79,9 +83,11 @@ async def _stream(data_dir: Path, tasks: int, seconds: float, period: float) -> 
         task = desktop.model.task_by_id(task_id)
         return task["state"] if task else ""
 
-    await until(lambda: sum(state(i) == "running" for i in ids) >= tasks * 0.9)
-    last[0] = time.perf_counter()
+    # Most of them started (on a loaded machine the first may finish before the last start).
+    await until(lambda: sum(state(i) not in ("", "queued") for i in ids) >= tasks * 0.9)
+    last[0], last[1] = time.perf_counter(), time.thread_time()
     timer.start()
+    flushes = getattr(desktop.model, "flushes", 0)  # (a model that counts them)
     w.select_task(ids[0])  # the detail pane follows one of them too
     t0 = time.perf_counter()
     await until(lambda: all(state(i) == "succeeded" for i in ids), timeout=seconds * 10)
@@ -98,8 +104,11 @@ async def _stream(data_dir: Path, tasks: int, seconds: float, period: float) -> 
             pids += executors
     result = {
         "lateness": lateness,
+        "busy": busy,
         "streamed": streamed,
         "events": sum(len(desktop.model.events(i)) for i in ids),
+        "flushes": getattr(desktop.model, "flushes", 0) - flushes,
+        "flush_ms": desktop.model._flush_timer.interval(),
         "rss": rss,
         "pss": sum(pss_mb(p) for p in pids),
     }

@@ -5,8 +5,15 @@ The model holds the tasks as the API's task dicts and changes them only through
 `services.core.taskview`, the rules every client shares. Events arrive at high rates (200
 tasks streaming progress), so `apply_event` changes the data at once but tells the views
 later: every change of a burst is merged into one flush on a short timer, which inserts the
-new rows in as few `beginInsertRows` as possible and emits one `dataChanged` per changed
-row. Loads, upserts and removals are rare and are announced at once.
+new rows in as few `beginInsertRows` as possible and emits one `dataChanged` per run of
+neighbouring changed rows (one for the whole table when every row changed), with each row's
+latest values: intermediate progress is coalesced, the final state never dropped. Loads,
+upserts and removals are rare and are announced at once.
+
+Live events come through `take_events`, which queues them and applies them in bounded
+slices, one per turn of the event loop: a burst (a reconnect's replay, a backlog the loop
+fell behind on) never holds the loop for longer than a slice, so input, painting and the
+flush timer run in between.
 
 Rows are newest first: row 0 is the task submitted last.
 
@@ -22,6 +29,7 @@ import bisect
 import heapq
 import json
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from enum import IntEnum
 from typing import Any
@@ -55,6 +63,8 @@ _USER = int(Qt.ItemDataRole.UserRole)
 _FOREGROUND = int(Qt.ItemDataRole.ForegroundRole)
 _DECORATION = int(Qt.ItemDataRole.DecorationRole)
 
+_ROW_FLAGS = (Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+              | Qt.ItemFlag.ItemNeverHasChildren)  # fmt: skip
 _ALIGN_RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
 _ALIGN_CENTER = Qt.AlignmentFlag.AlignCenter
 
@@ -91,13 +101,23 @@ def _runs(numbers: list[int]) -> Iterator[tuple[int, int]]:
 class _Row:
     """One task of the table, with what its cells need parsed once per change."""
 
-    __slots__ = ("id", "task", "created", "started", "finished", "waiting", "cells", "search")
+    __slots__ = ("id", "task", "created", "started", "finished", "waiting", "cells", "search",
+                 "_submitted")  # fmt: skip
 
     def __init__(self, task: dict[str, Any]) -> None:
         self.id: str = task["id"]
         # The position in the table follows the creation time, which never changes.
         self.created = taskview.parse_time(task.get("created_at")) or 0.0
+        self._submitted: tuple[Any, str] | None = None
         self.set(task)
+
+    def submitted(self) -> str:
+        """The Submitted cell: the creation time never changes, so it is made once a day
+        (it reads as a time of day today, with its date from tomorrow on)."""
+        today = time.localtime()[:3]
+        if self._submitted is None or self._submitted[0] != today:
+            self._submitted = (today, taskview.format_submitted(self.task.get("created_at")))
+        return self._submitted[1]
 
     def set(self, task: dict[str, Any]) -> None:
         self.task = task
@@ -253,7 +273,14 @@ class TaskModel(QAbstractTableModel):
     SearchRole = _USER + 6  # (id, title, name, message, args, result): what a search reads
     OutcomeRole = _USER + 20  # str: a desktop.state_look outcome ("failed", ...) or None
 
-    FLUSH_MS = 50
+    _ROLES = frozenset({_DISPLAY, TaskIdRole, StateRole, ProgressRole, SortRole, TaskRole,
+                        SearchRole, _TOOLTIP, _FOREGROUND, _DECORATION, OutcomeRole,
+                        _ALIGNMENT})  # fmt: skip
+
+    FLUSH_MS = 32  # two frames at 60 Hz: what changed shows within a frame or two
+    MAX_FLUSH_MS = 120  # ... stretched up to this while the app (or the machine) is busy
+    SLICE_EVENTS = 250  # the most queued events applied in one turn of the event loop
+    SLICE_SECONDS = 0.008  # ... and for about this long at most
     TICK_MS = 1000
     RETRY_TICK_MS = 1000
 
@@ -295,6 +322,17 @@ class TaskModel(QAbstractTableModel):
         self._flush_timer.setSingleShot(True)
         self._flush_timer.setInterval(flush_ms)
         self._flush_timer.timeout.connect(self._on_flush_timer_timeout)
+        self.flushes = 0  # flushes that told the views something (for the bench)
+        self._flush_ms = flush_ms  # the shortest flush period; the timer's may be longer
+        self._flush_cpu = time.thread_time()  # the GUI thread's CPU time at the last flush
+        self._flush_at = time.perf_counter()  # ... and the time of it
+        self._flush_due = 0.0  # when the flush timer should fire
+        # Live events waiting to be applied (take_events), a slice per loop turn.
+        self._intake: deque[Event] = deque()
+        self._intake_timer = QTimer(self)
+        self._intake_timer.setSingleShot(True)
+        self._intake_timer.setInterval(0)
+        self._intake_timer.timeout.connect(self._on_intake_timer_timeout)
         self._tick_timer = QTimer(self)
         self._tick_timer.setInterval(tick_ms)
         self._tick_timer.timeout.connect(self._on_tick_timer_timeout)
@@ -322,8 +360,7 @@ class TaskModel(QAbstractTableModel):
     def flags(self, index: AnyIndex) -> Qt.ItemFlag:
         if not index.isValid():
             return Qt.ItemFlag.NoItemFlags
-        return (Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
-                | Qt.ItemFlag.ItemNeverHasChildren)  # fmt: skip
+        return _ROW_FLAGS  # asked for every cell painted: made once
 
     def canFetchMore(self, parent: AnyIndex = QModelIndex()) -> bool:  # noqa: N802, B008
         if parent.isValid() or self._fetching is not None:
@@ -346,7 +383,9 @@ class TaskModel(QAbstractTableModel):
         return None
 
     def data(self, index: AnyIndex, role: int = _DISPLAY) -> Any:
-        if not index.isValid():
+        # Asked for each role of each cell painted (font, background, check state... that
+        # it has none of): those go back at once, before the index is even looked at.
+        if role not in self._ROLES or not index.isValid():
             return None
         r, col = index.row(), index.column()
         if not (0 <= r < len(self._rows) and 0 <= col < len(self.HEADERS)):
@@ -574,9 +613,40 @@ class TaskModel(QAbstractTableModel):
         self._schedule()
 
     def apply_events(self, events: Iterable[Event]) -> None:
-        """Apply events in order (a replay after a reconnect)."""
+        """Apply events in order, now (a replay after a reconnect)."""
         for event in events:
             self.apply_event(event)
+
+    def take_events(self, events: Iterable[Event]) -> None:
+        """Queue live events (in seq order) to be applied in slices, one slice per turn of
+        the event loop (`SLICE_EVENTS` events or `SLICE_SECONDS` at most), so that a burst
+        of any size leaves the loop free in between; each one is applied, in order."""
+        self._intake.extend(events)
+        if self._intake and not self._intake_timer.isActive():
+            self._intake_timer.start()
+
+    def queued_events(self) -> int:
+        """How many events `take_events` queued are still to be applied."""
+        return len(self._intake)
+
+    def apply_queued(self) -> None:
+        """Apply every queued event now (a reader that needs the latest state at once)."""
+        while self._intake:
+            self.apply_event(self._intake.popleft())
+        self._intake_timer.stop()
+
+    @Slot()
+    def _on_intake_timer_timeout(self) -> None:
+        intake = self._intake
+        started = time.perf_counter()
+        for n in range(1, self.SLICE_EVENTS + 1):
+            if not intake:
+                return
+            self.apply_event(intake.popleft())
+            if n % 16 == 0 and time.perf_counter() - started > self.SLICE_SECONDS:
+                break
+        if intake:
+            self._intake_timer.start()  # the rest at the next turn, after what waits
 
     @Slot()
     def flush(self) -> None:
@@ -588,11 +658,16 @@ class TaskModel(QAbstractTableModel):
             self._insert(pending)
         dirty, self._dirty = self._dirty, set()
         rows = sorted(r for r in map(self._row_number, dirty) if r is not None)
-        last = len(self.HEADERS) - 1
-        for r in rows:
-            self.dataChanged.emit(self.index(r, 0), self.index(r, last))
+        # Two column ranges around Submitted, the one cell an event never changes: a view
+        # sorted by it (the default) then has nothing to sort again.
+        sub, last = self.Column.SUBMITTED, len(self.HEADERS) - 1
+        for first, end in _runs(rows):
+            self.dataChanged.emit(self.index(first, 0), self.index(end, sub - 1))
+            self.dataChanged.emit(self.index(first, sub + 1), self.index(end, last))
         changed, self._changed = self._changed, set()
         finished, self._finished = self._finished, []
+        if rows or changed or finished:
+            self.flushes += 1
         for tid in changed:
             self.task_changed.emit(tid)
         for tid in finished:
@@ -805,10 +880,29 @@ class TaskModel(QAbstractTableModel):
 
     def _schedule(self) -> None:
         if not self._flush_timer.isActive():
+            self._flush_due = time.perf_counter() + self._flush_timer.interval() / 1000
             self._flush_timer.start()
+
+    def _adapt_flush_period(self) -> None:
+        """Flush less often while the GUI thread is busy (over half of the time since the
+        last flush, the views' painting included) or the loop runs late (a loaded
+        machine): each flush repaints every changed row, so under load fewer flushes that
+        each carry more changes keep the loop free; back to `flush_ms` once it is quiet."""
+        now, cpu = time.perf_counter(), time.thread_time()
+        wall = max(now - self._flush_at, 1e-6)
+        busy = (cpu - self._flush_cpu) / wall
+        late = now - self._flush_due
+        period = self._flush_timer.interval()
+        if busy > 0.5 or late * 1000 > period / 2:
+            period = min(self.MAX_FLUSH_MS, max(period + 1, round(period * 1.5)))
+        elif busy < 0.25 and late * 1000 < period / 8:
+            period = max(self._flush_ms, round(period / 1.25))
+        self._flush_timer.setInterval(period)
+        self._flush_at, self._flush_cpu = now, cpu
 
     @Slot()
     def _on_flush_timer_timeout(self) -> None:
+        self._adapt_flush_period()
         self.flush()
 
     @Slot()
@@ -851,7 +945,7 @@ class TaskModel(QAbstractTableModel):
             self._state_label(task),
             self._progress_text(task),
             self._message(row),
-            taskview.format_submitted(task.get("created_at")),
+            row.submitted(),
             "",  # Duration: computed on every read, it ticks
             resultview.summary(task.get("result"), self._displays.get(task.get("task") or ""))
             if state == TaskState.SUCCEEDED.value else "",

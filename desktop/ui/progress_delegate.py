@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSize, Qt
-from PySide6.QtGui import QPainter
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPoint, QRect, QSize, Qt
+from PySide6.QtGui import QPainter, QPixmap
 from PySide6.QtWidgets import (
     QApplication,
     QStyle,
@@ -16,6 +16,7 @@ from desktop.task_model import TaskModel
 from services.core.states import TaskState
 
 _STEPS = 1000  # bar resolution: 0.1 %
+_CACHED_BARS = 600  # bars kept drawn (a size, a fraction, a text, a palette each)
 
 
 class ProgressDelegate(QStyledItemDelegate):
@@ -28,6 +29,12 @@ class ProgressDelegate(QStyledItemDelegate):
 
     MARGIN = 2
     MIN_WIDTH = 80
+
+    def __init__(self, parent: object = None) -> None:
+        super().__init__(parent)
+        # The style draws a bar in about half a millisecond, and 200 streaming tasks are a
+        # screenful of bars repainted at every flush: each look is drawn once, then copied.
+        self._bars: dict[tuple[object, ...], QPixmap] = {}
 
     def paint(
         self,
@@ -61,12 +68,40 @@ class ProgressDelegate(QStyledItemDelegate):
         if fraction is None:
             bar.maximum = bar.progress = 0  # minimum == maximum: the style's busy look
         else:
+            # To the pixel: finer steps look the same, and each would be drawn anew.
+            pixels = max(1, bar.rect.width())
             bar.maximum = _STEPS
-            bar.progress = round(min(max(float(fraction), 0.0), 1.0) * _STEPS)
+            bar.progress = round(round(min(max(float(fraction), 0.0), 1.0) * pixels)
+                                 * _STEPS / pixels)  # fmt: skip
         bar.text = text
         bar.textVisible = True
         bar.textAlignment = Qt.AlignmentFlag.AlignCenter
-        style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter, widget)
+        if fraction is None:  # the busy look: the style may animate it, drawn each time
+            style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter, widget)
+            return
+        at = bar.rect.topLeft()
+        painter.drawPixmap(at, self._bar(bar, style, widget, painter))
+
+    def _bar(self, bar: QStyleOptionProgressBar, style: QStyle, widget: object,
+             painter: QPainter) -> QPixmap:  # fmt: skip
+        size = bar.rect.size()
+        ratio = painter.device().devicePixelRatioF() if painter.device() else 1.0
+        key = (size.width(), size.height(), ratio, bar.progress, bar.text,
+               bar.palette.cacheKey(), int(bar.state.value), bar.direction,
+               bar.fontMetrics.height(), id(style))  # fmt: skip
+        pixmap = self._bars.get(key)
+        if pixmap is None:
+            pixmap = QPixmap(size * ratio)
+            pixmap.setDevicePixelRatio(ratio)
+            pixmap.fill(Qt.GlobalColor.transparent)
+            bar.rect = QRect(QPoint(0, 0), size)
+            offscreen = QPainter(pixmap)
+            style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, offscreen, widget)
+            offscreen.end()
+            if len(self._bars) >= _CACHED_BARS:
+                del self._bars[next(iter(self._bars))]
+            self._bars[key] = pixmap
+        return pixmap
 
     def sizeHint(
         self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex

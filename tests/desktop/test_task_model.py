@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt, QTimer
 from PySide6.QtWidgets import QTableView
 
 from desktop.task_model import TaskFilterProxy, TaskModel
@@ -73,6 +73,13 @@ def ids(model: TaskModel) -> list[str]:
     return [model.task(r)["id"] for r in range(model.rowCount())]
 
 
+def rows_changed(first: int, last: int) -> list[tuple]:
+    """The dataChanged of a flush for rows first..last: every column but Submitted (which
+    never changes: a view sorted by it has nothing to sort again)."""
+    sub = COL.SUBMITTED
+    return [((first, 0), (last, sub - 1), []), ((first, sub + 1), (last, 6), [])]
+
+
 def record(signal) -> list[tuple]:
     """Every emission of `signal`, with model indexes as (row, column)."""
     calls: list[tuple] = []
@@ -130,7 +137,7 @@ def test_rows_are_newest_first_and_pages_merge(qtbot):
     changed = record(model.dataChanged)
     model.load([snapshot("b", 2, "running", updated_at=taskview.iso(T0 + 500))])
     assert ids(model) == ["c", "b", "a", "z", "y"]
-    assert changed == [((1, 0), (1, 6), [])]
+    assert changed == rows_changed(1, 1)
     assert model.task_by_id("b")["state"] == "running"
     model.upsert(snapshot("b", 2, "queued"))  # older than what the model has: ignored
     assert model.task_by_id("b")["state"] == "running"
@@ -150,7 +157,7 @@ def test_a_progress_event_changes_that_row_only(qtbot):
     with qtbot.waitSignal(model.dataChanged, timeout=2000):  # the flush timer
         model.apply_event(feed.progress("b", 0.45, "copying"))
         assert changed == []  # not yet: coalesced
-    assert changed == [((1, 0), (1, 6), [])]
+    assert changed == rows_changed(1, 1)
     assert tasks_changed == [("b",)]
     index = model.index(1, COL.PROGRESS)
     assert index.data(TaskModel.ProgressRole) == 0.45
@@ -168,13 +175,76 @@ def test_a_burst_of_events_is_one_flush(qtbot):
         for i in range(200):
             model.apply_event(feed.progress(f"t{i:03}", step))
     assert changed == []
-    qtbot.waitUntil(lambda: len(changed) == 200, timeout=2000)
-    rows = [top[0] for top, bottom, _ in changed]
-    assert sorted(rows) == list(range(200))  # each row once: 600 events, one flush
-    assert all(top == (r, 0) and bottom == (r, 6) for (top, bottom, _), r in zip(
-        changed, rows, strict=True))  # fmt: skip
+    qtbot.waitUntil(lambda: len(changed) > 0, timeout=2000)
+    # 600 events, one flush: one range for the 200 neighbouring rows, not 200 signals.
+    assert changed == rows_changed(0, 199)
     assert len(tasks_changed) == 200
     assert all(model.task(r)["progress"] == 0.75 for r in range(200))
+
+
+def test_events_of_one_row_are_one_data_changed_per_flush_with_the_latest(qtbot):
+    model = TaskModel(tick_ms=3_600_000)
+    model.load([snapshot(f"t{i}", i, "running") for i in range(5)])  # rows t4 .. t0
+    changed = record(model.dataChanged)
+    seen: list[tuple] = []
+    model.dataChanged.connect(lambda top, *_: seen.append(
+        (top.data(TaskModel.ProgressRole), model.index(top.row(), COL.MESSAGE).data())))
+    feed = Feed()
+    for flush in range(3):
+        for n in range(1, 51):
+            model.apply_event(feed.progress("t3", flush / 3 + n / 1000, f"step {flush}.{n}"))
+        model.apply_event(feed.progress("t1", flush / 3, "other"))
+        model.flush()
+    # Rows 1 (t3) and 3 (t1) are not neighbours: one signal each per flush.
+    assert changed == (rows_changed(1, 1) + rows_changed(3, 3)) * 3
+    assert [seen[i] for i in (0, 4, 8)] == [(0.05, "step 0.50"), (1 / 3 + 0.05, "step 1.50"),
+                                            (2 / 3 + 0.05, "step 2.50")]  # fmt: skip
+    assert model.flushes == 3
+
+
+def test_a_burst_taken_is_applied_in_slices_and_the_loop_runs_between(qtbot):
+    model = TaskModel(tick_ms=3_600_000)
+    model.load([snapshot(f"t{i:02}", i, "running") for i in range(50)])
+    feed = Feed()
+    burst = [feed.progress(f"t{i % 50:02}", (i // 50 + 1) / 200, f"n{i}") for i in range(10_000)]
+    burst += [feed.succeeded(f"t{i:02}", i) for i in range(50)]
+    finished = record(model.task_finished)
+    model.take_events(burst)
+    assert model.queued_events() == len(burst)  # nothing applied yet: the loop goes on
+    # Timers scheduled during the burst fire before it is all applied, again and again.
+    left: list[int] = []
+    probe = QTimer(interval=0)
+    probe.timeout.connect(lambda: left.append(model.queued_events()))
+    probe.start()
+    qtbot.waitUntil(lambda: model.queued_events() == 0, timeout=10_000)
+    probe.stop()
+    pending = [n for n in left if n > 0]
+    assert len(pending) >= len(burst) // TaskModel.SLICE_EVENTS - 1
+    steps = [a - b for a, b in zip([len(burst), *left], left, strict=False)]
+    assert max(steps) <= TaskModel.SLICE_EVENTS  # bounded slices, one per loop turn
+    model.flush()
+    # Every event applied, in order: the final state of each task is there.
+    assert all(model.task_by_id(f"t{i:02}")["state"] == "succeeded" for i in range(50))
+    assert all(model.task_by_id(f"t{i:02}")["result"] == i for i in range(50))
+    assert sorted(f for (f,) in finished) == [f"t{i:02}" for i in range(50)]
+    assert model.events("t07")[-1].type is EventType.SUCCEEDED
+
+
+@strict_qt
+def test_model_checks_with_events_taken_in_slices(qtbot, qtmodeltester):
+    model = TaskModel()
+    proxy = TaskFilterProxy()
+    proxy.setSourceModel(model)
+    qtmodeltester.check(model)
+    model.load([snapshot(f"s{i}", i, "running") for i in range(20)])
+    feed = Feed()
+    feed.now = T0 + 3600
+    events = [feed.queued(f"n{i:03}") for i in range(600)]
+    events += [feed.progress(f"s{i % 20}", i / 1000) for i in range(600)]
+    model.take_events(events)
+    qtbot.waitUntil(lambda: model.queued_events() == 0 and model.rowCount() == 620,
+                    timeout=10_000)  # fmt: skip
+    assert proxy.rowCount() == 620
 
 
 def test_new_tasks_in_a_burst_are_inserted_together(qtbot):
