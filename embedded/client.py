@@ -34,6 +34,7 @@ from services.core.envelope import (
     ProtocolError,
     ServerMessage,
     decode_server_message,
+    encode_subscribe,
 )
 from services.core.events import Event
 from services.core.stream import StreamCursor, StreamState, reconnect_delays
@@ -445,6 +446,8 @@ class AsyncEventStream:
         self.state = StreamState.CLOSED  # until opened
         self._state_reported: tuple[StreamState, float | None] | None = None
         self.resets = 0  # "reset" messages received: reloads the caller was asked for
+        self._tasks: set[str] | None = None  # subscribed to these tasks only (None: all)
+        self._pending: list[int | None] = []  # the `since` of each subscribe not answered
 
     @property
     def last_seq(self) -> int | None:
@@ -507,9 +510,18 @@ class AsyncEventStream:
             except ProtocolError as exc:
                 log.warning("ignoring a message the client cannot decode: %s", exc)
                 continue
+            if self._pending:
+                # What comes before the welcome that answers a subscribe is of the old
+                # stream: the replay after that welcome brings again what it must.
+                if msg.type == "welcome":
+                    self._cursor.last_seq = self._pending.pop(0)
+                    self._take_welcome(msg)
+                continue
             if msg.event is not None:
                 if not self._cursor.accept(msg.event.seq):
                     continue  # already yielded before a reconnect
+                if self._tasks is not None and msg.event.terminal:
+                    self._tasks.discard(msg.event.task_id)
             elif msg.type == "welcome":
                 self._take_welcome(msg)
             elif msg.type == "reset":
@@ -537,6 +549,27 @@ class AsyncEventStream:
         if conn is not None:
             await conn.close()
         self._set_state(StreamState.CLOSED)
+
+    async def subscribe(self, task_ids: Iterable[str]) -> None:
+        """From now on yield only the events of these tasks (added to those subscribed
+        before; a task is dropped after its terminal event), for as long as the stream
+        lives, reconnections included. Subscribe to a task as soon as it is submitted: the
+        notifier replays its events after the last seq this stream yielded, so none is
+        missed. `subscribe(())` yields nothing until a first task is added."""
+        new = set(task_ids)
+        self._tasks = (self._tasks or set()) | new
+        if self._conn is not None:
+            await self._send_subscribe(self._conn, new)
+
+    async def _send_subscribe(self, conn: ClientConnection, tasks: Iterable[str]) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        since = self._cursor.since
+        self._pending.append(since)
+        try:
+            await conn.send(encode_subscribe(tasks, since))
+        except ConnectionClosed:
+            pass  # the reconnection subscribes again
 
     async def ping(self) -> float | None:
         """Ping the notifier on the current connection and wait for its pong: the round
@@ -630,6 +663,9 @@ class AsyncEventStream:
             self._opened = True
             self._take_welcome(welcome)
             self._welcome = welcome
+            self._pending = []
+            if self._tasks is not None:
+                await self._send_subscribe(conn, self._tasks)
             self._set_state(StreamState.CONNECTED)
             return
 
@@ -676,7 +712,7 @@ class AsyncEventStream:
 
         headers = {"Authorization": f"Bearer {self.token}"}
         since = self._cursor.since
-        if since is not None:
+        if since is not None and self._tasks is None:  # else the subscribe resumes
             headers[SINCE_HEADER] = str(since)
         conn: ClientConnection | None = None
         try:

@@ -264,6 +264,9 @@ class Notifier:
         self._retry: asyncio.TimerHandle | None = None  # reading again after a failure
         self._retry_delay = READ_RETRY_FIRST
         self._tasks: set[asyncio.Task[None]] = set()
+        # Counters of the fan-out (for the bench and the tests): events framed for the
+        # shared path, writes of those frames to sockets, live messages queued instead.
+        self.stats = {"framed": 0, "writes": 0, "queued": 0}
 
     @property
     def port(self) -> int:
@@ -624,10 +627,12 @@ class Notifier:
             if frame is None:
                 # What websockets' Protocol.send_text writes for a server (unmasked, no
                 # extension: compression is off), made once instead of per connection.
+                stats["framed"] += 1
                 frame = frames[ev.log_pos] = Frame(Opcode.TEXT, text_of(ev).encode()).serialize(
                     mask=False, extensions=[])  # fmt: skip
             return frame
 
+        stats = self.stats
         slow = []
         for evs, subs in self._router.route(events):
             blob: bytes | None = None
@@ -638,7 +643,9 @@ class Notifier:
                     if blob is None:
                         blob = b"".join(map(frame_of, evs))
                     ok = client.write_now(blob, len(evs))
+                    stats["writes"] += 1
                 else:
+                    stats["queued"] += len(evs)
                     if queued is None:
                         queued = list(map(text_of, evs))
                     ok = client.queue_live(queued)

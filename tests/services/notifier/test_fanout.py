@@ -1,0 +1,199 @@
+"""Fan-out that scales: each event framed once and written alike to every live connection
+that should get it; subscriptions to some tasks; the replay and outbox rules kept."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+import services.notifier.server as server
+from embedded.client import AsyncEventStream
+from services.auth import DEFAULT_PRINCIPAL
+from services.core.envelope import CLOSE_TRY_AGAIN_LATER, encode_subscribe
+
+LOCAL = DEFAULT_PRINCIPAL
+
+
+async def events_until(ws, recv, n: int) -> list[dict]:
+    """The next `n` events (other messages are skipped)."""
+    out: list[dict] = []
+    while len(out) < n:
+        msg = await recv(ws)
+        if msg["type"] == "event":
+            out.append(msg)
+    return out
+
+
+async def subscribe(ws, recv, tasks, since=None) -> list[dict]:
+    """Send a subscribe; returns what precedes its caught_up, from its welcome on."""
+    await ws.send(encode_subscribe(tasks, since))
+    while (msg := await recv(ws))["type"] != "welcome":
+        pass
+    got = [msg]
+    while got[-1]["type"] != "caught_up":
+        got.append(await recv(ws))
+    return got
+
+
+async def test_a_burst_is_framed_once_and_written_once_to_each_live_connection(
+    notifier, open_client, tokens, writer, recv, recv_events, start_session
+):
+    clients = [await open_client(notifier.url) for _ in range(5)]
+    bob = await open_client(notifier.url, token=tokens["bob"])
+    for ws in (*clients, bob):
+        await start_session(ws)
+    before = dict(notifier.stats)
+    events = writer.lifecycle(LOCAL, steps=3)  # 6 events, one wake-up
+    writer.wake()
+    for ws in clients:
+        got = await recv_events(ws, len(events))
+        assert [m["seq"] for m in got] == [e.seq for e in events]  # each once, in order
+    assert notifier.stats["framed"] - before["framed"] == len(events)
+    assert notifier.stats["writes"] - before["writes"] == len(clients)
+    with pytest.raises(TimeoutError):
+        await recv(bob, timeout=0.2)  # nothing of another principal's
+
+
+async def test_a_replaying_connection_gets_no_live_event_before_its_replay_ends(
+    notifier, open_client, writer, recv, start_session, monkeypatch
+):
+    monkeypatch.setattr(server, "PAGE", 5)  # a replay of many pages, at the client's pace
+    mine = writer.queued(LOCAL)
+    writer.started(mine.task_id)
+    for i in range(40):
+        writer.progress(mine.task_id, i / 100)
+    writer.wake()
+    live = await open_client(notifier.url)  # live all along: gets the shared frames
+    await start_session(live)
+    ws = await open_client(notifier.url)
+    await start_session(ws)
+
+    async def keep_writing() -> None:
+        for i in range(30):
+            writer.progress(mine.task_id, 0.5 + i / 100)
+            writer.wake()
+            await asyncio.sleep(0.002)
+
+    writing = asyncio.create_task(keep_writing())
+    got = await subscribe(ws, recv, [mine.task_id], since=0)
+    await writing
+    writer.succeeded(mine.task_id)
+    writer.wake()
+    caught_up = got[-1]["seq"]
+    replayed = [m["seq"] for m in got if m["type"] == "event"]
+    assert replayed == sorted(set(replayed)) and replayed[-1] == caught_up  # in order, once
+    after = [m["seq"] for m in await events_until(ws, recv, 73 - len(replayed))]
+    assert after[0] > caught_up and after == sorted(set(after))
+    assert replayed + after == list(range(1, 74))  # nothing lost, nothing twice
+
+
+async def test_a_subscribed_connection_gets_only_its_tasks_and_resumes_exactly(
+    notifier, open_client, tokens, writer, recv, start_session
+):
+    a, b = writer.queued(LOCAL), writer.queued(LOCAL)
+    everything = await open_client(notifier.url)  # not subscribed: everything, as before
+    await start_session(everything)
+    ws = await open_client(notifier.url)
+    await start_session(ws)
+    got = await subscribe(ws, recv, [a.task_id], since=0)
+    assert [m["task"] for m in got if m["type"] == "event"] == [a.task_id]  # its queued
+    bob = await open_client(notifier.url, token=tokens["bob"])
+    await start_session(bob)
+    assert (await subscribe(bob, recv, [a.task_id], since=0))[1]["type"] == "caught_up"
+    writer.started(a.task_id)
+    writer.started(b.task_id)
+    writer.progress(b.task_id, 0.5)
+    writer.progress(a.task_id, 0.5)
+    done = writer.succeeded(a.task_id)
+    writer.succeeded(b.task_id)
+    writer.wake()
+    mine = await events_until(ws, recv, 3)
+    assert [(m["task"], m["event"]) for m in mine] == [
+        (a.task_id, "started"), (a.task_id, "progress"), (a.task_id, "succeeded")]
+    assert len(await events_until(everything, recv, 6)) == 6
+    with pytest.raises(TimeoutError):
+        await recv(bob, timeout=0.2)  # another principal's task id matches nothing
+    # Reconnect from the middle, subscribe again: exactly the rest of its own task.
+    again = await open_client(notifier.url)
+    await start_session(again)
+    got = await subscribe(again, recv, [a.task_id], since=mine[0]["seq"])
+    assert [m["seq"] for m in got if m["type"] == "event"] == [mine[1]["seq"], done.seq]
+    with pytest.raises(TimeoutError):
+        await recv(ws, timeout=0.2)  # and b's events never reached the subscribed one
+
+
+async def test_a_subscribed_slow_reader_is_cut_off_and_its_neighbour_is_not(
+    start_notifier, open_client, writer, recv, start_session
+):
+    notifier = await start_notifier(max_outbox=512 * 1024)
+    first = writer.queued(LOCAL)
+    writer.started(first.task_id)
+    other = writer.queued(LOCAL)
+    writer.started(other.task_id)
+    attempt = writer._attempts[first.task_id]
+    slow = await open_client(notifier.url, max_size=None)
+    reader = await open_client(notifier.url, max_size=None)
+    for ws in (slow, reader):
+        await start_session(ws)
+        await subscribe(ws, recv, [first.task_id])
+    neighbour = await open_client(notifier.url)
+    await start_session(neighbour)
+    await subscribe(neighbour, recv, [other.task_id])
+    slow.transport.pause_reading()
+    big, sent = "y" * 100_000, []
+    for _ in range(300):  # up to 30 MB, 100 kB at a time
+        writer.store.output(first.task_id, attempt, [big])
+        writer.wake()
+        sent.append((await events_until(reader, recv, 1))[0]["seq"])  # a reader keeps up
+        if notifier.connections == 2:
+            break
+    assert notifier.connections == 2  # the slow one was dropped
+    writer.progress(other.task_id, 0.5)
+    writer.wake()
+    assert (await events_until(neighbour, recv, 1))[0]["task"] == other.task_id
+    slow.transport.resume_reading()
+    got: list[int] = []
+    with pytest.raises(ConnectionClosed):
+        while True:
+            got.append((await recv(slow))["seq"])
+    assert slow.close_code == CLOSE_TRY_AGAIN_LATER
+    assert got == sent[: len(got)] and len(got) < len(sent)  # a prefix, in order
+
+
+async def test_the_client_stream_subscribes_and_keeps_it_across_a_reconnect(
+    start_notifier, tokens, writer
+):
+    notifier = await start_notifier()
+    a, b = writer.queued(LOCAL), writer.queued(LOCAL)
+    stream = AsyncEventStream(notifier.url, tokens[LOCAL], since=0)
+    seen: list[tuple[str, str]] = []
+
+    async def take(n: int) -> None:
+        async with asyncio.timeout(5):
+            async for msg in stream:
+                if msg.event is not None:
+                    seen.append((msg.event.task_id, msg.event.type.value))
+                    if len(seen) == n:
+                        return
+
+    await stream.open()
+    await take(2)  # not subscribed: both queued events
+    await stream.subscribe([b.task_id])
+    writer.started(a.task_id)
+    writer.started(b.task_id)
+    writer.wake()
+    await take(3)
+    assert seen[2] == (b.task_id, "started")
+    await notifier.stop()  # the stream reconnects by itself, still subscribed
+    writer.progress(a.task_id, 0.5)
+    writer.progress(b.task_id, 0.5)
+    writer.succeeded(b.task_id)
+    notifier = await start_notifier(port=notifier.port)
+    await take(5)
+    assert seen[3:] == [(b.task_id, "progress"), (b.task_id, "succeeded")]
+    await stream.close()
+    assert json.loads(encode_subscribe(["x"], 3)) == {
+        "v": 1, "type": "subscribe", "tasks": ["x"], "since": 3}
