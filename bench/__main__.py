@@ -1,7 +1,9 @@
 """`python -m bench [headless|desktop|all]` (default: all), `python -m bench compare TREE`
 (this tree against another checkout, measured interleaved in one run), or `python -m bench
 sandbox` (what confining each attempt costs), or `python -m bench search` (the first page of
-a search over 100,000 finished tasks; also part of `all`)."""
+a search over 100,000 finished tasks; also part of `all`), or `python -m bench fanout`
+(1,000 WebSocket connections x 100 events through a real notifier; `--tree DIR` runs
+another checkout's notifier)."""
 
 import sys
 
@@ -10,6 +12,10 @@ if which == "compare":
     from bench.compare import main as compare
 
     sys.exit(compare(sys.argv[2:]))
+if which == "fanout":
+    from bench.fanout import main as fanout
+
+    sys.exit(fanout(sys.argv[2:]))
 if which == "sandbox":
     from bench.sandbox import main as sandbox
 

@@ -104,6 +104,7 @@ TOO_FAR_BEHIND = ("try again later: more than {} MiB of events queued for a clie
                   "not read them; reconnect with your last seq")  # fmt: skip
 TOO_MANY = "too many connections: this principal already has {} open"
 READ_FAILED = "try again later: the event log cannot be read right now"
+REST_AFTER = 0.0005  # seconds: a fan-out longer than this is followed by a rest as long
 READ_RETRY_FIRST, READ_RETRY_MAX = 0.1, 2.0  # seconds before reading again after a failure
 SINCE_HEADER = "Herald-Since"
 URL_TOKEN_PARAMS = ("token", "access_token")
@@ -261,6 +262,8 @@ class Notifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._pump_scheduled = False
+        self._rest_until = 0.0  # loop time before which no fan-out starts (see _pump)
+        self._after_rest: asyncio.TimerHandle | None = None
         self._retry: asyncio.TimerHandle | None = None  # reading again after a failure
         self._retry_delay = READ_RETRY_FIRST
         self._tasks: set[asyncio.Task[None]] = set()
@@ -317,6 +320,9 @@ class Notifier:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
+        if self._after_rest is not None:
+            self._after_rest.cancel()
+            self._after_rest = None
         if self._server is not None:
             self._server.close(code=CLOSE_GOING_AWAY, reason="notifier stopping")
             await self._server.wait_closed()
@@ -569,13 +575,31 @@ class Notifier:
         self._close_revoked()  # the same for a revocation's (a handshake may have re-read it)
 
     def _pump(self) -> None:
-        """Read what was appended since the last time and hand it to the subscribers."""
+        """Read what was appended since the last time and hand it to the subscribers.
+
+        A fan-out that took long (many connections) is followed by a rest as long, so
+        that a stream of wake-ups is served in batches: each connection then gets one
+        write per batch, not one per event, and the fan-out never takes more than half
+        the notifier's time while others wait. A cheap one (under `REST_AFTER`) rests not.
+        """
+        loop = self._loop
+        if loop is not None:
+            now = loop.time()
+            if now < self._rest_until:
+                if self._after_rest is None:
+                    self._after_rest = loop.call_at(self._rest_until, self._on_rested)
+                return
         self._pump_scheduled = False
         try:
             more = self._read_turn()
         except sqlite3.Error as exc:
             self._read_failed(exc)  # read again shortly, from the same cursor
             return
+        finally:
+            if loop is not None:
+                took = loop.time() - now
+                if took > REST_AFTER:
+                    self._rest_until = now + 2 * took
         if self._retry_delay > READ_RETRY_FIRST:
             log.info("the event log can be read again")
             self._retry_delay = READ_RETRY_FIRST
@@ -583,6 +607,10 @@ class Notifier:
         if more and not self._pump_scheduled and self._loop is not None:
             self._pump_scheduled = True
             self._loop.call_soon(self._pump)
+
+    def _on_rested(self) -> None:
+        self._after_rest = None
+        self._pump()
 
     def _read_turn(self) -> bool:
         """Fan out a few pages of the log; returns whether more may be waiting."""
