@@ -26,10 +26,14 @@ Client to server:
     {"v": 1, "type": "subscribe", "tasks": [ID, ...], "since": N}
                                                 from now on, only these tasks' events (added
                                                 to the ones subscribed before; a task is
-                                                dropped after its terminal event), then a
-                                                resume from N: a welcome, the replay of
-                                                those tasks' events after N, caught_up, live
-                                                ones. Without "since": live ones only.
+                                                dropped after its terminal event). Answered
+                                                by a welcome, the events (after N, if given)
+                                                of the tasks it adds, up to where the
+                                                stream is, and caught_up; later ones come
+                                                live, the other tasks' events go on, none
+                                                repeated. The first subscribe of a
+                                                connection that was sent every task adds
+                                                none: it was sent them all.
 
 The resume point may also be given at the handshake (`?since=N` or a `Herald-Since` header).
 

@@ -427,15 +427,18 @@ class Notifier:
                     break
                 if request.type == "ping":
                     client.queue((encode_pong(),))
-                elif request.type in ("resume", "subscribe"):
-                    if request.type == "subscribe":
-                        tasks = client.tasks if client.tasks is not None else set()
-                        tasks.update(request.tasks)
-                        client.tasks = tasks
-                        if len(tasks) > MAX_SUBSCRIBED:
-                            await ws.close(CLOSE_POLICY_VIOLATION,
-                                           TOO_MANY_TASKS.format(MAX_SUBSCRIBED))  # fmt: skip
-                            break
+                elif request.type == "subscribe":
+                    try:
+                        self._subscribe(client, request.tasks, request.since)
+                    except sqlite3.Error as exc:
+                        log.warning("cannot replay the log to %s: %s", client.principal, exc)
+                        await ws.close(CLOSE_TRY_AGAIN_LATER, READ_FAILED)
+                        break
+                    if client.tasks is not None and len(client.tasks) > MAX_SUBSCRIBED:
+                        await ws.close(CLOSE_POLICY_VIOLATION,
+                                       TOO_MANY_TASKS.format(MAX_SUBSCRIBED))  # fmt: skip
+                        break
+                elif request.type == "resume":
                     try:
                         await self._stream(client, request.since)
                     except sqlite3.Error as exc:
@@ -507,6 +510,43 @@ class Notifier:
         self._client_of[sub] = client
         client.sub = sub
         client.queue((encode_caught_up(cursor),))
+
+    def _subscribe(self, client: _Client, tasks: Iterable[str], since: int | None) -> None:
+        """Narrow a live connection to some tasks (or add tasks to those it has).
+
+        Sent: a welcome, the events (after `since`, if given) of the tasks it adds, up to
+        where the connection's stream is, then caught_up; later ones come live. A
+        connection of every task adds none (it was sent them all). The other subscribed
+        tasks' events go on as they were, none repeated. Cheap: one indexed read per
+        added task, none of the principal's other events.
+        """
+        sub = client.sub
+        if sub is None or client.closed:
+            return
+        if sub.tasks is None:
+            sub.tasks = client.tasks = set(tasks)
+            added: list[str] = []
+        else:
+            added = [t for t in dict.fromkeys(tasks) if t not in sub.tasks]
+            sub.tasks.update(added)
+        head = self._store.head(client.principal)
+        client.queue((encode_welcome(client.principal, head, False),))
+        after = 0 if since is None else since
+        replay: list[Event] = []
+        for task_id in added:
+            cursor = after
+            while True:
+                page = self._store.events_after(cursor, principal=client.principal,
+                                                task_id=task_id, limit=PAGE)  # fmt: skip
+                replay += (ev for ev in page if ev.seq <= sub.cursor)
+                if len(page) < PAGE or page[-1].seq > sub.cursor:
+                    break
+                cursor = page[-1].seq
+        replay.sort(key=lambda ev: ev.seq)
+        for ev in replay:
+            if ev.terminal:
+                sub.tasks.discard(ev.task_id)
+        client.queue([encode_event(ev) for ev in replay] + [encode_caught_up(sub.cursor)])
 
     def _unsubscribe(self, client: _Client) -> None:
         if client.sub is not None:

@@ -84,8 +84,14 @@ async def test_a_replaying_connection_gets_no_live_event_before_its_replay_ends(
             writer.wake()
             await asyncio.sleep(0.002)
 
+    await subscribe(ws, recv, [mine.task_id])  # narrowed: and its replays too
     writing = asyncio.create_task(keep_writing())
-    got = await subscribe(ws, recv, [mine.task_id], since=0)
+    await ws.send(json.dumps({"v": 1, "type": "resume", "since": 0}))
+    while (msg := await recv(ws))["type"] != "welcome":
+        pass
+    got = [msg]
+    while got[-1]["type"] != "caught_up":
+        got.append(await recv(ws))
     await writing
     writer.succeeded(mine.task_id)
     writer.wake()
@@ -107,10 +113,12 @@ async def test_a_subscribed_connection_gets_only_its_tasks_and_resumes_exactly(
     await start_session(everything)
     ws = await open_client(notifier.url)
     await start_session(ws)
-    got = await subscribe(ws, recv, [a.task_id], since=0)
+    assert len(await subscribe(ws, recv, [])) == 2  # narrowed to nothing yet
+    got = await subscribe(ws, recv, [a.task_id], since=0)  # added: what it was not sent
     assert [m["task"] for m in got if m["type"] == "event"] == [a.task_id]  # its queued
     bob = await open_client(notifier.url, token=tokens["bob"])
     await start_session(bob)
+    await subscribe(bob, recv, [])
     assert (await subscribe(bob, recv, [a.task_id], since=0))[1]["type"] == "caught_up"
     writer.started(a.task_id)
     writer.started(b.task_id)
@@ -128,6 +136,7 @@ async def test_a_subscribed_connection_gets_only_its_tasks_and_resumes_exactly(
     # Reconnect from the middle, subscribe again: exactly the rest of its own task.
     again = await open_client(notifier.url)
     await start_session(again)
+    await subscribe(again, recv, [])
     got = await subscribe(again, recv, [a.task_id], since=mine[0]["seq"])
     assert [m["seq"] for m in got if m["type"] == "event"] == [mine[1]["seq"], done.seq]
     with pytest.raises(TimeoutError):
@@ -178,29 +187,48 @@ async def test_the_client_stream_subscribes_and_keeps_it_across_a_reconnect(
     notifier = await start_notifier()
     a, b = writer.queued(LOCAL), writer.queued(LOCAL)
     stream = AsyncEventStream(notifier.url, tokens[LOCAL], since=0)
-    seen: list[tuple[str, str]] = []
+    seen: list[tuple[int, str, str]] = []
 
-    async def take(n: int) -> None:
+    async def take_until(task_id: str, event: str) -> None:
         async with asyncio.timeout(5):
-            async for msg in stream:
+            while (task_id, event) not in {(t, e) for _, t, e in seen}:
+                msg = await stream.recv()
                 if msg.event is not None:
-                    seen.append((msg.event.task_id, msg.event.type.value))
-                    if len(seen) == n:
-                        return
+                    seen.append((msg.event.seq, msg.event.task_id, msg.event.type.value))
 
     await stream.open()
-    await take(2)  # not subscribed: both queued events
-    await stream.subscribe([b.task_id])
+    await take_until(b.task_id, "queued")  # not subscribed: every task's events
+    await stream.subscribe([b.task_id])  # (takes effect when the notifier answers)
     writer.started(a.task_id)
     writer.started(b.task_id)
     writer.wake()
-    await take(3)
-    assert seen[2] == (b.task_id, "started")
+    await take_until(b.task_id, "started")
     await notifier.stop()  # the stream reconnects by itself, still subscribed
     writer.progress(a.task_id, 0.5)
     writer.progress(b.task_id, 0.5)
     writer.succeeded(b.task_id)
+    other = writer.queued(LOCAL)  # never subscribed to: none of its events
     notifier = await start_notifier(port=notifier.port)
-    await take(5)
-    assert seen[3:] == [(b.task_id, "progress"), (b.task_id, "succeeded")]
+    await take_until(b.task_id, "succeeded")
+    # Tasks subscribed to after the stream went past their events still get them all.
+    c = writer.queued(LOCAL)
+    writer.started(other.task_id)
+    writer.progress(a.task_id, 0.7)
+    await stream.subscribe([a.task_id])
+    writer.progress(a.task_id, 0.8)
+    writer.wake()
+    await take_until(a.task_id, "progress")
+    await stream.subscribe([c.task_id])
+    writer.started(c.task_id)
+    writer.succeeded(a.task_id)
+    writer.wake()
+    await take_until(c.task_id, "started")
+    await take_until(a.task_id, "succeeded")
     await stream.close()
+    seqs = [seq for seq, _, _ in seen]
+    assert len(seqs) == len(set(seqs))  # each once
+    expected = [e.seq for e in writer.store.events_after(0, principal=LOCAL)
+                if e.task_id != other.task_id]  # fmt: skip
+    assert sorted(seqs) == expected  # every event of its tasks, none of the other's
+    assert [s for s, t, _ in seen if t == a.task_id] == sorted(
+        s for s, t, _ in seen if t == a.task_id)  # a task's own events in order
