@@ -532,7 +532,7 @@ class AsyncEventStream:
                         self._tasks.discard(ev.task_id)
                 if self._pending:
                     self._seen_pending.add(ev.seq)
-                elif replaying is None:
+                elif replaying is None and self._seen_pending:
                     self._seen_pending.clear()
             elif msg.type == "welcome" and self._pending:  # the answer to a subscribe
                 # Its tasks count from here: what came before it was sent without them.

@@ -39,6 +39,7 @@ import resource
 import signal
 import sqlite3
 import sys
+import time
 from collections import deque
 from collections.abc import Iterable
 from typing import cast
@@ -617,10 +618,11 @@ class Notifier:
     def _pump(self) -> None:
         """Read what was appended since the last time and hand it to the subscribers.
 
-        A fan-out that took long (many connections) is followed by a rest as long, so
-        that a stream of wake-ups is served in batches: each connection then gets one
-        write per batch, not one per event, and the fan-out never takes more than half
-        the notifier's time while others wait. A cheap one (under `REST_AFTER`) rests not.
+        A fan-out that took long (many connections) is followed by a rest as long (in
+        CPU time), so that a stream of wake-ups is served in batches: each connection
+        then gets one write per batch, not one per event, and the fan-out never takes
+        more than about half the notifier's time. A cheap one (under `REST_AFTER`) rests
+        not.
         """
         loop = self._loop
         if loop is not None:
@@ -630,16 +632,18 @@ class Notifier:
                     self._after_rest = loop.call_at(self._rest_until, self._on_rested)
                 return
         self._pump_scheduled = False
+        cpu = time.thread_time()
         try:
             more = self._read_turn()
         except sqlite3.Error as exc:
             self._read_failed(exc)  # read again shortly, from the same cursor
             return
         finally:
-            if loop is not None:
-                took = loop.time() - now
-                if took > REST_AFTER:
-                    self._rest_until = now + 2 * took
+            # CPU time, not wall time: a fan-out preempted by the clients it wakes is
+            # not made to rest for it.
+            took = time.thread_time() - cpu
+            if loop is not None and took > REST_AFTER:
+                self._rest_until = loop.time() + took
         if self._retry_delay > READ_RETRY_FIRST:
             log.info("the event log can be read again")
             self._retry_delay = READ_RETRY_FIRST
