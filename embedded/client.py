@@ -34,6 +34,7 @@ from services.core.envelope import (
     ProtocolError,
     ServerMessage,
     decode_server_message,
+    encode_subscribe,
 )
 from services.core.events import Event
 from services.core.stream import StreamCursor, StreamState, reconnect_delays
@@ -445,6 +446,13 @@ class AsyncEventStream:
         self.state = StreamState.CLOSED  # until opened
         self._state_reported: tuple[StreamState, float | None] | None = None
         self.resets = 0  # "reset" messages received: reloads the caller was asked for
+        self._tasks: set[str] | None = None  # subscribed to these tasks only (None: all)
+        # Each subscribe not answered yet: its since and the tasks it added; then the one
+        # whose replay is coming (until its caught_up).
+        self._pending: list[tuple[int, set[str]]] = []
+        self._replaying: tuple[int, set[str]] | None = None
+        self._narrowed_at = 0  # the last seq when it first subscribed: all seen up to it
+        self._seen_pending: set[int] = set()  # seqs yielded while a subscribe was pending
 
     @property
     def last_seq(self) -> int | None:
@@ -507,9 +515,38 @@ class AsyncEventStream:
             except ProtocolError as exc:
                 log.warning("ignoring a message the client cannot decode: %s", exc)
                 continue
+            replaying = self._replaying
             if msg.event is not None:
-                if not self._cursor.accept(msg.event.seq):
+                ev = msg.event
+                if replaying is not None and ev.task_id in replaying[1] and ev.seq > replaying[0]:
+                    # A task just added: its events before the stream's last seq come now.
+                    if ev.seq in self._seen_pending:
+                        continue
+                    self._cursor.last_seq = max(self._cursor.last_seq or 0, ev.seq)
+                elif not self._cursor.accept(ev.seq):
                     continue  # already yielded before a reconnect
+                if self._tasks is not None:
+                    if ev.task_id not in self._tasks:
+                        continue  # e.g. replayed after a reconnect, before the subscribe
+                    if ev.terminal:
+                        self._tasks.discard(ev.task_id)
+                if self._pending:
+                    self._seen_pending.add(ev.seq)
+                elif replaying is None and self._seen_pending:
+                    self._seen_pending.clear()
+            elif msg.type == "welcome" and self._pending:  # the answer to a subscribe
+                # Its tasks count from here: what came before it was sent without them.
+                since, tasks = self._pending.pop(0)
+                if self._tasks is None:  # narrowed: everything so far was yielded
+                    self._tasks, self._narrowed_at = set(tasks), self._cursor.last_seq or 0
+                    self._replaying = (since, set())
+                else:
+                    self._tasks |= tasks
+                    self._replaying = (since, tasks)
+                continue
+            elif msg.type == "caught_up" and replaying is not None:
+                self._replaying = None
+                continue
             elif msg.type == "welcome":
                 self._take_welcome(msg)
             elif msg.type == "reset":
@@ -537,6 +574,35 @@ class AsyncEventStream:
         if conn is not None:
             await conn.close()
         self._set_state(StreamState.CLOSED)
+
+    async def subscribe(self, task_ids: Iterable[str]) -> None:
+        """From now on yield only the events of these tasks (added to those subscribed
+        before; a task is dropped after its terminal event), for as long as the stream
+        lives, reconnections included. Subscribe to a task as soon as it is submitted: the
+        notifier then sends the events it had of it, so none is missed, however far the
+        stream went meanwhile. `subscribe(())` yields nothing until a first task is
+        added."""
+        new = set(task_ids)
+        if self._conn is not None:
+            await self._send_subscribe(self._conn, new)
+        elif self._tasks is None:
+            self._tasks, self._narrowed_at = new, self._cursor.last_seq or 0
+        else:
+            self._tasks |= new
+
+    async def _send_subscribe(self, conn: ClientConnection, tasks: Iterable[str]) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        # The notifier answers with the added tasks' events after `since`, however far the
+        # stream has gone meanwhile: every event up to the first subscribe was yielded,
+        # and none of these tasks' since then (they were filtered out).
+        tasks = set(tasks)
+        since = self._narrowed_at if self._tasks is not None else self._cursor.last_seq or 0
+        self._pending.append((since, tasks))
+        try:
+            await conn.send(encode_subscribe(tasks, since))
+        except ConnectionClosed:
+            pass  # the reconnection subscribes again
 
     async def ping(self) -> float | None:
         """Ping the notifier on the current connection and wait for its pong: the round
@@ -630,6 +696,17 @@ class AsyncEventStream:
             self._opened = True
             self._take_welcome(welcome)
             self._welcome = welcome
+            unanswered = set().union(*(tasks for _, tasks in self._pending))
+            self._pending, self._replaying = [], None
+            self._seen_pending.clear()
+            if self._tasks is not None:
+                # Narrow the new connection (its replay from the cursor is filtered here
+                # meanwhile), then add again what was not answered on the old one.
+                await self._send_subscribe(conn, self._tasks)
+                if unanswered - self._tasks:
+                    await self._send_subscribe(conn, unanswered - self._tasks)
+            elif unanswered:
+                await self._send_subscribe(conn, unanswered)
             self._set_state(StreamState.CONNECTED)
             return
 

@@ -4,10 +4,17 @@ Pure: the notifier, the desktop bridge and the command-line client share these r
 A subscription belongs to one principal and remembers the last seq it was given; events
 are delivered in seq order, each at most once per subscription. Seqs are the principal's
 own (`Event.seq`), so every number here (head, cursor, watermark) is per principal.
+
+A subscription may be narrowed to a set of task ids (`tasks`): it is then sent only the
+events of those tasks, always within its principal (an id of another principal's task
+matches nothing). A task is forgotten once its terminal event was sent, so the set holds
+the tasks still running or queued. `Router.route` groups the subscriptions that get the
+very same events, so the notifier encodes and frames each event once per group.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -56,18 +63,32 @@ def plan_resume(since: int | None, head: int, pruned_through: int = 0) -> Resume
 
 @dataclass(eq=False)
 class Subscription:
-    """One connected client's view of the log."""
+    """One connected client's view of the log.
+
+    Attributes:
+        principal: whose events it may be sent (and no one else's, whatever `tasks` says).
+        cursor: the last seq of its principal it has considered (sent, or filtered out).
+        tasks: None for every task of the principal; else only these task ids' events.
+            A task is removed once its terminal event was accepted.
+    """
 
     principal: str
     cursor: int = 0
+    tasks: set[str] | None = None
 
     def accept(self, events: Iterable[Event]) -> list[Event]:
         """The events this subscription must be sent now, in order; advances the cursor."""
         out = []
+        tasks = self.tasks
         for ev in events:
             if ev.seq > self.cursor and visible_to(ev, self.principal):
-                out.append(ev)
                 self.cursor = ev.seq
+                if tasks is None:
+                    out.append(ev)
+                elif ev.task_id in tasks:
+                    out.append(ev)
+                    if ev.terminal:
+                        tasks.discard(ev.task_id)
         return out
 
 
@@ -90,16 +111,40 @@ class Router:
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_principal.values())
 
-    def route(self, events: Iterable[Event]) -> list[tuple[Subscription, list[Event]]]:
-        """For each subscription with something new, the events to send it, in order."""
+    def route(self, events: Iterable[Event]) -> list[tuple[list[Event], list[Subscription]]]:
+        """The events to send now, each with the subscriptions that get exactly those.
+
+        Events are in seq order within each list. Subscriptions of every task of a
+        principal that are at the same cursor share one group (one list, encoded once);
+        a subscription narrowed to some tasks gets a group of its own.
+        """
         grouped: dict[str, list[Event]] = {}
         for ev in events:
             if ev.principal in self._by_principal:
                 grouped.setdefault(ev.principal, []).append(ev)
-        out = []
+        out: list[tuple[list[Event], list[Subscription]]] = []
         for principal, evs in grouped.items():
+            seqs: list[int] | None = None
+            shared: dict[int, tuple[list[Event], list[Subscription]]] = {}
+            last = evs[-1].seq
             for sub in self._by_principal[principal]:
-                sent = sub.accept(evs)
-                if sent:
-                    out.append((sub, sent))
+                if sub.tasks is not None:
+                    sent = sub.accept(evs)
+                    if sent:
+                        out.append((sent, [sub]))
+                    continue
+                if sub.cursor >= last:
+                    continue
+                if sub.cursor < evs[0].seq:
+                    start = 0
+                else:  # rare: it already had some of these (a replay that overlapped)
+                    if seqs is None:
+                        seqs = [ev.seq for ev in evs]
+                    start = bisect_right(seqs, sub.cursor)
+                sub.cursor = last
+                group = shared.get(start)
+                if group is None:
+                    group = shared[start] = (evs[start:] if start else evs, [])
+                group[1].append(sub)
+            out.extend(shared.values())
         return out

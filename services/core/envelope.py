@@ -23,6 +23,17 @@ Server to client (every message carries "v" and "type"):
 Client to server:
     {"v": 1, "type": "ping"}
     {"v": 1, "type": "resume", "since": N}      replay every later event, then live ones
+    {"v": 1, "type": "subscribe", "tasks": [ID, ...], "since": N}
+                                                from now on, only these tasks' events (added
+                                                to the ones subscribed before; a task is
+                                                dropped after its terminal event). Answered
+                                                by a welcome, the events (after N, if given)
+                                                of the tasks it adds, up to where the
+                                                stream is, and caught_up; later ones come
+                                                live, the other tasks' events go on, none
+                                                repeated. The first subscribe of a
+                                                connection that was sent every task adds
+                                                none: it was sent them all.
 
 The resume point may also be given at the handshake (`?since=N` or a `Herald-Since` header).
 
@@ -37,6 +48,7 @@ still resumes exactly; clients only ever rely on seqs increasing.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +64,7 @@ CLOSE_INVALID_PAYLOAD = 1007  # not JSON, not an object, wrong version or fields
 # does not read, or the log cannot be read right now. Reconnecting with the last seq seen
 # loses nothing.
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_POLICY_VIOLATION = 1008  # e.g. subscribed to more tasks than a connection may
 CLOSE_UNKNOWN_TYPE = 4400  # a message type the server does not know
 CLOSE_REVOKED = 4401  # the connection's token was revoked (or renewed): do not reconnect with it
 # The principal already holds as many connections as the notifier allows (64 by default,
@@ -120,6 +133,16 @@ def encode_resume(since: int) -> str:
     return _dumps({"v": VERSION, "type": "resume", "since": since})
 
 
+def encode_subscribe(tasks: Iterable[str], since: int | None) -> str:
+    body: dict[str, Any] = {"v": VERSION, "type": "subscribe", "tasks": sorted(tasks)}
+    if since is not None:
+        body["since"] = since
+    return _dumps(body)
+
+
+MAX_TASK_ID = 64  # characters of one task id in a subscribe message
+
+
 @dataclass(frozen=True, slots=True)
 class ServerMessage:
     """A decoded server message. `event` is set when type == "event"."""
@@ -158,10 +181,12 @@ def decode_server_message(text: str | bytes) -> ServerMessage:
 
 @dataclass(frozen=True, slots=True)
 class ClientMessage:
-    """A decoded client message: "ping" or "resume" (with `since`)."""
+    """A decoded client message: "ping", "resume" (with `since`) or "subscribe" (with
+    `tasks` and an optional `since`)."""
 
     type: str
     since: int | None = None
+    tasks: tuple[str, ...] = ()
 
 
 def decode_client_message(data: str | bytes) -> ClientMessage:
@@ -178,6 +203,15 @@ def decode_client_message(data: str | bytes) -> ClientMessage:
         return ClientMessage("ping")
     if mtype == "resume":
         return ClientMessage("resume", parse_since(obj.get("since")))
+    if mtype == "subscribe":
+        tasks = obj.get("tasks")
+        if not isinstance(tasks, list) or not all(
+                isinstance(t, str) and 0 < len(t) <= MAX_TASK_ID for t in tasks):  # fmt: skip
+            raise ProtocolError(CLOSE_INVALID_PAYLOAD,
+                                "'tasks' must be a list of task ids")  # fmt: skip
+        since = obj.get("since")
+        return ClientMessage("subscribe", None if since is None else parse_since(since),
+                             tuple(tasks))  # fmt: skip
     if not isinstance(mtype, str):
         raise ProtocolError(CLOSE_INVALID_PAYLOAD, "message has no string 'type'")
     raise ProtocolError(CLOSE_UNKNOWN_TYPE, f"unknown message type {mtype[:40]!r}")

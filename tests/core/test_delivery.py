@@ -35,14 +35,35 @@ def test_router_fans_out_by_principal():
     for s in (a1, a2, b):
         router.add(s)
     out = router.route([ev(1, "a"), ev(2, "b"), ev(3, "c")])
-    got = {id(s): [e.seq for e in evs] for s, evs in out}
+    got = {id(s): [e.seq for e in evs] for evs, subs in out for s in subs}
     assert got == {id(a1): [1], id(a2): [1], id(b): [2]}
+    assert len(out) == 2  # a1 and a2 share one group: its events are encoded once
     router.remove(a1)
     router.remove(b)
     assert len(router) == 1
-    assert [(s is a2, [e.seq for e in evs]) for s, evs in router.route([ev(4, "a")])] == [
-        (True, [4])
-    ]
+    assert [([e.seq for e in evs], subs == [a2]) for evs, subs in router.route([ev(4, "a")])] \
+        == [([4], True)]  # fmt: skip
+
+
+def test_a_subscription_to_some_tasks_gets_only_theirs_and_forgets_the_finished():
+    sub = Subscription("a", tasks={"t2", "t4"})
+    done = Event(4, "t4", "a", EventType.SUCCEEDED, 0.0, 1, {})
+    assert [e.seq for e in sub.accept([ev(1), ev(2), ev(3), done, ev(5)])] == [2, 4]
+    assert sub.cursor == 5 and sub.tasks == {"t2"}  # t4 finished: forgotten
+    other = Subscription("b", tasks={"t6"})  # another principal's task id: nothing of it
+    assert other.accept([ev(6, "a")]) == []
+
+
+def test_the_router_groups_subscriptions_at_the_same_cursor():
+    router = Router()
+    fresh, behind, narrow = Subscription("a", 0), Subscription("a", 1), Subscription(
+        "a", 0, tasks={"t2"})  # fmt: skip
+    for s in (fresh, behind, narrow):
+        router.add(s)
+    out = {tuple(e.seq for e in evs): len(subs) for evs, subs in router.route(
+        [ev(1), ev(2), ev(3)])}  # fmt: skip
+    assert out == {(1, 2, 3): 1, (2, 3): 1, (2,): 1}
+    assert (fresh.cursor, behind.cursor, narrow.cursor) == (3, 3, 3)
 
 
 def test_resume_plans_after_pruning():

@@ -31,7 +31,9 @@ async def closed_with(ws) -> tuple[int | None, str | None]:
         ('{"type": "resume"}', 1007),
         ('{"type": "resume", "since": -1}', 1007),
         ('{"type": "resume", "since": true}', 1007),
-        ('{"type": "subscribe"}', 4400),
+        ('{"type": "publish"}', 4400),
+        ('{"type": "subscribe"}', 1007),  # no task list
+        ('{"type": "subscribe", "tasks": [1]}', 1007),
         ('{"v": 1, "type": "welcome"}', 4400),
     ],
 )
