@@ -35,6 +35,7 @@ receiver must therefore take *any* datagram as "look at everything".
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import mmap
 import os
@@ -51,6 +52,8 @@ REVOKED_WAKE = b"revoked"
 LOOK = b"!"
 
 _CLEAR, _PENDING = 0, 1
+
+log = logging.getLogger(__name__)
 
 
 def pending_path(address: str) -> str | None:
@@ -149,6 +152,9 @@ class WakeSender:
             self.sent += 1
 
     def close(self) -> None:
+        if self.sent or self.coalesced:
+            log.info("wake-ups to %s: %d sent, %d left out (one was on its way)",
+                     os.path.basename(self.address.lstrip("\0")), self.sent, self.coalesced)
         self._sock.close()
         self._flag.close()
 
@@ -183,20 +189,33 @@ class WakeReceiver:
             with contextlib.suppress(OSError):
                 os.pwrite(self._flag.fd, b"\0", 0)
 
-    def drain(self) -> list[bytes]:
+    def drain(self, *, clear: bool = True) -> list[bytes]:
         """Every datagram waiting now (possibly none); then clears the pending flag.
 
         After the socket is empty, not before: a datagram sent between a clear and the
         last `recv` would be taken with the flag left set, and every later wake-up left out
-        while none is on its way."""
+        while none is on its way. With `clear=False` the flag stays set, so senders keep
+        leaving their wake-ups out while the receiver is awake anyway: it must `park()`
+        before it sleeps."""
         out = []
         while True:
             try:
                 out.append(self._sock.recv(512))
             except (BlockingIOError, InterruptedError):
                 break
-        self._clear()
+        if clear:
+            self._clear()
         return out
+
+    def park(self) -> list[bytes] | None:
+        """Before sleeping on `fileno()`, for a receiver that drains with `clear=False`:
+        None if no sender left a wake-up out since the last park (no system call then);
+        else the datagrams that came, with the flag cleared, and the receiver must look at
+        everything once more before it sleeps (what comes after is woken for)."""
+        m = self._flag.map
+        if m is not None and m[0] == _CLEAR:
+            return None
+        return self.drain()
 
     def wait(self, timeout: float | None) -> list[bytes]:
         """Block up to `timeout` seconds for wake-ups; returns what arrived (maybe none)."""

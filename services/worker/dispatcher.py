@@ -283,6 +283,7 @@ class Dispatcher:
             self._handle(self.recover)
         threading.Thread(target=self._checkpoints, name="checkpoint", daemon=True).start()
         while not self.stopping:
+            self._handle(self._before_sleep)
             self._handle(self._dispatch)
             timeout = self._timeout()
             ready = self._selector.select(timeout)
@@ -534,8 +535,20 @@ class Dispatcher:
 
     # ----------------------------------------------------------------- sources
 
+    def _before_sleep(self) -> None:
+        """Before the loop may sleep: while it was awake, senders left their wake-ups out
+        (services.wake); clear the flag that told them so, and read the whole queue."""
+        messages = self._receiver.park()
+        if messages is not None:
+            with self._round():  # a "cancel" among them writes
+                self._on_messages(messages)
+            self._look = True
+
     def _on_wake(self) -> None:
-        messages = self._receiver.drain()
+        # The flag stays set until `_before_sleep`: the loop is awake, none need wake it.
+        self._on_messages(self._receiver.drain(clear=False))
+
+    def _on_messages(self, messages: list[bytes]) -> None:
         if not messages:
             return
         # Plain wake-ups are coalesced, one per burst (services.wake): any datagram may

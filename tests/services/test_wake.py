@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import select
 import subprocess
 import sys
 import textwrap
@@ -64,6 +65,8 @@ def test_a_receiver_that_died_with_a_wake_up_pending_is_woken_once_restarted(
     tx.wake()
     assert rx.wait(5) == [b"!"]
     tx.wake()  # pending again, and the receiver dies before it drains
+    tx.wake()
+    assert tx.coalesced == 1
     rx.close()
     rx = WakeReceiver(address)  # the restart: same file, flag cleared
     try:
@@ -124,7 +127,10 @@ SENDER = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_many_senders_never_lose_a_wake_up(address: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("awake", [False, True], ids=["drain", "park"])
+def test_many_senders_never_lose_a_wake_up(address: str, tmp_path: Path, awake: bool) -> None:
+    """`awake`: the receiver keeps the flag set while it works, as the worker does
+    (drain without clearing, park before it sleeps)."""
     senders, events = 6, 2000
     counters, acks = tmp_path / "counters", tmp_path / "acks"
     counters.write_bytes(bytes(8 * senders))
@@ -142,12 +148,24 @@ def test_many_senders_never_lose_a_wake_up(address: str, tmp_path: Path) -> None
     seen = [0] * senders
     cf, af = os.open(counters, os.O_RDONLY), os.open(acks, os.O_RDWR)
     try:
-        while sum(seen) < senders * events:
-            # Long enough that only a lost wake-up makes it run out.
-            assert rx.wait(60), f"a wake-up was lost: seen {seen} of {events} each"
+        poller = select.poll()
+        poller.register(rx.fileno(), select.POLLIN)
+
+        def look() -> list[int]:
             raw = os.pread(cf, 8 * senders, 0)
             seen = [int.from_bytes(raw[i * 8 : i * 8 + 8], "little") for i in range(senders)]
             os.pwrite(af, b"".join(n.to_bytes(8, "little") for n in seen), 0)
+            return seen
+
+        while sum(seen) < senders * events:
+            if awake and rx.park() is not None:  # as the worker's loop: park, look, sleep
+                seen = look()
+                if sum(seen) == senders * events:
+                    break
+            # Long enough that only a lost wake-up makes it run out.
+            assert poller.poll(60_000), f"a wake-up was lost: seen {seen} of {events} each"
+            rx.drain(clear=not awake)
+            seen = look()
         stats = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
     finally:
         for p in procs:
