@@ -317,23 +317,16 @@ class Executor:
         self.run_sock.settimeout(None)  # the attempt's frames block, never time out
         pid = os.fork()
         if pid == 0:  # the attempt's process: never returns
-            code = EXIT_BROKEN
-            try:
+            def attempt() -> int:
+                nonlocal ruleset
                 self._rss = lambda: parent_rss  # the executor's size, not the attempt's
                 if flat is not None and sandbox.hide(hidden):
                     ruleset = flat  # every folder of the user's, creating included
                 if self._become_attempt(msg, temp_dir, ruleset):
                     self._run(msg)
-                code = EXIT_OK
-            except Terminated:
-                code = EXIT_TERMINATED
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    traceback.print_exc()
-            finally:
-                with contextlib.suppress(Exception):
-                    sys.stderr.flush()
-                os._exit(code)
+                return EXIT_OK
+
+            _run_then_exit(attempt)
         while True:
             try:
                 _, status = os.waitpid(pid, 0)
@@ -505,12 +498,21 @@ class Executor:
 def executor_main(run: socket.socket, control: socket.socket, catalog: Catalog,
                   parent: int, fork_attempts: bool = False) -> NoReturn:  # fmt: skip
     """The body of a freshly forked executor; ends the process, never returns."""
-    code = EXIT_BROKEN
-    try:
+    def serve() -> int:
         _become_executor(parent, {run.fileno(), control.fileno()})
         run.setblocking(True)
         control.setblocking(True)
-        code = Executor(run, control, catalog, fork_attempts=fork_attempts).serve()
+        return Executor(run, control, catalog, fork_attempts=fork_attempts).serve()
+
+    _run_then_exit(serve)
+
+
+def _run_then_exit(body: Callable[[], int]) -> NoReturn:
+    """Run the body of a forked child and end the process with its status (EXIT_TERMINATED
+    when stopped, EXIT_BROKEN with the traceback on stderr when it raised); never returns."""
+    code = EXIT_BROKEN
+    try:
+        code = body()
     except Terminated:
         code = EXIT_TERMINATED
     except BaseException:
