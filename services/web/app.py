@@ -87,8 +87,6 @@ class Waker(Protocol):
 
     def wake(self, payload: bytes = ...) -> None: ...
 
-    def hint(self, payload: bytes) -> bool: ...
-
 
 class Queue(Protocol):
     """Where task ids go to be run (a `services.queue.TaskQueue`)."""
@@ -334,12 +332,9 @@ class TaskApi:
             return web.Response(body=dumps(task_json(rec)), status=200, headers=headers)
         # The wake-up names the task before its message is enqueued ("?"): an idle worker
         # starts it meanwhile, without waiting for the queue (it drops the message when it
-        # comes to it); a busy one reads the message once it lands. While the worker has a
-        # wake-up pending (a burst), none is sent: it reads the whole queue when it wakes.
-        hinted = self.worker_wake.hint(b"?" + rec.id.encode())
+        # comes to it); a busy one reads the message once it lands.
+        self.worker_wake.wake(b"?" + rec.id.encode())
         self._enqueue(rec.id)
-        if not hinted:
-            self.worker_wake.wake()  # after the enqueue: sent only if it woke meanwhile
         self._wake_notifier_soon()
         return web.Response(body=dumps(task_json(rec)), status=202, headers=headers)
 

@@ -107,6 +107,19 @@ MAX_BACKLOG = 100_000
 NOTIFY_DELAY = 0.005
 
 
+def _dgram_queue_length() -> int:
+    """How many datagrams a Unix socket holds before senders get EAGAIN (Linux: 10 by
+    default; net.unix.max_dgram_qlen)."""
+    try:
+        with open("/proc/sys/net/unix/max_dgram_qlen") as f:
+            return max(1, int(f.read()))
+    except (OSError, ValueError):
+        return 10
+
+
+# This many wake-ups at once mean the socket's queue was full and some may have been lost:
+# then the queue is drained instead of trusting their count.
+WAKE_OVERFLOW = _dgram_queue_length()
 MAX_HINTS = 1024  # task ids from wake-ups kept to start at once
 REREAD_FIRST, REREAD_MAX = 0.002, 1.0  # looking again for a message announced early
 MAX_READS = 64  # rounds of reading the queue in one dispatch
@@ -283,7 +296,6 @@ class Dispatcher:
             self._handle(self.recover)
         threading.Thread(target=self._checkpoints, name="checkpoint", daemon=True).start()
         while not self.stopping:
-            self._handle(self._before_sleep)
             self._handle(self._dispatch)
             timeout = self._timeout()
             ready = self._selector.select(timeout)
@@ -535,42 +547,26 @@ class Dispatcher:
 
     # ----------------------------------------------------------------- sources
 
-    def _before_sleep(self) -> None:
-        """Before the loop may sleep: while it was awake, senders left their wake-ups out
-        (services.wake); clear the flag that told them so, and read the whole queue."""
-        messages = self._receiver.park()
-        if messages is not None:
-            with self._round():  # a "cancel" among them writes
-                self._on_messages(messages)
-            self._look = True
-
     def _on_wake(self) -> None:
-        # The flag stays set until `_before_sleep`: the loop is awake, none need wake it.
-        self._on_messages(self._receiver.drain(clear=False))
-
-    def _on_messages(self, messages: list[bytes]) -> None:
-        if not messages:
-            return
-        # Plain wake-ups are coalesced, one per burst (services.wake): any datagram may
-        # stand for tasks enqueued without one of their own, so each means "read the whole
-        # queue". A hint may start its task ahead of the queue only if the queue had been
-        # read to its end before this batch (else older tasks wait there and the queue's
-        # order decides), and only the batch's first (the later ones may have overtaken
-        # tasks whose wake-up was coalesced).
-        hints_ok = not self._look
-        self._look = True
+        messages = self._receiver.drain()
+        other = False
         for m in messages:
             kind = m[:1]
-            if kind in (b"!", b"?") and len(m) > 1:
-                # "!" + id: a task was enqueued; "?" + id: one is being enqueued.
+            if kind == b"!" or (kind == b"?" and len(m) > 1):
+                # "!" (+ id): a task was enqueued; "?" + id: one is being enqueued.
                 early = kind == b"?"
                 if early:
-                    self._expected += 1  # its message will be read when it lands
+                    self._expected += 1
                 else:
                     self._credits += 1
-                if hints_ok and len(self._hints) < MAX_HINTS:
+                if len(m) > 1 and len(self._hints) < MAX_HINTS:
                     self._hints.append((m[1:].decode("ascii", "replace"), early))
-                    hints_ok = False
+                elif early:
+                    pass  # counted as expected: its message will be read when it lands
+            elif m not in (b"cancel", b"stop"):
+                other = True
+        if len(messages) >= WAKE_OVERFLOW or other:
+            self._look = True  # some may have been lost, or say something else
         if b"cancel" in messages:
             self._apply_cancel_requests()
 
