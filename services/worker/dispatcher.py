@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import heapq
 import json
 import logging
@@ -918,11 +919,27 @@ class Dispatcher:
             # made durable. Should the commit fail, the attempts are void: killed
             # below, their tasks still queued in the ledger.
             if not careful:
-                for (rec, spec), ex in zip(starts, idle, strict=False):
+                for (rec, spec), ex in self._pair(starts, idle):
                     self._start(ex, rec, spec)
         if careful:  # `starts` is empty if the commit failed
-            for (rec, spec), ex in zip(starts, idle, strict=False):
+            for (rec, spec), ex in self._pair(starts, idle):
                 self._start(ex, rec, spec)
+
+    @staticmethod
+    def _pair(starts: list[tuple[TaskRecord, TaskSpec]],
+              idle: list[ExecutorProcess]) -> list[tuple[tuple[TaskRecord, TaskSpec],
+                                                         ExecutorProcess]]:  # fmt: skip
+        """An idle executor for each start: preferably one whose last attempt was the same
+        principal's (its runner serves the next one without a fork, see executor.py), else
+        one that has run nothing yet."""
+        free = list(idle)
+        out = []
+        for rec, spec in starts:
+            ex = next((e for e in free if e.principal == rec.principal), None) \
+                or next((e for e in free if e.principal is None), None) or free[0]  # fmt: skip
+            free.remove(ex)
+            out.append(((rec, spec), ex))
+        return out
 
     @contextlib.contextmanager
     def _claims(self, starts: list[tuple[TaskRecord, TaskSpec]]) -> Iterator[None]:
@@ -1073,6 +1090,7 @@ class Dispatcher:
         a = Attempt(rec, spec, now, deadline=None if rec.timeout is None else now + rec.timeout)
         ex.attempt = a
         ex.state = ExecutorState.BUSY
+        ex.principal = rec.principal
         self._running[rec.id] = ex
         self._running_names[rec.name] += 1
         frame = {"t": "run", "id": rec.id, "attempt": rec.attempt, "name": rec.name,
@@ -1082,12 +1100,14 @@ class Dispatcher:
             a.cancel_sent = now
         if self.sandbox.available:
             frame["sandbox"] = self.policy_for(rec).to_json()
+            frame["principal"] = rec.principal
             try:
-                temp_dir = tempfile.mkdtemp(prefix="herald-attempt-", dir=self._temp_root())
+                root = self._temp_root(rec.principal)
+                temp_dir = tempfile.mkdtemp(prefix="herald-attempt-", dir=root)
             except OSError as exc:  # the attempt then has no temp dir it may write to
                 log.warning("no temp dir for task %s: %s", rec.id, exc)
             else:
-                frame["temp_dir"] = temp_dir
+                frame["temp_dir"], frame["temp_root"] = temp_dir, root
                 a.temp_paths.add(temp_dir)
         if not ex.send(frame):
             # It died as it was handed the attempt: not the task's fault.
@@ -1095,12 +1115,18 @@ class Dispatcher:
             ex.state = ExecutorState.RETIRING
             pool.signal_tree(ex, signal.SIGKILL)
 
-    def _temp_root(self) -> str:
-        """The folder of the attempts' temp dirs (one per worker): making one there leaves
-        the system's temp dir unchanged, so that the executors' rulesets stay true."""
+    def _temp_root(self, principal: str) -> str:
+        """The folder of a principal's attempts' temp dirs, in one folder per worker: making
+        one there leaves the system's temp dir unchanged, so that the executors' rulesets
+        stay true. A principal's runner may write in all of its own (see executor.py), so
+        each principal has one."""
         if self._temp_parent is None or not os.path.isdir(self._temp_parent):
             self._temp_parent = tempfile.mkdtemp(prefix="herald-attempts-")
-        return self._temp_parent
+        digest = hashlib.sha256(principal.encode("utf-8", "surrogatepass")).hexdigest()
+        folder = os.path.join(self._temp_parent, "p-" + digest[:24])
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
+        return folder
 
     def _apply_cancel_requests(self) -> None:
         if not self._running:

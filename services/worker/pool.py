@@ -95,6 +95,7 @@ class ExecutorProcess:
     reader: protocol.FrameReader = field(default_factory=protocol.FrameReader)
     status: int | None = None  # waitpid status once reaped
     pidfd: int | None = None  # readable once the process has ended (Linux)
+    principal: str | None = None  # whose attempt it ran last (its runner may serve more)
 
     def send(self, message: dict[str, Any], *, control: bool = False) -> bool:
         """Send a frame; False if the executor cannot be reached (it is dying)."""

@@ -337,14 +337,16 @@ def confine(policy: Policy, temp_dir: str | None = None) -> str:
 
 
 class RulesetCache:
-    """The rulesets an executor keeps, by policy, rebuilt when the folders they were
-    planned from changed (or after `MAX_ADDED` temp dirs).
+    """The rulesets an executor keeps, by policy (and, for a runner's, its temp root),
+    rebuilt when the folders they were planned from changed (or after `MAX_ADDED` temp
+    dirs).
 
     A rule holds its file or folder (the kernel keeps a reference to it): a file granted on
     its own, deleted, would keep its disk space while a ruleset that grants it lives. So an
     idle executor looks every `CHECK_EVERY` seconds (`expire`) and drops what is no longer
     true (a deletion changes the folder's mtime), and everything after `IDLE_DROP` seconds
-    without an attempt; then it sleeps for good.
+    without an attempt; then it sleeps for good. (A runner confined by a ruleset holds the
+    same references: the executor ends it when its ruleset is dropped, see `holds`.)
     """
 
     MAX_ADDED = 256
@@ -353,7 +355,7 @@ class RulesetCache:
     IDLE_DROP = 10.0
 
     def __init__(self) -> None:
-        self._sets: dict[Policy, Ruleset] = {}
+        self._sets: dict[tuple[Policy, str | None], Ruleset] = {}
         self._used = time.monotonic()
 
     def timeout(self) -> float | None:
@@ -363,10 +365,14 @@ class RulesetCache:
     def expire(self) -> None:
         """Drop the rulesets that are no longer true, or all of them when idle long."""
         idle = time.monotonic() - self._used > self.IDLE_DROP
-        for policy, ruleset in list(self._sets.items()):
+        for key, ruleset in list(self._sets.items()):
             if idle or not ruleset.fresh():
                 ruleset.close()
-                del self._sets[policy]
+                del self._sets[key]
+
+    def holds(self, ruleset: Ruleset) -> bool:
+        """Whether `ruleset` is still kept (and true)."""
+        return any(r is ruleset for r in self._sets.values()) and ruleset.fresh()
 
     def for_attempt(self, policy: Policy, temp_dir: str | None) -> Ruleset:
         """A ruleset true now, with `temp_dir` granted.
@@ -374,18 +380,44 @@ class RulesetCache:
         Raises:
             landlock.LandlockError: Landlock is unavailable or refused a rule.
         """
+        ruleset = self._get((policy, None))
+        if temp_dir:
+            ruleset.add_temp_dir(temp_dir)
+        return ruleset
+
+    def for_runner(self, policy: Policy, temp_root: str) -> Ruleset:
+        """A ruleset true now for a runner (a process that serves many attempts of one
+        principal): `temp_root`, the folder of that principal's attempts' temp dirs, is
+        granted once, when it is built. The same object while it stays true.
+
+        Raises:
+            landlock.LandlockError: Landlock is unavailable or refused a rule.
+        """
+        return self._get((policy, temp_root))
+
+    def _get(self, key: tuple[Policy, str | None]) -> Ruleset:
         self._used = time.monotonic()
-        ruleset = self._sets.pop(policy, None)
+        ruleset = self._sets.pop(key, None)
         if ruleset is not None and (not ruleset.fresh() or ruleset.added >= self.MAX_ADDED):
             ruleset.close()
             ruleset = None
         if ruleset is None:
-            ruleset = Ruleset(policy)
-        self._sets[policy] = ruleset  # the most recent last
+            ruleset = self._build(key)
+        self._sets[key] = ruleset  # the most recent last
         while len(self._sets) > self.SIZE:
             self._sets.pop(next(iter(self._sets))).close()
-        if temp_dir:
-            ruleset.add_temp_dir(temp_dir)
+        return ruleset
+
+    @staticmethod
+    def _build(key: tuple[Policy, str | None]) -> Ruleset:
+        policy, temp_root = key
+        ruleset = Ruleset(policy)
+        if temp_root is not None:
+            try:
+                ruleset._add(Rule(os.path.realpath(temp_root), -1, True, True))
+            except BaseException:
+                ruleset.close()
+                raise
         return ruleset
 
     def close_all(self) -> None:
@@ -400,11 +432,11 @@ class RulesetCache:
         off the next attempt's path)."""
         if not self._sets:
             return
-        policy = next(reversed(self._sets))
-        ruleset = self._sets[policy]
+        key = next(reversed(self._sets))
+        ruleset = self._sets[key]
         if ruleset.fresh() and ruleset.added < self.MAX_ADDED:
             return
         ruleset.close()
-        del self._sets[policy]
+        del self._sets[key]
         with contextlib.suppress(OSError):
-            self._sets[policy] = Ruleset(policy)
+            self._sets[key] = self._build(key)

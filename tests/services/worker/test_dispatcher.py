@@ -169,9 +169,10 @@ class Harness:
         self.thread = threading.Thread(target=self.dispatcher.run)
 
     def submit(self, name: str, args: dict | None = None, *, enqueue: bool = True,
-               timeout: float | None = None, max_lost: int = 3) -> str:  # fmt: skip
+               timeout: float | None = None, max_lost: int = 3,
+               principal: str = "a") -> str:  # fmt: skip
         spec = catalog.get(name)
-        rec, _ = self.store.create_task(principal="a", name=name, args=args or {},
+        rec, _ = self.store.create_task(principal=principal, name=name, args=args or {},
                                         max_attempts=1 + (spec.retries if spec else 0),
                                         max_lost=max_lost, timeout=timeout)  # fmt: skip
         if enqueue:

@@ -306,3 +306,86 @@ def test_without_landlock_attempts_run_in_the_executors_as_before(tmp_path):
         assert h.dispatcher.sandbox.describe() == "unavailable: not asked for"
     finally:
         h.close()
+
+
+# ------------------------------------------------------------------------- runners
+
+_memory: list[str] = []  # what the attempts run in one process have left in it
+
+
+@catalog.task("t.remember", params=[Param("mark", ParamType.STRING),
+                                    Param("mess", ParamType.BOOLEAN, default=False),
+                                    Param("thread", ParamType.BOOLEAN, default=False)])
+def remember(ctx, mark, mess, thread):
+    """Leaves a mark in its process's memory and says what it found there."""
+    import threading
+
+    found = {"pid": os.getpid(), "memory": list(_memory), "cwd": os.getcwd(),
+             "env": os.environ.get("HERALD_TEST_MESS"), "tmpdir": os.environ.get("TMPDIR")}
+    _memory.append(mark)
+    if mess:
+        os.environ["HERALD_TEST_MESS"] = mark
+        os.chdir("/")
+    if thread:
+        threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+    return found
+
+
+def _run(h: Harness, principal: str, mark: str, **kw: Any) -> dict[str, Any]:
+    task_id = h.submit("t.remember", {"mark": mark, **kw}, principal=principal)
+    h.wait_state(task_id, TaskState.SUCCEEDED)
+    return h.store.get_task(task_id).result
+
+
+@pytest.fixture
+def one_executor(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path / "data", concurrency=1)
+    h.thread.start()
+    yield h
+    h.close()
+
+
+@needs_landlock
+def test_a_principal_s_attempts_share_a_process_and_another_s_never_do(one_executor):
+    h = one_executor
+    a1, a2 = _run(h, "alice", "a1"), _run(h, "alice", "a2")
+    assert a2["pid"] == a1["pid"] and a2["memory"] == [*a1["memory"], "a1"]  # no fork
+    assert a1["tmpdir"] != a2["tmpdir"]  # each attempt its own temp dir, still
+    b = _run(h, "bob", "b1")
+    assert b["pid"] != a1["pid"] and "a1" not in b["memory"] and "a2" not in b["memory"]
+    a3 = _run(h, "alice", "a3")
+    assert a3["pid"] not in (a1["pid"], b["pid"]) and "b1" not in a3["memory"]
+
+
+@needs_landlock
+def test_what_an_attempt_changes_is_put_back_or_its_process_is_not_reused(one_executor):
+    h = one_executor
+    first = _run(h, "alice", "m1", mess=True)
+    after = _run(h, "alice", "m2")
+    assert after["pid"] == first["pid"]
+    assert (after["cwd"], after["env"]) == (first["cwd"], first["env"]) != ("/", "m1")
+    _run(h, "alice", "t1", thread=True)  # leaves a thread running
+    fresh = _run(h, "alice", "t2")
+    assert fresh["pid"] != first["pid"] and fresh["memory"] == []
+
+
+@catalog.task("t.neighbour", params=[Param("other", ParamType.STRING)])
+def neighbour(ctx, other):
+    """Tries the temp dirs of another principal's attempts, beside its own."""
+    mine = Path(os.environ["TMPDIR"])
+    theirs = mine.parent.parent / other
+    return {"mine": outcome(write(mine / "x")), "list": outcome(lambda: os.listdir(theirs)),
+            "plant": outcome(write(theirs / "planted"))}
+
+
+@needs_landlock
+def test_a_principal_s_attempt_cannot_reach_another_principal_s_temp_dirs(principal):
+    # bob's runner first, so that his temp root exists and is granted to his runner
+    bob = principal.submit("t.ok", principal="bob")
+    principal.wait_state(bob, TaskState.SUCCEEDED)
+    roots = {p.name for p in Path(principal.dispatcher._temp_parent).iterdir()}
+    assert len(roots) == 1
+    alice = principal.submit("t.neighbour", {"other": roots.pop()}, principal="alice")
+    principal.wait_state(alice, TaskState.SUCCEEDED)
+    assert principal.store.get_task(alice).result == {
+        "mine": "ok", "list": "EACCES", "plant": "EACCES"}
