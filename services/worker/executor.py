@@ -358,7 +358,7 @@ class Executor:
                 and isinstance(principal, str) and isinstance(policy, dict)
                 and os.path.dirname(temp_dir) == temp_root):  # fmt: skip
             try:
-                runner = self._runner_for(principal, policy, temp_root)
+                runner = self._runner_for(principal, policy, temp_root, temp_dir)
             except (OSError, ValueError, TypeError):
                 runner = None  # a child of its own says what went wrong
             if runner is not None:
@@ -369,8 +369,8 @@ class Executor:
 
     # ------------------------------------------------------------------ runners
 
-    def _runner_for(self, principal: str, policy: dict[str, Any],
-                    temp_root: str) -> _Runner:  # fmt: skip
+    def _runner_for(self, principal: str, policy: dict[str, Any], temp_root: str,
+                    temp_dir: str) -> _Runner:  # fmt: skip
         """This principal's runner for `policy`: the one running if it fits, else a new one.
 
         Raises:
@@ -386,9 +386,6 @@ class Executor:
         if r is not None and r.key == key and r.ruleset is ruleset and self._alive(r):
             return r
         self._retire_runner()
-        # Should the folders not be hidden after all, the runner is confined around them,
-        # for one attempt only.
-        around = self._rulesets.for_runner(wanted, temp_root) if hide else None
         ours, theirs = socket.socketpair()
         parent_rss = rss_bytes()
         pid = os.fork()
@@ -396,8 +393,7 @@ class Executor:
             def serve() -> int:
                 ours.close()
                 self._rss = lambda: parent_rss  # the executor's size, not the runner's
-                return self._serve_runner(theirs, ruleset, around,
-                                          tuple(wanted.deny) if hide else ())
+                return self._serve_runner(theirs, ruleset, (wanted, temp_dir) if hide else None)
             _run_then_exit(serve)
         theirs.close()
         self._runner = _Runner(pid, ours, key, ruleset)
@@ -465,16 +461,26 @@ class Executor:
                 return 0
 
     def _serve_runner(self, pipe: socket.socket, ruleset: sandbox.Ruleset,
-                      around: sandbox.Ruleset | None, hidden: tuple[str, ...]) -> int:  # fmt: skip
-        """The runner's body: confine once, then run attempts from `pipe` while clean."""
+                      hiding: tuple[sandbox.Policy, str] | None) -> int:  # fmt: skip
+        """The runner's body: confine once, then run attempts from `pipe` while clean.
+
+        Args:
+            ruleset: the rules to enforce (the owner's flat ones if `hiding`).
+            hiding: the owner's policy and the first attempt's temp dir, when Herald's
+                folders are to be hidden first. Should that fail (it worked when tried),
+                the runner plans the rules around them itself (~1,000 for the owner: tens
+                of ms, so only then) and serves that one attempt only.
+        """
         with contextlib.suppress(OSError, AttributeError):  # (Linux: Landlock is Linux's)
             libc().prctl(1, signal.SIGKILL, 0, 0, 0)
         reusable = True
-        chosen = ruleset
-        if hidden and not sandbox.hide(hidden):
-            chosen, reusable = around or ruleset, False  # every folder but Herald's, once
         problem = None
         try:
+            chosen = ruleset
+            if hiding is not None and not sandbox.hide(hiding[0].deny):
+                reusable = False
+                chosen = sandbox.Ruleset(hiding[0])
+                chosen.add_temp_dir(hiding[1])
             chosen.enforce()
         except OSError as exc:
             problem = str(exc)
