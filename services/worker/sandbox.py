@@ -347,6 +347,13 @@ class RulesetCache:
     true (a deletion changes the folder's mtime), and everything after `IDLE_DROP` seconds
     without an attempt; then it sleeps for good. (A runner confined by a ruleset holds the
     same references: the executor ends it when its ruleset is dropped, see `holds`.)
+
+    Except the owner's rules once Herald's folders are hidden (`flat`): they grant the
+    folders at the top of the tree and the files of /etc, nothing of the user's files, so
+    they are kept while idle, and with them the owner's runner: the first task after a
+    quiet hour starts in a process that is ready (no fork, no rules to plan), and an idle
+    executor that keeps only those sleeps without a timer. They are still checked before
+    each attempt, as every ruleset is.
     """
 
     MAX_ADDED = 256
@@ -358,15 +365,21 @@ class RulesetCache:
         self._sets: dict[tuple[Policy, str | None], Ruleset] = {}
         self._used = time.monotonic()
 
+    @staticmethod
+    def kept_idle(key: tuple[Policy, str | None]) -> bool:
+        """Whether the ruleset of `key` is kept however long the executor is idle."""
+        return is_owner(key[0]) and not key[0].deny
+
     def timeout(self) -> float | None:
         """How long an idle executor may wait before `expire` is due (None: for ever)."""
-        return self.CHECK_EVERY if self._sets else None
+        return self.CHECK_EVERY if any(not self.kept_idle(k) for k in self._sets) else None
 
     def expire(self) -> None:
-        """Drop the rulesets that are no longer true, or all of them when idle long."""
+        """Drop the rulesets that are no longer true, or all of them when idle long (but
+        those `kept_idle`)."""
         idle = time.monotonic() - self._used > self.IDLE_DROP
         for key, ruleset in list(self._sets.items()):
-            if idle or not ruleset.fresh():
+            if (idle and not self.kept_idle(key)) or not ruleset.fresh():
                 ruleset.close()
                 del self._sets[key]
 

@@ -389,3 +389,32 @@ def test_a_principal_s_attempt_cannot_reach_another_principal_s_temp_dirs(princi
     principal.wait_state(alice, TaskState.SUCCEEDED)
     assert principal.store.get_task(alice).result == {
         "mine": "ok", "list": "EACCES", "plant": "EACCES"}
+
+
+@pytest.fixture
+def quick_idle(monkeypatch):
+    """Rulesets looked at every 0.1 s and dropped after 0.4 s idle (forked executors get
+    these values: they are set before the dispatcher starts them)."""
+    monkeypatch.setattr(sandbox.RulesetCache, "CHECK_EVERY", 0.1)
+    monkeypatch.setattr(sandbox.RulesetCache, "IDLE_DROP", 0.4)
+
+
+@needs_landlock
+@pytest.mark.skipif(not landlock.support().available or not sandbox.can_hide(),
+                    reason="Herald's folders cannot be hidden here")
+def test_the_owner_s_runner_outlives_idle_and_another_principal_s_does_not(quick_idle,
+                                                                           tmp_path):
+    owner = Harness(tmp_path / "owner", concurrency=1)
+    other = Harness(tmp_path / "other", concurrency=1, policy_for=lambda rec: (
+        sandbox.principal_policy([], [], network=False, deny=[str(tmp_path / "other")])))
+    for h in (owner, other):
+        h.thread.start()
+    try:
+        before = [_run(h, "alice", "i1")["pid"] for h in (owner, other)]
+        time.sleep(1.5)  # idle: the principal's rules (which hold their files) are dropped
+        after = [_run(h, "alice", "i2")["pid"] for h in (owner, other)]
+        assert after[0] == before[0]  # the owner's: ready, no fork after idle
+        assert after[1] != before[1]
+    finally:
+        owner.close()
+        other.close()
