@@ -46,8 +46,8 @@ class Worker:
         self.thread = threading.Thread(target=self.dispatcher.run)
         self.thread.start()
 
-    def one(self) -> float:
-        rec, _ = self.store.create_task(principal="a", name="bench.noop", args={},
+    def one(self, principal: str = "a") -> float:
+        rec, _ = self.store.create_task(principal=principal, name="bench.noop", args={},
                                         max_attempts=1, max_lost=1, timeout=None)  # fmt: skip
         start = time.perf_counter()
         self.queue.enqueue(rec.id)
@@ -92,21 +92,26 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp:
         confined = Worker(Path(tmp) / "confined", True)
         plain = Worker(Path(tmp) / "plain", False)
+        fresh = Worker(Path(tmp) / "fresh", True)  # each attempt another principal's
         try:
-            for w in (confined, plain):
+            for w in (confined, plain, fresh):
                 for _ in range(10):
                     w.one()  # warm up
-            a, b = [], []
-            for _ in range(args.tasks):
+            a, b, c = [], [], []
+            for i in range(args.tasks):
                 a.append(confined.one())
                 b.append(plain.one())
+                c.append(fresh.one(f"p{i}"))  # a principal whose process is new
         finally:
             confined.close()
             plain.close()
+            fresh.close()
         ms, count = rules_cost(confined.dispatcher.own_dirs)
     ca, cb = statistics.median(a) * 1000, statistics.median(b) * 1000
-    print(f"no-op attempt, enqueue to outcome, median of {args.tasks}: confined {ca:.2f} ms, "
-          f"unconfined {cb:.2f} ms: {ca - cb:+.2f} ms per attempt")
+    cc = statistics.median(c) * 1000
+    print(f"no-op attempt, enqueue to outcome, median of {args.tasks}: confined {ca:.2f} ms "
+          f"(the principal's process reused), {cc:.2f} ms (a new one for another principal), "
+          f"unconfined {cb:.2f} ms: {ca - cb:+.2f} / {cc - cb:+.2f} ms per attempt")
     around = ", ".join(confined.dispatcher.own_dirs)
     print(f"the owner's rules alone ({count} of them, around {around}), planned and applied "
           f"in a fresh process: {ms:.2f} ms (an executor builds them once and reuses them "

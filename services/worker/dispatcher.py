@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import heapq
 import json
 import logging
@@ -1102,12 +1101,11 @@ class Dispatcher:
             frame["sandbox"] = self.policy_for(rec).to_json()
             frame["principal"] = rec.principal
             try:
-                root = self._temp_root(rec.principal)
-                temp_dir = tempfile.mkdtemp(prefix="herald-attempt-", dir=root)
+                temp_dir = tempfile.mkdtemp(prefix="herald-attempt-", dir=self._temp_root())
             except OSError as exc:  # the attempt then has no temp dir it may write to
                 log.warning("no temp dir for task %s: %s", rec.id, exc)
             else:
-                frame["temp_dir"], frame["temp_root"] = temp_dir, root
+                frame["temp_dir"] = temp_dir
                 a.temp_paths.add(temp_dir)
         if not ex.send(frame):
             # It died as it was handed the attempt: not the task's fault.
@@ -1115,18 +1113,12 @@ class Dispatcher:
             ex.state = ExecutorState.RETIRING
             pool.signal_tree(ex, signal.SIGKILL)
 
-    def _temp_root(self, principal: str) -> str:
-        """The folder of a principal's attempts' temp dirs, in one folder per worker: making
-        one there leaves the system's temp dir unchanged, so that the executors' rulesets
-        stay true. A principal's runner may write in all of its own (see executor.py), so
-        each principal has one."""
+    def _temp_root(self) -> str:
+        """The folder of the attempts' temp dirs (one per worker): making one there leaves
+        the system's temp dir unchanged, so that the executors' rulesets stay true."""
         if self._temp_parent is None or not os.path.isdir(self._temp_parent):
             self._temp_parent = tempfile.mkdtemp(prefix="herald-attempts-")
-        digest = hashlib.sha256(principal.encode("utf-8", "surrogatepass")).hexdigest()
-        folder = os.path.join(self._temp_parent, "p-" + digest[:24])
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(folder, 0o700)
-        return folder
+        return self._temp_parent
 
     def _apply_cancel_requests(self) -> None:
         if not self._running:

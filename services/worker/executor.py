@@ -24,7 +24,9 @@ The executor waits for it, removes its temp dir and says how it ended in an `end
 
 Runners: a fork, a mount namespace and the process's exit cost 2-4 ms of CPU here, more
 than everything else an attempt takes. So a confined child serves the next attempts of the
-same principal and policy too (a "runner"), as long as it is clean: the executor forwards
+same principal and policy too (a "runner", made for the second attempt of a principal's in
+a row here; the first gets a child that ends with it), as long as it is clean: the executor
+forwards
 each run frame to it over a socket pair of their own and waits for its one-byte report
 ("k": done, ready for the next; "x": done, exiting). A runner ends, and the next attempt
 gets a fresh one, when an attempt of another principal (or policy) comes (one principal's
@@ -32,9 +34,13 @@ task never shares a process with another's: not even memory is shared), when its
 dropped or no longer true (the folders it was planned from changed), after an attempt that
 left a thread or a child process running, changed a signal handler, ran out of memory or
 grew the process by `RUNNER_MAX_GROWTH`, and after `RUNNER_MAX_ATTEMPTS`. Between attempts
-it puts back the working folder, the environment and the umask. A runner's attempts share
-one temp root (the dispatcher's folder for that principal), each with its own temp dir in
-it, removed by the executor after the attempt.
+it puts back the working folder, the environment and the umask.
+
+A runner is granted a temp root of its own, made by the executor when it starts the runner
+and removed when the runner ends (the policy's ruleset, shared, only gains a rule for it,
+as it did for each attempt's temp dir: a rule for a folder that is gone grants nothing).
+Each attempt's temp dir (the dispatcher's) is moved into that root for the attempt, which
+the dispatcher is told in a `cleanup` frame, and removed by the executor after it.
 """
 
 from __future__ import annotations
@@ -216,8 +222,9 @@ class _Runner:
 
     pid: int
     pipe: socket.socket  # the executor's end: run frames out, one-byte reports in
-    key: tuple[Any, ...]  # (principal, policy, temp root and its inode)
+    key: tuple[str, str]  # (principal, policy)
     ruleset: sandbox.Ruleset  # what it is confined by: it serves while this is kept
+    temp_root: str  # its own, granted to it alone
 
 
 def _resident() -> int:
@@ -258,6 +265,7 @@ class Executor:
         self._limit_resource = _memory_rlimit()
         self._runner: _Runner | None = None
         self._ending: list[int] = []  # runners killed, not reaped yet
+        self._last_key: tuple[str, str] | None = None  # whose attempt ran here last
         self._dirty = False  # the last attempt left this process unfit for another
 
     # ------------------------------------------------------------------ frames
@@ -352,13 +360,11 @@ class Executor:
     def _run_forked(self, msg: dict[str, Any]) -> None:
         """Run one attempt confined: in this principal's runner when the frame says whose
         it is and where its temp dirs go, else in a child of its own."""
-        temp_dir, temp_root = msg.get("temp_dir"), msg.get("temp_root")
+        temp_dir = msg.get("temp_dir")
         principal, policy = msg.get("principal"), msg.get("sandbox")
-        if (isinstance(temp_dir, str) and isinstance(temp_root, str)
-                and isinstance(principal, str) and isinstance(policy, dict)
-                and os.path.dirname(temp_dir) == temp_root):  # fmt: skip
+        if isinstance(temp_dir, str) and isinstance(principal, str) and isinstance(policy, dict):
             try:
-                runner = self._runner_for(principal, policy, temp_root, temp_dir)
+                runner = self._runner_for(principal, policy, os.path.dirname(temp_dir))
             except (OSError, ValueError, TypeError):
                 runner = None  # a child of its own says what went wrong
             if runner is not None:
@@ -369,23 +375,36 @@ class Executor:
 
     # ------------------------------------------------------------------ runners
 
-    def _runner_for(self, principal: str, policy: dict[str, Any], temp_root: str,
-                    temp_dir: str) -> _Runner:  # fmt: skip
-        """This principal's runner for `policy`: the one running if it fits, else a new one.
+    def _runner_for(self, principal: str, policy: dict[str, Any],
+                    parent: str) -> _Runner | None:  # fmt: skip
+        """This principal's runner for `policy`: the one running if it fits, else a new one
+        (its temp root made in `parent`, the folder of the dispatcher's temp dirs), or None
+        when the last attempt here was not this principal's (see below).
 
         Raises:
             OSError, ValueError, TypeError: the policy or its rules cannot be had.
         """
         wanted = sandbox.Policy.from_json(policy)
         hide = sandbox.is_owner(wanted) and self._can_hide()
-        ruleset = self._rulesets.for_runner(sandbox.flat(wanted) if hide else wanted, temp_root)
-        root = os.stat(temp_root)
-        key = (principal, json.dumps(policy, sort_keys=True), temp_root, root.st_dev,
-               root.st_ino)  # fmt: skip
+        ruleset = self._rulesets.current(sandbox.flat(wanted) if hide else wanted)
+        key = (principal, json.dumps(policy, sort_keys=True))
         r = self._runner
         if r is not None and r.key == key and r.ruleset is ruleset and self._alive(r):
             return r
-        self._retire_runner()
+        self._retire_runner()  # before the next is granted anything
+        last, self._last_key = self._last_key, key
+        if key != last:
+            # The first of this principal's attempts here in a row gets a child of its own
+            # that ends with it: a process that outlived its attempt would cost this one
+            # a copy of every page it writes until the next attempt ends it, and with
+            # every attempt another principal's that costs more than the fork it saves.
+            return None
+        temp_root = tempfile.mkdtemp(prefix="herald-runner-", dir=parent)
+        try:
+            ruleset.add_temp_dir(temp_root)
+        except OSError:
+            shutil.rmtree(temp_root, ignore_errors=True)
+            raise
         ours, theirs = socket.socketpair()
         parent_rss = rss_bytes()
         pid = os.fork()
@@ -393,10 +412,10 @@ class Executor:
             def serve() -> int:
                 ours.close()
                 self._rss = lambda: parent_rss  # the executor's size, not the runner's
-                return self._serve_runner(theirs, ruleset, (wanted, temp_dir) if hide else None)
+                return self._serve_runner(theirs, ruleset, (wanted, temp_root) if hide else None)
             _run_then_exit(serve)
         theirs.close()
-        self._runner = _Runner(pid, ours, key, ruleset)
+        self._runner = _Runner(pid, ours, key, ruleset, temp_root)
         return self._runner
 
     @staticmethod
@@ -409,8 +428,14 @@ class Executor:
     def _run_in_runner(self, r: _Runner, msg: dict[str, Any], temp_dir: str) -> None:
         """Hand the attempt to the runner; wait for its report; a runner that ended during
         the attempt is said in an `ended` frame (without its done frame, it is lost)."""
+        mine = os.path.join(r.temp_root, os.path.basename(temp_dir))
         try:
-            r.pipe.sendall(protocol.encode(msg))
+            os.rename(temp_dir, mine)  # into the runner's root, where it may write
+        except OSError:
+            mine = tempfile.mkdtemp(prefix="herald-attempt-", dir=r.temp_root)
+        self.send_raw(protocol.encode({"t": "cleanup", "add": mine}))  # removed if lost
+        try:
+            r.pipe.sendall(protocol.encode({**msg, "temp_dir": mine}))
             report = r.pipe.recv(1)
         except OSError:
             report = b""
@@ -418,8 +443,10 @@ class Executor:
             self._runner = None
             r.pipe.close()
             status = self._wait(r.pid)
+            shutil.rmtree(r.temp_root, ignore_errors=True)
             self.send({"t": "ended", "id": msg.get("id"), "attempt": msg.get("attempt"),
                        "status": status})  # fmt: skip
+        shutil.rmtree(mine, ignore_errors=True)
         shutil.rmtree(temp_dir, ignore_errors=True)
         self._rulesets.refresh()
 
@@ -440,6 +467,7 @@ class Executor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(r.pid, signal.SIGKILL)
             self._ending.append(r.pid)
+            shutil.rmtree(r.temp_root, ignore_errors=True)  # its rule now grants nothing
         for pid in list(self._ending):
             try:
                 done = os.waitpid(pid, 0 if wait else os.WNOHANG)[0]
@@ -466,7 +494,7 @@ class Executor:
 
         Args:
             ruleset: the rules to enforce (the owner's flat ones if `hiding`).
-            hiding: the owner's policy and the first attempt's temp dir, when Herald's
+            hiding: the owner's policy and the runner's temp root, when Herald's
                 folders are to be hidden first. Should that fail (it worked when tried),
                 the runner plans the rules around them itself (~1,000 for the owner: tens
                 of ms, so only then) and serves that one attempt only.
@@ -480,7 +508,7 @@ class Executor:
             if hiding is not None and not sandbox.hide(hiding[0].deny):
                 reusable = False
                 chosen = sandbox.Ruleset(hiding[0])
-                chosen.add_temp_dir(hiding[1])
+                chosen.add_temp_dir(hiding[1])  # the runner's temp root
             chosen.enforce()
         except OSError as exc:
             problem = str(exc)

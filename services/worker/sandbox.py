@@ -337,9 +337,8 @@ def confine(policy: Policy, temp_dir: str | None = None) -> str:
 
 
 class RulesetCache:
-    """The rulesets an executor keeps, by policy (and, for a runner's, its temp root),
-    rebuilt when the folders they were planned from changed (or after `MAX_ADDED` temp
-    dirs).
+    """The rulesets an executor keeps, by policy, rebuilt when the folders they were
+    planned from changed (or after `MAX_ADDED` temp dirs).
 
     A rule holds its file or folder (the kernel keeps a reference to it): a file granted on
     its own, deleted, would keep its disk space while a ruleset that grants it lives. So an
@@ -362,13 +361,13 @@ class RulesetCache:
     IDLE_DROP = 10.0
 
     def __init__(self) -> None:
-        self._sets: dict[tuple[Policy, str | None], Ruleset] = {}
+        self._sets: dict[Policy, Ruleset] = {}
         self._used = time.monotonic()
 
     @staticmethod
-    def kept_idle(key: tuple[Policy, str | None]) -> bool:
-        """Whether the ruleset of `key` is kept however long the executor is idle."""
-        return is_owner(key[0]) and not key[0].deny
+    def kept_idle(policy: Policy) -> bool:
+        """Whether the ruleset of `policy` is kept however long the executor is idle."""
+        return is_owner(policy) and not policy.deny
 
     def timeout(self) -> float | None:
         """How long an idle executor may wait before `expire` is due (None: for ever)."""
@@ -378,10 +377,10 @@ class RulesetCache:
         """Drop the rulesets that are no longer true, or all of them when idle long (but
         those `kept_idle`)."""
         idle = time.monotonic() - self._used > self.IDLE_DROP
-        for key, ruleset in list(self._sets.items()):
-            if (idle and not self.kept_idle(key)) or not ruleset.fresh():
+        for policy, ruleset in list(self._sets.items()):
+            if (idle and not self.kept_idle(policy)) or not ruleset.fresh():
                 ruleset.close()
-                del self._sets[key]
+                del self._sets[policy]
 
     def holds(self, ruleset: Ruleset) -> bool:
         """Whether `ruleset` is still kept (and true)."""
@@ -393,44 +392,28 @@ class RulesetCache:
         Raises:
             landlock.LandlockError: Landlock is unavailable or refused a rule.
         """
-        ruleset = self._get((policy, None))
+        ruleset = self.current(policy)
         if temp_dir:
             ruleset.add_temp_dir(temp_dir)
         return ruleset
 
-    def for_runner(self, policy: Policy, temp_root: str) -> Ruleset:
-        """A ruleset true now for a runner (a process that serves many attempts of one
-        principal): `temp_root`, the folder of that principal's attempts' temp dirs, is
-        granted once, when it is built. The same object while it stays true.
+    def current(self, policy: Policy) -> Ruleset:
+        """The ruleset of `policy`, true now: the same object while it stays true (a
+        runner confined by it may serve on), else a new one.
 
         Raises:
             landlock.LandlockError: Landlock is unavailable or refused a rule.
         """
-        return self._get((policy, temp_root))
-
-    def _get(self, key: tuple[Policy, str | None]) -> Ruleset:
         self._used = time.monotonic()
-        ruleset = self._sets.pop(key, None)
+        ruleset = self._sets.pop(policy, None)
         if ruleset is not None and (not ruleset.fresh() or ruleset.added >= self.MAX_ADDED):
             ruleset.close()
             ruleset = None
         if ruleset is None:
-            ruleset = self._build(key)
-        self._sets[key] = ruleset  # the most recent last
+            ruleset = Ruleset(policy)
+        self._sets[policy] = ruleset  # the most recent last
         while len(self._sets) > self.SIZE:
             self._sets.pop(next(iter(self._sets))).close()
-        return ruleset
-
-    @staticmethod
-    def _build(key: tuple[Policy, str | None]) -> Ruleset:
-        policy, temp_root = key
-        ruleset = Ruleset(policy)
-        if temp_root is not None:
-            try:
-                ruleset._add(Rule(os.path.realpath(temp_root), -1, True, True))
-            except BaseException:
-                ruleset.close()
-                raise
         return ruleset
 
     def close_all(self) -> None:
@@ -445,11 +428,11 @@ class RulesetCache:
         off the next attempt's path)."""
         if not self._sets:
             return
-        key = next(reversed(self._sets))
-        ruleset = self._sets[key]
+        policy = next(reversed(self._sets))
+        ruleset = self._sets[policy]
         if ruleset.fresh() and ruleset.added < self.MAX_ADDED:
             return
         ruleset.close()
-        del self._sets[key]
+        del self._sets[policy]
         with contextlib.suppress(OSError):
-            self._sets[key] = self._build(key)
+            self._sets[policy] = Ruleset(policy)

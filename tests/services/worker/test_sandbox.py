@@ -348,7 +348,9 @@ def one_executor(tmp_path: Path) -> Iterator[Harness]:
 @needs_landlock
 def test_a_principal_s_attempts_share_a_process_and_another_s_never_do(one_executor):
     h = one_executor
+    a0 = _run(h, "alice", "a0")  # the first in a row: a process that ends with it
     a1, a2 = _run(h, "alice", "a1"), _run(h, "alice", "a2")
+    assert a1["pid"] != a0["pid"] and "a0" not in a1["memory"]
     assert a2["pid"] == a1["pid"] and a2["memory"] == [*a1["memory"], "a1"]  # no fork
     assert a1["tmpdir"] != a2["tmpdir"]  # each attempt its own temp dir, still
     b = _run(h, "bob", "b1")
@@ -360,6 +362,7 @@ def test_a_principal_s_attempts_share_a_process_and_another_s_never_do(one_execu
 @needs_landlock
 def test_what_an_attempt_changes_is_put_back_or_its_process_is_not_reused(one_executor):
     h = one_executor
+    _run(h, "alice", "m0")
     first = _run(h, "alice", "m1", mess=True)
     after = _run(h, "alice", "m2")
     assert after["pid"] == first["pid"]
@@ -369,26 +372,31 @@ def test_what_an_attempt_changes_is_put_back_or_its_process_is_not_reused(one_ex
     assert fresh["pid"] != first["pid"] and fresh["memory"] == []
 
 
-@catalog.task("t.neighbour", params=[Param("other", ParamType.STRING)])
-def neighbour(ctx, other):
-    """Tries the temp dirs of another principal's attempts, beside its own."""
+@catalog.task("t.neighbour", params=[Param("others", ParamType.STRING_LIST)])
+def neighbour(ctx, others):
+    """Tries the temp dirs of other principals' processes, beside its own."""
     mine = Path(os.environ["TMPDIR"])
-    theirs = mine.parent.parent / other
-    return {"mine": outcome(write(mine / "x")), "list": outcome(lambda: os.listdir(theirs)),
-            "plant": outcome(write(theirs / "planted"))}
+    return {"mine": outcome(write(mine / "x")),
+            "list": [outcome(lambda o=o: os.listdir(o)) for o in others],
+            "plant": [outcome(write(Path(o) / "planted")) for o in others]}
 
 
 @needs_landlock
 def test_a_principal_s_attempt_cannot_reach_another_principal_s_temp_dirs(principal):
-    # bob's runner first, so that his temp root exists and is granted to his runner
-    bob = principal.submit("t.ok", principal="bob")
-    principal.wait_state(bob, TaskState.SUCCEEDED)
-    roots = {p.name for p in Path(principal.dispatcher._temp_parent).iterdir()}
-    assert len(roots) == 1
-    alice = principal.submit("t.neighbour", {"other": roots.pop()}, principal="alice")
-    principal.wait_state(alice, TaskState.SUCCEEDED)
-    assert principal.store.get_task(alice).result == {
-        "mine": "ok", "list": "EACCES", "plant": "EACCES"}
+    h = principal
+    for who in ("bob", "bob", "carol", "carol"):  # their processes live on, with their
+        h.wait_state(h.submit("t.ok", principal=who), TaskState.SUCCEEDED)  # temp roots
+    roots = [str(p) for p in Path(h.dispatcher._temp_parent).iterdir()
+             if p.name.startswith("herald-runner-")]  # fmt: skip
+    assert roots
+    alice = h.submit("t.neighbour", {"others": roots}, principal="alice")
+    h.wait_state(alice, TaskState.SUCCEEDED)
+    result = h.store.get_task(alice).result
+    assert result["mine"] == "ok"
+    # EACCES where the other's process lives on; ENOENT where alice's process replaced it
+    # (its temp root went with it)
+    assert set(result["list"]) | set(result["plant"]) <= {"EACCES", "ENOENT"}
+    assert "EACCES" in result["list"] and result["list"] == result["plant"]
 
 
 @pytest.fixture
@@ -410,7 +418,8 @@ def test_the_owner_s_runner_outlives_idle_and_another_principal_s_does_not(quick
     for h in (owner, other):
         h.thread.start()
     try:
-        before = [_run(h, "alice", "i1")["pid"] for h in (owner, other)]
+        before = [(_run(h, "alice", "i0"), _run(h, "alice", "i1"))[1]["pid"]
+                  for h in (owner, other)]  # fmt: skip
         time.sleep(1.5)  # idle: the principal's rules (which hold their files) are dropped
         after = [_run(h, "alice", "i2")["pid"] for h in (owner, other)]
         assert after[0] == before[0]  # the owner's: ready, no fork after idle
