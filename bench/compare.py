@@ -43,6 +43,7 @@ class Tree:
     pids: dict[str, int] = field(default_factory=dict)
     client: Client | None = None
     clients: list[Client] = field(default_factory=list)
+    shared: list[Client] = field(default_factory=list)  # one principal's, subscribed
     latency: list[float] = field(default_factory=list)
     seq_cpu: dict[str, float] = field(default_factory=dict)
     seq_tasks: int = 0
@@ -81,7 +82,9 @@ class Tree:
                                  capture_output=True, text=True, check=True).stdout.strip()
                   for i in range(CLIENTS)]  # fmt: skip
         self.clients = [Client(info["api"], info["ws"], t) for t in tokens]
-        await asyncio.gather(*(c.open() for c in self.clients))
+        self.shared = [Client(info["api"], info["ws"], info["token"], subscribed=True)
+                       for _ in range(CLIENTS)]  # fmt: skip
+        await asyncio.gather(*(c.open() for c in [*self.clients, *self.shared]))
         for _ in range(100):  # warm up
             await self.client.round_trip()
         await self.burst(200)
@@ -111,9 +114,11 @@ class Tree:
             raise RuntimeError(f"{lost} of {total} results did not arrive")
         return seconds
 
-    async def _burst(self, total: int, window: int | None,
-                     timeout: float = 60) -> tuple[int, float]:
-        """(results lost, seconds to the last result) of one burst."""
+    async def _burst(self, total: int, window: int | None, timeout: float = 60,
+                     clients: list[Client] | None = None) -> tuple[int, float]:
+        """(results lost, seconds to the last result) of one burst from `clients` (the 20
+        principals' by default)."""
+        clients = self.clients if clients is None else clients
 
         async def drive(c: Client, count: int) -> int:
             if window is None:
@@ -136,9 +141,9 @@ class Tree:
             return sum(isinstance(e, BaseException) for e in ends)
 
         t0 = time.perf_counter()
-        n = len(self.clients)
+        n = len(clients)
         lost = await asyncio.gather(*(drive(c, total // n + (i < total % n))
-                                      for i, c in enumerate(self.clients)))  # fmt: skip
+                                      for i, c in enumerate(clients)))  # fmt: skip
         return sum(lost), time.perf_counter() - t0
 
     def tree_pids(self) -> list[int]:
@@ -151,7 +156,8 @@ class Tree:
                 todo.extend(children(pid))
         return out
 
-    async def throughput(self, total: int, window: int | None) -> dict[str, float]:
+    async def throughput(self, total: int, window: int | None,
+                         clients: list[Client] | None = None) -> dict[str, float]:
         """One measured burst: tasks/s to the last result, results lost, CPU per task of
         every service (ms), and the peak RSS of the services' process trees while it ran
         (MB, sampled every 0.1 s, like the original's driver does), and of the three
@@ -175,7 +181,7 @@ class Tree:
 
         sampler = asyncio.ensure_future(sample())
         before = sum(tree_cpu_seconds(p) for p in self.pids.values())
-        lost, seconds = await self._burst(total, window)
+        lost, seconds = await self._burst(total, window, clients=clients)
         cpu = sum(tree_cpu_seconds(p) for p in self.pids.values()) - before
         running = False
         await sampler
@@ -201,7 +207,7 @@ class Tree:
         self.burst_tasks += total
 
     async def stop(self) -> None:
-        for c in [*self.clients, *([self.client] if self.client else [])]:
+        for c in [*self.clients, *self.shared, *([self.client] if self.client else [])]:
             await c.close()
         if self.serve is not None:
             self.serve.send_signal(signal.SIGTERM)

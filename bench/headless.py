@@ -38,8 +38,11 @@ class Client:
     """One benchmark client: the shared `AsyncHeraldClient` and its event stream, with the
     time each task's result arrived, by task id."""
 
-    def __init__(self, api: str, ws: str, token: str) -> None:
+    def __init__(self, api: str, ws: str, token: str, *, subscribed: bool = False) -> None:
+        """`subscribed`: the stream carries only the tasks this client submitted (several
+        clients sharing one principal's token each get their own tasks' events)."""
         self.http = AsyncHeraldClient(api, ws, token, max_connections=8)
+        self.subscribed = subscribed
         self.done: dict[str, asyncio.Future[float]] = {}
         self.early: dict[str, float] = {}
         self.stream: AsyncEventStream | None = None
@@ -64,6 +67,8 @@ class Client:
 
     async def open(self) -> None:
         self.stream = self.http.events()
+        if self.subscribed:
+            await self.stream.subscribe(())
         await self.stream.open()
         self.reader = asyncio.ensure_future(self._read())
 
@@ -88,6 +93,8 @@ class Client:
     async def submit(self, seconds: float = 0) -> asyncio.Future[float]:
         """Submit demo.answer; returns a future of the time its result arrived."""
         task_id = (await self.http.submit("demo.answer", {"seconds": seconds}))["id"]
+        if self.subscribed and self.stream is not None:
+            await self.stream.subscribe([task_id])
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         if task_id in self.early:
             fut.set_result(self.early.pop(task_id))

@@ -141,14 +141,18 @@ FIGURES = [
     ("w_tasks_per_s", f"throughput, 20 principals, {WINDOW} in flight each", "/s", "{:.0f}"),
     ("w_lost", "  results lost (all rounds)", "", "{:.0f}"),
     ("w_cpu_ms_per_task", "  CPU per task across services", "ms", "{:.2f}"),
+    ("s_tasks_per_s", f"throughput, 20 connections of one principal, each subscribed to its "
+     f"own tasks, {WINDOW} in flight each", "/s", "{:.0f}"),
+    ("s_lost", "  results lost (all rounds)", "", "{:.0f}"),
     ("rss_mb", "RSS of the services (peak, with children)", "MB", "{:.0f}"),
     ("services_rss_mb", "  Herald's three services alone", "MB", "{:.0f}"),
     ("start_s", "start to first round trip", "s", "{:.2f}"),
     ("idle_cpu_pct", "idle CPU of the services", "% core", "{:.3f}"),
 ]
-SUMS = {"lost", "w_lost"}
+SUMS = {"lost", "w_lost", "s_lost"}
 # the original has one throughput run: both of Herald's are compared with it
-SAME_AS = {"w_tasks_per_s": "tasks_per_s", "w_lost": "lost", "w_cpu_ms_per_task": "cpu_ms_per_task"}
+SAME_AS = {"w_tasks_per_s": "tasks_per_s", "w_lost": "lost", "w_cpu_ms_per_task": "cpu_ms_per_task",
+           "s_tasks_per_s": "tasks_per_s", "s_lost": "lost"}
 
 
 def _median(agg: dict[str, Any] | None) -> float | None:
@@ -252,11 +256,13 @@ async def herald_main(tree: Tree) -> dict[str, float]:
     lat = [await tree.client.round_trip() for _ in range(LATENCY_N)]
     free = await tree.throughput(TASKS, None)
     windowed = await tree.throughput(TASKS, WINDOW)
+    shared = await tree.throughput(TASKS, WINDOW, clients=tree.shared)
     return {"start_s": tree.start_seconds, "p50_ms": pct(lat, 50) * 1000,
             "p99_ms": pct(lat, 99) * 1000, "tasks_per_s": free["tasks_per_s"],
             "lost": free["lost"], "cpu_ms_per_task": free["cpu_ms_per_task"],
             "w_tasks_per_s": windowed["tasks_per_s"], "w_lost": windowed["lost"],
             "w_cpu_ms_per_task": windowed["cpu_ms_per_task"],
+            "s_tasks_per_s": shared["tasks_per_s"], "s_lost": shared["lost"],
             "rss_mb": max(free["peak_rss_mb"], windowed["peak_rss_mb"]),
             "services_rss_mb": max(free["peak_services_rss_mb"],
                                    windowed["peak_services_rss_mb"])}  # fmt: skip
