@@ -19,7 +19,12 @@ from huey.exceptions import HueyException
 from huey.storage import SqliteStorage
 
 from services.layout import DataLayout
-from services.store.sqlite import JOURNAL_SIZE_LIMIT, retry_busy, wal_checkpoint
+from services.store.sqlite import (
+    JOURNAL_SIZE_LIMIT,
+    WRITE_STATS,
+    retry_busy,
+    wal_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,7 @@ class _Storage(SqliteStorage):
             cursor = conn.cursor()
             try:
                 if commit:
+                    WRITE_STATS.queue_transactions += 1
                     retry_busy(lambda: cursor.execute(self.begin_sql))
                 yield cursor
             except Exception:

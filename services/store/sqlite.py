@@ -21,6 +21,7 @@ API's `max_attempts` is `max_attempts + uncharged`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -294,6 +295,23 @@ BUSY_TIMEOUT = 10.0  # seconds a writer waits for the write lock before giving u
 _LOCK_WAITS = (0.0, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001)
 
 
+@dataclass(slots=True)
+class WriteStats:
+    """What this process's writers did (counters for the bench and the tests; a `+=` that
+    races another thread may be lost, which a counter can afford)."""
+
+    transactions: int = 0  # write transactions begun on the ledger (BEGIN IMMEDIATE)
+    queue_transactions: int = 0  # ... and on the queue (services.queue)
+    lock_waits: int = 0  # sleeps of `retry_busy` waiting for a lock
+    loop_lock_waits: int = 0  # of those, sleeps of a thread that runs an event loop
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+WRITE_STATS = WriteStats()
+
+
 def _busy(exc: sqlite3.OperationalError) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
@@ -321,6 +339,9 @@ def retry_busy(run: Any, timeout: float = BUSY_TIMEOUT) -> Any:
                 deadline = now + timeout
             elif now >= deadline:
                 raise
+        WRITE_STATS.lock_waits += 1
+        if asyncio._get_running_loop() is not None:  # every request of that loop waits
+            WRITE_STATS.loop_lock_waits += 1
         time.sleep(_LOCK_WAITS[min(tries, len(_LOCK_WAITS) - 1)])
         tries += 1
 
@@ -359,6 +380,7 @@ def _size(path: Path) -> int:
 
 def begin_immediate(c: sqlite3.Connection) -> None:
     """Take the write lock (BEGIN IMMEDIATE), waiting for it in fine steps."""
+    WRITE_STATS.transactions += 1
     retry_busy(lambda: c.execute("BEGIN IMMEDIATE"))
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 
 from aiohttp import web
@@ -26,7 +28,7 @@ from services.runtime import (
     setup_logging,
     watch_stdin,
 )
-from services.store.sqlite import TaskStore
+from services.store.sqlite import WRITE_STATS, TaskStore
 from services.tasks.catalog import load_catalog
 from services.wake import WakeSender
 from services.web.app import make_app
@@ -35,6 +37,26 @@ from services.web.limits import GuardedSite, raise_fd_limit
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
+# A file to write this process's write counters and its longest event-loop stall to when
+# it stops (for `python -m bench.writes`; unset, nothing is watched).
+STATS_ENV = "HERALD_WEB_STATS"
+PROBE_PERIOD = 0.002  # seconds between two looks of the stall probe
+
+
+async def _probe_stalls(longest: list[float]) -> None:
+    """Keep in `longest[0]` the longest time this loop came late to a short timer."""
+    loop = asyncio.get_running_loop()
+    while True:
+        t0 = loop.time()
+        await asyncio.sleep(PROBE_PERIOD)
+        longest[0] = max(longest[0], loop.time() - t0 - PROBE_PERIOD)
+
+
+def _write_stats(path: str, longest_stall: float) -> None:
+    stats = {**WRITE_STATS.as_dict(), "longest_loop_stall_ms": round(longest_stall * 1000, 2)}
+    with contextlib.suppress(OSError):
+        with open(path, "w") as f:
+            json.dump(stats, f)
 
 
 async def serve(app: web.Application, port: int, *, access_log: bool = False) -> None:
@@ -61,8 +83,14 @@ async def serve(app: web.Application, port: int, *, access_log: bool = False) ->
         log.info("listening on http://%s:%d (at most %d connections at once)", HOST, actual,
                  site.guard.cap)  # fmt: skip
         announce_ready("web", port=actual, url=f"http://{HOST}:{actual}")
+        stats_file = os.environ.get(STATS_ENV)
+        longest = [0.0]
+        probe = asyncio.ensure_future(_probe_stalls(longest)) if stats_file else None
         await stop.wait()
         log.info("stopping")
+        if probe is not None and stats_file:
+            probe.cancel()
+            _write_stats(stats_file, longest[0])
     finally:
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
