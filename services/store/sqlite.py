@@ -512,6 +512,12 @@ class TaskStore:
         """
         return wal_checkpoint(self._conn, self._lock, truncate=truncate, wait=wait)
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open on this store's connection (inside `batch`: False
+        after an error that SQLite answered by rolling the whole transaction back)."""
+        return self._conn.in_transaction
+
     @contextmanager
     def batch(self, *, isolated: bool = True) -> Iterator[None]:
         """Group every write made inside the block into one transaction (group commit).
@@ -547,6 +553,27 @@ class TaskStore:
                 raise
 
     @contextmanager
+    def atomic(self) -> Iterator[sqlite3.Connection]:
+        """A block of writes, all or nothing: inside `batch` (even one not `isolated`) a
+        savepoint of its own, undone alone by an exception leaving it; else a transaction."""
+        with self._lock:
+            if not self._depth:
+                with self._write() as c:
+                    yield c
+                return
+            if not self._conn.in_transaction:
+                begin_immediate(self._conn)
+            self._conn.execute("SAVEPOINT atomic")
+            try:
+                yield self._conn
+            except BaseException:
+                if self._conn.in_transaction:  # (see _write)
+                    self._conn.execute("ROLLBACK TO atomic")
+                    self._conn.execute("RELEASE atomic")
+                raise
+            self._conn.execute("RELEASE atomic")
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             if self._depth:
@@ -559,8 +586,11 @@ class TaskStore:
                 try:
                     yield self._conn
                 except BaseException:
-                    self._conn.execute("ROLLBACK TO w")
-                    self._conn.execute("RELEASE w")
+                    # A full disk or an I/O error may have rolled the whole transaction
+                    # back already (SQLite does so by itself): then there is no savepoint.
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK TO w")
+                        self._conn.execute("RELEASE w")
                     raise
                 self._conn.execute("RELEASE w")
                 return

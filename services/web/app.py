@@ -24,8 +24,11 @@ Choices a client can rely on:
   ledger, even if the queue then refused its message: the message is enqueued again here
   with backoff (and the worker looks for queued tasks without one).
 
-The store and queue calls are short synchronous SQLite transactions (~0.1 ms): they run
-directly on the event loop, because a thread hop would cost more than the call itself.
+Reads of the ledger are short SQLite queries on the event loop (a WAL reader never waits
+for a lock). Writes never run on the loop: another service may hold the write lock, and
+waiting for it there would stall every request. They go to the process's one writer
+thread (`services.store.writer.GroupWriter`), which commits every write pending at once
+in one transaction, enqueues the new tasks, and answers each request's future.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from services.layout import DataLayout
 from services.store.activity import OUTCOMES
 from services.store.failures import DiskWatch
 from services.store.sqlite import TaskRecord, TaskStore
+from services.store.writer import GroupWriter
 from services.tasks.catalog import Catalog
 from services.web.errors import JSON_HEADERS, dumps, error_middleware, error_response
 from services.web.limits import connection_middleware, read_body
@@ -73,6 +77,7 @@ EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX = 1000, 1000
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,200}")
 _SUBMIT_KEYS = frozenset({"task", "args", "timeout"})
 _JSON_TYPES = ("application/json",)
+WRITER = web.AppKey("writer", GroupWriter)  # the app's writer (for tests and the bench)
 QUEUED_NOTIFY_DELAY = 0.05  # seconds (see TaskApi._wake_notifier_soon)
 # Enqueueing again a task whose message the queue refused: first wait, and the longest.
 ENQUEUE_RETRY_FIRST, ENQUEUE_RETRY_MAX = 0.2, 2.0
@@ -92,6 +97,8 @@ class Queue(Protocol):
     """Where task ids go to be run (a `services.queue.TaskQueue`)."""
 
     def enqueue(self, task_id: str) -> None: ...
+
+    def enqueue_many(self, task_ids: list[str]) -> None: ...
 
 
 def herald_version() -> str:
@@ -266,6 +273,7 @@ class TaskApi:
         self.catalog = catalog
         self.store = store
         self.queue = queue
+        self.writer = GroupWriter(store.path, queue)  # every write of this loop
         self.worker_wake = worker_wake
         self.notifier_wake = notifier_wake
         self.max_lost = max_lost
@@ -311,7 +319,9 @@ class TaskApi:
                     exc.fields = {**(exc.fields or {}), **(bad_timeout.fields or {})}
             raise exc from None
         seconds = spec.check_timeout(timeout)
-        rec, event = self.store.create_task(
+        enqueue = not self._unqueued  # else behind the tasks waiting for the queue
+        created = await self.writer.create_task(
+            enqueue=enqueue,
             principal=principal,
             name=name,
             args=clean,
@@ -320,6 +330,7 @@ class TaskApi:
             timeout=seconds,
             idempotency_key=key,
         )
+        rec, event = created.record, created.event
         headers = {**JSON_HEADERS, "Location": "/api/tasks/" + rec.id}
         if event is None:  # the key was used before: answer with the original task
             if rec.name != name or rec.args != clean or rec.timeout != seconds:
@@ -330,11 +341,15 @@ class TaskApi:
                 )
             headers["Idempotent-Replayed"] = "true"
             return web.Response(body=dumps(task_json(rec)), status=200, headers=headers)
-        # The wake-up names the task before its message is enqueued ("?"): an idle worker
-        # starts it meanwhile, without waiting for the queue (it drops the message when it
-        # comes to it); a busy one reads the message once it lands.
+        # The wake-up names the task ("?"): an idle worker starts it without reading the
+        # queue (it drops the message when it comes to it); a busy one reads the message,
+        # which the writer enqueued before answering (unless the queue refused it).
         self.worker_wake.wake(b"?" + rec.id.encode())
-        self._enqueue(rec.id)
+        if created.queue_error is not None:
+            self._queue_failed(created.queue_error)
+            self._enqueue_later(rec.id)
+        elif not enqueue:
+            self._enqueue(rec.id)
         self._wake_notifier_soon()
         return web.Response(body=dumps(task_json(rec)), status=202, headers=headers)
 
@@ -347,6 +362,11 @@ class TaskApi:
                 return
             except Exception as exc:
                 self._queue_failed(exc)
+        self._enqueue_later(task_id)
+
+    def _enqueue_later(self, task_id: str) -> None:
+        """Enqueue a task the queue refused (or would have to put ahead of those it
+        refused) once the queue takes messages again."""
         self._unqueued[task_id] = None  # behind those waiting already: order is kept
         if self._enqueue_retry is None:
             self._enqueue_retry = asyncio.get_running_loop().call_later(
@@ -522,7 +542,8 @@ class TaskApi:
 
     async def cancel(self, request: web.Request) -> web.Response:
         """POST /api/tasks/{task_id}/cancel: queued -> cancelled; running -> asked to stop."""
-        rec, event = self.store.request_cancel(request.match_info["task_id"], request[PRINCIPAL])
+        task_id, principal = request.match_info["task_id"], request[PRINCIPAL]
+        rec, event = await self.writer.write(lambda s: s.request_cancel(task_id, principal))
         if rec is None:
             raise _not_found()
         if event is not None:
@@ -538,7 +559,8 @@ class TaskApi:
 
     async def delete(self, request: web.Request) -> web.Response:
         """DELETE /api/tasks/{task_id}: forget a finished task ("clear finished")."""
-        rec = self.store.delete_task(request.match_info["task_id"], request[PRINCIPAL])
+        task_id, principal = request.match_info["task_id"], request[PRINCIPAL]
+        rec = await self.writer.write(lambda s: s.delete_task(task_id, principal))
         if rec is None:
             raise _not_found()
         if not rec.state.terminal:
@@ -717,4 +739,10 @@ def make_app(
                      security_middleware(authenticator)],
     )
     app.add_routes(api.routes())
+    app[WRITER] = api.writer
+
+    async def close_writer(app: web.Application) -> None:
+        await asyncio.to_thread(api.writer.close)  # what is pending is written first
+
+    app.on_cleanup.append(close_writer)
     return app
