@@ -66,6 +66,7 @@ class _Write:
     future: asyncio.Future[Any]
     created: bool = False  # a create_task: its answer becomes a `Created`
     enqueue: bool = False  # ... whose new task goes into the queue
+    plain: bool = False  # no ledger write: run after the group's commit (`GroupWriter.call`)
 
 
 def _reply(replies: list[tuple[_Write, Any, BaseException | None]]) -> None:
@@ -103,7 +104,8 @@ class GroupWriter:
         path: the ledger's SQLite file (the writer opens a connection of its own).
         queue: where the tasks `create_task` records are enqueued after their commit.
 
-    Counters (for the bench and the tests): `groups` committed, `writes` done in them.
+    Counters (for the bench and the tests): `groups` committed (one transaction each),
+    `writes` done in them, `enqueues` (queue transactions for their new tasks).
     """
 
     def __init__(self, path: Path | str, queue: BatchQueue | None = None) -> None:
@@ -116,6 +118,8 @@ class GroupWriter:
         self._closed = False
         self.groups = 0
         self.writes = 0
+        self.enqueues = 0
+        self._writing = 0
 
     def write(self, run: Callable[[TaskStore], T]) -> asyncio.Future[T]:
         """Run `run(store)` in the writer's next group; a future of what it returns (or
@@ -140,6 +144,13 @@ class GroupWriter:
                 self._cond.notify()
         return w.future
 
+    def call(self, run: Callable[[], T]) -> asyncio.Future[T]:
+        """Run `run()` in the writer's thread, outside any ledger transaction, after the
+        writes of the group it joins (for the queue's own writes, which must not wait
+        on the loop either); a future of what it returns or raises."""
+        loop = asyncio.get_running_loop()
+        return self._add(_Write(lambda _: run(), loop, loop.create_future(), plain=True))
+
     async def create_task(self, *, enqueue: bool = True, **kwargs: Any) -> Created:
         """`TaskStore.create_task(**kwargs)` in a group; with `enqueue`, a new task is then
         put into the queue (an idempotent replay is not)."""
@@ -154,6 +165,11 @@ class GroupWriter:
         """Writes waiting for the next group (not those of the group being written)."""
         with self._cond:
             return len(self._pending)
+
+    @property
+    def writing(self) -> int:
+        """Writes of the group being written now (0: the writer is idle)."""
+        return self._writing
 
     def close(self) -> None:
         """Write what is pending, then stop the thread and close the connection."""
@@ -178,11 +194,13 @@ class GroupWriter:
                     return
                 group = list(self._pending)
                 self._pending.clear()
+                self._writing = len(group)
             try:
                 self._commit(group)
             except BaseException as exc:  # noqa: BLE001 - every caller must get an answer
                 log.exception("the writer failed a group of %d writes", len(group))
                 _reply([(w, None, exc) for w in group])
+            self._writing = 0
 
     def _open(self) -> TaskStore:
         if self._store is None:
@@ -190,9 +208,20 @@ class GroupWriter:
         return self._store
 
     def _commit(self, group: list[_Write]) -> None:
-        """Run a group's writes in one transaction, answer each, enqueue what it created."""
+        """Run a group's writes in one transaction, answer each, enqueue what it created;
+        then its plain calls."""
         store = self._open()
-        todo = group
+        self._transact(store, [w for w in group if not w.plain])
+        for w in group:
+            if w.plain:
+                try:
+                    result = w.run(store)
+                except Exception as exc:
+                    _reply([(w, None, exc)])
+                else:
+                    _reply([(w, result, None)])
+
+    def _transact(self, store: TaskStore, todo: list[_Write]) -> None:
         while todo:
             done: list[tuple[_Write, Any]] = []
             try:
@@ -220,6 +249,7 @@ class GroupWriter:
         new = [(w, result) for w, result in done if w.enqueue and result[1] is not None]
         queue_error: Exception | None = None
         if new and self.queue is not None:
+            self.enqueues += 1
             try:
                 self.queue.enqueue_many([result[0].id for _, result in new])
             except Exception as exc:

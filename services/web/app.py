@@ -281,6 +281,7 @@ class TaskApi:
         self.disk = DiskWatch(layout.root)
         self._unqueued: dict[str, None] = {}  # in the ledger, not in the queue yet (in order)
         self._enqueue_retry: asyncio.TimerHandle | None = None
+        self._enqueueing = False  # the writer is enqueueing some of _unqueued
         self._enqueue_delay = ENQUEUE_RETRY_FIRST
         self.version = herald_version()
         # The catalog does not change while the service runs: encode its views once.
@@ -319,7 +320,7 @@ class TaskApi:
                     exc.fields = {**(exc.fields or {}), **(bad_timeout.fields or {})}
             raise exc from None
         seconds = spec.check_timeout(timeout)
-        enqueue = not self._unqueued  # else behind the tasks waiting for the queue
+        enqueue = not self._unqueued and not self._enqueueing  # else behind those waiting
         created = await self.writer.create_task(
             enqueue=enqueue,
             principal=principal,
@@ -349,28 +350,18 @@ class TaskApi:
             self._queue_failed(created.queue_error)
             self._enqueue_later(rec.id)
         elif not enqueue:
-            self._enqueue(rec.id)
+            self._enqueue_later(rec.id, soon=True)
         self._wake_notifier_soon()
         return web.Response(body=dumps(task_json(rec)), status=202, headers=headers)
 
-    def _enqueue(self, task_id: str) -> None:
-        """Put a task recorded in the ledger into the queue, now or, if the queue refuses
-        (a full disk), later: it is accepted either way, since the ledger is the truth."""
-        if not self._unqueued:
-            try:
-                self.queue.enqueue(task_id)
-                return
-            except Exception as exc:
-                self._queue_failed(exc)
-        self._enqueue_later(task_id)
-
-    def _enqueue_later(self, task_id: str) -> None:
-        """Enqueue a task the queue refused (or would have to put ahead of those it
-        refused) once the queue takes messages again."""
+    def _enqueue_later(self, task_id: str, *, soon: bool = False) -> None:
+        """Enqueue a task recorded in the ledger that the queue refused (a full disk), or
+        that would have gone ahead of those it refused, once the queue takes messages
+        again: it is accepted either way, since the ledger is the truth."""
         self._unqueued[task_id] = None  # behind those waiting already: order is kept
-        if self._enqueue_retry is None:
+        if self._enqueue_retry is None and not self._enqueueing:
             self._enqueue_retry = asyncio.get_running_loop().call_later(
-                self._enqueue_delay, self._enqueue_waiting)
+                0 if soon else self._enqueue_delay, self._enqueue_waiting)
 
     def _queue_failed(self, exc: Exception) -> None:
         problem = self.disk.classify(exc)
@@ -382,26 +373,37 @@ class TaskApi:
                       exc_info=exc)  # fmt: skip
 
     def _enqueue_waiting(self) -> None:
-        """Enqueue the tasks the queue refused, oldest first; back off while it refuses."""
+        """Enqueue the tasks the queue refused, oldest first, in the writer's thread (the
+        queue's lock is not waited for on the loop); back off while it refuses."""
         self._enqueue_retry = None
-        done = 0
-        while self._unqueued:
-            task_id = next(iter(self._unqueued))
-            try:
-                self.queue.enqueue(task_id)
-            except Exception as exc:
-                self._queue_failed(exc)
+        self._enqueueing = True
+        ids = list(self._unqueued)
+
+        def done(future: asyncio.Future[None]) -> None:
+            self._enqueueing = False
+            exc = None if future.cancelled() else future.exception()
+            if future.cancelled() or exc is not None:
+                if isinstance(exc, Exception):
+                    self._queue_failed(exc)
                 self._enqueue_delay = min(ENQUEUE_RETRY_MAX, self._enqueue_delay * 2)
                 self._enqueue_retry = asyncio.get_running_loop().call_later(
                     self._enqueue_delay, self._enqueue_waiting)
-                break
-            del self._unqueued[task_id]
-            done += 1
-        if done:
-            log.info("enqueued %d task(s) the queue had refused", done)
+                return
+            for task_id in ids:
+                del self._unqueued[task_id]
+            log.info("enqueued %d task(s) the queue had refused", len(ids))
             self.worker_wake.wake()
-        if not self._unqueued:
             self._enqueue_delay = ENQUEUE_RETRY_FIRST
+            if self._unqueued:  # recorded meanwhile
+                self._enqueue_retry = asyncio.get_running_loop().call_later(
+                    0, self._enqueue_waiting)
+
+        try:
+            future = self.writer.call(lambda: self.queue.enqueue_many(ids))
+        except RuntimeError:  # the writer is closed: the service is stopping
+            self._enqueueing = False
+            return
+        future.add_done_callback(done)
 
     def _wake_notifier_soon(self) -> None:
         """Wake the notifier for a "queued" event a moment later, one wake-up for every

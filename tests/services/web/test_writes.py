@@ -52,17 +52,16 @@ async def test_submits_waiting_for_the_lock_share_one_transaction_and_queue_writ
     writer = api.app[WRITER]
     with write_lock_held(api.layout.ledger_db) as release:
         first = asyncio.ensure_future(api.submit("test.noop"))
-        waits = WRITE_STATS.lock_waits
-        await until(lambda: WRITE_STATS.lock_waits > waits)
+        await until(lambda: writer.writing == 1)
         rest = [asyncio.ensure_future(api.submit("test.echo", {"text": str(i)}))
                 for i in range(20)]  # fmt: skip
         await until(lambda: writer.pending == 20)
-        ledger, queue = WRITE_STATS.transactions, WRITE_STATS.queue_transactions
+        groups, enqueues = writer.groups, writer.enqueues
         release.set()
         answers = await asyncio.gather(first, *rest)
     assert [a.status for a in answers] == [202] * 21
-    assert WRITE_STATS.transactions - ledger == 1  # the 20 that waited: one transaction
-    assert WRITE_STATS.queue_transactions - queue == 2  # the first, then the 20 at once
+    assert writer.groups - groups == 2  # the first, then the 20 that waited: one transaction
+    assert writer.enqueues - enqueues == 2  # ... and one queue transaction
     ids = [a.body["id"] for a in answers]
     assert [str(t.args[0]) for t in api.queue.huey.pending()] == ids  # in order
     mine = api.store.events_after(0, principal=api.store.get_task(ids[0]).principal)
@@ -75,8 +74,7 @@ async def test_an_idempotency_conflict_in_a_group_answers_that_request_only(api:
     writer = api.app[WRITER]
     with write_lock_held(api.layout.ledger_db) as release:
         first = asyncio.ensure_future(api.submit("test.noop"))
-        waits = WRITE_STATS.lock_waits
-        await until(lambda: WRITE_STATS.lock_waits > waits)
+        await until(lambda: writer.writing == 1)
         group = [asyncio.ensure_future(api.submit("test.echo", {"text": "b"})),
                  asyncio.ensure_future(api.submit("test.echo", {"text": "c"}, headers=key)),
                  asyncio.ensure_future(api.submit("test.echo", {"text": "a"}, headers=key)),
