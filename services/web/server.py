@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import signal
 
 from aiohttp import web
@@ -43,17 +44,28 @@ STATS_ENV = "HERALD_WEB_STATS"
 PROBE_PERIOD = 0.002  # seconds between two looks of the stall probe
 
 
-async def _probe_stalls(longest: list[float]) -> None:
-    """Keep in `longest[0]` the longest time this loop came late to a short timer."""
+STALLS_MS = (5, 20, 100)  # the probe counts the stalls longer than each
+
+
+async def _probe_stalls(stalls: dict[str, float]) -> None:
+    """Keep in `stalls` the longest time this loop came late to a short timer, and how
+    many times it came later than each of STALLS_MS."""
     loop = asyncio.get_running_loop()
     while True:
         t0 = loop.time()
         await asyncio.sleep(PROBE_PERIOD)
-        longest[0] = max(longest[0], loop.time() - t0 - PROBE_PERIOD)
+        late = loop.time() - t0 - PROBE_PERIOD
+        stalls["longest_loop_stall_ms"] = max(stalls["longest_loop_stall_ms"], late * 1000)
+        for ms in STALLS_MS:
+            if late * 1000 > ms:
+                stalls[f"loop_stalls_over_{ms}ms"] += 1
 
 
-def _write_stats(path: str, longest_stall: float) -> None:
-    stats = {**WRITE_STATS.as_dict(), "longest_loop_stall_ms": round(longest_stall * 1000, 2)}
+def _write_stats(path: str, stalls: dict[str, float]) -> None:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    stats = {**WRITE_STATS.as_dict(), **{k: round(v, 2) for k, v in stalls.items()},
+             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+             "context_switches": usage.ru_nvcsw + usage.ru_nivcsw}
     with contextlib.suppress(OSError):
         with open(path, "w") as f:
             json.dump(stats, f)
@@ -84,13 +96,14 @@ async def serve(app: web.Application, port: int, *, access_log: bool = False) ->
                  site.guard.cap)  # fmt: skip
         announce_ready("web", port=actual, url=f"http://{HOST}:{actual}")
         stats_file = os.environ.get(STATS_ENV)
-        longest = [0.0]
-        probe = asyncio.ensure_future(_probe_stalls(longest)) if stats_file else None
+        stalls = {"longest_loop_stall_ms": 0.0, **{f"loop_stalls_over_{ms}ms": 0.0
+                                                    for ms in STALLS_MS}}  # fmt: skip
+        probe = asyncio.ensure_future(_probe_stalls(stalls)) if stats_file else None
         await stop.wait()
         log.info("stopping")
         if probe is not None and stats_file:
             probe.cancel()
-            _write_stats(stats_file, longest[0])
+            _write_stats(stats_file, stalls)
     finally:
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
