@@ -19,7 +19,12 @@ from huey.exceptions import HueyException
 from huey.storage import SqliteStorage
 
 from services.layout import DataLayout
-from services.store.sqlite import JOURNAL_SIZE_LIMIT, retry_busy, wal_checkpoint
+from services.store.sqlite import (
+    JOURNAL_SIZE_LIMIT,
+    WRITE_STATS,
+    retry_busy,
+    wal_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,7 @@ class _Storage(SqliteStorage):
             cursor = conn.cursor()
             try:
                 if commit:
+                    WRITE_STATS.queue_transactions += 1
                     retry_busy(lambda: cursor.execute(self.begin_sql))
                 yield cursor
             except Exception:
@@ -114,6 +120,17 @@ class TaskQueue:
 
     def enqueue(self, task_id: str) -> None:
         self.huey.enqueue(self._run.s(task_id))
+
+    def enqueue_many(self, task_ids: list[str]) -> None:
+        """Enqueue several task ids, in order, in one transaction (all or none): the web's
+        writer puts each group of new tasks in at once (`services.store.writer`)."""
+        if len(task_ids) == 1:
+            return self.enqueue(task_ids[0])
+        storage = self.huey.storage
+        rows = [(storage.name, storage.to_blob(self.huey.serialize_task(self._run.s(t))), 0)
+                for t in task_ids]  # fmt: skip
+        with storage.db(commit=True) as cursor:
+            cursor.executemany("insert into task (queue, data, priority) values (?, ?, ?)", rows)
 
     def dequeue(self) -> str | None:
         """The next task id, or None; Huey deletes the message as it hands it out.

@@ -21,6 +21,7 @@ API's `max_attempts` is `max_attempts + uncharged`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -294,6 +295,23 @@ BUSY_TIMEOUT = 10.0  # seconds a writer waits for the write lock before giving u
 _LOCK_WAITS = (0.0, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001)
 
 
+@dataclass(slots=True)
+class WriteStats:
+    """What this process's writers did (counters for the bench and the tests; a `+=` that
+    races another thread may be lost, which a counter can afford)."""
+
+    transactions: int = 0  # write transactions begun on the ledger (BEGIN IMMEDIATE)
+    queue_transactions: int = 0  # ... and on the queue (services.queue)
+    lock_waits: int = 0  # sleeps of `retry_busy` waiting for a lock
+    loop_lock_waits: int = 0  # of those, sleeps of a thread that runs an event loop
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+WRITE_STATS = WriteStats()
+
+
 def _busy(exc: sqlite3.OperationalError) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
@@ -321,6 +339,9 @@ def retry_busy(run: Any, timeout: float = BUSY_TIMEOUT) -> Any:
                 deadline = now + timeout
             elif now >= deadline:
                 raise
+        WRITE_STATS.lock_waits += 1
+        if asyncio._get_running_loop() is not None:  # every request of that loop waits
+            WRITE_STATS.loop_lock_waits += 1
         time.sleep(_LOCK_WAITS[min(tries, len(_LOCK_WAITS) - 1)])
         tries += 1
 
@@ -359,6 +380,7 @@ def _size(path: Path) -> int:
 
 def begin_immediate(c: sqlite3.Connection) -> None:
     """Take the write lock (BEGIN IMMEDIATE), waiting for it in fine steps."""
+    WRITE_STATS.transactions += 1
     retry_busy(lambda: c.execute("BEGIN IMMEDIATE"))
 
 
@@ -490,6 +512,12 @@ class TaskStore:
         """
         return wal_checkpoint(self._conn, self._lock, truncate=truncate, wait=wait)
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open on this store's connection (inside `batch`: False
+        after an error that SQLite answered by rolling the whole transaction back)."""
+        return self._conn.in_transaction
+
     @contextmanager
     def batch(self, *, isolated: bool = True) -> Iterator[None]:
         """Group every write made inside the block into one transaction (group commit).
@@ -525,6 +553,27 @@ class TaskStore:
                 raise
 
     @contextmanager
+    def atomic(self) -> Iterator[sqlite3.Connection]:
+        """A block of writes, all or nothing: inside `batch` (even one not `isolated`) a
+        savepoint of its own, undone alone by an exception leaving it; else a transaction."""
+        with self._lock:
+            if not self._depth:
+                with self._write() as c:
+                    yield c
+                return
+            if not self._conn.in_transaction:
+                begin_immediate(self._conn)
+            self._conn.execute("SAVEPOINT atomic")
+            try:
+                yield self._conn
+            except BaseException:
+                if self._conn.in_transaction:  # (see _write)
+                    self._conn.execute("ROLLBACK TO atomic")
+                    self._conn.execute("RELEASE atomic")
+                raise
+            self._conn.execute("RELEASE atomic")
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             if self._depth:
@@ -537,8 +586,11 @@ class TaskStore:
                 try:
                     yield self._conn
                 except BaseException:
-                    self._conn.execute("ROLLBACK TO w")
-                    self._conn.execute("RELEASE w")
+                    # A full disk or an I/O error may have rolled the whole transaction
+                    # back already (SQLite does so by itself): then there is no savepoint.
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK TO w")
+                        self._conn.execute("RELEASE w")
                     raise
                 self._conn.execute("RELEASE w")
                 return

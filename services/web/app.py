@@ -24,8 +24,11 @@ Choices a client can rely on:
   ledger, even if the queue then refused its message: the message is enqueued again here
   with backoff (and the worker looks for queued tasks without one).
 
-The store and queue calls are short synchronous SQLite transactions (~0.1 ms): they run
-directly on the event loop, because a thread hop would cost more than the call itself.
+Reads of the ledger are short SQLite queries on the event loop (a WAL reader never waits
+for a lock). Writes never run on the loop: another service may hold the write lock, and
+waiting for it there would stall every request. They go to the process's one writer
+thread (`services.store.writer.GroupWriter`), which commits every write pending at once
+in one transaction, enqueues the new tasks, and answers each request's future.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from services.layout import DataLayout
 from services.store.activity import OUTCOMES
 from services.store.failures import DiskWatch
 from services.store.sqlite import TaskRecord, TaskStore
+from services.store.writer import GroupWriter
 from services.tasks.catalog import Catalog
 from services.web.errors import JSON_HEADERS, dumps, error_middleware, error_response
 from services.web.limits import connection_middleware, read_body
@@ -73,6 +77,7 @@ EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX = 1000, 1000
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,200}")
 _SUBMIT_KEYS = frozenset({"task", "args", "timeout"})
 _JSON_TYPES = ("application/json",)
+WRITER = web.AppKey("writer", GroupWriter)  # the app's writer (for tests and the bench)
 QUEUED_NOTIFY_DELAY = 0.05  # seconds (see TaskApi._wake_notifier_soon)
 # Enqueueing again a task whose message the queue refused: first wait, and the longest.
 ENQUEUE_RETRY_FIRST, ENQUEUE_RETRY_MAX = 0.2, 2.0
@@ -92,6 +97,8 @@ class Queue(Protocol):
     """Where task ids go to be run (a `services.queue.TaskQueue`)."""
 
     def enqueue(self, task_id: str) -> None: ...
+
+    def enqueue_many(self, task_ids: list[str]) -> None: ...
 
 
 def herald_version() -> str:
@@ -266,6 +273,7 @@ class TaskApi:
         self.catalog = catalog
         self.store = store
         self.queue = queue
+        self.writer = GroupWriter(store.path, queue)  # every write of this loop
         self.worker_wake = worker_wake
         self.notifier_wake = notifier_wake
         self.max_lost = max_lost
@@ -273,6 +281,7 @@ class TaskApi:
         self.disk = DiskWatch(layout.root)
         self._unqueued: dict[str, None] = {}  # in the ledger, not in the queue yet (in order)
         self._enqueue_retry: asyncio.TimerHandle | None = None
+        self._enqueueing = False  # the writer is enqueueing some of _unqueued
         self._enqueue_delay = ENQUEUE_RETRY_FIRST
         self.version = herald_version()
         # The catalog does not change while the service runs: encode its views once.
@@ -311,7 +320,9 @@ class TaskApi:
                     exc.fields = {**(exc.fields or {}), **(bad_timeout.fields or {})}
             raise exc from None
         seconds = spec.check_timeout(timeout)
-        rec, event = self.store.create_task(
+        enqueue = not self._unqueued and not self._enqueueing  # else behind those waiting
+        created = await self.writer.create_task(
+            enqueue=enqueue,
             principal=principal,
             name=name,
             args=clean,
@@ -320,6 +331,7 @@ class TaskApi:
             timeout=seconds,
             idempotency_key=key,
         )
+        rec, event = created.record, created.event
         headers = {**JSON_HEADERS, "Location": "/api/tasks/" + rec.id}
         if event is None:  # the key was used before: answer with the original task
             if rec.name != name or rec.args != clean or rec.timeout != seconds:
@@ -330,27 +342,26 @@ class TaskApi:
                 )
             headers["Idempotent-Replayed"] = "true"
             return web.Response(body=dumps(task_json(rec)), status=200, headers=headers)
-        # The wake-up names the task before its message is enqueued ("?"): an idle worker
-        # starts it meanwhile, without waiting for the queue (it drops the message when it
-        # comes to it); a busy one reads the message once it lands.
+        # The wake-up names the task ("?"): an idle worker starts it without reading the
+        # queue (it drops the message when it comes to it); a busy one reads the message,
+        # which the writer enqueued before answering (unless the queue refused it).
         self.worker_wake.wake(b"?" + rec.id.encode())
-        self._enqueue(rec.id)
+        if created.queue_error is not None:
+            self._queue_failed(created.queue_error)
+            self._enqueue_later(rec.id)
+        elif not enqueue:
+            self._enqueue_later(rec.id, soon=True)
         self._wake_notifier_soon()
         return web.Response(body=dumps(task_json(rec)), status=202, headers=headers)
 
-    def _enqueue(self, task_id: str) -> None:
-        """Put a task recorded in the ledger into the queue, now or, if the queue refuses
-        (a full disk), later: it is accepted either way, since the ledger is the truth."""
-        if not self._unqueued:
-            try:
-                self.queue.enqueue(task_id)
-                return
-            except Exception as exc:
-                self._queue_failed(exc)
+    def _enqueue_later(self, task_id: str, *, soon: bool = False) -> None:
+        """Enqueue a task recorded in the ledger that the queue refused (a full disk), or
+        that would have gone ahead of those it refused, once the queue takes messages
+        again: it is accepted either way, since the ledger is the truth."""
         self._unqueued[task_id] = None  # behind those waiting already: order is kept
-        if self._enqueue_retry is None:
+        if self._enqueue_retry is None and not self._enqueueing:
             self._enqueue_retry = asyncio.get_running_loop().call_later(
-                self._enqueue_delay, self._enqueue_waiting)
+                0 if soon else self._enqueue_delay, self._enqueue_waiting)
 
     def _queue_failed(self, exc: Exception) -> None:
         problem = self.disk.classify(exc)
@@ -362,26 +373,37 @@ class TaskApi:
                       exc_info=exc)  # fmt: skip
 
     def _enqueue_waiting(self) -> None:
-        """Enqueue the tasks the queue refused, oldest first; back off while it refuses."""
+        """Enqueue the tasks the queue refused, oldest first, in the writer's thread (the
+        queue's lock is not waited for on the loop); back off while it refuses."""
         self._enqueue_retry = None
-        done = 0
-        while self._unqueued:
-            task_id = next(iter(self._unqueued))
-            try:
-                self.queue.enqueue(task_id)
-            except Exception as exc:
-                self._queue_failed(exc)
+        self._enqueueing = True
+        ids = list(self._unqueued)
+
+        def done(future: asyncio.Future[None]) -> None:
+            self._enqueueing = False
+            exc = None if future.cancelled() else future.exception()
+            if future.cancelled() or exc is not None:
+                if isinstance(exc, Exception):
+                    self._queue_failed(exc)
                 self._enqueue_delay = min(ENQUEUE_RETRY_MAX, self._enqueue_delay * 2)
                 self._enqueue_retry = asyncio.get_running_loop().call_later(
                     self._enqueue_delay, self._enqueue_waiting)
-                break
-            del self._unqueued[task_id]
-            done += 1
-        if done:
-            log.info("enqueued %d task(s) the queue had refused", done)
+                return
+            for task_id in ids:
+                del self._unqueued[task_id]
+            log.info("enqueued %d task(s) the queue had refused", len(ids))
             self.worker_wake.wake()
-        if not self._unqueued:
             self._enqueue_delay = ENQUEUE_RETRY_FIRST
+            if self._unqueued:  # recorded meanwhile
+                self._enqueue_retry = asyncio.get_running_loop().call_later(
+                    0, self._enqueue_waiting)
+
+        try:
+            future = self.writer.call(lambda: self.queue.enqueue_many(ids))
+        except RuntimeError:  # the writer is closed: the service is stopping
+            self._enqueueing = False
+            return
+        future.add_done_callback(done)
 
     def _wake_notifier_soon(self) -> None:
         """Wake the notifier for a "queued" event a moment later, one wake-up for every
@@ -522,7 +544,8 @@ class TaskApi:
 
     async def cancel(self, request: web.Request) -> web.Response:
         """POST /api/tasks/{task_id}/cancel: queued -> cancelled; running -> asked to stop."""
-        rec, event = self.store.request_cancel(request.match_info["task_id"], request[PRINCIPAL])
+        task_id, principal = request.match_info["task_id"], request[PRINCIPAL]
+        rec, event = await self.writer.write(lambda s: s.request_cancel(task_id, principal))
         if rec is None:
             raise _not_found()
         if event is not None:
@@ -538,7 +561,8 @@ class TaskApi:
 
     async def delete(self, request: web.Request) -> web.Response:
         """DELETE /api/tasks/{task_id}: forget a finished task ("clear finished")."""
-        rec = self.store.delete_task(request.match_info["task_id"], request[PRINCIPAL])
+        task_id, principal = request.match_info["task_id"], request[PRINCIPAL]
+        rec = await self.writer.write(lambda s: s.delete_task(task_id, principal))
         if rec is None:
             raise _not_found()
         if not rec.state.terminal:
@@ -717,4 +741,10 @@ def make_app(
                      security_middleware(authenticator)],
     )
     app.add_routes(api.routes())
+    app[WRITER] = api.writer
+
+    async def close_writer(app: web.Application) -> None:
+        await asyncio.to_thread(api.writer.close)  # what is pending is written first
+
+    app.on_cleanup.append(close_writer)
     return app

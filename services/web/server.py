@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
+import resource
 import signal
 
 from aiohttp import web
@@ -26,7 +29,7 @@ from services.runtime import (
     setup_logging,
     watch_stdin,
 )
-from services.store.sqlite import TaskStore
+from services.store.sqlite import WRITE_STATS, TaskStore
 from services.tasks.catalog import load_catalog
 from services.wake import WakeSender
 from services.web.app import make_app
@@ -35,6 +38,37 @@ from services.web.limits import GuardedSite, raise_fd_limit
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
+# A file to write this process's write counters and its longest event-loop stall to when
+# it stops (for `python -m bench.writes`; unset, nothing is watched).
+STATS_ENV = "HERALD_WEB_STATS"
+PROBE_PERIOD = 0.002  # seconds between two looks of the stall probe
+
+
+STALLS_MS = (5, 20, 100)  # the probe counts the stalls longer than each
+
+
+async def _probe_stalls(stalls: dict[str, float]) -> None:
+    """Keep in `stalls` the longest time this loop came late to a short timer, and how
+    many times it came later than each of STALLS_MS."""
+    loop = asyncio.get_running_loop()
+    while True:
+        t0 = loop.time()
+        await asyncio.sleep(PROBE_PERIOD)
+        late = loop.time() - t0 - PROBE_PERIOD
+        stalls["longest_loop_stall_ms"] = max(stalls["longest_loop_stall_ms"], late * 1000)
+        for ms in STALLS_MS:
+            if late * 1000 > ms:
+                stalls[f"loop_stalls_over_{ms}ms"] += 1
+
+
+def _write_stats(path: str, stalls: dict[str, float]) -> None:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    stats = {**WRITE_STATS.as_dict(), **{k: round(v, 2) for k, v in stalls.items()},
+             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+             "context_switches": usage.ru_nvcsw + usage.ru_nivcsw}
+    with contextlib.suppress(OSError):
+        with open(path, "w") as f:
+            json.dump(stats, f)
 
 
 async def serve(app: web.Application, port: int, *, access_log: bool = False) -> None:
@@ -61,8 +95,15 @@ async def serve(app: web.Application, port: int, *, access_log: bool = False) ->
         log.info("listening on http://%s:%d (at most %d connections at once)", HOST, actual,
                  site.guard.cap)  # fmt: skip
         announce_ready("web", port=actual, url=f"http://{HOST}:{actual}")
+        stats_file = os.environ.get(STATS_ENV)
+        stalls = {"longest_loop_stall_ms": 0.0, **{f"loop_stalls_over_{ms}ms": 0.0
+                                                    for ms in STALLS_MS}}  # fmt: skip
+        probe = asyncio.ensure_future(_probe_stalls(stalls)) if stats_file else None
         await stop.wait()
         log.info("stopping")
+        if probe is not None and stats_file:
+            probe.cancel()
+            _write_stats(stats_file, stalls)
     finally:
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
