@@ -239,8 +239,8 @@ class TaskApi:
         catalog: the tasks that may be submitted.
         store: the ledger and event log.
         queue: where submitted task ids are enqueued.
-        worker_wake: wakes the worker for a new task (b"?" and its id, just before it is
-            enqueued) or a cancel request (b"cancel").
+        worker_wake: wakes the worker for a new task (b"!" and its id, once it is
+            enqueued; coalesced, see services.wake) or a cancel request (b"cancel").
         notifier_wake: wakes the notifier after every recorded event.
         max_lost: the cap on the attempts a task may lose with their process (the
             config's worker.max_attempts).
@@ -330,27 +330,31 @@ class TaskApi:
                 )
             headers["Idempotent-Replayed"] = "true"
             return web.Response(body=dumps(task_json(rec)), status=200, headers=headers)
-        # The wake-up names the task before its message is enqueued ("?"): an idle worker
-        # starts it meanwhile, without waiting for the queue (it drops the message when it
-        # comes to it); a busy one reads the message once it lands.
-        self.worker_wake.wake(b"?" + rec.id.encode())
-        self._enqueue(rec.id)
+        # The wake-up goes after the enqueue has committed, never before (services.wake:
+        # a worker that read the queue in between and slept would miss the task). It names
+        # the task ("!" + id), so that an idle worker claims it before it reads the queue;
+        # while the worker has a wake-up pending or is awake, none is sent at all (one per
+        # burst): it reads the whole queue before it sleeps.
+        if self._enqueue(rec.id):
+            self.worker_wake.wake(b"!" + rec.id.encode())
         self._wake_notifier_soon()
         return web.Response(body=dumps(task_json(rec)), status=202, headers=headers)
 
-    def _enqueue(self, task_id: str) -> None:
+    def _enqueue(self, task_id: str) -> bool:
         """Put a task recorded in the ledger into the queue, now or, if the queue refuses
-        (a full disk), later: it is accepted either way, since the ledger is the truth."""
+        (a full disk), later: it is accepted either way, since the ledger is the truth.
+        Returns whether it is in the queue now (else the worker is woken once it is)."""
         if not self._unqueued:
             try:
                 self.queue.enqueue(task_id)
-                return
+                return True
             except Exception as exc:
                 self._queue_failed(exc)
         self._unqueued[task_id] = None  # behind those waiting already: order is kept
         if self._enqueue_retry is None:
             self._enqueue_retry = asyncio.get_running_loop().call_later(
                 self._enqueue_delay, self._enqueue_waiting)
+        return False
 
     def _queue_failed(self, exc: Exception) -> None:
         problem = self.disk.classify(exc)

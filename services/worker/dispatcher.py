@@ -107,19 +107,6 @@ MAX_BACKLOG = 100_000
 NOTIFY_DELAY = 0.005
 
 
-def _dgram_queue_length() -> int:
-    """How many datagrams a Unix socket holds before senders get EAGAIN (Linux: 10 by
-    default; net.unix.max_dgram_qlen)."""
-    try:
-        with open("/proc/sys/net/unix/max_dgram_qlen") as f:
-            return max(1, int(f.read()))
-    except (OSError, ValueError):
-        return 10
-
-
-# This many wake-ups at once mean the socket's queue was full and some may have been lost:
-# then the queue is drained instead of trusting their count.
-WAKE_OVERFLOW = _dgram_queue_length()
 MAX_HINTS = 1024  # task ids from wake-ups kept to start at once
 REREAD_FIRST, REREAD_MAX = 0.002, 1.0  # looking again for a message announced early
 MAX_READS = 64  # rounds of reading the queue in one dispatch
@@ -221,8 +208,9 @@ class Dispatcher:
         self._credits = 0  # enqueues announced by wake-ups and not dequeued yet
         # Tasks a wake-up named before their message was enqueued ("?" + id): those not
         # started by the hint must be read as soon as their message lands; the others'
-        # messages are duplicates, dropped whenever they are read.
-        self._expected = 0
+        # messages are duplicates, dropped whenever they are read. By id, not counted: a
+        # stale message of another task (enqueued twice) is not theirs.
+        self._expected: OrderedDict[str, None] = OrderedDict()
         self._expected_dups = 0
         self._reread_at: float | None = None
         self._reread_delay = REREAD_FIRST
@@ -296,6 +284,7 @@ class Dispatcher:
             self._handle(self.recover)
         threading.Thread(target=self._checkpoints, name="checkpoint", daemon=True).start()
         while not self.stopping:
+            self._handle(self._before_sleep)
             self._handle(self._dispatch)
             timeout = self._timeout()
             ready = self._selector.select(timeout)
@@ -547,28 +536,51 @@ class Dispatcher:
 
     # ----------------------------------------------------------------- sources
 
+    def _before_sleep(self) -> None:
+        """Before the loop may sleep: while it was awake, senders left their wake-ups out
+        (services.wake); clear the flag that told them so, and read the whole queue."""
+        messages = self._receiver.park()
+        if messages is not None:
+            with self._round():  # a "cancel" among them writes
+                self._on_messages(messages)
+            self._look = True
+
     def _on_wake(self) -> None:
-        messages = self._receiver.drain()
-        other = False
+        # The flag stays set until `_before_sleep`: the loop is awake, none need wake it.
+        self._on_messages(self._receiver.drain(clear=False))
+
+    def _on_messages(self, messages: list[bytes]) -> None:
+        if not messages:
+            return
+        # Plain wake-ups are coalesced, one per burst (services.wake): any datagram may
+        # stand for tasks enqueued without one of their own, so each means "read the whole
+        # queue". A hint may start its task ahead of the queue only if the queue had been
+        # read to its end before this batch (else older tasks wait there and the queue's
+        # order decides), and only the batch's first (the later ones may have overtaken
+        # tasks whose wake-up was coalesced).
+        hints_ok = not self._look
+        self._look = True
         for m in messages:
             kind = m[:1]
-            if kind == b"!" or (kind == b"?" and len(m) > 1):
-                # "!" (+ id): a task was enqueued; "?" + id: one is being enqueued.
+            if kind in (b"!", b"?") and len(m) > 1:
+                # "!" + id: a task was enqueued; "?" + id: one is being enqueued.
                 early = kind == b"?"
-                if early:
-                    self._expected += 1
+                if early:  # its message will be read when it lands
+                    self._expect(m[1:].decode("ascii", "replace"))
                 else:
                     self._credits += 1
-                if len(m) > 1 and len(self._hints) < MAX_HINTS:
+                if hints_ok and len(self._hints) < MAX_HINTS:
                     self._hints.append((m[1:].decode("ascii", "replace"), early))
-                elif early:
-                    pass  # counted as expected: its message will be read when it lands
-            elif m not in (b"cancel", b"stop"):
-                other = True
-        if len(messages) >= WAKE_OVERFLOW or other:
-            self._look = True  # some may have been lost, or say something else
+                    hints_ok = False
         if b"cancel" in messages:
             self._apply_cancel_requests()
+
+    def _expect(self, task_id: str) -> None:
+        """Look for this task's message until it lands (it was named before it)."""
+        self._expected[task_id] = None
+        if len(self._expected) > MAX_HINTED:  # bounded: the oldest is found by a look
+            self._expected.popitem(last=False)
+            self._look = True
 
     def _reap(self) -> None:
         """Reap every child that ended; an executor among them is gone."""
@@ -896,7 +908,7 @@ class Dispatcher:
             # Hints only when every announced task has an executor: otherwise the queue's
             # order decides (newer tasks must not overtake older ones).
             use_hints = not self._ready and (
-                self._credits + self._expected <= len(idle) - len(starts))  # fmt: skip
+                self._credits + len(self._expected) <= len(idle) - len(starts))  # fmt: skip
             while use_hints and self._hints and len(starts) < len(idle):
                 task_id, early = self._hints.popleft()
                 if task_id in self._hinted:
@@ -906,7 +918,7 @@ class Dispatcher:
                 if len(starts) > before:
                     self._hinted[task_id] = early
                     if early:  # its message, when it lands, is a duplicate
-                        self._expected -= 1
+                        self._expected.pop(task_id, None)
                         self._expected_dups += 1
                     if len(self._hinted) > MAX_HINTED:
                         _, was_early = self._hinted.popitem(last=False)
@@ -974,10 +986,10 @@ class Dispatcher:
                 else:
                     self._credits = max(0, self._credits - 1)
                 continue
-            if self._credits:
+            if task_id in self._expected:
+                del self._expected[task_id]
+            elif self._credits:
                 self._credits -= 1
-            elif self._expected:
-                self._expected -= 1
             self._ready.append(task_id)
             took = True
             room -= 1
@@ -1133,7 +1145,8 @@ class Dispatcher:
         # Messages announced early that never came (a web service that died in between):
         # the look above finds whatever did come.
         if unchanged_for is not None:
-            self._expected = self._expected_dups = 0
+            self._expected.clear()
+            self._expected_dups = 0
         requeued, events = self.store.reap(live_worker=self.identity)
         for event in events:
             self._published(event)

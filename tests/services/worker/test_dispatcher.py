@@ -520,6 +520,30 @@ def test_a_task_named_while_every_executor_is_busy_starts_when_its_message_lands
         h.close()
 
 
+def test_a_stale_message_does_not_stand_for_a_task_named_before_its_own(tmp_path):
+    """A task enqueued twice (recovery at start-up re-enqueues one whose enqueue it did not
+    see yet) leaves a stale message behind: reading it must not count as reading the message
+    of a task named early ("?" + id), which is looked for until it lands. (Counted, not
+    named, it was taken for it, and the task waited for the 30 s look: the flaky test
+    above, 3 or 4 runs in 10.)"""
+    h = Harness(tmp_path / "data", concurrency=1)
+    h.thread.start()
+    try:
+        ran = h.submit("t.ok")
+        h.wait_state(ran, TaskState.SUCCEEDED)
+        busy = h.submit("t.solo", {"seconds": 0.3})
+        h.wait_state(busy, TaskState.RUNNING)
+        h.queue.enqueue(ran)  # the stale duplicate, of a task that ran already
+        rec, _ = h.store.create_task(principal="a", name="t.ok", args={})
+        h.worker_wake.wake(b"?" + rec.id.encode())  # no executor free: it cannot start
+        h.wait_state(busy, TaskState.SUCCEEDED)
+        time.sleep(0.1)  # the worker, idle now, read the queue: the stale message only
+        h.queue.enqueue(rec.id)  # it lands with no wake-up of its own
+        h.wait_state(rec.id, TaskState.SUCCEEDED, timeout=10)  # not the 30 s idle look
+    finally:
+        h.close()
+
+
 def test_a_stop_asked_for_by_a_signal_handler_takes_no_lock(tmp_path):
     """A handler runs between two bytecodes of the main thread, maybe inside Event.set
     itself: stopping from there must not take the event's lock again (it deadlocked)."""
