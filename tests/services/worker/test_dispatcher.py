@@ -544,6 +544,51 @@ def test_a_stale_message_does_not_stand_for_a_task_named_before_its_own(tmp_path
         h.close()
 
 
+def test_tasks_enqueued_between_the_workers_last_read_and_its_sleep_start_at_once(tmp_path):
+    """The window the first wake-ups-per-burst lost tasks in: the worker has just found the
+    queue empty and is about to sleep when a submit lands. Here a "web" runs exactly then
+    (inside the worker's own empty read), enqueues two tasks and wakes after each commit
+    as the web does: the second wake-up is coalesced into the first. Each round's tasks
+    must start long before the 30 s idle look, round after round."""
+    h = Harness(tmp_path / "data", concurrency=1)
+    d, rounds = h.dispatcher, 25
+    web: dict[str, object] = {}
+    submitted: list[str] = []
+    dequeue = d.queue.dequeue
+
+    def dequeue_then_submit() -> str | None:
+        got = dequeue()
+        if got is None and web.get("armed"):
+            web["armed"] = False
+            if "store" not in web:  # this thread's own connections, as the web's are
+                web["store"] = TaskStore(h.layout.ledger_db)
+                web["queue"] = TaskQueue(h.layout)
+            for _ in range(2):
+                rec, _ = web["store"].create_task(principal="a", name="t.ok", args={})
+                web["queue"].enqueue(rec.id)  # committed, then the wake-up
+                h.worker_wake.wake(b"!" + rec.id.encode())
+                submitted.append(rec.id)
+        return got
+
+    d.queue.dequeue = dequeue_then_submit
+    h.thread.start()
+    try:
+        for i in range(rounds):
+            web["armed"] = True
+            h.worker_wake.wake()  # the worker looks, finds nothing: the web runs then
+            deadline = time.monotonic() + 10
+            while len(submitted) < 2 * (i + 1):
+                assert time.monotonic() < deadline, "the worker never read an empty queue"
+                time.sleep(0.005)
+            for task_id in submitted[-2:]:
+                h.wait_state(task_id, TaskState.SUCCEEDED, timeout=10)  # not the 30 s look
+        assert h.worker_wake.coalesced >= rounds  # the second of each pair at least
+    finally:
+        h.close()
+        if "store" in web:
+            web["store"].close()
+
+
 def test_a_stop_asked_for_by_a_signal_handler_takes_no_lock(tmp_path):
     """A handler runs between two bytecodes of the main thread, maybe inside Event.set
     itself: stopping from there must not take the event's lock again (it deadlocked)."""
