@@ -554,24 +554,26 @@ class Dispatcher:
             return
         # Plain wake-ups are coalesced, one per burst (services.wake): any datagram may
         # stand for tasks enqueued without one of their own, so each means "read the whole
-        # queue". A hint may start its task ahead of the queue only if the queue had been
-        # read to its end before this batch (else older tasks wait there and the queue's
-        # order decides), and only the batch's first (the later ones may have overtaken
-        # tasks whose wake-up was coalesced).
+        # queue". A task named after its enqueue ("!" + id) may start ahead of the queue
+        # only if the queue had been read to its end before this batch (else older tasks
+        # wait there and the queue's order decides), and only the batch's first (the later
+        # ones may have overtaken tasks whose wake-up was coalesced); the queue yields it
+        # anyway. One named before its enqueue ("?" + id: a sender that sends no wake-up
+        # after it) keeps its hint as before: the queue cannot yield it yet.
         hints_ok = not self._look
         self._look = True
         for m in messages:
             kind = m[:1]
             if kind in (b"!", b"?") and len(m) > 1:
-                # "!" + id: a task was enqueued; "?" + id: one is being enqueued.
+                task_id = m[1:].decode("ascii", "replace")
                 early = kind == b"?"
                 if early:  # its message will be read when it lands
-                    self._expect(m[1:].decode("ascii", "replace"))
+                    self._expect(task_id)
                 else:
                     self._credits += 1
-                if hints_ok and len(self._hints) < MAX_HINTS:
-                    self._hints.append((m[1:].decode("ascii", "replace"), early))
-                    hints_ok = False
+                if (early or hints_ok) and len(self._hints) < MAX_HINTS:
+                    self._hints.append((task_id, early))
+                    hints_ok = hints_ok and early
         if b"cancel" in messages:
             self._apply_cancel_requests()
 
