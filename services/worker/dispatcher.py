@@ -538,7 +538,17 @@ class Dispatcher:
 
     def _before_sleep(self) -> None:
         """Before the loop may sleep: while it was awake, senders left their wake-ups out
-        (services.wake); clear the flag that told them so, and read the whole queue."""
+        (services.wake); clear the flag that told them so, and read the whole queue.
+
+        Not while the queue is to be read anyway and no executor could take what it
+        holds: then the flag stays set while the loop sleeps, so the web sends nothing for
+        the tasks it enqueues meanwhile. That keeps the promise of services.wake (while the
+        flag is set, the receiver will clear it and then read the queue to its end): a
+        running attempt's end (its frame, its executor's death, its time limit) wakes the
+        loop, which then has an idle executor, clears the flag here and reads, since
+        `_look` is still set."""
+        if self._look and self._running and not self._idle() and not self.stopping:
+            return
         messages = self._receiver.park()
         if messages is not None:
             with self._round():  # a "cancel" among them writes
