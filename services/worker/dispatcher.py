@@ -2,10 +2,11 @@
 executor process, recording every event; it never runs a task itself.
 
 One thread does everything in a select loop: wake-ups (the web service sends a datagram
-after it enqueues or asks for a cancel), frames from the executors, SIGCHLD (through a
-wake-up fd) and timers (time limits, cancel graces, retries due, leases, reaping). Every
-store write of one round goes into one transaction (group commit); the notifier is woken
-once per round, after the commit.
+after it enqueues, one per burst, or asks for a cancel; services.wake: the loop clears its
+pending flag and reads the whole queue before it sleeps), frames from the executors,
+SIGCHLD (through a wake-up fd) and timers (time limits, cancel graces, retries due,
+leases, reaping). Every store write of one round goes into one transaction (group
+commit); the notifier is woken once per round, after the commit.
 
 What it guarantees:
 - An attempt is leased in the ledger before its run frame is sent, and the dispatcher
@@ -872,13 +873,13 @@ class Dispatcher:
     def _dispatch(self) -> None:
         """Give every idle executor an attempt, then take the queue's messages.
 
-        Each wake-up from the web names the task it enqueued: that task is claimed and
-        started at once, before its queue message is even read (which is dropped when it
-        comes), when every announced task has an executor (else the queue's order decides).
-        Next come tasks dequeued earlier that found no executor free, and parked
-        tasks whose concurrency slot freed. Only then is the queue read, as many messages
-        as wake-ups announced (or all, when some may have been lost), so that reading it
-        never delays a start; what it yields is started in turn.
+        A wake-up from the web names the task it enqueued: when the queue had been read to
+        its end before it, that task is claimed and started at once, before its queue
+        message is read (which is dropped when it comes). Next come tasks dequeued earlier
+        that found no executor free, and parked tasks whose concurrency slot freed. Only
+        then is the queue read, to its end while executors are idle (wake-ups are
+        coalesced, one per burst: any may stand for many tasks), so that reading it never
+        delays a start; what it yields is started in turn.
         """
         if self.stopping or self._storage_waiting or self._backlog:
             return  # the writes waiting go first
