@@ -589,6 +589,29 @@ def test_tasks_enqueued_between_the_workers_last_read_and_its_sleep_start_at_onc
             web["store"].close()
 
 
+def test_while_every_executor_is_busy_submits_send_no_wake_up_and_still_run(tmp_path):
+    """The worker sleeps with its flag set while the queue waits for an executor: the web's
+    wake-ups are all left out, and the tasks run as soon as the executor frees."""
+    h = Harness(tmp_path / "data", concurrency=1)
+    h.thread.start()
+    try:
+        busy = h.submit("t.solo", {"seconds": 0.5})
+        h.wait_state(busy, TaskState.RUNNING)
+        time.sleep(0.1)  # the worker sleeps, its one executor busy
+        sent = h.worker_wake.sent
+        waiting = []
+        for _ in range(5):  # as the web does: committed, then the wake-up
+            rec, _ = h.store.create_task(principal="a", name="t.ok", args={})
+            h.queue.enqueue(rec.id)
+            h.worker_wake.wake(b"!" + rec.id.encode())
+            waiting.append(rec.id)
+        assert h.worker_wake.sent - sent <= 1  # none, or one if it had not slept yet
+        for task_id in waiting:
+            h.wait_state(task_id, TaskState.SUCCEEDED, timeout=10)  # not the 30 s look
+    finally:
+        h.close()
+
+
 def test_a_stop_asked_for_by_a_signal_handler_takes_no_lock(tmp_path):
     """A handler runs between two bytecodes of the main thread, maybe inside Event.set
     itself: stopping from there must not take the event's lock again (it deadlocked)."""
