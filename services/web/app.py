@@ -246,8 +246,8 @@ class TaskApi:
         catalog: the tasks that may be submitted.
         store: the ledger and event log.
         queue: where submitted task ids are enqueued.
-        worker_wake: wakes the worker for a new task (b"?" and its id, just before it is
-            enqueued) or a cancel request (b"cancel").
+        worker_wake: wakes the worker for a new task (b"!" and its id, once it is
+            enqueued; coalesced, see services.wake) or a cancel request (b"cancel").
         notifier_wake: wakes the notifier after every recorded event.
         max_lost: the cap on the attempts a task may lose with their process (the
             config's worker.max_attempts).
@@ -342,15 +342,19 @@ class TaskApi:
                 )
             headers["Idempotent-Replayed"] = "true"
             return web.Response(body=dumps(task_json(rec)), status=200, headers=headers)
-        # The wake-up names the task ("?"): an idle worker starts it without reading the
-        # queue (it drops the message when it comes to it); a busy one reads the message,
-        # which the writer enqueued before answering (unless the queue refused it).
-        self.worker_wake.wake(b"?" + rec.id.encode())
+        # The wake-up goes after the enqueue has committed (the writer enqueued it before
+        # answering), never before (services.wake: a worker that read the queue in between
+        # and slept would miss the task). It names the task ("!" + id), so that an idle
+        # worker claims it before it reads the queue; while the worker has a wake-up
+        # pending or is awake, none is sent at all (one per burst): it reads the whole
+        # queue before it sleeps. A task enqueued later wakes it then.
         if created.queue_error is not None:
             self._queue_failed(created.queue_error)
             self._enqueue_later(rec.id)
         elif not enqueue:
             self._enqueue_later(rec.id, soon=True)
+        else:
+            self.worker_wake.wake(b"!" + rec.id.encode())
         self._wake_notifier_soon()
         return web.Response(body=dumps(task_json(rec)), status=202, headers=headers)
 

@@ -2,10 +2,11 @@
 executor process, recording every event; it never runs a task itself.
 
 One thread does everything in a select loop: wake-ups (the web service sends a datagram
-after it enqueues or asks for a cancel), frames from the executors, SIGCHLD (through a
-wake-up fd) and timers (time limits, cancel graces, retries due, leases, reaping). Every
-store write of one round goes into one transaction (group commit); the notifier is woken
-once per round, after the commit.
+after it enqueues, one per burst, or asks for a cancel; services.wake: the loop clears its
+pending flag and reads the whole queue before it sleeps), frames from the executors,
+SIGCHLD (through a wake-up fd) and timers (time limits, cancel graces, retries due,
+leases, reaping). Every store write of one round goes into one transaction (group
+commit); the notifier is woken once per round, after the commit.
 
 What it guarantees:
 - An attempt is leased in the ledger before its run frame is sent, and the dispatcher
@@ -107,19 +108,6 @@ MAX_BACKLOG = 100_000
 NOTIFY_DELAY = 0.005
 
 
-def _dgram_queue_length() -> int:
-    """How many datagrams a Unix socket holds before senders get EAGAIN (Linux: 10 by
-    default; net.unix.max_dgram_qlen)."""
-    try:
-        with open("/proc/sys/net/unix/max_dgram_qlen") as f:
-            return max(1, int(f.read()))
-    except (OSError, ValueError):
-        return 10
-
-
-# This many wake-ups at once mean the socket's queue was full and some may have been lost:
-# then the queue is drained instead of trusting their count.
-WAKE_OVERFLOW = _dgram_queue_length()
 MAX_HINTS = 1024  # task ids from wake-ups kept to start at once
 REREAD_FIRST, REREAD_MAX = 0.002, 1.0  # looking again for a message announced early
 MAX_READS = 64  # rounds of reading the queue in one dispatch
@@ -221,8 +209,9 @@ class Dispatcher:
         self._credits = 0  # enqueues announced by wake-ups and not dequeued yet
         # Tasks a wake-up named before their message was enqueued ("?" + id): those not
         # started by the hint must be read as soon as their message lands; the others'
-        # messages are duplicates, dropped whenever they are read.
-        self._expected = 0
+        # messages are duplicates, dropped whenever they are read. By id, not counted: a
+        # stale message of another task (enqueued twice) is not theirs.
+        self._expected: OrderedDict[str, None] = OrderedDict()
         self._expected_dups = 0
         self._reread_at: float | None = None
         self._reread_delay = REREAD_FIRST
@@ -296,6 +285,7 @@ class Dispatcher:
             self._handle(self.recover)
         threading.Thread(target=self._checkpoints, name="checkpoint", daemon=True).start()
         while not self.stopping:
+            self._handle(self._before_sleep)
             self._handle(self._dispatch)
             timeout = self._timeout()
             ready = self._selector.select(timeout)
@@ -547,28 +537,63 @@ class Dispatcher:
 
     # ----------------------------------------------------------------- sources
 
+    def _before_sleep(self) -> None:
+        """Before the loop may sleep: while it was awake, senders left their wake-ups out
+        (services.wake); clear the flag that told them so, and read the whole queue.
+
+        Not while the queue is to be read anyway and no executor could take what it
+        holds: then the flag stays set while the loop sleeps, so the web sends nothing for
+        the tasks it enqueues meanwhile. That keeps the promise of services.wake (while the
+        flag is set, the receiver will clear it and then read the queue to its end): a
+        running attempt's end (its frame, its executor's death, its time limit) wakes the
+        loop, which then has an idle executor, clears the flag here and reads, since
+        `_look` is still set."""
+        if self._look and self._running and not self._idle() and not self.stopping:
+            return
+        messages = self._receiver.park()
+        if messages is not None:
+            with self._round():  # a "cancel" among them writes
+                self._on_messages(messages)
+            self._look = True
+
     def _on_wake(self) -> None:
-        messages = self._receiver.drain()
-        other = False
+        # The flag stays set until `_before_sleep`: the loop is awake, none need wake it.
+        self._on_messages(self._receiver.drain(clear=False))
+
+    def _on_messages(self, messages: list[bytes]) -> None:
+        if not messages:
+            return
+        # Plain wake-ups are coalesced, one per burst (services.wake): any datagram may
+        # stand for tasks enqueued without one of their own, so each means "read the whole
+        # queue". A task named after its enqueue ("!" + id) may start ahead of the queue
+        # only if the queue had been read to its end before this batch (else older tasks
+        # wait there and the queue's order decides), and only the batch's first (the later
+        # ones may have overtaken tasks whose wake-up was coalesced); the queue yields it
+        # anyway. One named before its enqueue ("?" + id: a sender that sends no wake-up
+        # after it) keeps its hint as before: the queue cannot yield it yet.
+        hints_ok = not self._look
+        self._look = True
         for m in messages:
             kind = m[:1]
-            if kind == b"!" or (kind == b"?" and len(m) > 1):
-                # "!" (+ id): a task was enqueued; "?" + id: one is being enqueued.
+            if kind in (b"!", b"?") and len(m) > 1:
+                task_id = m[1:].decode("ascii", "replace")
                 early = kind == b"?"
-                if early:
-                    self._expected += 1
+                if early:  # its message will be read when it lands
+                    self._expect(task_id)
                 else:
                     self._credits += 1
-                if len(m) > 1 and len(self._hints) < MAX_HINTS:
-                    self._hints.append((m[1:].decode("ascii", "replace"), early))
-                elif early:
-                    pass  # counted as expected: its message will be read when it lands
-            elif m not in (b"cancel", b"stop"):
-                other = True
-        if len(messages) >= WAKE_OVERFLOW or other:
-            self._look = True  # some may have been lost, or say something else
+                if (early or hints_ok) and len(self._hints) < MAX_HINTS:
+                    self._hints.append((task_id, early))
+                    hints_ok = hints_ok and early
         if b"cancel" in messages:
             self._apply_cancel_requests()
+
+    def _expect(self, task_id: str) -> None:
+        """Look for this task's message until it lands (it was named before it)."""
+        self._expected[task_id] = None
+        if len(self._expected) > MAX_HINTED:  # bounded: the oldest is found by a look
+            self._expected.popitem(last=False)
+            self._look = True
 
     def _reap(self) -> None:
         """Reap every child that ended; an executor among them is gone."""
@@ -848,13 +873,13 @@ class Dispatcher:
     def _dispatch(self) -> None:
         """Give every idle executor an attempt, then take the queue's messages.
 
-        Each wake-up from the web names the task it enqueued: that task is claimed and
-        started at once, before its queue message is even read (which is dropped when it
-        comes), when every announced task has an executor (else the queue's order decides).
-        Next come tasks dequeued earlier that found no executor free, and parked
-        tasks whose concurrency slot freed. Only then is the queue read, as many messages
-        as wake-ups announced (or all, when some may have been lost), so that reading it
-        never delays a start; what it yields is started in turn.
+        A wake-up from the web names the task it enqueued: when the queue had been read to
+        its end before it, that task is claimed and started at once, before its queue
+        message is read (which is dropped when it comes). Next come tasks dequeued earlier
+        that found no executor free, and parked tasks whose concurrency slot freed. Only
+        then is the queue read, to its end while executors are idle (wake-ups are
+        coalesced, one per burst: any may stand for many tasks), so that reading it never
+        delays a start; what it yields is started in turn.
         """
         if self.stopping or self._storage_waiting or self._backlog:
             return  # the writes waiting go first
@@ -896,7 +921,7 @@ class Dispatcher:
             # Hints only when every announced task has an executor: otherwise the queue's
             # order decides (newer tasks must not overtake older ones).
             use_hints = not self._ready and (
-                self._credits + self._expected <= len(idle) - len(starts))  # fmt: skip
+                self._credits + len(self._expected) <= len(idle) - len(starts))  # fmt: skip
             while use_hints and self._hints and len(starts) < len(idle):
                 task_id, early = self._hints.popleft()
                 if task_id in self._hinted:
@@ -906,7 +931,7 @@ class Dispatcher:
                 if len(starts) > before:
                     self._hinted[task_id] = early
                     if early:  # its message, when it lands, is a duplicate
-                        self._expected -= 1
+                        self._expected.pop(task_id, None)
                         self._expected_dups += 1
                     if len(self._hinted) > MAX_HINTED:
                         _, was_early = self._hinted.popitem(last=False)
@@ -990,10 +1015,10 @@ class Dispatcher:
                 else:
                     self._credits = max(0, self._credits - 1)
                 continue
-            if self._credits:
+            if task_id in self._expected:
+                del self._expected[task_id]
+            elif self._credits:
                 self._credits -= 1
-            elif self._expected:
-                self._expected -= 1
             self._ready.append(task_id)
             took = True
             room -= 1
@@ -1151,7 +1176,8 @@ class Dispatcher:
         # Messages announced early that never came (a web service that died in between):
         # the look above finds whatever did come.
         if unchanged_for is not None:
-            self._expected = self._expected_dups = 0
+            self._expected.clear()
+            self._expected_dups = 0
         requeued, events = self.store.reap(live_worker=self.identity)
         for event in events:
             self._published(event)

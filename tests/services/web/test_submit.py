@@ -58,7 +58,7 @@ async def test_submit_records_enqueues_and_wakes(api: Any) -> None:
     ]
     assert api.queue.dequeue() == task["id"]
     assert api.queue.dequeue() is None
-    assert api.worker_rx.wait(5) == [b"?" + task["id"].encode()]  # names the task
+    assert api.worker_rx.wait(5) == [b"!" + task["id"].encode()]  # names the task
     assert await api.woken(api.notifier_rx) == [b"!"]  # a moment later
 
 
