@@ -227,13 +227,14 @@ class _Runner:
     temp_root: str  # its own, granted to it alone
 
 
-def _resident() -> int:
-    """Bytes of this process resident in memory now."""
+def _remove(folder: str) -> None:
+    """Remove an attempt's temp dir: one system call when it is empty (the usual case)."""
     try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
+        os.rmdir(folder)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class Executor:
@@ -446,9 +447,11 @@ class Executor:
             shutil.rmtree(r.temp_root, ignore_errors=True)
             self.send({"t": "ended", "id": msg.get("id"), "attempt": msg.get("attempt"),
                        "status": status})  # fmt: skip
-        shutil.rmtree(mine, ignore_errors=True)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        self._rulesets.refresh()
+        _remove(mine)
+        if mine != os.path.join(r.temp_root, os.path.basename(temp_dir)):
+            _remove(temp_dir)  # (not moved)
+        # (No refresh here: the next attempt checks the ruleset anyway, and one that is
+        # no longer true means a new runner, whose fork costs more than the rebuild.)
 
     def _check_runner(self) -> None:
         """While idle: end the runner once its ruleset is dropped or no longer true (its
@@ -516,7 +519,7 @@ class Executor:
         if problem is None:
             self._start_control()
         cwd, env, threads = os.getcwd(), dict(os.environ), threading.active_count()
-        stderr, umask, start_rss = sys.stderr, user_umask(), _resident()
+        stderr, umask, start_rss = sys.stderr, user_umask(), rss_bytes()
         reader = protocol.FrameReader()
         pending: list[dict[str, Any]] = []
         attempts = 0
@@ -544,7 +547,7 @@ class Executor:
             attempts += 1
             clean = reusable and not self._dirty and attempts < RUNNER_MAX_ATTEMPTS
             clean = self._tidy(cwd, env, threads, stderr, umask) and clean
-            if clean and _resident() > start_rss + RUNNER_MAX_GROWTH:
+            if clean and rss_bytes() > start_rss + RUNNER_MAX_GROWTH:  # (its peak)
                 clean = False
             pipe.sendall(b"k" if clean else b"x")
             if not clean:
