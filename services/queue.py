@@ -22,6 +22,7 @@ from services.layout import DataLayout
 from services.store.sqlite import (
     JOURNAL_SIZE_LIMIT,
     WRITE_STATS,
+    restart_wal,
     retry_busy,
     wal_checkpoint,
 )
@@ -156,6 +157,11 @@ class TaskQueue:
         """Copy the queue's WAL into its database (see TaskStore.checkpoint)."""
         storage = self.huey.storage
         return wal_checkpoint(storage.conn, storage.lock, truncate=truncate, wait=wait)
+
+    def restart_wal(self) -> bool:
+        """Start the queue's checkpointed WAL over now (see TaskStore.restart_wal)."""
+        storage = self.huey.storage
+        return restart_wal(storage.conn, storage.lock)
 
     def wal_size(self) -> int:
         """Bytes of the queue's WAL file."""

@@ -1249,7 +1249,7 @@ class Dispatcher:
                     next_prune = time.monotonic() + self.prune_interval
                     self._prune(store)
                 for db, size in wals:
-                    db.checkpoint()
+                    done = db.checkpoint()
                     wal = size()
                     quiet = not self._dirty.is_set()
                     if wal > WAL_TRUNCATE_BYTES or (quiet and wal > JOURNAL_SIZE_LIMIT):
@@ -1257,6 +1257,8 @@ class Dispatcher:
                             # A reader holds an old snapshot: try again in a while.
                             next_truncate = time.monotonic() + CHECKPOINT_DELAY
                             log.debug("could not empty a %d-byte WAL yet", wal)
+                    elif done and quiet:  # its header's fsync here, not in the next task's
+                        db.restart_wal()  # (an emptied WAL stays empty)
             except Exception as exc:
                 if storage_problem(exc) is None:
                     log.exception("checkpoint failed")

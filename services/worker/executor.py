@@ -592,13 +592,15 @@ class Executor:
         flat: sandbox.Ruleset | None = None  # the owner's, once Herald's folders are hidden
         hidden: tuple[str, ...] = ()
         policy = msg.get("sandbox")
+        wanted: sandbox.Policy | None = None
         if isinstance(policy, dict):
             try:  # built here, unconfined, and kept for the next attempts of this policy
                 wanted = sandbox.Policy.from_json(policy)
-                ruleset = self._rulesets.for_attempt(wanted, temp_dir)
                 if sandbox.is_owner(wanted) and self._can_hide():
                     flat = self._rulesets.for_attempt(sandbox.flat(wanted), temp_dir)
                     hidden = tuple(wanted.deny)
+                else:
+                    ruleset = self._rulesets.for_attempt(wanted, temp_dir)
             except (OSError, ValueError, TypeError) as exc:
                 ruleset = str(exc)
         pid = os.fork()
@@ -606,8 +608,11 @@ class Executor:
             def attempt() -> int:
                 nonlocal ruleset
                 self._rss = lambda: parent_rss  # the executor's size, not the attempt's
-                if flat is not None and sandbox.hide(hidden):
-                    ruleset = flat  # every folder of the user's, creating included
+                if flat is not None:
+                    if sandbox.hide(hidden):
+                        ruleset = flat  # every folder of the user's, creating included
+                    elif wanted is not None:  # the fallback, around Herald's folders:
+                        ruleset = _build(wanted, temp_dir)  # (hundreds of rules, rare)
                 if self._become_attempt(msg, temp_dir, ruleset):
                     self._run(msg)
                 return EXIT_OK
@@ -801,6 +806,17 @@ def _run_then_exit(body: Callable[[], int]) -> NoReturn:
         with contextlib.suppress(Exception):
             sys.stderr.flush()
         os._exit(code)
+
+
+def _build(policy: sandbox.Policy, temp_dir: str | None) -> sandbox.Ruleset | str:
+    """A ruleset for `policy` with `temp_dir` granted, or why there is none."""
+    try:
+        ruleset = sandbox.Ruleset(policy)
+        if temp_dir:
+            ruleset.add_temp_dir(temp_dir)
+        return ruleset
+    except (OSError, ValueError, TypeError) as exc:
+        return str(exc)
 
 
 def _task_traceback(exc: BaseException) -> str:

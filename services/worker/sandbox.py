@@ -40,6 +40,7 @@ SYSTEM_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-"
                   "/etc/security/opasswd")  # fmt: skip
 DEVICES_RW = ("/dev/null", "/dev/zero", "/dev/full", "/dev/tty")
 DEVICES_READ = ("/dev/random", "/dev/urandom")
+_SYSTEM_FILES = (*SYSTEM_READ, *DEVICES_RW, *DEVICES_READ)  # a rule on these holds no user's
 
 
 @dataclass(frozen=True)
@@ -229,14 +230,30 @@ def plan(policy: Policy, temp_dir: str | None = None, *, system: bool = True,
                     with contextlib.suppress(OSError):
                         kinds[child] = entry.is_dir(follow_symlinks=False)
 
-    for path in read:
-        grant(path, False, deny + secrets)
+    # Rights add up: beneath a folder granted everything, a rule adds nothing (a granted
+    # folder holds no denied one, see grant()). So the writes are planned first and what
+    # they cover is left out: neither the time to add those rules (the owner's "/" alone
+    # instead of 170 rules) nor a hold on their files.
+    covering: set[str] = set()
+
+    def covered(path: str) -> bool:
+        up = os.path.dirname(path)
+        while up not in covering and up != os.path.dirname(up):
+            up = os.path.dirname(up)
+        return up in covering and up != path
+
     for path in write:
         grant(path, True, deny)
+    covering.update(path for path, is_write in grants.items() if is_write and (
+        kinds[path] if path in kinds else os.path.isdir(path)))  # fmt: skip
+    for path in read:
+        if not covered(os.path.realpath(path)):
+            grant(path, False, deny + secrets)
     rules = []
     for path, is_write in sorted(grants.items()):
-        rules.append(Rule(path, -1 if is_write else landlock.FS_READ, is_write,
-                          kinds.get(path)))  # fmt: skip
+        if not covered(path):
+            rules.append(Rule(path, -1 if is_write else landlock.FS_READ, is_write,
+                              kinds.get(path)))  # fmt: skip
     return rules
 
 
@@ -273,6 +290,7 @@ class Ruleset:
         self._watch: list[str] = []
         self.fd = landlock.create_ruleset(self.fs, net, scoped)
         self.added = 0  # temp dirs added since it was built
+        self.holds_user_files = False  # a rule on a file of the user's (see RulesetCache)
         try:
             rules = plan(policy, watch=self._watch)
             self._version = _version(self._watch)
@@ -294,6 +312,8 @@ class Ruleset:
                 directory = stat.S_ISDIR(os.fstat(fd).st_mode)
             if not directory:
                 access &= landlock.FS_FILE_RIGHTS
+                if not any(_inside(rule.path, d) for d in _SYSTEM_FILES):
+                    self.holds_user_files = True
             landlock.add_path_rule(self.fd, fd, access)
         finally:
             os.close(fd)
@@ -340,19 +360,14 @@ class RulesetCache:
     """The rulesets an executor keeps, by policy, rebuilt when the folders they were
     planned from changed (or after `MAX_ADDED` temp dirs).
 
-    A rule holds its file or folder (the kernel keeps a reference to it): a file granted on
-    its own, deleted, would keep its disk space while a ruleset that grants it lives. So an
-    idle executor looks every `CHECK_EVERY` seconds (`expire`) and drops what is no longer
-    true (a deletion changes the folder's mtime), and everything after `IDLE_DROP` seconds
-    without an attempt; then it sleeps for good. (A runner confined by a ruleset holds the
-    same references: the executor ends it when its ruleset is dropped, see `holds`.)
-
-    Except the owner's rules once Herald's folders are hidden (`flat`): they grant the
-    folders at the top of the tree and the files of /etc, nothing of the user's files, so
-    they are kept while idle, and with them the owner's runner: the first task after a
-    quiet hour starts in a process that is ready (no fork, no rules to plan), and an idle
-    executor that keeps only those sleeps without a timer. They are still checked before
-    each attempt, as every ruleset is.
+    A rule holds its file or folder (the kernel keeps a reference to it): a file of the
+    user's granted on its own, deleted, would keep its disk space while a ruleset that
+    grants it lives. So while it keeps such a ruleset, an idle executor looks every
+    `CHECK_EVERY` seconds (`expire`) and drops what is no longer true (a deletion changes
+    the folder's mtime), and such rulesets after `IDLE_DROP` seconds without an attempt;
+    then it sleeps for good. A ruleset that holds folders and system files only (the
+    owner's "/", a principal's roots) is kept over idle with no timer at all: the first
+    attempt after idle finds it ready (`for_attempt` checks it is still true).
     """
 
     MAX_ADDED = 256
@@ -364,21 +379,17 @@ class RulesetCache:
         self._sets: dict[Policy, Ruleset] = {}
         self._used = time.monotonic()
 
-    @staticmethod
-    def kept_idle(policy: Policy) -> bool:
-        """Whether the ruleset of `policy` is kept however long the executor is idle."""
-        return is_owner(policy) and not policy.deny
-
     def timeout(self) -> float | None:
         """How long an idle executor may wait before `expire` is due (None: for ever)."""
-        return self.CHECK_EVERY if any(not self.kept_idle(k) for k in self._sets) else None
+        holding = any(r.holds_user_files for r in self._sets.values())
+        return self.CHECK_EVERY if holding else None
 
     def expire(self) -> None:
-        """Drop the rulesets that are no longer true, or all of them when idle long (but
-        those `kept_idle`)."""
+        """Drop the rulesets that are no longer true, and those that hold a user's files
+        when idle long."""
         idle = time.monotonic() - self._used > self.IDLE_DROP
         for policy, ruleset in list(self._sets.items()):
-            if (idle and not self.kept_idle(policy)) or not ruleset.fresh():
+            if (idle and ruleset.holds_user_files) or not ruleset.fresh():
                 ruleset.close()
                 del self._sets[policy]
 

@@ -413,14 +413,17 @@ def quick_idle(monkeypatch):
 def test_the_owner_s_runner_outlives_idle_and_another_principal_s_does_not(quick_idle,
                                                                            tmp_path):
     owner = Harness(tmp_path / "owner", concurrency=1)
+    notes = tmp_path / "notes.txt"  # a file of the user's granted on its own: held by the rule
+    notes.write_text("mine")
     other = Harness(tmp_path / "other", concurrency=1, policy_for=lambda rec: (
-        sandbox.principal_policy([], [], network=False, deny=[str(tmp_path / "other")])))
+        sandbox.principal_policy([str(notes)], [], network=False,
+                                 deny=[str(tmp_path / "other")])))  # fmt: skip
     for h in (owner, other):
         h.thread.start()
     try:
         before = [(_run(h, "alice", "i0"), _run(h, "alice", "i1"))[1]["pid"]
                   for h in (owner, other)]  # fmt: skip
-        time.sleep(1.5)  # idle: the principal's rules (which hold their files) are dropped
+        time.sleep(1.5)  # idle: the principal's rules (which hold a file) are dropped
         after = [_run(h, "alice", "i2")["pid"] for h in (owner, other)]
         assert after[0] == before[0]  # the owner's: ready, no fork after idle
         assert after[1] != before[1]
