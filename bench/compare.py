@@ -217,6 +217,7 @@ class Tree:
                 self.serve.kill()
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        self.clients, self.shared, self.client, self.serve, self.tmp = [], [], None, None, None
 
     def report(self) -> None:
         lat = self.latency

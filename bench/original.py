@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -40,6 +41,18 @@ LATENCY_N = 200
 TASKS = 2000
 WINDOW = 8
 MAIN_MARK = "# ------------------------------------------------------------ main"
+FANOUT = (1000, 100)  # connections, events each (bench.fanout)
+# The desktop's stall (bench.desktop's measure), in a process of its own (Qt, offscreen).
+STALL = """
+import json, os, sys, tempfile
+from pathlib import Path
+tmp = Path(tempfile.mkdtemp(prefix="herald-bench-stall-"))
+(tmp / "rt").mkdir(mode=0o700)
+os.environ["XDG_RUNTIME_DIR"] = str(tmp / "rt")
+from desktop.measure import measure_stream
+figures = measure_stream(tmp / "data", 200, 6.0)
+print(json.dumps({"stall_ms": max(figures["lateness"]) * 1000}))
+"""
 
 # The section added to the copy's bench.sh (it reuses the script's own process control).
 IDLE_SECTION = r"""
@@ -141,13 +154,14 @@ FIGURES = [
     ("w_tasks_per_s", f"throughput, 20 principals, {WINDOW} in flight each", "/s", "{:.0f}"),
     ("w_lost", "  results lost (all rounds)", "", "{:.0f}"),
     ("w_cpu_ms_per_task", "  CPU per task across services", "ms", "{:.2f}"),
-    ("s_tasks_per_s", f"throughput, 20 connections of one principal, each subscribed to its "
-     f"own tasks, {WINDOW} in flight each", "/s", "{:.0f}"),
+    ("s_tasks_per_s", "throughput, 1 principal, 20 subscribed conns", "/s", "{:.0f}"),
     ("s_lost", "  results lost (all rounds)", "", "{:.0f}"),
     ("rss_mb", "RSS of the services (peak, with children)", "MB", "{:.0f}"),
     ("services_rss_mb", "  Herald's three services alone", "MB", "{:.0f}"),
     ("start_s", "start to first round trip", "s", "{:.2f}"),
     ("idle_cpu_pct", "idle CPU of the services", "% core", "{:.3f}"),
+    ("fanout_s", f"fan-out: {FANOUT[0]:,} conns x {FANOUT[1]} events", "s", "{:.2f}"),
+    ("stall_ms", "desktop: longest stall, 200 tasks streaming", "ms", "{:.1f}"),
 ]
 SUMS = {"lost", "w_lost", "s_lost"}
 # the original has one throughput run: both of Herald's are compared with it
@@ -268,6 +282,22 @@ async def herald_main(tree: Tree) -> dict[str, float]:
                                    windowed["peak_services_rss_mb"])}  # fmt: skip
 
 
+def herald_extras(root: Path) -> dict[str, float]:
+    """The figures of Herald's that the original has no counterpart for: the notifier's
+    fan-out (`python -m bench fanout`) and the desktop's longest stall (`bench desktop`)."""
+    from bench.fanout import one_round
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    seconds, _, _ = one_round(root, *FANOUT)
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", STALL], cwd=root, env=env, text=True,
+                         capture_output=True, timeout=600)  # fmt: skip
+    lines = out.stdout.strip().splitlines()
+    stall = json.loads(lines[-1])["stall_ms"] if out.returncode == 0 and lines else None
+    return {"fanout_s": seconds, **({"stall_ms": stall} if stall is not None else {})}
+
+
 def note(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
@@ -292,11 +322,14 @@ async def run(args: argparse.Namespace) -> int:
                                 tree.idle(args.idle)),
                 "seed idle": (f"the original: idle {args.idle:g} s, then one task",
                               asyncio.to_thread(seed.run, "idle", i, args.idle)),
+                "herald extras": ("Herald: fan-out and the desktop's stall",
+                                  asyncio.to_thread(herald_extras, root)),
             }  # fmt: skip
             try:
                 # ABBA: who goes first alternates, so neither always runs on the warmer machine
                 order = ["seed", "herald", "herald idle", "seed idle"] if i % 2 else \
                     ["herald", "seed", "seed idle", "herald idle"]  # fmt: skip
+                order.append("herald extras")  # the services of both are stopped by then
                 for name in order:
                     label, step = steps[name]
                     note(f"round {i}: {label}")
@@ -305,6 +338,9 @@ async def run(args: argparse.Namespace) -> int:
                         figures.update(got)
                     elif name == "herald idle":
                         figures["idle_cpu_pct"], figures["after_idle_ms"] = got
+                        await tree.stop()  # (again at the end: a no-op)
+                    elif name == "herald extras":
+                        figures.update(got)
                 rounds.append(figures)
             finally:
                 for _, step in steps.values():
