@@ -429,9 +429,9 @@ class Executor:
     def _run_in_runner(self, r: _Runner, msg: dict[str, Any], temp_dir: str) -> None:
         """Hand the attempt to the runner; wait for its report; a runner that ended during
         the attempt is said in an `ended` frame (without its done frame, it is lost)."""
-        mine = os.path.join(r.temp_root, os.path.basename(temp_dir))
+        moved = mine = os.path.join(r.temp_root, os.path.basename(temp_dir))
         try:
-            os.rename(temp_dir, mine)  # into the runner's root, where it may write
+            os.rename(temp_dir, moved)  # into the runner's root, where it may write
         except OSError:
             mine = tempfile.mkdtemp(prefix="herald-attempt-", dir=r.temp_root)
         self.send_raw(protocol.encode({"t": "cleanup", "add": mine}))  # removed if lost
@@ -448,7 +448,7 @@ class Executor:
             self.send({"t": "ended", "id": msg.get("id"), "attempt": msg.get("attempt"),
                        "status": status})  # fmt: skip
         _remove(mine)
-        if mine != os.path.join(r.temp_root, os.path.basename(temp_dir)):
+        if mine != moved:
             _remove(temp_dir)  # (not moved)
         # (No refresh here: the next attempt checks the ruleset anyway, and one that is
         # no longer true means a new runner, whose fork costs more than the rebuild.)
@@ -505,17 +505,11 @@ class Executor:
         with contextlib.suppress(OSError, AttributeError):  # (Linux: Landlock is Linux's)
             libc().prctl(1, signal.SIGKILL, 0, 0, 0)
         reusable = True
-        problem = None
-        try:
-            chosen = ruleset
-            if hiding is not None and not sandbox.hide(hiding[0].deny):
-                reusable = False
-                chosen = sandbox.Ruleset(hiding[0])
-                chosen.add_temp_dir(hiding[1])  # the runner's temp root
-            chosen.enforce()
-        except OSError as exc:
-            problem = str(exc)
-        self._rulesets.close_all()  # the executor's: a task could add rules to them
+        chosen: sandbox.Ruleset | str = ruleset
+        if hiding is not None and not sandbox.hide(hiding[0].deny):
+            reusable = False
+            chosen = _build(*hiding)  # around Herald's folders, the runner's root granted
+        problem = self._confine(chosen)
         if problem is None:
             self._start_control()
         cwd, env, threads = os.getcwd(), dict(os.environ), threading.active_count()
@@ -534,10 +528,7 @@ class Executor:
                 pending.extend(reader.feed(data))
             msg = pending.pop(0)
             if problem is not None:
-                ctx = TaskContext(str(msg.get("id")), int(msg.get("attempt") or 0))
-                self._done(ctx, {"outcome": "failed", "error": {
-                    "code": ErrorCode.SANDBOX, "message": "The task could not be confined "
-                    f"to its folders, so it did not run: {problem}"}})  # fmt: skip
+                self._not_confined(msg, problem)
                 pipe.sendall(b"x")
                 return EXIT_OK
             temp_dir = str(msg.get("temp_dir"))
@@ -641,21 +632,31 @@ class Executor:
         if temp_dir:
             os.environ["TMPDIR"] = temp_dir
             tempfile.tempdir = temp_dir
+        problem = self._confine(ruleset)
+        if problem is not None:
+            self._not_confined(msg, problem)
+            return False
+        self._start_control()
+        return True
+
+    def _confine(self, ruleset: sandbox.Ruleset | str | None) -> str | None:
+        """In an attempt's process: enforce `ruleset` (a string: why there is none), then
+        close the executor's rulesets (a task could add rules to them); what went wrong."""
         problem = ruleset if isinstance(ruleset, str) else None
         if isinstance(ruleset, sandbox.Ruleset):
             try:
                 ruleset.enforce()
             except OSError as exc:
                 problem = str(exc)
-        self._rulesets.close_all()  # the executor's: a task could add rules to them
-        if problem is not None:
-            ctx = TaskContext(str(msg.get("id")), int(msg.get("attempt") or 0))
-            self._done(ctx, {"outcome": "failed", "error": {
-                "code": ErrorCode.SANDBOX, "message":
-                f"The task could not be confined to its folders, so it did not run: {problem}"}})
-            return False
-        self._start_control()
-        return True
+        self._rulesets.close_all()
+        return problem
+
+    def _not_confined(self, msg: dict[str, Any], problem: str) -> None:
+        """The done frame of an attempt that did not run because it could not be confined."""
+        ctx = TaskContext(str(msg.get("id")), int(msg.get("attempt") or 0))
+        self._done(ctx, {"outcome": "failed", "error": {
+            "code": ErrorCode.SANDBOX, "message":
+            f"The task could not be confined to its folders, so it did not run: {problem}"}})
 
     def _run(self, msg: dict[str, Any]) -> None:
         task_id, attempt = str(msg["id"]), int(msg["attempt"])
