@@ -18,16 +18,14 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.headless import Client, pct
+from bench.headless import HERALD, Client, launch, pct, stop
 from embedded.procstat import children, cpu_seconds, rss_mb, tree_cpu_seconds
 
 CLIENTS = 20
@@ -62,16 +60,11 @@ class Tree:
         env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime),
                "HERALD_DATA_DIR": str(self.tmp / "data"), "HERALD_LOG_LEVEL": "WARNING",
                "PYTHONPATH": str(self.root)}  # fmt: skip
-        herald = [sys.executable, "-m", "embedded"]
-        self.serve = subprocess.Popen([*herald, "serve"], env=env, cwd=self.root, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        assert self.serve.stdout is not None
-        for out in self.serve.stdout:
-            if "Press Ctrl-C" in out:
-                break
-        else:
-            raise SystemExit(f"herald serve of {self.root} did not start")
-        info = json.loads(next((runtime / "herald").glob("instance-*.json")).read_text())
+        herald = HERALD
+        try:
+            self.serve, info = launch(env, runtime, cwd=self.root)
+        except RuntimeError:
+            raise SystemExit(f"herald serve of {self.root} did not start") from None
         status = json.loads((self.tmp / "data" / "run" / "services.json").read_text())
         self.pids = {n: s["pid"] for n, s in status["services"].items()}
         self.client = Client(info["api"], info["ws"], info["token"])
@@ -210,11 +203,7 @@ class Tree:
         for c in [*self.clients, *self.shared, *([self.client] if self.client else [])]:
             await c.close()
         if self.serve is not None:
-            self.serve.send_signal(signal.SIGTERM)
-            try:
-                self.serve.wait(20)
-            except subprocess.TimeoutExpired:
-                self.serve.kill()
+            stop(self.serve)
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
         self.clients, self.shared, self.client, self.serve, self.tmp = [], [], None, None, None

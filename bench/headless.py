@@ -150,6 +150,39 @@ def line(label: str, value: str, target: str = "", ok: bool | None = None) -> No
     print(f"  {label:<44} {value:>14}   {target}{mark}", flush=True)
 
 
+HERALD = [sys.executable, "-m", "embedded"]
+
+
+def launch(env: dict[str, str], runtime: Path,
+           cwd: Path | None = None) -> tuple[subprocess.Popen[str], dict[str, str]]:  # fmt: skip
+    """Start `herald serve` with `env` (its runtime dir `runtime`) and wait until it is
+    ready: the process and its instance file (api, ws, token).
+
+    Raises:
+        RuntimeError: it ended before it was ready.
+    """
+    serve = subprocess.Popen([*HERALD, "serve"], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    assert serve.stdout is not None
+    for out in serve.stdout:
+        if "Press Ctrl-C" in out:
+            break
+    else:
+        stop(serve)
+        raise RuntimeError("herald serve did not start")
+    info = json.loads(next((runtime / "herald").glob("instance-*.json")).read_text())
+    return serve, info
+
+
+def stop(serve: subprocess.Popen[str]) -> None:
+    """Stop a `herald serve` (SIGTERM; SIGKILL after 20 s)."""
+    serve.send_signal(signal.SIGTERM)
+    try:
+        serve.wait(20)
+    except subprocess.TimeoutExpired:
+        serve.kill()
+
+
 async def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="herald-bench-"))
     runtime = tmp / "runtime"
@@ -159,22 +192,16 @@ async def run(args: argparse.Namespace) -> int:
     (data / "config.toml").write_text('[tasks]\nmodules = ["bench.tasks"]\n')
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "HERALD_DATA_DIR": str(data),
            "HERALD_LOG_LEVEL": "WARNING", "PYTHONPATH": str(Path(__file__).parents[1])}
-    herald = [sys.executable, "-m", "embedded"]
+    herald = HERALD
     print(f"Herald benchmark ({os.cpu_count()} cores; data in {tmp})", flush=True)
 
     t_launch = time.perf_counter()
-    serve = subprocess.Popen([*herald, "serve"], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
-        assert serve.stdout is not None
-        for out in serve.stdout:
-            if "Press Ctrl-C" in out:
-                break
-        else:
-            print("herald serve did not start")
-            return 1
-        instance_file = next((runtime / "herald").glob("instance-*.json"))
-        info = json.loads(instance_file.read_text())
+        serve, info = launch(env, runtime)
+    except RuntimeError as exc:
+        print(exc)
+        return 1
+    try:
         status = json.loads((tmp / "data" / "run" / "services.json").read_text())["services"]
         pids = {name: status[name]["pid"] for name in SERVICES}
         client = Client(info["api"], info["ws"], info["token"])
@@ -288,11 +315,7 @@ async def run(args: argparse.Namespace) -> int:
         await client.close()
         return 0
     finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.wait(20)
-        except subprocess.TimeoutExpired:
-            serve.kill()
+        stop(serve)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

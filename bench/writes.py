@@ -16,14 +16,12 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.headless import Client
+from bench.headless import HERALD, Client, launch, stop
 from services.web.server import STATS_ENV
 
 
@@ -37,16 +35,9 @@ async def run(tasks: int, nclients: int = 20) -> dict[str, float]:
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "HERALD_DATA_DIR": str(data),
            "HERALD_LOG_LEVEL": "WARNING", "PYTHONPATH": str(Path(__file__).parents[1]),
            STATS_ENV: str(stats_file)}  # fmt: skip
-    herald = [sys.executable, "-m", "embedded"]
-    serve = subprocess.Popen([*herald, "serve"], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    serve, info = launch(env, runtime)
     try:
-        assert serve.stdout is not None
-        for out in serve.stdout:
-            if "Press Ctrl-C" in out:
-                break
-        info = json.loads(next((runtime / "herald").glob("instance-*.json")).read_text())
-        tokens = [subprocess.run([*herald, "token", "create", f"bench{i}"], env=env,
+        tokens = [subprocess.run([*HERALD, "token", "create", f"bench{i}"], env=env,
                                  capture_output=True, text=True, check=True).stdout.strip()
                   for i in range(nclients)]  # fmt: skip
         clients = [Client(info["api"], info["ws"], t) for t in tokens]
@@ -67,11 +58,7 @@ async def run(tasks: int, nclients: int = 20) -> dict[str, float]:
         elapsed = time.perf_counter() - t0
         await asyncio.gather(*(c.close() for c in clients))
     finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.wait(20)
-        except subprocess.TimeoutExpired:
-            serve.kill()
+        stop(serve)
     try:
         stats = json.loads(stats_file.read_text())
     finally:
