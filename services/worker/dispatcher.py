@@ -70,7 +70,7 @@ from services.store.sqlite import JOURNAL_SIZE_LIMIT, TaskRecord, worker_identit
 from services.tasks.catalog import MAX_TIMEOUT, Catalog, TaskSpec
 from services.wake import PRUNED_WAKE, WakeReceiver, WakeSender
 from services.worker import pool, protocol, sandbox
-from services.worker.executor import describe_exit
+from services.worker.executor import RUNNERS_MAX, describe_exit
 from services.worker.pool import Attempt, ExecutorProcess, ExecutorState, StopReason
 
 log = logging.getLogger(__name__)
@@ -953,14 +953,15 @@ class Dispatcher:
     def _pair(starts: list[tuple[TaskRecord, TaskSpec]],
               idle: list[ExecutorProcess]) -> list[tuple[tuple[TaskRecord, TaskSpec],
                                                          ExecutorProcess]]:  # fmt: skip
-        """An idle executor for each start: preferably one whose last attempt was the same
-        principal's (its runner serves the next one without a fork, see executor.py), else
-        one that has run nothing yet."""
+        """An idle executor for each start: preferably one that ran the same principal's
+        attempts lately, the most recently first (its runner serves the next one without a
+        fork, see executor.py), else the one that ran the fewest principals lately."""
         free = list(idle)
         out = []
         for rec, spec in starts:
-            ex = next((e for e in free if e.principal == rec.principal), None) \
-                or next((e for e in free if e.principal is None), None) or free[0]  # fmt: skip
+            mine = [e for e in free if rec.principal in e.principals]
+            ex = max(mine, key=lambda e: list(e.principals).index(rec.principal)) if mine \
+                else min(free, key=lambda e: len(e.principals))  # fmt: skip
             free.remove(ex)
             out.append(((rec, spec), ex))
         return out
@@ -1114,7 +1115,10 @@ class Dispatcher:
         a = Attempt(rec, spec, now, deadline=None if rec.timeout is None else now + rec.timeout)
         ex.attempt = a
         ex.state = ExecutorState.BUSY
-        ex.principal = rec.principal
+        ex.principals[rec.principal] = None
+        ex.principals.move_to_end(rec.principal)
+        if len(ex.principals) > RUNNERS_MAX:
+            ex.principals.popitem(last=False)
         self._running[rec.id] = ex
         self._running_names[rec.name] += 1
         frame = {"t": "run", "id": rec.id, "attempt": rec.attempt, "name": rec.name,

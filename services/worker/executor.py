@@ -24,23 +24,32 @@ The executor waits for it, removes its temp dir and says how it ended in an `end
 
 Runners: a fork, a mount namespace and the process's exit cost 2-4 ms of CPU here, more
 than everything else an attempt takes. So a confined child serves the next attempts of the
-same principal and policy too (a "runner", made for the second attempt of a principal's in
-a row here; the first gets a child that ends with it), as long as it is clean: the executor
-forwards
-each run frame to it over a socket pair of their own and waits for its one-byte report
-("k": done, ready for the next; "x": done, exiting). A runner ends, and the next attempt
-gets a fresh one, when an attempt of another principal (or policy) comes (one principal's
-task never shares a process with another's: not even memory is shared), when its ruleset is
-dropped or no longer true (the folders it was planned from changed), after an attempt that
-left a thread or a child process running, changed a signal handler, ran out of memory or
-grew the process by `RUNNER_MAX_GROWTH`, and after `RUNNER_MAX_ATTEMPTS`. Between attempts
-it puts back the working folder, the environment and the umask.
+same principal and policy too (a "runner", made for a principal's attempt here when one of
+its attempts ran here recently; the first gets a child that ends with it), as long as it is
+clean. An executor keeps up to `RUNNERS_MAX` runners, one per principal (and policy), so
+that principals taking turns do not each pay a fork: it forwards each run frame to the
+principal's runner over a socket pair of their own and waits for its one-byte report ("k":
+done, ready for the next; "x": done, exiting). One principal's task never shares a process
+with another's: not even memory is shared. A runner ends, and the next attempt gets a fresh
+one, when its ruleset is dropped or no longer true (the folders it was planned from
+changed), after an attempt that left a thread or a child process running, changed a signal
+handler, ran out of memory or grew the process by `RUNNER_MAX_GROWTH`, after
+`RUNNER_MAX_ATTEMPTS`, when it is the least recently used of too many, and when it has been
+idle for `RUNNER_IDLE` seconds (but the most recent one, and the most recent of the owner's
+policy: they wait for the next attempt after idle). Between attempts it puts back the working folder, the environment
+and the umask.
 
-A runner is granted a temp root of its own, made by the executor when it starts the runner
-and removed when the runner ends (the policy's ruleset, shared, only gains a rule for it,
-as it did for each attempt's temp dir: a rule for a folder that is gone grants nothing).
-Each attempt's temp dir (the dispatcher's) is moved into that root for the attempt, which
-the dispatcher is told in a `cleanup` frame, and removed by the executor after it.
+Cancels: only the executor reads the dispatcher's control socket. While an attempt runs (in
+a runner or a child of its own), it passes that attempt's cancels to the attempt's process
+over the process's own control socket pair; one that arrives before its run frame is kept
+and sent with it.
+
+Each principal has rulesets of its own (the executor builds one per principal and policy),
+and a runner is granted a temp root of its own in its principal's ruleset, made by the
+executor when it starts the runner and removed when the runner ends: no process of another
+principal is ever granted it, even while both live. Each attempt's temp dir (the
+dispatcher's) is moved into that root for the attempt, which the dispatcher is told in a
+`cleanup` frame, and removed by the executor after it.
 """
 
 from __future__ import annotations
@@ -60,7 +69,9 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -81,6 +92,11 @@ EXIT_BROKEN = 70  # the executor itself failed (not a task)
 MiB = 1024 * 1024
 RUNNER_MAX_ATTEMPTS = 1000  # then a fresh runner: what a task leaves behind stays bounded
 RUNNER_MAX_GROWTH = 256 * MiB  # resident memory a runner may gain before it is replaced
+RUNNERS_MAX = 16  # runners an executor keeps (one per principal and policy), the least
+# recently used ended first: 20 principals taking turns on 4 executors mostly find theirs
+RUNNER_IDLE = 60.0  # seconds unused after which a runner ends (but the most recent one and
+# the owner's most recent: the first attempt after idle finds them ready)
+SEEN_MAX = 256  # principals remembered as having run here (their next attempt gets a runner)
 
 
 class Terminated(BaseException):
@@ -222,9 +238,12 @@ class _Runner:
 
     pid: int
     pipe: socket.socket  # the executor's end: run frames out, one-byte reports in
+    control: socket.socket  # the executor's end of its control pair: its cancels out
     key: tuple[str, str]  # (principal, policy)
     ruleset: sandbox.Ruleset  # what it is confined by: it serves while this is kept
     temp_root: str  # its own, granted to it alone
+    owner: bool  # confined by the owner's policy (see RUNNER_IDLE)
+    used: float = 0.0  # time.monotonic() of its last attempt
 
 
 def _remove(folder: str) -> None:
@@ -264,9 +283,10 @@ class Executor:
         self._reader = protocol.FrameReader()
         self._pending: list[dict[str, Any]] = []
         self._limit_resource = _memory_rlimit()
-        self._runner: _Runner | None = None
+        self._runners: OrderedDict[tuple[str, str], _Runner] = OrderedDict()  # LRU first
         self._ending: list[int] = []  # runners killed, not reaped yet
-        self._last_key: tuple[str, str] | None = None  # whose attempt ran here last
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()  # whose ran here
+        self._control_reader = protocol.FrameReader()  # the dispatcher's control socket
         self._dirty = False  # the last attempt left this process unfit for another
 
     # ------------------------------------------------------------------ frames
@@ -285,11 +305,11 @@ class Executor:
 
     def _next_message(self) -> dict[str, Any] | None:
         while not self._pending:
-            if self.fork_attempts:  # the rulesets kept (and the runner) are looked at idle
-                timeout = self._rulesets.timeout()
+            if self.fork_attempts:  # the rulesets kept (and the runners) are looked at idle
+                timeout = self._idle_timeout()
                 if timeout is not None and not self._readable(timeout):
                     self._rulesets.expire()
-                    self._check_runner()
+                    self._check_runners()
                     continue
             try:
                 data = self.run_sock.recv(1 << 16)
@@ -344,10 +364,10 @@ class Executor:
         while True:
             msg = self._next_message()
             if msg is None:
-                self._retire_runner(wait=True)
+                self._retire_runners(wait=True)
                 return EXIT_LOST_PARENT
             if msg["t"] == "exit":
-                self._retire_runner(wait=True)
+                self._retire_runners(wait=True)
                 return EXIT_OK
             if msg["t"] == "run":
                 if self.fork_attempts:
@@ -361,6 +381,11 @@ class Executor:
     def _run_forked(self, msg: dict[str, Any]) -> None:
         """Run one attempt confined: in this principal's runner when the frame says whose
         it is and where its temp dirs go, else in a child of its own."""
+        if self._ending:
+            self._reap_ending()
+        if (msg.get("id"), msg.get("attempt")) in self._early_cancels:
+            msg = {**msg, "cancelled": True}  # its cancel came first
+        self._early_cancels.clear()
         temp_dir = msg.get("temp_dir")
         principal, policy = msg.get("principal"), msg.get("sandbox")
         if isinstance(temp_dir, str) and isinstance(principal, str) and isinstance(policy, dict):
@@ -371,8 +396,58 @@ class Executor:
             if runner is not None:
                 self._run_in_runner(runner, msg, temp_dir)
                 return
-        self._retire_runner()  # never two processes reading the control socket
         self._run_once(msg)
+
+    # ------------------------------------------------------------------ cancels
+
+    def _relay_control(self, msg: dict[str, Any], to: socket.socket) -> None:
+        """Read what the dispatcher's control socket holds; pass the cancels of the attempt
+        `msg` to its process (`to`), keep the others' (their run frame comes later)."""
+        try:
+            data = self.control.recv(4096)
+        except InterruptedError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            os._exit(EXIT_LOST_PARENT)  # (runners and children die with this process)
+        for cancel in self._control_reader.feed(data):
+            if cancel.get("t") != "cancel":
+                continue
+            if (cancel.get("id"), cancel.get("attempt")) == (msg.get("id"), msg.get("attempt")):
+                with contextlib.suppress(OSError):  # (gone: it has ended anyway)
+                    to.sendall(protocol.encode(cancel))
+            else:
+                if len(self._early_cancels) > 100:
+                    self._early_cancels.clear()
+                self._early_cancels.add((cancel.get("id"), cancel.get("attempt")))
+
+    def _until_readable(self, fd: int, msg: dict[str, Any], to: socket.socket) -> None:
+        """Wait until `fd` is readable (the attempt's report, or its process's end), passing
+        the attempt's cancels on meanwhile."""
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self.control.fileno(), select.POLLIN)
+        while True:
+            try:
+                ready = {f for f, _ in poller.poll()}
+            except InterruptedError:
+                continue
+            if self.control.fileno() in ready:
+                self._relay_control(msg, to)
+            if fd in ready:
+                return
+
+    def _forget_others(self, keep: _Runner | None = None) -> None:
+        """In a freshly forked attempt process: close the executor's ends of every runner's
+        sockets (another principal's runner must be out of reach) and the dispatcher's
+        control socket (the executor reads it)."""
+        for r in self._runners.values():
+            if r is not keep:
+                r.pipe.close()
+                r.control.close()
+        self._runners.clear()
+        self.control.close()
 
     # ------------------------------------------------------------------ runners
 
@@ -380,26 +455,33 @@ class Executor:
                     parent: str) -> _Runner | None:  # fmt: skip
         """This principal's runner for `policy`: the one running if it fits, else a new one
         (its temp root made in `parent`, the folder of the dispatcher's temp dirs), or None
-        when the last attempt here was not this principal's (see below).
+        when none of this principal's attempts ran here recently (see below).
 
         Raises:
             OSError, ValueError, TypeError: the policy or its rules cannot be had.
         """
         wanted = sandbox.Policy.from_json(policy)
         hide = sandbox.is_owner(wanted) and self._can_hide()
-        ruleset = self._rulesets.current(sandbox.flat(wanted) if hide else wanted)
+        ruleset = self._rulesets.current(sandbox.flat(wanted) if hide else wanted, principal)
         key = (principal, json.dumps(policy, sort_keys=True))
-        r = self._runner
-        if r is not None and r.key == key and r.ruleset is ruleset and self._alive(r):
+        r = self._runners.get(key)
+        if r is not None and r.ruleset is ruleset and self._alive(r):
+            self._runners.move_to_end(key)
             return r
-        self._retire_runner()  # before the next is granted anything
-        last, self._last_key = self._last_key, key
-        if key != last:
-            # The first of this principal's attempts here in a row gets a child of its own
-            # that ends with it: a process that outlived its attempt would cost this one
-            # a copy of every page it writes until the next attempt ends it, and with
-            # every attempt another principal's that costs more than the fork it saves.
+        if r is not None:
+            self._retire(r)  # before the next is granted anything
+        if key not in self._seen:
+            # The first of this principal's attempts here gets a child of its own that
+            # ends with it: a process that outlived its attempt costs this one a copy of
+            # every page it writes until it ends, and a principal seen once may not come
+            # back (with every attempt another's that costs more than the fork it saves).
+            self._seen[key] = None
+            while len(self._seen) > SEEN_MAX:
+                self._seen.popitem(last=False)
             return None
+        self._seen.move_to_end(key)
+        while len(self._runners) >= RUNNERS_MAX:  # the least recently used ends
+            self._retire(next(iter(self._runners.values())))
         temp_root = tempfile.mkdtemp(prefix="herald-runner-", dir=parent)
         try:
             ruleset.add_temp_dir(temp_root)
@@ -407,17 +489,23 @@ class Executor:
             shutil.rmtree(temp_root, ignore_errors=True)
             raise
         ours, theirs = socket.socketpair()
+        control, their_control = socket.socketpair()
         parent_rss = rss_bytes()
         pid = os.fork()
         if pid == 0:  # the runner: never returns
             def serve() -> int:
                 ours.close()
+                control.close()
+                self._forget_others()
+                self.control = their_control
                 self._rss = lambda: parent_rss  # the executor's size, not the runner's
                 return self._serve_runner(theirs, ruleset, (wanted, temp_root) if hide else None)
             _run_then_exit(serve)
         theirs.close()
-        self._runner = _Runner(pid, ours, key, ruleset, temp_root)
-        return self._runner
+        their_control.close()
+        r = _Runner(pid, ours, control, key, ruleset, temp_root, owner=sandbox.is_owner(wanted))
+        self._runners[key] = r
+        return r
 
     @staticmethod
     def _alive(r: _Runner) -> bool:
@@ -437,12 +525,15 @@ class Executor:
         self.send_raw(protocol.encode({"t": "cleanup", "add": mine}))  # removed if lost
         try:
             r.pipe.sendall(protocol.encode({**msg, "temp_dir": mine}))
+            self._until_readable(r.pipe.fileno(), msg, r.control)
             report = r.pipe.recv(1)
         except OSError:
             report = b""
+        r.used = time.monotonic()
         if report != b"k":
-            self._runner = None
+            self._runners.pop(r.key, None)
             r.pipe.close()
+            r.control.close()
             status = self._wait(r.pid)
             shutil.rmtree(r.temp_root, ignore_errors=True)
             self.send({"t": "ended", "id": msg.get("id"), "attempt": msg.get("attempt"),
@@ -453,24 +544,52 @@ class Executor:
         # (No refresh here: the next attempt checks the ruleset anyway, and one that is
         # no longer true means a new runner, whose fork costs more than the rebuild.)
 
-    def _check_runner(self) -> None:
-        """While idle: end the runner once its ruleset is dropped or no longer true (its
-        rules hold their files, as the ruleset's do), or if it died."""
-        r = self._runner
-        if r is None or not self._rulesets.holds(r.ruleset) or not self._alive(r):
-            self._retire_runner()  # (and reap those ended before)
+    def _idle_timeout(self) -> float | None:
+        """How long an idle executor may wait before it has something to look at (rulesets
+        that hold a user's files, runners due to end); None: for ever."""
+        timeout = self._rulesets.timeout()
+        due = [r.used + RUNNER_IDLE for r in self._idle_enders()]
+        if due:
+            until = max(0.0, min(due) - time.monotonic()) + 0.01
+            timeout = until if timeout is None else min(timeout, until)
+        return timeout
 
-    def _retire_runner(self, *, wait: bool = False) -> None:
-        """End the runner (idle: there is nothing of it to save). It is reaped later (its
-        teardown need not hold up the next attempt's fork): once SIGKILL is sent it runs no
-        more code of its own, so it reads nothing more from the control socket."""
-        r, self._runner = self._runner, None
-        if r is not None:
-            r.pipe.close()
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(r.pid, signal.SIGKILL)
-            self._ending.append(r.pid)
-            shutil.rmtree(r.temp_root, ignore_errors=True)  # its rule now grants nothing
+    def _idle_enders(self) -> list[_Runner]:
+        """The runners that end when idle long: all but the most recent one and the most
+        recent of the owner's policy."""
+        runners = list(self._runners.values())
+        owners = [r for r in runners if r.owner]
+        keep = {id(runners[-1]), *([id(owners[-1])] if owners else [])} if runners else set()
+        return [r for r in runners if id(r) not in keep]
+
+    def _check_runners(self) -> None:
+        """While idle: end each runner once its ruleset is dropped or no longer true (its
+        rules hold their files, as the ruleset's do), if it died, or idle long."""
+        now = time.monotonic()
+        idle_long = {id(r) for r in self._idle_enders() if now - r.used >= RUNNER_IDLE}
+        for r in list(self._runners.values()):
+            if id(r) in idle_long or not self._rulesets.holds(r.ruleset) or not self._alive(r):
+                self._retire(r)
+        self._reap_ending()
+
+    def _retire(self, r: _Runner) -> None:
+        """End a runner (idle: there is nothing of it to save). It is reaped later (its
+        teardown need not hold up the next attempt's fork)."""
+        self._runners.pop(r.key, None)
+        r.pipe.close()
+        r.control.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(r.pid, signal.SIGKILL)
+        self._ending.append(r.pid)
+        shutil.rmtree(r.temp_root, ignore_errors=True)  # its rule now grants nothing
+
+    def _retire_runners(self, *, wait: bool = False) -> None:
+        """End every runner (the executor is ending) and reap them."""
+        for r in list(self._runners.values()):
+            self._retire(r)
+        self._reap_ending(wait=wait)
+
+    def _reap_ending(self, *, wait: bool = False) -> None:
         for pid in list(self._ending):
             try:
                 done = os.waitpid(pid, 0 if wait else os.WNOHANG)[0]
@@ -583,21 +702,26 @@ class Executor:
         flat: sandbox.Ruleset | None = None  # the owner's, once Herald's folders are hidden
         hidden: tuple[str, ...] = ()
         policy = msg.get("sandbox")
+        who = str(msg.get("principal") or "")
         wanted: sandbox.Policy | None = None
         if isinstance(policy, dict):
             try:  # built here, unconfined, and kept for the next attempts of this policy
                 wanted = sandbox.Policy.from_json(policy)
                 if sandbox.is_owner(wanted) and self._can_hide():
-                    flat = self._rulesets.for_attempt(sandbox.flat(wanted), temp_dir)
+                    flat = self._rulesets.for_attempt(sandbox.flat(wanted), temp_dir, who)
                     hidden = tuple(wanted.deny)
                 else:
-                    ruleset = self._rulesets.for_attempt(wanted, temp_dir)
+                    ruleset = self._rulesets.for_attempt(wanted, temp_dir, who)
             except (OSError, ValueError, TypeError) as exc:
                 ruleset = str(exc)
+        control, their_control = socket.socketpair()
         pid = os.fork()
         if pid == 0:  # the attempt's process: never returns
             def attempt() -> int:
                 nonlocal ruleset
+                control.close()
+                self._forget_others()
+                self.control = their_control
                 self._rss = lambda: parent_rss  # the executor's size, not the attempt's
                 if flat is not None:
                     if sandbox.hide(hidden):
@@ -609,6 +733,17 @@ class Executor:
                 return EXIT_OK
 
             _run_then_exit(attempt)
+        their_control.close()
+        try:
+            ended = os.pidfd_open(pid)
+        except OSError:  # (no pidfds: cancels reach it only with its run frame)
+            ended = None
+        if ended is not None:
+            try:
+                self._until_readable(ended, msg, control)
+            finally:
+                os.close(ended)
+        control.close()
         status = self._wait(pid)
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)

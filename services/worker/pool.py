@@ -20,6 +20,7 @@ import os
 import socket
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -95,7 +96,8 @@ class ExecutorProcess:
     reader: protocol.FrameReader = field(default_factory=protocol.FrameReader)
     status: int | None = None  # waitpid status once reaped
     pidfd: int | None = None  # readable once the process has ended (Linux)
-    principal: str | None = None  # whose attempt it ran last (its runner may serve more)
+    # whose attempts it ran lately, the most recent last (their runners may serve more)
+    principals: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     def send(self, message: dict[str, Any], *, control: bool = False) -> bool:
         """Send a frame; False if the executor cannot be reached (it is dying)."""

@@ -357,7 +357,8 @@ def confine(policy: Policy, temp_dir: str | None = None) -> str:
 
 
 class RulesetCache:
-    """The rulesets an executor keeps, by policy, rebuilt when the folders they were
+    """The rulesets an executor keeps, by principal and policy (each principal's own: the
+    temp dirs granted in one are its principal's alone), rebuilt when the folders they were
     planned from changed (or after `MAX_ADDED` temp dirs).
 
     A rule holds its file or folder (the kernel keeps a reference to it): a file of the
@@ -371,12 +372,12 @@ class RulesetCache:
     """
 
     MAX_ADDED = 256
-    SIZE = 8
+    SIZE = 24  # more than an executor's runners (executor.RUNNERS_MAX)
     CHECK_EVERY = 1.0
     IDLE_DROP = 10.0
 
     def __init__(self) -> None:
-        self._sets: dict[Policy, Ruleset] = {}
+        self._sets: dict[tuple[str, Policy], Ruleset] = {}
         self._used = time.monotonic()
 
     def timeout(self) -> float | None:
@@ -388,41 +389,42 @@ class RulesetCache:
         """Drop the rulesets that are no longer true, and those that hold a user's files
         when idle long."""
         idle = time.monotonic() - self._used > self.IDLE_DROP
-        for policy, ruleset in list(self._sets.items()):
+        for key, ruleset in list(self._sets.items()):
             if (idle and ruleset.holds_user_files) or not ruleset.fresh():
                 ruleset.close()
-                del self._sets[policy]
+                del self._sets[key]
 
     def holds(self, ruleset: Ruleset) -> bool:
         """Whether `ruleset` is still kept (and true)."""
         return any(r is ruleset for r in self._sets.values()) and ruleset.fresh()
 
-    def for_attempt(self, policy: Policy, temp_dir: str | None) -> Ruleset:
-        """A ruleset true now, with `temp_dir` granted.
+    def for_attempt(self, policy: Policy, temp_dir: str | None, principal: str = "") -> Ruleset:
+        """`principal`'s ruleset of `policy`, true now, with `temp_dir` granted.
 
         Raises:
             landlock.LandlockError: Landlock is unavailable or refused a rule.
         """
-        ruleset = self.current(policy)
+        ruleset = self.current(policy, principal)
         if temp_dir:
             ruleset.add_temp_dir(temp_dir)
         return ruleset
 
-    def current(self, policy: Policy) -> Ruleset:
-        """The ruleset of `policy`, true now: the same object while it stays true (a
-        runner confined by it may serve on), else a new one.
+    def current(self, policy: Policy, principal: str = "") -> Ruleset:
+        """`principal`'s ruleset of `policy`, true now: the same object while it stays true
+        (a runner confined by it may serve on), else a new one.
 
         Raises:
             landlock.LandlockError: Landlock is unavailable or refused a rule.
         """
         self._used = time.monotonic()
-        ruleset = self._sets.pop(policy, None)
+        key = (principal, policy)
+        ruleset = self._sets.pop(key, None)
         if ruleset is not None and (not ruleset.fresh() or ruleset.added >= self.MAX_ADDED):
             ruleset.close()
             ruleset = None
         if ruleset is None:
             ruleset = Ruleset(policy)
-        self._sets[policy] = ruleset  # the most recent last
+        self._sets[key] = ruleset  # the most recent last
         while len(self._sets) > self.SIZE:
             self._sets.pop(next(iter(self._sets))).close()
         return ruleset
@@ -439,11 +441,11 @@ class RulesetCache:
         off the next attempt's path)."""
         if not self._sets:
             return
-        policy = next(reversed(self._sets))
-        ruleset = self._sets[policy]
+        key = next(reversed(self._sets))
+        ruleset = self._sets[key]
         if ruleset.fresh() and ruleset.added < self.MAX_ADDED:
             return
         ruleset.close()
-        del self._sets[policy]
+        del self._sets[key]
         with contextlib.suppress(OSError):
-            self._sets[policy] = Ruleset(policy)
+            self._sets[key] = Ruleset(key[1])

@@ -164,7 +164,7 @@ def test_an_attempt_that_cannot_hide_herald_s_folders_builds_the_fallback_itself
                              {"path": str(tmp_path / "data" / "herald.db")})  # fmt: skip
         assert frames[-2]["outcome"] == "succeeded", frames[-2]
         assert frames[-2]["result"] == errno.EACCES  # confined around Herald's folder
-        assert list(executor._rulesets._sets) == [sandbox.flat(policy)]
+        assert [p for _, p in executor._rulesets._sets] == [sandbox.flat(policy)]
     finally:
         executor._rulesets.close_all()
         for s in (run, peer, control, control_peer):

@@ -20,7 +20,7 @@ import pytest
 from services import landlock
 from services.core.params import Param, ParamType
 from services.core.states import TaskState
-from services.worker import sandbox
+from services.worker import executor, sandbox
 from tests.services.worker.test_dispatcher import Harness, catalog, gone
 
 needs_landlock = pytest.mark.skipif(not landlock.support().available,
@@ -348,15 +348,57 @@ def one_executor(tmp_path: Path) -> Iterator[Harness]:
 @needs_landlock
 def test_a_principal_s_attempts_share_a_process_and_another_s_never_do(one_executor):
     h = one_executor
-    a0 = _run(h, "alice", "a0")  # the first in a row: a process that ends with it
+    a0 = _run(h, "alice", "a0")  # the first here: a process that ends with it
     a1, a2 = _run(h, "alice", "a1"), _run(h, "alice", "a2")
     assert a1["pid"] != a0["pid"] and "a0" not in a1["memory"]
     assert a2["pid"] == a1["pid"] and a2["memory"] == [*a1["memory"], "a1"]  # no fork
     assert a1["tmpdir"] != a2["tmpdir"]  # each attempt its own temp dir, still
-    b = _run(h, "bob", "b1")
-    assert b["pid"] != a1["pid"] and "a1" not in b["memory"] and "a2" not in b["memory"]
-    a3 = _run(h, "alice", "a3")
-    assert a3["pid"] not in (a1["pid"], b["pid"]) and "b1" not in a3["memory"]
+    b1, b2 = _run(h, "bob", "b1"), _run(h, "bob", "b2")
+    assert a1["pid"] not in (b1["pid"], b2["pid"]) and b2["pid"] != b1["pid"]
+    assert not {"a1", "a2"} & {*b1["memory"], *b2["memory"]}
+    # Taking turns: each principal's runner serves on, beside the other's.
+    a3, b3 = _run(h, "alice", "a3"), _run(h, "bob", "b3")
+    assert a3["pid"] == a1["pid"] and a3["memory"] == [*a2["memory"], "a2"]
+    assert b3["pid"] == b2["pid"] and b3["memory"] == [*b2["memory"], "b2"]
+    assert "b1" not in a3["memory"] and "b2" not in a3["memory"] and "a2" not in b3["memory"]
+
+
+@needs_landlock
+def test_a_cancel_reaches_an_attempt_in_a_runner(one_executor):
+    h = one_executor
+    first = _run(h, "a", "c0")["pid"]  # (the harness's cancel is principal "a"'s)
+    task_id = h.submit("t.wait", principal="a")  # in a's runner
+    h.wait_state(task_id, TaskState.RUNNING)
+    h.cancel(task_id)
+    assert h.wait_state(task_id, TaskState.CANCELLED) < 0.9  # well before its grace
+    assert h.events(task_id)[-1].data == {"reason": "stopped at a checkpoint"}
+    again = _run(h, "a", "c1")
+    assert again["pid"] != first and "c0" not in again["memory"]
+    assert _run(h, "a", "c2")["pid"] == again["pid"]  # the runner that was cancelled in
+
+
+@pytest.fixture
+def few_runners(monkeypatch):
+    """Two runners an executor, ended after 0.3 s unused (forked executors get these
+    values: they are set before the dispatcher starts them)."""
+    monkeypatch.setattr(executor, "RUNNERS_MAX", 2)
+    monkeypatch.setattr(executor, "RUNNER_IDLE", 0.3)
+
+
+@needs_landlock
+def test_runners_end_when_too_many_or_idle_but_the_most_recent(few_runners, one_executor):
+    h = one_executor
+    pids = {who: (_run(h, who, "0"), _run(h, who, "1"))[1]["pid"]
+            for who in ("alice", "bob", "carol")}  # fmt: skip
+    deadline = time.monotonic() + 20
+    # alice's: the least recently used of three (two are kept); bob's: idle longer than 0.3 s
+    while not (gone(pids["alice"]) and gone(pids["bob"])):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert not gone(pids["carol"])  # the most recent waits for the next attempt
+    assert _run(h, "carol", "2")["pid"] == pids["carol"]
+    assert _run(h, "alice", "2")["pid"] != pids["alice"]
 
 
 @needs_landlock
@@ -397,6 +439,29 @@ def test_a_principal_s_attempt_cannot_reach_another_principal_s_temp_dirs(princi
     # (its temp root went with it)
     assert set(result["list"]) | set(result["plant"]) <= {"EACCES", "ENOENT"}
     assert "EACCES" in result["list"] and result["list"] == result["plant"]
+
+
+@needs_landlock
+def test_principals_with_the_same_policy_never_reach_each_other_s_temp_root(tmp_path):
+    """Both runners live on one executor, confined by rulesets planned from one policy:
+    each has its own (a temp root granted to one is never in the other's)."""
+    h = Harness(tmp_path / "data", concurrency=1, policy_for=lambda rec: (
+        sandbox.principal_policy([], [], network=False, deny=[str(tmp_path / "data")])))
+    h.thread.start()
+    try:
+        bob = _run(h, "bob", "b0") and _run(h, "bob", "b1")  # bob's runner, and its root
+        roots = [str(p) for p in Path(h.dispatcher._temp_parent).iterdir()
+                 if p.name.startswith("herald-runner-")]  # fmt: skip
+        assert len(roots) == 1 and bob["tmpdir"].startswith(roots[0])
+        h.wait_state(h.submit("t.ok", principal="carol"), TaskState.SUCCEEDED)
+        carol = h.submit("t.neighbour", {"others": roots}, principal="carol")  # its runner
+        h.wait_state(carol, TaskState.SUCCEEDED)
+        result = h.store.get_task(carol).result
+        assert os.path.isdir(roots[0])  # bob's runner lives on
+        assert result == {"mine": "ok", "list": ["EACCES"], "plant": ["EACCES"]}
+        assert _run(h, "bob", "b2")["pid"] == bob["pid"]
+    finally:
+        h.close()
 
 
 @pytest.fixture
