@@ -22,11 +22,12 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.headless import HERALD, Client, launch, pct, stop
-from embedded.procstat import children, cpu_seconds, rss_mb, tree_cpu_seconds
+from embedded.procstat import children, cpu_seconds, pss_mb, rss_mb, tree_cpu_seconds
 
 CLIENTS = 20
 
@@ -154,21 +155,24 @@ class Tree:
         """One measured burst: tasks/s to the last result, results lost, CPU per task of
         every service (ms), and the peak RSS of the services' process trees while it ran
         (MB, sampled every 0.1 s, like the original's driver does), and of the three
-        services alone (without the worker's executors)."""
-        peak = services = 0.0
+        services alone (without the worker's executors); and the peak PSS of the trees (the
+        pages that forked processes share counted once, shared out among them)."""
+        peak = services = peak_pss = 0.0
         running = True
 
-        def rss(pids: list[int]) -> float:
+        def rss(pids: list[int], of: Callable[[int], float] = rss_mb) -> float:
             total = 0.0
             for pid in pids:
                 with contextlib.suppress(OSError):
-                    total += rss_mb(pid)
+                    total += of(pid)
             return total
 
         async def sample() -> None:
-            nonlocal peak, services
+            nonlocal peak, services, peak_pss
             while running:
-                peak = max(peak, rss(self.tree_pids()))
+                tree = self.tree_pids()
+                peak = max(peak, rss(tree))
+                peak_pss = max(peak_pss, rss(tree, pss_mb))
                 services = max(services, rss(list(self.pids.values())))
                 await asyncio.sleep(0.1)
 
@@ -180,7 +184,7 @@ class Tree:
         await sampler
         return {"tasks_per_s": (total - lost) / seconds, "lost": lost,
                 "cpu_ms_per_task": cpu / max(total - lost, 1) * 1000, "peak_rss_mb": peak,
-                "peak_services_rss_mb": services}  # fmt: skip
+                "peak_pss_mb": peak_pss, "peak_services_rss_mb": services}  # fmt: skip
 
     async def idle(self, seconds: float, settle: float = 5.0) -> tuple[float, float]:
         """(CPU of the services over `seconds` of idle, in % of one core; the first round

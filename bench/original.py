@@ -157,7 +157,8 @@ FIGURES = [
     ("s_tasks_per_s", "throughput, 1 principal, 20 subscribed conns", "/s", "{:.0f}"),
     ("s_lost", "  results lost (all rounds)", "", "{:.0f}"),
     ("rss_mb", "RSS of the services (peak, with children)", "MB", "{:.0f}"),
-    ("services_rss_mb", "  Herald's three services alone", "MB", "{:.0f}"),
+    ("pss_mb", "PSS of the services (peak, with children)", "MB", "{:.0f}"),
+    ("services_rss_mb", "  Herald's three services alone (RSS)", "MB", "{:.0f}"),
     ("start_s", "start to first round trip", "s", "{:.2f}"),
     ("idle_cpu_pct", "idle CPU of the services", "% core", "{:.3f}"),
     ("fanout_s", f"fan-out: {FANOUT[0]:,} conns x {FANOUT[1]} events", "s", "{:.2f}"),
@@ -202,6 +203,10 @@ def original_figures(summary: dict[str, Any], variant: str | None = None) -> dic
         if all(r is not None for r in rss):
             total = sum(r for r in rss if r is not None)
             out["rss_mb"] = (total, total, total)
+        pss = [_median(v.get("peak_pss_mb")) for v in services.values()]
+        if pss and all(p is not None for p in pss):
+            total = sum(p for p in pss if p is not None)
+            out["pss_mb"] = (total, total, total)
     idle = summary.get("idle", {})
     put("after_idle_ms", _spread(idle.get("after_idle_ms", [])))
     put("idle_cpu_pct", _spread(idle.get("idle_cpu_pct_one_core", [])))
@@ -278,6 +283,7 @@ async def herald_main(tree: Tree) -> dict[str, float]:
             "w_cpu_ms_per_task": windowed["cpu_ms_per_task"],
             "s_tasks_per_s": shared["tasks_per_s"], "s_lost": shared["lost"],
             "rss_mb": max(free["peak_rss_mb"], windowed["peak_rss_mb"]),
+            "pss_mb": max(free["peak_pss_mb"], windowed["peak_pss_mb"]),
             "services_rss_mb": max(free["peak_services_rss_mb"],
                                    windowed["peak_services_rss_mb"])}  # fmt: skip
 

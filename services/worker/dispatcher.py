@@ -70,7 +70,7 @@ from services.store.sqlite import JOURNAL_SIZE_LIMIT, TaskRecord, worker_identit
 from services.tasks.catalog import MAX_TIMEOUT, Catalog, TaskSpec
 from services.wake import PRUNED_WAKE, WakeReceiver, WakeSender
 from services.worker import pool, protocol, sandbox
-from services.worker.executor import RUNNERS_MAX, describe_exit
+from services.worker.executor import describe_exit, runners_each
 from services.worker.pool import Attempt, ExecutorProcess, ExecutorState, StopReason
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,7 @@ class Dispatcher:
         self.layout = layout
         self.catalog = catalog
         self.concurrency = max(1, concurrency)
+        self._runners_each = runners_each(self.concurrency)  # (see executor.py)
         self.max_tasks_per_executor = max_tasks_per_executor
         self.max_executor_memory = max_executor_memory
         self.stop_grace = stop_grace
@@ -644,7 +645,8 @@ class Dispatcher:
     def _fill_pool(self) -> None:
         while self._serving() < self.concurrency and not self.stopping:
             try:
-                ex = pool.spawn(self.catalog, fork_attempts=self.sandbox.available)
+                ex = pool.spawn(self.catalog, fork_attempts=self.sandbox.available,
+                                runners=self._runners_each)
             except OSError as exc:
                 log.error("could not start an executor process: %s; retrying", exc)
                 self._next_spawn = time.monotonic() + SPAWN_RETRY
@@ -1117,7 +1119,7 @@ class Dispatcher:
         ex.state = ExecutorState.BUSY
         ex.principals[rec.principal] = None
         ex.principals.move_to_end(rec.principal)
-        if len(ex.principals) > RUNNERS_MAX:
+        if len(ex.principals) > self._runners_each:
             ex.principals.popitem(last=False)
         self._running[rec.id] = ex
         self._running_names[rec.name] += 1

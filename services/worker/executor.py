@@ -25,8 +25,8 @@ The executor waits for it, removes its temp dir and says how it ended in an `end
 Runners: a fork, a mount namespace and the process's exit cost 2-4 ms of CPU here, more
 than everything else an attempt takes. So a confined child serves the next attempts of the
 same principal and policy too (a "runner", made for a principal's attempt here when one of
-its attempts ran here recently; the first gets a child that ends with it), as long as it is
-clean. An executor keeps up to `RUNNERS_MAX` runners, one per principal (and policy), so
+its attempts ran here before; the first gets a child that ends with it), as long as it is
+clean. An executor keeps up to `runners_each()` runners, one per principal (and policy), so
 that principals taking turns do not each pay a fork: it forwards each run frame to the
 principal's runner over a socket pair of their own and waits for its one-byte report ("k":
 done, ready for the next; "x": done, exiting). One principal's task never shares a process
@@ -34,10 +34,11 @@ with another's: not even memory is shared. A runner ends, and the next attempt g
 one, when its ruleset is dropped or no longer true (the folders it was planned from
 changed), after an attempt that left a thread or a child process running, changed a signal
 handler, ran out of memory or grew the process by `RUNNER_MAX_GROWTH`, after
-`RUNNER_MAX_ATTEMPTS`, when it is the least recently used of too many, and when it has been
-idle for `RUNNER_IDLE` seconds (but the most recent one, and the most recent of the owner's
-policy: they wait for the next attempt after idle). Between attempts it puts back the working folder, the environment
-and the umask.
+`RUNNER_MAX_ATTEMPTS`, and when it has been idle for `RUNNER_IDLE` seconds (but the most
+recent one, and the most recent of the owner's policy: they wait for the next attempt after
+idle). With every runner taken, the least recently used makes room if it was not used in
+the last `RUNNER_BUSY` seconds; else the attempt gets a child of its own. Between attempts
+a runner puts back the working folder, the environment and the umask.
 
 Cancels: only the executor reads the dispatcher's control socket. While an attempt runs (in
 a runner or a child of its own), it passes that attempt's cancels to the attempt's process
@@ -92,11 +93,18 @@ EXIT_BROKEN = 70  # the executor itself failed (not a task)
 MiB = 1024 * 1024
 RUNNER_MAX_ATTEMPTS = 1000  # then a fresh runner: what a task leaves behind stays bounded
 RUNNER_MAX_GROWTH = 256 * MiB  # resident memory a runner may gain before it is replaced
-RUNNERS_MAX = 16  # runners an executor keeps (one per principal and policy), the least
-# recently used ended first: 20 principals taking turns on 4 executors mostly find theirs
+RUNNERS_TOTAL = 64  # runners a worker keeps in all (one per principal and policy in each
+# executor, ~3.5 MB of memory of its own each): 20 principals taking turns on 4 executors
+# find theirs
 RUNNER_IDLE = 60.0  # seconds unused after which a runner ends (but the most recent one and
 # the owner's most recent: the first attempt after idle finds them ready)
+RUNNER_BUSY = 10.0  # a runner used within these seconds is not ended to make room
 SEEN_MAX = 256  # principals remembered as having run here (their next attempt gets a runner)
+
+
+def runners_each(executors: int) -> int:
+    """The runners each of a worker's `executors` keeps at most."""
+    return max(2, RUNNERS_TOTAL // max(1, executors))
 
 
 class Terminated(BaseException):
@@ -265,12 +273,14 @@ class Executor:
         catalog: the tasks it can run.
         fork_attempts: run each attempt in a child of its own, confined to the policy its
             run frame carries.
+        runners: how many runners it keeps at most (see the module's docstring).
     """
 
     def __init__(self, run: socket.socket, control: socket.socket, catalog: Catalog, *,
-                 fork_attempts: bool = False) -> None:  # fmt: skip
+                 fork_attempts: bool = False, runners: int = 2) -> None:  # fmt: skip
         self.fork_attempts = fork_attempts
-        self._rulesets = sandbox.RulesetCache()
+        self.runners_max = max(1, runners)
+        self._rulesets = sandbox.RulesetCache(size=self.runners_max + 8)  # (a runner's kept)
         self._hide: bool | None = None  # whether Herald's folders can be hidden (tried once)
         self._rss: Callable[[], int] = rss_bytes  # what "done" frames report
         self.run_sock = run
@@ -480,8 +490,14 @@ class Executor:
                 self._seen.popitem(last=False)
             return None
         self._seen.move_to_end(key)
-        while len(self._runners) >= RUNNERS_MAX:  # the least recently used ends
-            self._retire(next(iter(self._runners.values())))
+        if len(self._runners) >= self.runners_max:
+            oldest = next(iter(self._runners.values()))
+            if time.monotonic() - oldest.used < RUNNER_BUSY:
+                # Every runner here served lately: ending one to make this one would be
+                # ending one that is coming back (with more principals taking turns than
+                # there are runners, each in turn), so this attempt gets a child of its own.
+                return None
+            self._retire(oldest)  # the least recently used, not used lately
         temp_root = tempfile.mkdtemp(prefix="herald-runner-", dir=parent)
         try:
             ruleset.add_temp_dir(temp_root)
@@ -494,6 +510,7 @@ class Executor:
         pid = os.fork()
         if pid == 0:  # the runner: never returns
             def serve() -> int:
+                gc.freeze()  # what it inherited is never collected here: its pages stay shared
                 ours.close()
                 control.close()
                 self._forget_others()
@@ -916,13 +933,15 @@ class Executor:
 
 
 def executor_main(run: socket.socket, control: socket.socket, catalog: Catalog,
-                  parent: int, fork_attempts: bool = False) -> NoReturn:  # fmt: skip
+                  parent: int, fork_attempts: bool = False,
+                  runners: int = 2) -> NoReturn:  # fmt: skip
     """The body of a freshly forked executor; ends the process, never returns."""
     def serve() -> int:
         _become_executor(parent, {run.fileno(), control.fileno()})
         run.setblocking(True)
         control.setblocking(True)
-        return Executor(run, control, catalog, fork_attempts=fork_attempts).serve()
+        return Executor(run, control, catalog, fork_attempts=fork_attempts,
+                        runners=runners).serve()  # fmt: skip
 
     _run_then_exit(serve)
 

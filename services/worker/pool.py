@@ -160,8 +160,9 @@ def become_subreaper() -> bool:
         return False
 
 
-def spawn(catalog: Catalog, *, fork_attempts: bool = False) -> ExecutorProcess:
-    """Fork one executor (`fork_attempts`: that runs each attempt in a confined child).
+def spawn(catalog: Catalog, *, fork_attempts: bool = False, runners: int = 2) -> ExecutorProcess:
+    """Fork one executor (`fork_attempts`: that runs each attempt in a confined child, in
+    up to `runners` runners).
 
     Raises:
         OSError: the fork failed (out of processes or memory).
@@ -180,7 +181,7 @@ def spawn(catalog: Catalog, *, fork_attempts: bool = False) -> ExecutorProcess:
         # finalizers here (they may take locks another thread of the dispatcher held
         # when it forked), and their pages stay shared with the dispatcher's.
         gc.freeze()
-        executor_main(run_child, ctl_child, catalog, parent, fork_attempts)
+        executor_main(run_child, ctl_child, catalog, parent, fork_attempts, runners)
     run_child.close()
     ctl_child.close()
     run_parent.setblocking(False)

@@ -372,11 +372,12 @@ class RulesetCache:
     """
 
     MAX_ADDED = 256
-    SIZE = 24  # more than an executor's runners (executor.RUNNERS_MAX)
+    SIZE = 8  # by default; an executor keeps more than its runners
     CHECK_EVERY = 1.0
     IDLE_DROP = 10.0
 
-    def __init__(self) -> None:
+    def __init__(self, size: int | None = None) -> None:
+        self.size = self.SIZE if size is None else size
         self._sets: dict[tuple[str, Policy], Ruleset] = {}
         self._used = time.monotonic()
 
@@ -425,7 +426,7 @@ class RulesetCache:
         if ruleset is None:
             ruleset = Ruleset(policy)
         self._sets[key] = ruleset  # the most recent last
-        while len(self._sets) > self.SIZE:
+        while len(self._sets) > self.size:
             self._sets.pop(next(iter(self._sets))).close()
         return ruleset
 

@@ -378,27 +378,61 @@ def test_a_cancel_reaches_an_attempt_in_a_runner(one_executor):
 
 
 @pytest.fixture
-def few_runners(monkeypatch):
-    """Two runners an executor, ended after 0.3 s unused (forked executors get these
-    values: they are set before the dispatcher starts them)."""
-    monkeypatch.setattr(executor, "RUNNERS_MAX", 2)
-    monkeypatch.setattr(executor, "RUNNER_IDLE", 0.3)
+def two_runners(monkeypatch):
+    """Two runners a worker (forked executors get the values set here: they are set
+    before the dispatcher starts them)."""
+    monkeypatch.setattr(executor, "RUNNERS_TOTAL", 2)
+    return monkeypatch
+
+
+def _runner_pids(h: Harness, *who: str) -> dict[str, int]:
+    """Each principal's runner (its second attempt runs in one), in this order."""
+    return {w: (_run(h, w, "0"), _run(h, w, "1"))[1]["pid"] for w in who}
+
+
+def _until_gone(*pids: int) -> None:
+    deadline = time.monotonic() + 20  # however loaded the machine
+    while not all(gone(p) for p in pids):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
 
 
 @needs_landlock
-def test_runners_end_when_too_many_or_idle_but_the_most_recent(few_runners, one_executor):
-    h = one_executor
-    pids = {who: (_run(h, who, "0"), _run(h, who, "1"))[1]["pid"]
-            for who in ("alice", "bob", "carol")}  # fmt: skip
-    deadline = time.monotonic() + 20
-    # alice's: the least recently used of three (two are kept); bob's: idle longer than 0.3 s
-    while not (gone(pids["alice"]) and gone(pids["bob"])):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.5)
-    assert not gone(pids["carol"])  # the most recent waits for the next attempt
-    assert _run(h, "carol", "2")["pid"] == pids["carol"]
-    assert _run(h, "alice", "2")["pid"] != pids["alice"]
+def test_with_every_runner_busy_lately_a_third_principal_gets_processes_of_its_own(
+        two_runners, tmp_path):  # fmt: skip
+    two_runners.setattr(executor, "RUNNER_IDLE", 0.3)
+    h = Harness(tmp_path / "data", concurrency=1)
+    h.thread.start()
+    try:
+        pids = _runner_pids(h, "alice", "bob")
+        carol = [_run(h, "carol", str(i))["pid"] for i in range(3)]
+        assert len(set(carol)) == 3  # none of them a runner: alice's and bob's were in use
+        _until_gone(*carol)
+        # Idle: alice's runner ends after 0.3 s; bob's, the most recent, waits for more.
+        _until_gone(pids["alice"])
+        time.sleep(0.5)
+        assert not gone(pids["bob"])
+        assert _run(h, "bob", "2")["pid"] == pids["bob"]
+        assert _run(h, "alice", "2")["pid"] != pids["alice"]
+    finally:
+        h.close()
+
+
+@needs_landlock
+def test_the_least_recently_used_runner_makes_room_once_unused_for_a_while(two_runners,
+                                                                          tmp_path):
+    two_runners.setattr(executor, "RUNNER_BUSY", 0.2)
+    h = Harness(tmp_path / "data", concurrency=1)
+    h.thread.start()
+    try:
+        pids = _runner_pids(h, "alice", "bob")
+        time.sleep(0.3)
+        carol = _runner_pids(h, "carol")["carol"]  # alice's ended to make room
+        _until_gone(pids["alice"])
+        assert _run(h, "carol", "2")["pid"] == carol
+        assert _run(h, "bob", "2")["pid"] == pids["bob"]
+    finally:
+        h.close()
 
 
 @needs_landlock
