@@ -4,7 +4,8 @@ original [--seed-stack PATH]` (against the original design, interleaved; `make b
 or `python -m bench sandbox` (what confining each attempt costs), or `python -m bench search`
 (the first page of a search over 100,000 finished tasks; also part of `all`), or `python -m
 bench fanout` (1,000 WebSocket connections x 100 events through a real notifier; `--tree DIR`
-runs another checkout's notifier)."""
+runs another checkout's notifier), or `python -m bench floor` (what the pieces Herald is built
+from cost alone: the floor of its CPU per task)."""
 
 import sys
 
@@ -21,6 +22,10 @@ if which == "fanout":
     from bench.fanout import main as fanout
 
     sys.exit(fanout(sys.argv[2:]))
+if which == "floor":
+    from bench.floor import main as floor
+
+    sys.exit(floor(sys.argv[2:]))
 if which == "sandbox":
     from bench.sandbox import main as sandbox
 
