@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import http
 import logging
+import math
 import resource
 import signal
 import sqlite3
@@ -132,6 +133,7 @@ class _Connection(ServerConnection):
     since: int | None = None
     heard_at: float = 0.0  # loop time of the last bytes received
     ping_sent: float | None = None  # loop time of the keepalive ping not answered yet
+    pong_due = math.inf  # ... by when it must be (its time runs once the ping is written)
 
     def data_received(self, data: bytes) -> None:
         self.heard_at = self.loop.time()
@@ -628,26 +630,38 @@ class Notifier:
             if conn.ping_sent is not None:
                 if conn.heard_at >= conn.ping_sent:
                     conn.ping_sent = None  # answered (or anything else came: alive)
-                elif timeout is not None and now - conn.ping_sent >= timeout - slack:
+                elif now >= conn.pong_due - slack:
                     log.info("%s: no answer to a keepalive ping for %.0f s; closing",
                              conn.principal, now - conn.ping_sent)  # fmt: skip
                     conn.ping_sent = None
                     self._spawn(self._close_or_abort(conn, CloseCode.INTERNAL_ERROR,
                                                      "keepalive ping timeout"))  # fmt: skip
                     continue
-            if conn.ping_sent is None and now - conn.heard_at >= interval - slack:
-                conn.ping_sent = now
+                else:
+                    continue  # its answer may still come
+            if now - conn.heard_at >= interval - slack:
+                conn.ping_sent, conn.pong_due = now, math.inf
                 quiet.append(conn)
         if quiet:
             self.stats["pings"] += len(quiet)
-            self._spawn(self._send_pings(quiet))
+            self._spawn(self._send_pings(quiet, timeout))
         self._arm_keepalive()
 
     @staticmethod
-    async def _send_pings(conns: list[_Connection]) -> None:
-        for conn in conns:
+    async def _send_pings(conns: list[_Connection], timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def ping(conn: _Connection) -> None:
             with contextlib.suppress(ConnectionClosed):
                 await conn.ping()  # its answer sets heard_at
+                # As websockets' own keepalive: the time to answer runs from when the
+                # ping left (behind what was queued before it), not from the sweep.
+                if timeout is not None:
+                    conn.pong_due = loop.time() + timeout
+
+        # At once, not one after the other: a ping is written before it waits for the
+        # client's buffer to drain, and a client that reads nothing must delay no other.
+        await asyncio.gather(*map(ping, conns))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` in a task the notifier waits for when it stops."""
