@@ -5,7 +5,8 @@ principals and 20 subscribed connections of the owner, plus one: 41 event stream
 connections kept alive). Each round, for each tree in turn (the order alternates, ABBA): a
 burst of 400 tasks, `--settle` s for its WAL checkpoint, then the CPU of each service's
 process tree over `--idle` s of doing nothing (what `Tree.idle` measures, in % of one core),
-and of `herald serve` itself (the supervisor).
+and of `herald serve` itself (the supervisor); and the wake-ups of each (voluntary context
+switches of all their threads, per minute).
 
     python -m bench idle [OTHER_TREE] [--rounds N] [--idle S] [--settle S]
 """
@@ -14,15 +15,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import time
 from pathlib import Path
 
 from bench.compare import Tree
-from embedded.procstat import cpu_seconds, tree_cpu_seconds
+from embedded.procstat import children, cpu_seconds, tree_cpu_seconds
 
 PARTS = ("web", "worker", "notifier", "supervisor")
+
+
+def _switches(pid: int, tree: bool = True) -> int:
+    """Voluntary context switches (sleeps that ended: wake-ups) of every thread of a
+    process and, with `tree`, of its live descendants."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        with contextlib.suppress(OSError):
+            for line in status.read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    if tree:
+        with contextlib.suppress(OSError):
+            total += sum(_switches(child) for child in children(pid))
+    return total
+
+
+def _wakeups(tree: Tree) -> dict[str, int]:
+    out = {name: _switches(pid) for name, pid in tree.pids.items()}
+    if tree.serve is not None:
+        out["supervisor"] = _switches(tree.serve.pid, tree=False)
+    return out
 
 
 def _readings(tree: Tree) -> dict[str, float]:
@@ -36,11 +60,14 @@ async def idle_split(tree: Tree, seconds: float, settle: float) -> dict[str, flo
     """% of one core each part used over `seconds` of idle after `settle` s; "services":
     the three services together (the figure of `Tree.idle`)."""
     await asyncio.sleep(settle)
-    before, t0 = _readings(tree), time.perf_counter()
+    before, woken, t0 = _readings(tree), _wakeups(tree), time.perf_counter()
     await asyncio.sleep(seconds)
     after, elapsed = _readings(tree), time.perf_counter() - t0
     out = {name: (after[name] - before[name]) / elapsed * 100 for name in after}
     out["services"] = sum(out[n] for n in ("web", "worker", "notifier"))
+    for name, count in _wakeups(tree).items():
+        # (A thread that ended meanwhile takes its count along: at least this many.)
+        out[f"{name} wake-ups/min"] = max(0, count - woken[name]) / elapsed * 60
     return out
 
 
@@ -71,8 +98,10 @@ async def run(args: argparse.Namespace) -> int:
                 got = await idle_split(trees[k], args.idle, args.settle)
                 figures[k].append(got)
                 print(f"  round {i + 1} {trees[k].root}: services {got['services']:.4f} ("
-                      + ", ".join(f"{n} {got[n]:.4f}" for n in PARTS if n in got) + ")",
-                      flush=True)  # fmt: skip
+                      + ", ".join(f"{n} {got[n]:.4f}" for n in PARTS if n in got)
+                      + "); wake-ups/min " + ", ".join(
+                          f"{n} {got[f'{n} wake-ups/min']:.0f}" for n in PARTS
+                          if f"{n} wake-ups/min" in got), flush=True)  # fmt: skip
     finally:
         for tree in trees:
             await tree.stop()
@@ -83,6 +112,9 @@ async def run(args: argparse.Namespace) -> int:
         print(f"{tree.root}")
         for name in ("services", *PARTS):
             print(f"  {name:<12} {_cell([r[name] for r in rows if name in r])}")
+        print("  wake-ups per minute: " + ", ".join(
+            f"{n} {statistics.median(r[f'{n} wake-ups/min'] for r in rows):.0f}"
+            for n in PARTS if f"{n} wake-ups/min" in rows[0]))  # fmt: skip
     return 0
 
 
