@@ -27,8 +27,8 @@ Idle, the notifier sleeps: a connection's keepalive is one sweep for every conne
 `ping_interval`, armed only while connections are open, that pings only the connections it
 has heard nothing from (not even a ping of their own) for that long and closes those whose
 ping went unanswered for `ping_timeout` (1011), as websockets' own keepalive would; a client
-that pings, or is sent events, is never pinged. The fallback look at the log (in case a
-wake-up was lost) backs off while nothing happens.
+that pings (or sends anything) at least that often is never pinged. The fallback look at
+the log (in case a wake-up was lost) backs off while nothing happens.
 
 The notifier only reads the log. A read that fails (a disk that fails, or a full one that
 the log's shared memory cannot grow on) is tried again with backoff from the same cursor,
