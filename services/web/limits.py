@@ -140,6 +140,7 @@ class ConnectionGuard:
         self._waiting: OrderedDict[GuardedConnection, float] = OrderedDict()
         self._room = asyncio.Event()
         self._sweep: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the server's, once it serves
 
     def has_room(self) -> bool:
         """Whether one more socket may be accepted."""
@@ -196,16 +197,18 @@ class ConnectionGuard:
             self._sweep = None
 
     def _wait(self, conn: GuardedConnection) -> None:
-        """`conn` waits for its next request from now on."""
-        self._waiting[conn] = asyncio.get_running_loop().time()
+        """`conn` waits for its next request from now on (once per request: cheap)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._waiting[conn] = self._loop.time()
         self._waiting.move_to_end(conn)
         if self._sweep is None:
             self._arm()
 
     def _arm(self) -> None:
-        if not self._waiting or math.isinf(self.keepalive_timeout):
+        loop = self._loop
+        if loop is None or not self._waiting or math.isinf(self.keepalive_timeout):
             return
-        loop = asyncio.get_running_loop()
         oldest = next(iter(self._waiting.values()))
         # Not sooner than `keepalive_grace` from now: the oldest may be sending a head
         # (its own clock closes it, not this).
@@ -217,7 +220,8 @@ class ConnectionGuard:
         the one that has waited longest after them."""
         self._sweep = None
         self.sweeps += 1
-        limit = asyncio.get_running_loop().time() - self.keepalive_timeout
+        assert self._loop is not None
+        limit = self._loop.time() - self.keepalive_timeout
         for conn, since in list(self._waiting.items()):
             if since > limit:
                 break
