@@ -1,7 +1,8 @@
 """`python -m bench [headless|desktop|all]` (default: all), `python -m bench compare TREE`
 (this tree against another checkout, measured interleaved in one run), `python -m bench
 original [--seed-stack PATH]` (against the original design, interleaved; `make bench-compare`),
-or `python -m bench sandbox` (what confining each attempt costs), or `python -m bench search`
+or `python -m bench sandbox` (what confining each attempt costs), or `python -m bench idle
+[TREE]` (the services' CPU while idle, per service), or `python -m bench search`
 (the first page of a search over 100,000 finished tasks; also part of `all`), or `python -m
 bench fanout` (1,000 WebSocket connections x 100 events through a real notifier; `--tree DIR`
 runs another checkout's notifier), or `python -m bench floor` (what the pieces Herald is built
@@ -26,6 +27,10 @@ if which == "floor":
     from bench.floor import main as floor
 
     sys.exit(floor(sys.argv[2:]))
+if which == "idle":
+    from bench.idle import main as idle
+
+    sys.exit(idle(sys.argv[2:]))
 if which == "sandbox":
     from bench.sandbox import main as sandbox
 

@@ -23,6 +23,13 @@ more is closed with 4429 (`CLOSE_TOO_MANY_CONNECTIONS`) and a reason. The soft l
 open files is raised to the hard one at start, so the cap, not the fd table, is what a
 crowd of connections meets first.
 
+Idle, the notifier sleeps: a connection's keepalive is one sweep for every connection, every
+`ping_interval`, armed only while connections are open, that pings only the connections it
+has heard nothing from (not even a ping of their own) for that long and closes those whose
+ping went unanswered for `ping_timeout` (1011), as websockets' own keepalive would; a client
+that pings (or sends anything) at least that often is never pinged. The fallback look at
+the log (in case a wake-up was lost) backs off while nothing happens.
+
 The notifier only reads the log. A read that fails (a disk that fails, or a full one that
 the log's shared memory cannot grow on) is tried again with backoff from the same cursor,
 and a client connecting meanwhile is closed with 1013 (try again later): nothing is lost,
@@ -35,19 +42,20 @@ import asyncio
 import contextlib
 import http
 import logging
+import math
 import resource
 import signal
 import sqlite3
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable
-from typing import cast
+from collections.abc import Coroutine, Iterable
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -94,6 +102,10 @@ PAGES_PER_TURN = 8  # a burst bigger than this is read over several loop turns
 # a local socket). Each check wakes an idle process, which is dearer than it looks: on a
 # cold CPU a few-microsecond check costs milliseconds.
 FALLBACK_INTERVAL = 10.0
+# ... doubled after each look that found nothing new, up to this many times as long, while
+# no wake-up comes (a wake-up brings it back to FALLBACK_INTERVAL): a datagram is lost, if
+# ever, in a burst of them (a full socket), and after the burst the early looks find it.
+FALLBACK_BACKOFF = 16
 # Bytes of live messages queued for one client before it is closed (1013). The memory a
 # connection can pin is about this, plus one message and the socket's buffers.
 MAX_OUTBOX = 8 * 1024 * 1024
@@ -113,11 +125,19 @@ REVOKED = "unauthorized: this token was revoked"
 
 
 class _Connection(ServerConnection):
-    """A connection that carries what its handshake established."""
+    """A connection that carries what its handshake established, and when the client was
+    last heard from (for the keepalive)."""
 
     principal: str = ""
     token_sha256: str = ""
     since: int | None = None
+    heard_at: float = 0.0  # loop time of the last bytes received
+    ping_sent: float | None = None  # loop time of the keepalive ping not answered yet
+    pong_due = math.inf  # ... by when it must be (its time runs once the ping is written)
+
+    def data_received(self, data: bytes) -> None:
+        self.heard_at = self.loop.time()
+        super().data_received(data)
 
 
 class _Client:
@@ -221,12 +241,15 @@ class Notifier:
         web_port: the web service's port, whose page's Origin is allowed (None: no page).
         host, port: where to listen (port 0: any free port; see `port` after `start`).
         fallback_interval: seconds between cheap checks of the log's head, in case a
-            wake-up was lost.
+            wake-up was lost, after a wake-up; doubled after each check that found nothing,
+            up to `FALLBACK_BACKOFF` times as long.
         max_outbox: bytes of live messages queued for one client before it is closed
             with 1013.
         max_connections: connections one principal may hold at once; one more is closed
             with CLOSE_TOO_MANY_CONNECTIONS.
-        ping_interval, ping_timeout: WebSocket keepalive, in seconds.
+        ping_interval, ping_timeout: WebSocket keepalive, in seconds: a connection silent
+            for `ping_interval` is pinged, and closed (1011) when nothing came back within
+            `ping_timeout` (None: no keepalive; no timeout).
     """
 
     def __init__(
@@ -241,8 +264,8 @@ class Notifier:
         fallback_interval: float = FALLBACK_INTERVAL,
         max_outbox: int = MAX_OUTBOX,
         max_connections: int = MAX_CONNECTIONS,
-        ping_interval: float = 20.0,
-        ping_timeout: float = 20.0,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
     ) -> None:
         self._store = store
         self._auth = authenticator
@@ -254,7 +277,10 @@ class Notifier:
         self._max_outbox = max_outbox
         self._max_connections = max_connections
         self._open_by_principal: dict[str, int] = {}
-        self._ping = (ping_interval, ping_timeout)
+        self._ping_interval, self._ping_timeout = ping_interval, ping_timeout
+        self._open: set[_Connection] = set()  # past the handshake, served, not closed yet
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._fallback_delay = fallback_interval  # until the next fallback look
         self._router = Router()
         self._client_of: dict[Subscription, _Client] = {}
         self._cursor = 0  # every event up to this log position has been fanned out
@@ -270,7 +296,8 @@ class Notifier:
         self._tasks: set[asyncio.Task[None]] = set()
         # Counters of the fan-out (for the bench and the tests): events framed for the
         # shared path, writes of those frames to sockets, live messages queued instead.
-        self.stats = {"framed": 0, "writes": 0, "queued": 0}
+        # Keepalive pings sent, and the fallback's looks at the log.
+        self.stats = {"framed": 0, "writes": 0, "queued": 0, "pings": 0, "fallback_looks": 0}
 
     @property
     def port(self) -> int:
@@ -279,6 +306,12 @@ class Notifier:
     @property
     def url(self) -> str:
         return f"ws://{self._host}:{self._port}{PATH}"
+
+    @property
+    def fallback_delay(self) -> float:
+        """Seconds between the last fallback look at the log (or the last wake-up) and
+        the next one."""
+        return self._fallback_delay
 
     @property
     def connections(self) -> int:
@@ -292,7 +325,6 @@ class Notifier:
         self._loop = asyncio.get_running_loop()
         self._cursor = self._store.head()
         self._pruned_seen = self._store.pruned_marks()
-        ping_interval, ping_timeout = self._ping
         self._server = await serve(
             self._handle,
             self._host,
@@ -302,8 +334,10 @@ class Notifier:
             # Small JSON messages on loopback: compression would cost CPU and memory only.
             compression=None,
             max_size=MAX_MESSAGE,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
+            # The keepalive is ours (`_on_keepalive`): one timer for every connection, not
+            # a task and a timer each, and no ping to a client heard from anyway.
+            ping_interval=None,
+            ping_timeout=None,
             close_timeout=3,
         )
         self._port = self._server.sockets[0].getsockname()[1]
@@ -318,6 +352,9 @@ class Notifier:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
@@ -399,9 +436,16 @@ class Notifier:
             await self._close_or_abort(ws, CLOSE_TOO_MANY_CONNECTIONS, TOO_MANY.format(held))
             return
         self._open_by_principal[principal] = held + 1
+        conn.heard_at = asyncio.get_running_loop().time()
+        self._open.add(conn)
+        self._arm_keepalive()
         try:
             await self._serve_client(ws, principal, conn.since)
         finally:
+            self._open.discard(conn)
+            if not self._open and self._keepalive is not None:
+                self._keepalive.cancel()  # nobody to keep alive: no timer
+                self._keepalive = None
             left = self._open_by_principal[principal] - 1
             if left:
                 self._open_by_principal[principal] = left
@@ -555,10 +599,86 @@ class Notifier:
             self._client_of.pop(client.sub, None)
             client.sub = None
 
+    # ------------------------------------------------------------------ keepalive
+
+    def _arm_keepalive(self) -> None:
+        """Arm the keepalive sweep, if it is not and a connection is open."""
+        if self._keepalive is not None or not self._open or self._ping_interval is None:
+            return
+        period = self._ping_interval
+        if self._ping_timeout is not None:
+            period = min(period, self._ping_timeout)
+        loop = asyncio.get_running_loop()
+        self._keepalive = loop.call_later(period, self._on_keepalive)
+
+    def _on_keepalive(self) -> None:
+        """One sweep of every connection: a ping to those silent for `ping_interval` (one
+        task for all of them), a close (1011) for those that left their ping unanswered for
+        `ping_timeout`. Anything received from a client answers its ping: it is alive."""
+        self._keepalive = None
+        interval, timeout = self._ping_interval, self._ping_timeout
+        assert interval is not None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        # Timers may run a hair early, and a client that pings every `interval` itself
+        # must not lose the race with the sweep every time: 1 % of slack.
+        slack = interval / 100
+        quiet: list[_Connection] = []
+        for conn in self._open:
+            if conn.protocol.state is not State.OPEN:
+                continue
+            if conn.ping_sent is not None:
+                if conn.heard_at >= conn.ping_sent:
+                    conn.ping_sent = None  # answered (or anything else came: alive)
+                elif now >= conn.pong_due - slack:
+                    log.info("%s: no answer to a keepalive ping for %.0f s; closing",
+                             conn.principal, now - conn.ping_sent)  # fmt: skip
+                    conn.ping_sent = None
+                    self._spawn(self._close_or_abort(conn, CloseCode.INTERNAL_ERROR,
+                                                     "keepalive ping timeout"))  # fmt: skip
+                    continue
+                else:
+                    continue  # its answer may still come
+            if now - conn.heard_at >= interval - slack:
+                conn.ping_sent, conn.pong_due = now, math.inf
+                quiet.append(conn)
+        if quiet:
+            self.stats["pings"] += len(quiet)
+            self._spawn(self._send_pings(quiet, timeout))
+        self._arm_keepalive()
+
+    @staticmethod
+    async def _send_pings(conns: list[_Connection], timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def ping(conn: _Connection) -> None:
+            with contextlib.suppress(ConnectionClosed):
+                await conn.ping()  # its answer sets heard_at
+                # As websockets' own keepalive: the time to answer runs from when the
+                # ping left (behind what was queued before it), not from the sweep.
+                if timeout is not None:
+                    conn.pong_due = loop.time() + timeout
+
+        # At once, not one after the other: a ping is written before it waits for the
+        # client's buffer to drain, and a client that reads nothing must delay no other.
+        await asyncio.gather(*map(ping, conns))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` in a task the notifier waits for when it stops."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     # -------------------------------------------------------------------- fan-out
 
     def _on_wake(self) -> None:
         messages = self._receiver.drain()
+        if self._fallback_delay != self._fallback_interval and self._loop is not None:
+            # Busy again: the fallback looks soon again (it had backed off while idle).
+            self._fallback_delay = self._fallback_interval
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_later(self._fallback_delay, self._on_timer)
         self._pump()
         if PRUNED_WAKE in messages:
             self._check_pruned()
@@ -576,10 +696,7 @@ class Notifier:
                 for client in [c for c in self._client_of.values() if c.ws is ws]:
                     self._unsubscribe(client)  # not one more event for it
                     client.stop()
-                task = asyncio.get_running_loop().create_task(
-                    self._close_or_abort(ws, CLOSE_REVOKED, REVOKED))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self._close_or_abort(ws, CLOSE_REVOKED, REVOKED))
 
     def _check_pruned(self) -> None:
         """After pruning: a live subscriber whose principal lost events it had not been
@@ -604,12 +721,18 @@ class Notifier:
 
     def _on_timer(self) -> None:
         assert self._loop is not None
-        self._timer = self._loop.call_later(self._fallback_interval, self._on_timer)
+        self.stats["fallback_looks"] += 1
         try:
             behind = self._store.head() > self._cursor
         except sqlite3.Error as exc:
+            behind = True  # (not backing off while the log cannot be read)
             self._read_failed(exc)
             return
+        finally:
+            base = self._fallback_interval
+            self._fallback_delay = base if behind else min(self._fallback_delay * 2,
+                                                           base * FALLBACK_BACKOFF)  # fmt: skip
+            self._timer = self._loop.call_later(self._fallback_delay, self._on_timer)
         if behind:
             self._pump()
         self._check_pruned()  # in case its wake-up was lost
@@ -731,10 +854,7 @@ class Notifier:
         self._unsubscribe(client)
         client.stop()
         reason = TOO_FAR_BEHIND.format(self._max_outbox // (1024 * 1024))
-        task = asyncio.get_running_loop().create_task(
-            self._close_or_abort(client.ws, CLOSE_TRY_AGAIN_LATER, reason))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._close_or_abort(client.ws, CLOSE_TRY_AGAIN_LATER, reason))
 
     @staticmethod
     async def _close_or_abort(ws: ServerConnection, code: int, reason: str) -> None:

@@ -7,7 +7,11 @@ desktop limit of 1,024 the web service then accepts nobody. So:
 - The soft `RLIMIT_NOFILE` is raised to the hard limit at start (`raise_fd_limit`).
 - A request head must arrive in full within `HEAD_TIMEOUT` of the connection's start, or
   of its first byte after the previous response; a body within `BODY_TIMEOUT` (408).
-  An idle kept-alive connection goes after `KEEPALIVE_TIMEOUT` (aiohttp's own timer).
+  An idle kept-alive connection goes after `KEEPALIVE_TIMEOUT`: not by a timer of its own
+  (aiohttp's, which also fires once early for a connection used since it was made), but by
+  the guard's one sweep, armed only while connections wait, which closes every connection
+  idle that long at once, up to `KEEPALIVE_GRACE` later: a burst's connections go in one
+  wake-up, not one each.
 - At most `connection_cap()` connections are open at once, below the fd limit. The site
   accepts a connection only when it has room for one (accepted sockets still on their way
   to the app are counted): at the cap, it first closes the connection that has waited
@@ -32,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import resource
 import socket
 from collections import OrderedDict
@@ -49,6 +54,7 @@ log = logging.getLogger(__name__)
 HEAD_TIMEOUT = 10.0  # seconds to send a whole request head
 BODY_TIMEOUT = 10.0  # seconds to send a whole request body, once the head is in
 KEEPALIVE_TIMEOUT = 75.0  # an idle kept-alive connection is closed after this
+KEEPALIVE_GRACE = 5.0  # ... and up to this much later, with those idle as long by then
 LINGER = 2.0  # seconds a body the handler did not read is still read and dropped
 MAX_REQUEST_LINE = 8190
 # One more than the request line's limit: the parser's LineTooLong says only its limit, so
@@ -111,18 +117,30 @@ class ConnectionGuard:
     Args:
         cap: the most connections open at once.
         head_timeout: seconds to send a request head.
+        keepalive_timeout: seconds a connection may wait for its next request (idle)
+            before it is closed; `keepalive_grace`: how much later at most, so that the
+            connections idle about as long are closed together.
     """
 
-    def __init__(self, cap: int, head_timeout: float = HEAD_TIMEOUT) -> None:
+    def __init__(self, cap: int, head_timeout: float = HEAD_TIMEOUT,
+                 keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+                 keepalive_grace: float = KEEPALIVE_GRACE) -> None:  # fmt: skip
         self.cap = cap
         self.head_timeout = head_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.keepalive_grace = keepalive_grace
         self.open = 0  # connections made and not yet lost (closing ones included)
         self.accepting = 0  # sockets accepted, their connection not made yet
         self.evicted = 0  # closed for a newcomer, since start
         self.timed_out = 0  # closed for a head not sent in time, since start
-        # Connections without a request in progress, the longest waiting first.
-        self._waiting: OrderedDict[GuardedConnection, None] = OrderedDict()
+        self.idle_closed = 0  # closed after keepalive_timeout idle, since start
+        self.sweeps = 0  # wake-ups of the keepalive sweep, since start
+        # Connections without a request in progress, the longest waiting first, with the
+        # loop time each began waiting.
+        self._waiting: OrderedDict[GuardedConnection, float] = OrderedDict()
         self._room = asyncio.Event()
+        self._sweep: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the server's, once it serves
 
     def has_room(self) -> bool:
         """Whether one more socket may be accepted."""
@@ -149,7 +167,7 @@ class ConnectionGuard:
         if self.open >= self.cap:
             return False
         self.open += 1
-        self._waiting[conn] = None
+        self._wait(conn)
         return True
 
     def connected(self) -> None:
@@ -161,6 +179,8 @@ class ConnectionGuard:
     def closed(self, conn: GuardedConnection) -> None:
         self.open -= 1
         self._waiting.pop(conn, None)
+        if not self._waiting:
+            self.stop()
         if self.has_room():
             self._room.set()
 
@@ -168,8 +188,50 @@ class ConnectionGuard:
         self._waiting.pop(conn, None)
 
     def idle(self, conn: GuardedConnection) -> None:
-        self._waiting[conn] = None
+        self._wait(conn)
+
+    def stop(self) -> None:
+        """Disarm the keepalive sweep (nothing waits, or the server stops)."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+
+    def _wait(self, conn: GuardedConnection) -> None:
+        """`conn` waits for its next request from now on (once per request: cheap)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._waiting[conn] = self._loop.time()
         self._waiting.move_to_end(conn)
+        if self._sweep is None:
+            self._arm()
+
+    def _arm(self) -> None:
+        loop = self._loop
+        if loop is None or not self._waiting or math.isinf(self.keepalive_timeout):
+            return
+        oldest = next(iter(self._waiting.values()))
+        # Not sooner than `keepalive_grace` from now: the oldest may be sending a head
+        # (its own clock closes it, not this).
+        when = max(oldest + self.keepalive_timeout, loop.time()) + self.keepalive_grace
+        self._sweep = loop.call_at(when, self._on_sweep)
+
+    def _on_sweep(self) -> None:
+        """Close every connection idle for `keepalive_timeout` by now, then arm again for
+        the one that has waited longest after them."""
+        self._sweep = None
+        self.sweeps += 1
+        assert self._loop is not None
+        limit = self._loop.time() - self.keepalive_timeout
+        for conn, since in list(self._waiting.items()):
+            if since > limit:
+                break
+            if conn.head_started:
+                continue  # a head is on its way: its own clock bounds it
+            self.idle_closed += 1
+            del self._waiting[conn]  # now: its connection_lost comes later
+            conn.force_close()
+        if self._sweep is None:
+            self._arm()
 
 
 class GuardedConnection(web.RequestHandler):
@@ -359,6 +421,7 @@ class GuardedSite(web.BaseSite):
         self._acceptor = loop.create_task(self._accept(listener))
 
     async def stop(self) -> None:
+        self.guard.stop()
         if self._acceptor is not None:
             self._acceptor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -371,7 +434,9 @@ class GuardedSite(web.BaseSite):
         assert server is not None
         return GuardedConnection(
             self.guard, server, loop=asyncio.get_running_loop(),
-            keepalive_timeout=KEEPALIVE_TIMEOUT, lingering_time=LINGER,
+            # aiohttp's own timer per connection never fires: the guard's sweep closes
+            # idle connections (see ConnectionGuard).
+            keepalive_timeout=math.inf, lingering_time=LINGER,
             max_line_size=MAX_REQUEST_LINE, max_field_size=MAX_HEADER_LINE,
             access_log=self.access_log, debug=False,
         )  # fmt: skip

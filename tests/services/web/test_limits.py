@@ -25,15 +25,15 @@ from services.web.limits import ConnectionGuard, GuardedSite, connection_cap, ra
 from tests.services.web.conftest import build_catalog
 
 
-@pytest.fixture
-async def guarded(layout: DataLayout, store: TaskStore) -> AsyncIterator[tuple[int, str,
-                                                                               GuardedSite]]:
+async def _serve(
+    layout: DataLayout, store: TaskStore, guard: ConnectionGuard
+) -> AsyncIterator[tuple[int, str, GuardedSite]]:
     token = ensure_install_token(layout)
     wakes = [WakeSender(layout.wake_address(n)) for n in ("worker", "notifier")]
     app = make_app(layout, build_catalog(), store, TaskQueue(layout), *wakes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = GuardedSite(runner, "127.0.0.1", 0, guard=ConnectionGuard(cap=3))
+    site = GuardedSite(runner, "127.0.0.1", 0, guard=guard)
     await site.start()
     try:
         yield site.port, token, site
@@ -41,6 +41,23 @@ async def guarded(layout: DataLayout, store: TaskStore) -> AsyncIterator[tuple[i
         await runner.cleanup()
         for w in wakes:
             w.close()
+
+
+@pytest.fixture
+async def guarded(layout: DataLayout, store: TaskStore) -> AsyncIterator[tuple[int, str,
+                                                                               GuardedSite]]:
+    async for served in _serve(layout, store, ConnectionGuard(cap=3)):
+        yield served
+
+
+@pytest.fixture
+async def kept_alive(
+    layout: DataLayout, store: TaskStore
+) -> AsyncIterator[tuple[int, str, GuardedSite]]:
+    """A server whose idle connections go after 0.2 s, within 2 s more."""
+    guard = ConnectionGuard(cap=50, keepalive_timeout=0.2, keepalive_grace=2.0)
+    async for served in _serve(layout, store, guard):
+        yield served
 
 
 async def _connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -126,3 +143,38 @@ def test_the_cap_stays_below_the_fd_limit() -> None:
     assert connection_cap(1024) <= 1024 - 64  # room for the databases, logs, sockets
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert raise_fd_limit() >= soft
+
+
+async def _ended(reader: asyncio.StreamReader) -> bool:
+    """Whether the server closed the connection (within 10 s)."""
+    try:
+        return await asyncio.wait_for(reader.read(1), 10) == b""
+    except ConnectionError:
+        return True
+
+
+async def test_idle_connections_are_closed_together_never_a_busy_one(kept_alive: Any) -> None:
+    """The keepalive is one sweep for every connection: the connections idle past the
+    timeout are closed in one wake-up (not a timer each), and one whose request is being
+    handled is never closed by it."""
+    port, token, site = kept_alive
+    busy = await _connect(port)  # a submit whose body has not arrived: being handled
+    busy[1].write((f"POST /api/tasks HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                   f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                   "Content-Length: 100\r\n\r\n{").encode())  # fmt: skip
+    idle = [await _connect(port) for _ in range(5)]
+    for reader, writer in idle:
+        writer.write(_get(port, "/api/tasks", token))
+        assert (await _answer(reader))[0] == 200
+    for reader, _ in idle:
+        assert await _ended(reader)
+    assert site.guard.idle_closed == 5
+    assert site.guard.sweeps == 1
+    busy[1].write(b'"task": "test.noop"}'.ljust(99))
+    status, body = await _answer(busy[0])
+    assert status == 202, body
+    # Idle again, it goes too, in a sweep of its own.
+    assert await _ended(busy[0])
+    assert site.guard.idle_closed == 6 and site.guard.sweeps == 2
+    for _, writer in (busy, *idle):
+        writer.close()
