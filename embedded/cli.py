@@ -382,15 +382,18 @@ def _service(argv: list[str]) -> int:
         print("herald service: which service? web, worker or notifier", file=sys.stderr)
         return EXIT_USAGE
     name, rest = argv[0], argv[1:]
-    if name == "web":
-        from services.web.server import main as web_main
+    if name == "web":  # as `python -m services.web` does (services.notls)
+        from services.notls import import_without_openssl
 
-        return web_main(rest)
+        return int(import_without_openssl("services.web.server").main(rest))
     if name == "worker":
         from services.worker.server import main as worker_main
 
         return worker_main(rest)
-    if name == "notifier":
+    if name == "notifier":  # as `python -m services.notifier` does
+        from services.notls import hide_openssl
+
+        hide_openssl()
         from services.notifier.server import main as notifier_main
 
         return notifier_main(rest)
