@@ -237,13 +237,13 @@ class Tree:
         if self.starts:
             st = sorted(self.starts)
             print(f"  start to first round trip {statistics.median(st):.3f} s "
-                  f"({st[0]:.3f}-{st[-1]:.3f}, {len(st)} cold starts)")
+                  f"({st[0]:.3f}-{st[-1]:.3f}, {len(st)} cold starts)")  # fmt: skip
         if self.peaks:
             each = ", ".join(f"{n} {self.peaks[f'peak_rss_mb_{n}']:.1f}"
                              for n in ("web", "worker", "notifier"))  # fmt: skip
             print(f"  peak RSS of the three services {self.peaks['peak_services_rss_mb']:.1f} MB "
                   f"({each}; the worker without its executors), with the executors "
-                  f"{self.peaks['peak_rss_mb']:.1f} MB")
+                  f"{self.peaks['peak_rss_mb']:.1f} MB")  # fmt: skip
 
 
 async def cold_start(root: Path) -> float:
