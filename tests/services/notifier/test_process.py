@@ -135,8 +135,8 @@ def mapped_libraries(pid: int) -> set[str]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps")
 async def test_it_serves_without_loading_openssl(layout, tokens, web_port, open_client,
                                                  start_session, tmp_path):  # fmt: skip
-    """It speaks plain WebSocket on loopback and runs no task: OpenSSL (3-4 MB resident,
-    its CA bundle parsed) stays out, and a token's handshake still works (the digests of
+    """It speaks plain WebSocket on loopback and runs no task: OpenSSL (4-5 MB resident)
+    stays out, and a token's handshake still works (the digests of
     the token and of the WebSocket key are Python's own)."""
     child = await start_child(layout, web_port, tmp_path / "notifier.log")
     try:
