@@ -7,7 +7,8 @@ measurements between them, so that both see the same drift; the client is this t
     python -m bench compare OTHER_TREE [--rounds N]
 
 For each tree: back-to-back latency (p50, p99) with the CPU each service used per task,
-then throughput from 20 clients (each its own principal) with CPU per task.
+throughput from 20 clients (each its own principal) with CPU per task, start to first round
+trip (cold starts, interleaved) and the peak RSS of each service during the bursts.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Tree:
     burst_cpu: float = 0.0
     burst_tasks: int = 0
     start_seconds: float = 0.0
+    starts: list[float] = field(default_factory=list)  # cold starts (`cold_start`)
+    peaks: dict[str, float] = field(default_factory=dict)  # peak RSS (MB) over the bursts
 
     async def start(self) -> None:
         """Start `herald serve`, open the clients and warm up; `start_seconds` is the time from
@@ -155,9 +158,12 @@ class Tree:
         """One measured burst: tasks/s to the last result, results lost, CPU per task of
         every service (ms), and the peak RSS of the services' process trees while it ran
         (MB, sampled every 0.1 s, like the original's driver does), and of the three
-        services alone (without the worker's executors); and the peak PSS of the trees (the
-        pages that forked processes share counted once, shared out among them)."""
+        services alone (without the worker's executors), and each service's own peak
+        (`peak_rss_mb_<service>`, the worker's without its executors); and the peak PSS of
+        the trees (the pages that forked processes share counted once, shared out among
+        them)."""
         peak = services = peak_pss = 0.0
+        each = dict.fromkeys(self.pids, 0.0)
         running = True
 
         def rss(pids: list[int], of: Callable[[int], float] = rss_mb) -> float:
@@ -174,6 +180,8 @@ class Tree:
                 peak = max(peak, rss(tree))
                 peak_pss = max(peak_pss, rss(tree, pss_mb))
                 services = max(services, rss(list(self.pids.values())))
+                for name, pid in self.pids.items():
+                    each[name] = max(each[name], rss([pid]))
                 await asyncio.sleep(0.1)
 
         sampler = asyncio.ensure_future(sample())
@@ -184,7 +192,8 @@ class Tree:
         await sampler
         return {"tasks_per_s": (total - lost) / seconds, "lost": lost,
                 "cpu_ms_per_task": cpu / max(total - lost, 1) * 1000, "peak_rss_mb": peak,
-                "peak_pss_mb": peak_pss, "peak_services_rss_mb": services}  # fmt: skip
+                "peak_pss_mb": peak_pss, "peak_services_rss_mb": services,
+                **{f"peak_rss_mb_{name}": mb for name, mb in each.items()}}  # fmt: skip
 
     async def idle(self, seconds: float, settle: float = 5.0) -> tuple[float, float]:
         """(CPU of the services over `seconds` of idle, in % of one core; the first round
@@ -198,10 +207,16 @@ class Tree:
         return pct_core, await self.client.round_trip() * 1000
 
     async def measured_burst(self, total: int) -> None:
-        before = sum(tree_cpu_seconds(p) for p in self.pids.values())
-        self.burst_seconds += await self.burst(total)
-        self.burst_cpu += sum(tree_cpu_seconds(p) for p in self.pids.values()) - before
+        """One burst with a window of 8, its time, CPU and peak RSS kept for the report."""
+        got = await self.throughput(total, 8)
+        if got["lost"]:
+            raise RuntimeError(f"{got['lost']:.0f} of {total} results did not arrive")
+        self.burst_seconds += total / got["tasks_per_s"]
+        self.burst_cpu += got["cpu_ms_per_task"] * total / 1000
         self.burst_tasks += total
+        for key, mb in got.items():
+            if key.startswith("peak_"):
+                self.peaks[key] = max(self.peaks.get(key, 0.0), mb)
 
     async def stop(self) -> None:
         for c in [*self.clients, *self.shared, *([self.client] if self.client else [])]:
@@ -224,6 +239,42 @@ class Tree:
             + f" (of the worker's, executors {executors:.0f} µs)")
         print(f"  throughput {self.burst_tasks / self.burst_seconds:.0f} tasks/s from {CLIENTS} "
               f"clients, CPU per task {self.burst_cpu / self.burst_tasks * 1000:.2f} ms")
+        if self.starts:
+            st = sorted(self.starts)
+            print(f"  start to first round trip {statistics.median(st):.3f} s "
+                  f"({st[0]:.3f}-{st[-1]:.3f}, {len(st)} cold starts)")  # fmt: skip
+        if self.peaks:
+            each = ", ".join(f"{n} {self.peaks[f'peak_rss_mb_{n}']:.1f}"
+                             for n in ("web", "worker", "notifier"))  # fmt: skip
+            print(f"  peak RSS of the three services {self.peaks['peak_services_rss_mb']:.1f} MB "
+                  f"({each}; the worker without its executors), with the executors "
+                  f"{self.peaks['peak_rss_mb']:.1f} MB (PSS "
+                  f"{self.peaks['peak_pss_mb']:.1f} MB)")  # fmt: skip
+
+
+async def cold_start(root: Path) -> float:
+    """Seconds from launching a `herald serve` of `root` (fresh data dir) to its first round
+    trip; it is stopped again."""
+    t_launch = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="herald-compare-"))
+    runtime = tmp / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "HERALD_DATA_DIR": str(tmp / "data"),
+           "HERALD_LOG_LEVEL": "WARNING", "PYTHONPATH": str(root)}  # fmt: skip
+    try:
+        serve, info = launch(env, runtime, cwd=root)
+    except RuntimeError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SystemExit(f"herald serve of {root} did not start") from None
+    client = Client(info["api"], info["ws"], info["token"])
+    try:
+        await client.open()
+        await client.round_trip()
+        return time.perf_counter() - t_launch
+    finally:
+        await client.close()
+        stop(serve)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -231,12 +282,18 @@ async def run(args: argparse.Namespace) -> int:
     print(f"Comparing {trees[0].root} with {trees[1].root} ({os.cpu_count()} cores), "
           f"{args.rounds} interleaved rounds", flush=True)
     try:
+        # Each round in the other order: whichever goes first follows the other's burst (its
+        # WAL checkpoint, the kernel's clean-up), which cost the first tree ~5 % every time.
+        for i in range(args.starts):  # alone on the machine: before the trees' instances run
+            for tree in trees[:: 1 if i % 2 == 0 else -1]:
+                tree.starts.append(await cold_start(tree.root))
         for tree in trees:
             await tree.start()
-        for _ in range(args.rounds):
-            for tree in trees:
+        for i in range(args.rounds):
+            order = trees[:: 1 if i % 2 == 0 else -1]
+            for tree in order:
                 await tree.sequential(20)
-            for tree in trees:
+            for tree in order:
                 await tree.measured_burst(400)
         for tree in trees:
             tree.report()
@@ -250,4 +307,6 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench compare", description=__doc__)
     p.add_argument("other", help="another checkout of Herald (e.g. a `git worktree` of main)")
     p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--starts", type=int, default=5,
+                   help="cold starts of each tree, interleaved, before the rounds")  # fmt: skip
     return asyncio.run(run(p.parse_args(argv)))

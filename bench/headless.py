@@ -210,8 +210,8 @@ async def run(args: argparse.Namespace) -> int:
         startup = time.perf_counter() - t_launch
 
         print("\nStart-up")
-        line("herald serve to first round trip", f"{startup:.2f} s", "target <= 1 s",
-             startup <= 1.0)  # fmt: skip
+        line("herald serve to first round trip", f"{startup:.2f} s", "target <= 0.5 s",
+             startup <= 0.5)  # fmt: skip
 
         for _ in range(50):  # warm up
             await client.round_trip()
@@ -288,7 +288,7 @@ async def run(args: argparse.Namespace) -> int:
             label = f"RSS {len(executors)} executors" if n == "executors" else f"RSS {n}"
             line(label, f"{v:.1f} MB")
         line("RSS of the three services", f"{sum(rss.values()) - rss['executors']:.1f} MB",
-             "target <= 120 MB", sum(rss.values()) - rss["executors"] <= 120)  # fmt: skip
+             "target <= 100 MB", sum(rss.values()) - rss["executors"] <= 100)  # fmt: skip
         line("  with the executors (PSS: shared pages once)", f"{pss:.1f} MB")
 
         idle = 10 if args.quick else 30

@@ -6,11 +6,13 @@ Boundaries: never imports PySide6 or qasync (the desktop app drives the supervis
 its asyncio API and callbacks); never imports a service shell's internals, only starts them.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 
 def herald_version() -> str:
     """The installed version of Herald ("0+unknown" when run from a bare checkout)."""
+    # Imported here: importlib.metadata and its scan of the installed distributions cost
+    # `herald serve` 30-40 ms before it starts the services, for a line printed afterwards.
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("herald")
     except PackageNotFoundError:

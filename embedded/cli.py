@@ -121,13 +121,28 @@ def _duration(text: str) -> float:
     return value
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: the version is looked up when asked for, not each time the parser is
+    built (every command, `herald serve` included, would pay the metadata scan)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS) -> None:  # fmt: skip
+        super().__init__(option_strings, dest=dest, default=default, nargs=0,
+                         help="show the version and exit")  # fmt: skip
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:  # fmt: skip
+        print(f"herald {herald_version()}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="herald",
         description="Run slow jobs in the background; get progress and results pushed live.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    p.add_argument("--version", action="version", version=f"herald {herald_version()}")
+    p.add_argument("--version", action=_VersionAction)
     p.add_argument("--self-check", action="store_true",
                    help="open the app, exit 0 once its services are ready and live updates "
                         "flow (1 otherwise): a smoke test of an installation")  # fmt: skip
@@ -382,15 +397,18 @@ def _service(argv: list[str]) -> int:
         print("herald service: which service? web, worker or notifier", file=sys.stderr)
         return EXIT_USAGE
     name, rest = argv[0], argv[1:]
-    if name == "web":
-        from services.web.server import main as web_main
+    if name == "web":  # as `python -m services.web` does (services.notls)
+        from services.notls import import_without_openssl
 
-        return web_main(rest)
+        return int(import_without_openssl("services.web.server").main(rest))
     if name == "worker":
         from services.worker.server import main as worker_main
 
         return worker_main(rest)
-    if name == "notifier":
+    if name == "notifier":  # as `python -m services.notifier` does
+        from services.notls import hide_openssl
+
+        hide_openssl()
         from services.notifier.server import main as notifier_main
 
         return notifier_main(rest)
@@ -583,7 +601,7 @@ def _serve(data_dir: Path, args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await inst.start()
+            info = await inst.start()
         except AlreadyRunning as exc:
             print(f"herald: {exc}", file=sys.stderr)
             return EXIT_FAILED
@@ -597,7 +615,7 @@ def _serve(data_dir: Path, args: argparse.Namespace) -> int:
         serving = True
         assert inst.supervisor is not None
         sup = inst.supervisor
-        print(f"Herald {herald_version()} is serving\n"
+        print(f"Herald {info.version} is serving\n"
               f"  API        {sup.api_url}/api\n"
               f"  WebSocket  {sup.ws_url}\n"
               f"  Data dir   {data_dir}\n"

@@ -35,13 +35,15 @@ def announce_ready(service: str, **info: Any) -> None:
     """Print the readiness line the supervisor waits for.
 
     Everything made while starting (modules, the catalog, the app) lives as long as the
-    process: it is moved out of the cycle collector's sight first, so that collections
-    while serving only look at what serving makes.
+    process: it is then moved out of the cycle collector's sight, so that collections
+    while serving only look at what serving makes. That full collection (10-15 ms of a
+    service's start-up) comes after the line, off the way to "ready": the service already
+    listens, and a request that comes meanwhile waits in its socket's backlog.
     """
-    gc.collect()
-    gc.freeze()
     sys.stdout.write(READY_PREFIX + json.dumps({"service": service, **info}) + "\n")
     sys.stdout.flush()
+    gc.collect()
+    gc.freeze()
 
 
 def parse_ready(line: str) -> dict[str, Any] | None:

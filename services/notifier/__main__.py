@@ -1,5 +1,11 @@
+"""`python -m services.notifier --data-dir D [--port P] [--web-port W]` runs the notifier."""
+
 import sys
 
-from services.notifier.server import main
+from services.notls import hide_openssl
+
+hide_openssl()  # before anything imports asyncio: it runs no code but ours (services.notls)
+
+from services.notifier.server import main  # noqa: E402
 
 sys.exit(main())

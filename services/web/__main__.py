@@ -2,6 +2,7 @@
 
 import sys
 
-from services.web.server import main
+from services.notls import import_without_openssl
 
-sys.exit(main())
+# aiohttp and the service without OpenSSL; its catalog's task modules with (services.notls).
+sys.exit(import_without_openssl("services.web.server").main())

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -473,3 +474,46 @@ def test_bash_completion_completes_commands_options_tasks_and_ids(herald, tmp_pa
     assert complete("herald", "show", task_id[:5]) == [task_id[:8]]
     zsh = herald.cli("completion", "zsh").stdout
     assert zsh.startswith("#compdef herald") and "'follow:re-attach" in zsh
+
+
+def test_building_the_command_line_reads_no_package_metadata():
+    """`herald serve` (every command) builds the parser before it does anything: the
+    version is looked up only for `--version`, not while building it (importlib.metadata
+    and its scan of the installed distributions cost 30-40 ms before the services start)."""
+    code = ("import sys\nfrom embedded import cli\ncli._parser().parse_args(['serve'])\n"
+            "print('importlib.metadata' in sys.modules)\n")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, cwd=Path(cli.__file__).parents[1])  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    version = subprocess.run([sys.executable, "-m", "embedded", "--version"],
+                             capture_output=True, text=True, timeout=30,
+                             cwd=Path(cli.__file__).parents[1])  # fmt: skip
+    assert version.returncode == 0 and version.stdout.startswith("herald "), version
+
+
+@pytest.mark.parametrize("service", ["web", "notifier"])
+def test_service_subcommand_starts_the_service(service, tmp_path):
+    """`herald service NAME` (the frozen bundle's children) starts the service as
+    `python -m services.NAME` does, OpenSSL kept out of its framework's imports the same
+    way (services.notls), and it stops on end of stdin."""
+    from services.runtime import parse_ready
+
+    root = Path(cli.__file__).parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "embedded", "service", service,
+                             "--data-dir", str(tmp_path / "data"), "--port", "0"],
+                            cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        info = parse_ready(proc.stdout.readline())
+        assert info is not None and info["service"] == service and info["port"] > 0
+        assert proc.stdin is not None
+        proc.stdin.close()
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()

@@ -7,6 +7,9 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+from websockets.exceptions import InvalidStatus
+
 from services.auth import DEFAULT_PRINCIPAL
 from services.runtime import parse_ready
 
@@ -120,4 +123,31 @@ async def test_sigterm_stops_it_cleanly(layout, tokens, web_port, open_client, s
         assert await finish(child) == 0
         assert "notifier stopped" in (tmp_path / "notifier.log").read_text()
     finally:
+        await finish(child)
+
+
+def mapped_libraries(pid: int) -> set[str]:
+    """The file names of the shared objects a live process has mapped."""
+    with open(f"/proc/{pid}/maps") as f:
+        return {line.split()[-1].rsplit("/", 1)[-1] for line in f if "/" in line}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps")
+async def test_it_serves_without_loading_openssl(layout, tokens, web_port, open_client,
+                                                 start_session, tmp_path):  # fmt: skip
+    """It speaks plain WebSocket on loopback and runs no task: OpenSSL (4-5 MB resident)
+    stays out, and a token's handshake still works (the digests of
+    the token and of the WebSocket key are Python's own)."""
+    child = await start_child(layout, web_port, tmp_path / "notifier.log")
+    try:
+        ws = await open_client(child.url)
+        welcome = await start_session(ws)
+        assert welcome["type"] == "welcome"
+        loaded = mapped_libraries(child.proc.pid)
+        assert not {lib for lib in loaded if lib.startswith(("libcrypto", "libssl"))}, loaded
+        with pytest.raises(InvalidStatus) as refused:
+            await open_client(child.url, token="not-the-token")
+        assert refused.value.response.status_code == 401
+    finally:
+        child.proc.send_signal(signal.SIGTERM)
         await finish(child)

@@ -113,3 +113,43 @@ async def test_an_error_in_one_write_fails_that_write_only(
     names = sorted(r.name for r in store.list_tasks("p", limit=20))
     assert names == ["t0", "t1", "t2"]  # nothing of the failed write, all of the others
     assert store.events_after(0, principal="p")[-1].seq == 3  # no gap in the seqs either
+
+
+def test_a_wait_for_the_write_lock_is_counted_as_on_the_loop_only_there(tmp_path):
+    """`retry_busy` tells waits on an event loop (every request of that loop waits) from
+    waits in a thread without one, without importing asyncio itself."""
+    import asyncio
+    import sqlite3
+    import threading
+
+    from services.store.sqlite import WRITE_STATS, retry_busy
+
+    path = tmp_path / "lock.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("CREATE TABLE t (x)")
+    other = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+
+    def write_while_held() -> None:
+        holder.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(0.05, lambda: holder.execute("COMMIT"))
+        release.start()
+        try:
+            retry_busy(lambda: other.execute("INSERT INTO t VALUES (1)"))
+        finally:
+            release.join()
+
+    waits, on_loop = WRITE_STATS.lock_waits, WRITE_STATS.loop_lock_waits
+    write_while_held()  # no loop in this thread
+    assert WRITE_STATS.lock_waits > waits
+    assert WRITE_STATS.loop_lock_waits == on_loop
+
+    async def on_a_loop() -> None:
+        write_while_held()
+
+    waits = WRITE_STATS.lock_waits
+    asyncio.run(on_a_loop())
+    assert WRITE_STATS.lock_waits > waits
+    assert WRITE_STATS.loop_lock_waits > on_loop
+    holder.close()
+    other.close()

@@ -130,3 +130,62 @@ def test_web_service_imports_neither_the_notifier_nor_qt() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def mapped_libraries(pid: int) -> set[str]:
+    """The file names of the shared objects a live process has mapped."""
+    with open(f"/proc/{pid}/maps") as f:
+        return {line.split()[-1].rsplit("/", 1)[-1] for line in f if "/" in line}
+
+
+def openssl(pid: int) -> set[str]:
+    return {lib for lib in mapped_libraries(pid) if lib.startswith(("libcrypto", "libssl"))}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps")
+def test_process_serves_without_loading_openssl(data_dir: Path) -> None:
+    """It serves plain HTTP on loopback and makes no outbound connection: OpenSSL and the
+    TLS client contexts aiohttp builds at import (the CA bundle parsed twice) stay out, and
+    tokens are still checked (their digest is Python's own)."""
+    token = ensure_install_token(DataLayout(data_dir))
+    proc = start(data_dir)
+    try:
+        port = wait_ready(proc)["port"]
+        assert openssl(proc.pid) == set()
+        assert get(port, "/api/catalog", token)[0] == 200
+        assert get(port, "/api/catalog", token[:-1] + ("A" if token[-1] != "A" else "B"))[0] == 401
+        assert openssl(proc.pid) == set()
+    finally:
+        reap(proc)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps")
+def test_a_task_module_that_needs_ssl_still_loads(data_dir: Path, tmp_path: Path) -> None:
+    """OpenSSL is kept out of the service's own imports only: a task module of the catalog
+    that uses `ssl` when it is imported gets the real one."""
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "tls_task.py").write_text(
+        "import ssl\n"
+        "from services.tasks import task\n"
+        "CONTEXT = ssl.create_default_context()\n"
+        "@task('tls.check', title='Uses TLS')\n"
+        "def check(ctx):\n"
+        "    return {'protocol': CONTEXT.protocol.name}\n"
+    )
+    data_dir.mkdir(mode=0o700)
+    (data_dir / "config.toml").write_text('[tasks]\nmodules = ["tls_task"]\n')
+    token = ensure_install_token(DataLayout(data_dir))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.web", "--data-dir", str(data_dir), "--port", "0"],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(mods)])},
+    )  # fmt: skip
+    try:
+        port = wait_ready(proc)["port"]
+        status, body = get(port, "/api/catalog", token)
+        assert status == 200
+        assert "tls.check" in {t["name"] for t in body["tasks"]}
+        assert openssl(proc.pid)  # the task module's own import of ssl loaded it
+    finally:
+        reap(proc)

@@ -52,3 +52,27 @@ def test_signals_and_end_of_stdin_together_stop_it(tmp_path, round_):
     while not all(gone(p) for p in executors):
         assert time.monotonic() < deadline, executors
         time.sleep(0.02)
+
+
+def mapped_libraries(pid: int) -> set[str]:
+    """The file names of the shared objects a live process has mapped."""
+    with open(f"/proc/{pid}/maps") as f:
+        return {line.split()[-1].rsplit("/", 1)[-1] for line in f if "/" in line}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps")
+def test_the_dispatcher_and_its_executors_do_not_load_asyncio(tmp_path):
+    """Nothing in the worker runs an event loop: the store it shares with the web and the
+    notifier must not pull asyncio (and the ssl it loads) into it, nor into the executors
+    it forks (a task that wants asyncio imports it, as in any Python)."""
+    proc, info = start(tmp_path / "data")
+    try:
+        for pid in [proc.pid, *info["executors"]]:
+            loaded = mapped_libraries(pid)
+            assert not [lib for lib in loaded if lib.startswith(("_asyncio", "libssl"))], loaded
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        assert proc.wait(timeout=20) == 0
+        assert proc.stdout is not None
+        proc.stdout.close()
