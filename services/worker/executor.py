@@ -340,30 +340,37 @@ class Executor:
         poller.register(self.run_sock.fileno(), select.POLLIN)
         return bool(poller.poll(timeout * 1000))
 
+    def _cancels(self, reader: protocol.FrameReader) -> list[dict[str, Any]]:
+        """The cancel frames in what the control socket holds now (it blocks until there is
+        something); the socket's end (its sender gone) ends the process."""
+        try:
+            data = self.control.recv(4096)
+        except InterruptedError:
+            return []
+        except OSError:
+            data = b""
+        if not data:
+            os._exit(EXIT_LOST_PARENT)  # (runners and children die with this process)
+        return [msg for msg in reader.feed(data) if msg.get("t") == "cancel"]
+
+    def _keep_early(self, msg: dict[str, Any]) -> None:
+        """Keep a cancel whose attempt has not come (yet): its run frame may follow."""
+        if len(self._early_cancels) > 100:
+            self._early_cancels.clear()
+        self._early_cancels.add((msg.get("id"), msg.get("attempt")))
+
     def _watch_control(self) -> None:
         """Control thread: cancel requests for the running attempt; EOF ends the process."""
         reader = protocol.FrameReader()
         while True:
-            try:
-                data = self.control.recv(4096)
-            except InterruptedError:
-                continue
-            except OSError:
-                data = b""
-            if not data:
-                os._exit(EXIT_LOST_PARENT)
-            for msg in reader.feed(data):
-                if msg.get("t") != "cancel":
-                    continue
+            for msg in self._cancels(reader):
                 with self._current_lock:
                     ctx = self._current
                     if (ctx is not None and ctx.task_id == msg.get("id")
                             and ctx.attempt == msg.get("attempt")):  # fmt: skip
                         ctx.request_cancel()
                     else:
-                        if len(self._early_cancels) > 100:
-                            self._early_cancels.clear()
-                        self._early_cancels.add((msg.get("id"), msg.get("attempt")))
+                        self._keep_early(msg)
 
     # ------------------------------------------------------------------- serve
 
@@ -413,24 +420,12 @@ class Executor:
     def _relay_control(self, msg: dict[str, Any], to: socket.socket) -> None:
         """Read what the dispatcher's control socket holds; pass the cancels of the attempt
         `msg` to its process (`to`), keep the others' (their run frame comes later)."""
-        try:
-            data = self.control.recv(4096)
-        except InterruptedError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            os._exit(EXIT_LOST_PARENT)  # (runners and children die with this process)
-        for cancel in self._control_reader.feed(data):
-            if cancel.get("t") != "cancel":
-                continue
+        for cancel in self._cancels(self._control_reader):
             if (cancel.get("id"), cancel.get("attempt")) == (msg.get("id"), msg.get("attempt")):
                 with contextlib.suppress(OSError):  # (gone: it has ended anyway)
                     to.sendall(protocol.encode(cancel))
             else:
-                if len(self._early_cancels) > 100:
-                    self._early_cancels.clear()
-                self._early_cancels.add((cancel.get("id"), cancel.get("attempt")))
+                self._keep_early(cancel)
 
     def _until_readable(self, fd: int, msg: dict[str, Any], to: socket.socket) -> None:
         """Wait until `fd` is readable (the attempt's report, or its process's end), passing
