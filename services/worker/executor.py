@@ -37,7 +37,8 @@ handler, ran out of memory or grew the process by `RUNNER_MAX_GROWTH`, after
 `RUNNER_MAX_ATTEMPTS`, and when it has been idle for `RUNNER_IDLE` seconds (but the most
 recent one, and the most recent of the owner's policy: they wait for the next attempt after
 idle). With every runner taken, the least recently used makes room if it was not used in
-the last `RUNNER_BUSY` seconds; else the attempt gets a child of its own. Between attempts
+the last `RUNNER_BUSY` seconds, or if the principal came `RUNNER_HOT` times since it was
+(without a runner here); else the attempt gets a child of its own. Between attempts
 a runner puts back the working folder, the environment and the umask.
 
 Cancels: only the executor reads the dispatcher's control socket. While an attempt runs (in
@@ -72,7 +73,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -98,7 +99,8 @@ RUNNERS_TOTAL = 64  # runners a worker keeps in all (one per principal and polic
 # find theirs
 RUNNER_IDLE = 60.0  # seconds unused after which a runner ends (but the most recent one and
 # the owner's most recent: the first attempt after idle finds them ready)
-RUNNER_BUSY = 10.0  # a runner used within these seconds is not ended to make room
+RUNNER_BUSY = 10.0  # a runner used within these seconds is not ended to make room ...
+RUNNER_HOT = 3  # ... for a principal that came fewer times since (without a runner)
 SEEN_MAX = 256  # principals remembered as having run here (their next attempt gets a runner)
 
 
@@ -295,7 +297,8 @@ class Executor:
         self._limit_resource = _memory_rlimit()
         self._runners: OrderedDict[tuple[str, str], _Runner] = OrderedDict()  # LRU first
         self._ending: list[int] = []  # runners killed, not reaped yet
-        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()  # whose ran here
+        # whose attempts ran here without a runner, and when the last few did
+        self._seen: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
         self._control_reader = protocol.FrameReader()  # the dispatcher's control socket
         self._dirty = False  # the last attempt left this process unfit for another
 
@@ -475,24 +478,29 @@ class Executor:
             return r
         if r is not None:
             self._retire(r)  # before the next is granted anything
-        if key not in self._seen:
+        now = time.monotonic()
+        missed = self._seen.get(key)
+        if missed is None:
             # The first of this principal's attempts here gets a child of its own that
             # ends with it: a process that outlived its attempt costs this one a copy of
             # every page it writes until it ends, and a principal seen once may not come
             # back (with every attempt another's that costs more than the fork it saves).
-            self._seen[key] = None
+            self._seen[key] = deque([now], maxlen=RUNNER_HOT)
             while len(self._seen) > SEEN_MAX:
                 self._seen.popitem(last=False)
             return None
         self._seen.move_to_end(key)
+        missed.append(now)
         if len(self._runners) >= self.runners_max:
             oldest = next(iter(self._runners.values()))
-            if time.monotonic() - oldest.used < RUNNER_BUSY:
-                # Every runner here served lately: ending one to make this one would be
-                # ending one that is coming back (with more principals taking turns than
-                # there are runners, each in turn), so this attempt gets a child of its own.
+            hotter = len(missed) == RUNNER_HOT and missed[0] > oldest.used
+            if now - oldest.used < RUNNER_BUSY and not hotter:
+                # Every runner here served lately, and this principal came no more often
+                # than the least recent of them: ending that one would be ending one that
+                # comes back (more principals taking turns than there are runners, each in
+                # its turn), so this attempt gets a child of its own.
                 return None
-            self._retire(oldest)  # the least recently used, not used lately
+            self._retire(oldest)  # the least recently used: unused lately, or less wanted
         temp_root = tempfile.mkdtemp(prefix="herald-runner-", dir=parent)
         try:
             ruleset.add_temp_dir(temp_root)

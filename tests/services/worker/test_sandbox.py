@@ -398,22 +398,27 @@ def _until_gone(*pids: int) -> None:
 
 
 @needs_landlock
-def test_with_every_runner_busy_lately_a_third_principal_gets_processes_of_its_own(
+def test_with_every_runner_busy_lately_a_principal_that_keeps_coming_takes_a_place(
         two_runners, tmp_path):  # fmt: skip
     two_runners.setattr(executor, "RUNNER_IDLE", 0.3)
     h = Harness(tmp_path / "data", concurrency=1)
     h.thread.start()
     try:
         pids = _runner_pids(h, "alice", "bob")
-        carol = [_run(h, "carol", str(i))["pid"] for i in range(3)]
-        assert len(set(carol)) == 3  # none of them a runner: alice's and bob's were in use
+        carol = [_run(h, "carol", str(i))["pid"] for i in range(2)]
+        assert len(set(carol)) == 2  # processes of its own: alice's and bob's are in use
         _until_gone(*carol)
-        # Idle: alice's runner ends after 0.3 s; bob's, the most recent, waits for more.
+        assert not gone(pids["alice"]) and not gone(pids["bob"])
+        # The third time since alice's runner was last used: carol takes its place.
+        third = _run(h, "carol", "2")["pid"]
         _until_gone(pids["alice"])
+        assert _run(h, "carol", "3")["pid"] == third
+        # Idle: bob's runner ends after 0.3 s; carol's, the most recent, waits for more.
+        _until_gone(pids["bob"])
         time.sleep(0.5)
-        assert not gone(pids["bob"])
-        assert _run(h, "bob", "2")["pid"] == pids["bob"]
-        assert _run(h, "alice", "2")["pid"] != pids["alice"]
+        assert not gone(third)
+        assert _run(h, "carol", "4")["pid"] == third
+        assert _run(h, "bob", "2")["pid"] != pids["bob"]
     finally:
         h.close()
 
