@@ -72,6 +72,7 @@ from services.wake import PRUNED_WAKE, WakeReceiver, WakeSender
 from services.worker import pool, protocol, sandbox
 from services.worker.executor import describe_exit, runners_each
 from services.worker.pool import Attempt, ExecutorProcess, ExecutorState, StopReason
+from services.worker.temproot import TempRoot
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ class Dispatcher:
         self.own_dirs = [str(p) for p in own_dirs(layout)]
         self._owner_policy = sandbox.owner_policy(self.own_dirs)
         self.policy_for = policy_for or (lambda rec: self._owner_policy)
-        self._temp_parent: str | None = None
+        self._temp = TempRoot()
         # Commits here never checkpoint: the checkpointer thread does it off the hot path.
         self.store = TaskStore(layout.ledger_db, checkpoint_pages=0)
         self.queue = TaskQueue(layout, checkpoint_pages=0)
@@ -284,6 +285,8 @@ class Dispatcher:
         self.start_pool()
         with self._round():
             self._handle(self.recover)
+        if self.sandbox.available:
+            self._temp.sweep_once()  # the folders of workers that were killed
         threading.Thread(target=self._checkpoints, name="checkpoint", daemon=True).start()
         while not self.stopping:
             self._handle(self._before_sleep)
@@ -1147,9 +1150,11 @@ class Dispatcher:
     def _temp_root(self) -> str:
         """The folder of the attempts' temp dirs (one per worker): making one there leaves
         the system's temp dir unchanged, so that the executors' rulesets stay true."""
-        if self._temp_parent is None or not os.path.isdir(self._temp_parent):
-            self._temp_parent = tempfile.mkdtemp(prefix="herald-attempts-")
-        return self._temp_parent
+        return self._temp.path()
+
+    @property
+    def _temp_parent(self) -> str | None:
+        return self._temp.current
 
     def _apply_cancel_requests(self) -> None:
         if not self._running:
@@ -1366,8 +1371,7 @@ class Dispatcher:
         self._close()
 
     def _close(self) -> None:
-        if self._temp_parent is not None:
-            shutil.rmtree(self._temp_parent, ignore_errors=True)
+        self._temp.close()
         if self._own_signals:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)

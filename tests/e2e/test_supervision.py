@@ -15,8 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from services import landlock
 from services.core.events import EventType
 from tests.e2e.harness import Instance, pid_alive, start_serve, wait_for
+
+needs_landlock = pytest.mark.skipif(not landlock.support().available,
+                                    reason=f"sandbox {landlock.support().describe()}")
 
 FAST_RESTARTS = "[supervisor]\nrestart_max_delay = 0.5\n"
 SHORT = ["--workers", "4"]
@@ -313,3 +317,37 @@ def test_sigkill_of_serve_leaves_no_process_and_the_tasks_run_next_time(tmp_path
         assert EventType.SUCCEEDED in [e.type for e in events]
     finally:
         herald.stop()
+
+
+@needs_landlock
+def test_a_killed_worker_s_attempts_folder_is_removed_by_the_next(tmp_path, runtime_dir,
+                                                                   monkeypatch):  # fmt: skip
+    """SIGKILL leaves no time to clean up: the next worker removes what the dead one left
+    in the temp dir (and nothing of a live one's, nor what is not Herald's)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    (tmp / "herald-attempts-not-ours").mkdir()  # no lock file: left alone
+    data = tmp_path / "data"
+    herald = start_serve(data, runtime_dir)
+    try:
+        for _ in range(3):  # each worker's attempts make its folder
+            task = herald.client.submit("demo.answer", {"seconds": 0})
+            wait_for(lambda t=task: herald.client.get(t["id"])["state"] == "succeeded")
+            folders = sorted(p.name for p in tmp.iterdir() if p.name != "herald-attempts-not-ours")
+            assert len(folders) == 1 and folders[0].startswith("herald-attempts-")
+            (tmp / folders[0] / "left-by-a-task").write_text("x")
+            pid = herald.service_pid("worker")
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda p=pid: herald.status()["worker"]["state"] == "ready"
+                     and herald.status()["worker"]["pid"] != p, timeout=60)  # fmt: skip
+        task = herald.client.submit("demo.answer", {"seconds": 0})
+        wait_for(lambda: herald.client.get(task["id"])["state"] == "succeeded")
+        left = sorted(p.name for p in tmp.iterdir())
+        assert "herald-attempts-not-ours" in left
+        assert len(left) == 2, left  # the live worker's folder, and the one not Herald's
+        live = next(p for p in tmp.iterdir() if p.name != "herald-attempts-not-ours")
+        assert not (live / "left-by-a-task").exists()
+    finally:
+        herald.stop()
+    assert sorted(p.name for p in tmp.iterdir()) == ["herald-attempts-not-ours"]
