@@ -94,13 +94,14 @@ EXIT_BROKEN = 70  # the executor itself failed (not a task)
 MiB = 1024 * 1024
 RUNNER_MAX_ATTEMPTS = 1000  # then a fresh runner: what a task leaves behind stays bounded
 RUNNER_MAX_GROWTH = 256 * MiB  # resident memory a runner may gain before it is replaced
-RUNNERS_TOTAL = 64  # runners a worker keeps in all (one per principal and policy in each
+RUNNERS_TOTAL = 96  # runners a worker keeps in all (one per principal and policy in each
 # executor, ~3.5 MB of memory of its own each): 20 principals taking turns on 4 executors
 # find theirs
 RUNNER_IDLE = 60.0  # seconds unused after which a runner ends (but the most recent one and
 # the owner's most recent: the first attempt after idle finds them ready)
 RUNNER_BUSY = 10.0  # a runner used within these seconds is not ended to make room ...
 RUNNER_HOT = 3  # ... for a principal that came fewer times since (without a runner)
+IDLE_LOOK_AFTER = 0.05  # seconds without a frame after which an executor is idle
 SEEN_MAX = 256  # principals remembered as having run here (their next attempt gets a runner)
 
 
@@ -293,7 +294,8 @@ class Executor:
         self._current_lock = threading.Lock()
         self._early_cancels: set[tuple[Any, Any]] = set()  # arrived before their run frame
         self._reader = protocol.FrameReader()
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[tuple[dict[str, Any], bytes]] = []
+        self._frame = b""  # the frame of the last message `_next_message` returned
         self._limit_resource = _memory_rlimit()
         self._runners: OrderedDict[tuple[str, str], _Runner] = OrderedDict()  # LRU first
         self._ending: list[int] = []  # runners killed, not reaped yet
@@ -301,6 +303,7 @@ class Executor:
         self._seen: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
         self._control_reader = protocol.FrameReader()  # the dispatcher's control socket
         self._dirty = False  # the last attempt left this process unfit for another
+        self._run_poller: Any = None  # (select.poll of the run socket, made once)
 
     # ------------------------------------------------------------------ frames
 
@@ -318,8 +321,12 @@ class Executor:
 
     def _next_message(self) -> dict[str, Any] | None:
         while not self._pending:
-            if self.fork_attempts:  # the rulesets kept (and the runners) are looked at idle
+            # The rulesets kept (and the runners) are looked at idle; in a burst the next
+            # frame comes within this, and they are not even counted.
+            if self.fork_attempts and not self._readable(IDLE_LOOK_AFTER):
                 timeout = self._idle_timeout()
+                if timeout is not None:
+                    timeout = max(0.0, timeout - IDLE_LOOK_AFTER)
                 if timeout is not None and not self._readable(timeout):
                     self._rulesets.expire()
                     self._check_runners()
@@ -332,16 +339,18 @@ class Executor:
                 return None
             if not data:
                 return None
-            self._pending.extend(self._reader.feed(data))
-        return self._pending.pop(0)
+            self._pending.extend(self._reader.feed_frames(data))
+        msg, self._frame = self._pending.pop(0)
+        return msg
 
     def _readable(self, timeout: float) -> bool:
         """Whether the run socket has something to read within `timeout` seconds. (Polled,
         not a socket timeout: that would make the socket's file non-blocking, and a runner
         shares it.)"""
-        poller = select.poll()
-        poller.register(self.run_sock.fileno(), select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
+        if self._run_poller is None:
+            self._run_poller = select.poll()
+            self._run_poller.register(self.run_sock.fileno(), select.POLLIN)
+        return bool(self._run_poller.poll(timeout * 1000))
 
     def _cancels(self, reader: protocol.FrameReader) -> list[dict[str, Any]]:
         """The cancel frames in what the control socket holds now (it blocks until there is
@@ -405,6 +414,7 @@ class Executor:
             self._reap_ending()
         if (msg.get("id"), msg.get("attempt")) in self._early_cancels:
             msg = {**msg, "cancelled": True}  # its cancel came first
+            self._frame = b""  # (not the frame received)
         self._early_cancels.clear()
         temp_dir = msg.get("temp_dir")
         principal, policy = msg.get("principal"), msg.get("sandbox")
@@ -519,7 +529,8 @@ class Executor:
                 self._forget_others()
                 self.control = their_control
                 self._rss = lambda: parent_rss  # the executor's size, not the runner's
-                return self._serve_runner(theirs, ruleset, (wanted, temp_root) if hide else None)
+                return self._serve_runner(theirs, ruleset, temp_root,
+                                          (wanted, temp_root) if hide else None)  # fmt: skip
             _run_then_exit(serve)
         theirs.close()
         their_control.close()
@@ -543,8 +554,11 @@ class Executor:
         except OSError:
             mine = tempfile.mkdtemp(prefix="herald-attempt-", dir=r.temp_root)
         self.send_raw(protocol.encode({"t": "cleanup", "add": mine}))  # removed if lost
+        # The frame as received where it can be: the runner finds its temp dir in its root.
+        frame = self._frame if mine == moved and self._frame else protocol.encode(
+            {**msg, "temp_dir": mine})  # fmt: skip
         try:
-            r.pipe.sendall(protocol.encode({**msg, "temp_dir": mine}))
+            r.pipe.sendall(frame)
             self._until_readable(r.pipe.fileno(), msg, r.control)
             report = r.pipe.recv(1)
         except OSError:
@@ -630,12 +644,14 @@ class Executor:
             except ChildProcessError:
                 return 0
 
-    def _serve_runner(self, pipe: socket.socket, ruleset: sandbox.Ruleset,
+    def _serve_runner(self, pipe: socket.socket, ruleset: sandbox.Ruleset, temp_root: str,
                       hiding: tuple[sandbox.Policy, str] | None) -> int:  # fmt: skip
         """The runner's body: confine once, then run attempts from `pipe` while clean.
 
         Args:
             ruleset: the rules to enforce (the owner's flat ones if `hiding`).
+            temp_root: the runner's temp root, where the executor moves each attempt's
+                temp dir (a frame names the dispatcher's path of it, or one in the root).
             hiding: the owner's policy and the runner's temp root, when Herald's
                 folders are to be hidden first. Should that fail (it worked when tried),
                 the runner plans the rules around them itself (~1,000 for the owner: tens
@@ -671,6 +687,8 @@ class Executor:
                 pipe.sendall(b"x")
                 return EXIT_OK
             temp_dir = str(msg.get("temp_dir"))
+            if os.path.dirname(temp_dir) != temp_root:
+                temp_dir = os.path.join(temp_root, os.path.basename(temp_dir))
             os.environ["TMPDIR"] = tempfile.tempdir = temp_dir
             self._dirty = False
             self._run(msg)

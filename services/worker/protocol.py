@@ -101,6 +101,18 @@ class FrameReader:
         Raises:
             FrameError: a frame is not a message, or too long.
         """
+        return [decode(line) for line in self._lines(data)]
+
+    def feed_frames(self, data: bytes) -> list[tuple[dict[str, Any], bytes]]:
+        """The complete messages that `data` ends, each with its frame as received (to pass
+        on unchanged, without encoding it again).
+
+        Raises:
+            FrameError: a frame is not a message, or too long.
+        """
+        return [(decode(line), line + b"\n") for line in self._lines(data)]
+
+    def _lines(self, data: bytes) -> list[bytes]:
         self._buf += data
         if b"\n" not in data:
             if len(self._buf) > self._max:
@@ -110,7 +122,7 @@ class FrameReader:
         self._buf = bytearray(rest)
         if len(rest) > self._max:
             raise FrameError("frame too long")
-        return [decode(bytes(line)) for line in lines]
+        return [bytes(line) for line in lines]
 
     @property
     def pending(self) -> int:
