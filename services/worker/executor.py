@@ -257,6 +257,28 @@ class _Runner:
     used: float = 0.0  # time.monotonic() of its last attempt
 
 
+def _environ_now() -> dict[Any, Any]:
+    """A copy of the environment as `os.environ` keeps it (its encoded mapping where there is
+    one: comparing that costs no decoding of every variable)."""
+    data = getattr(os.environ, "_data", None)
+    return dict(data) if isinstance(data, dict) else dict(os.environ)
+
+
+def _restore_environ(saved: dict[Any, Any]) -> None:
+    """Put the environment back to `saved` (`_environ_now()`), setting and unsetting only
+    the variables that differ (an attempt changes TMPDIR, and seldom anything else)."""
+    now = _environ_now()
+    if now == saved:
+        return
+    data = getattr(os.environ, "_data", None)
+    decode = os.fsdecode if isinstance(data, dict) else str
+    for key in now.keys() - saved.keys():
+        os.environ.pop(decode(key), None)
+    for key, value in saved.items():
+        if now.get(key) != value:
+            os.environ[decode(key)] = decode(value)
+
+
 def _remove(folder: str) -> None:
     """Remove an attempt's temp dir: one system call when it is empty (the usual case)."""
     try:
@@ -667,7 +689,7 @@ class Executor:
         problem = self._confine(chosen)
         if problem is None:
             self._start_control()
-        cwd, env, threads = os.getcwd(), dict(os.environ), threading.active_count()
+        cwd, env, threads = os.getcwd(), _environ_now(), threading.active_count()
         stderr, umask, start_rss = sys.stderr, user_umask(), rss_bytes()
         reader = protocol.FrameReader()
         pending: list[dict[str, Any]] = []
@@ -702,7 +724,7 @@ class Executor:
                 return EXIT_OK
 
     @staticmethod
-    def _tidy(cwd: str, env: dict[str, str], threads: int, stderr: Any, umask: int) -> bool:
+    def _tidy(cwd: str, env: dict[Any, Any], threads: int, stderr: Any, umask: int) -> bool:
         """Put back what an attempt may have changed; False if it left what cannot be put
         back (a thread or a child process still running, a signal handler of its own)."""
         clean = True
@@ -710,9 +732,7 @@ class Executor:
             os.chdir(cwd)
         except OSError:
             clean = False
-        if os.environ != env:
-            os.environ.clear()
-            os.environ.update(env)
+        _restore_environ(env)
         tempfile.tempdir = None
         sys.stderr = stderr
         os.umask(umask)

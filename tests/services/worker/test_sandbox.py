@@ -321,10 +321,13 @@ def remember(ctx, mark, mess, thread):
     import threading
 
     found = {"pid": os.getpid(), "memory": list(_memory), "cwd": os.getcwd(),
-             "env": os.environ.get("HERALD_TEST_MESS"), "tmpdir": os.environ.get("TMPDIR")}
+             "env": os.environ.get("HERALD_TEST_MESS"), "tmpdir": os.environ.get("TMPDIR"),
+             "home": os.environ.get("HOME"), "path": os.environ.get("PATH")}
     _memory.append(mark)
-    if mess:
+    if mess:  # a variable added, one changed, one removed
         os.environ["HERALD_TEST_MESS"] = mark
+        os.environ["HOME"] = "/nowhere"
+        del os.environ["PATH"]
         os.chdir("/")
     if thread:
         threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
@@ -448,6 +451,8 @@ def test_what_an_attempt_changes_is_put_back_or_its_process_is_not_reused(one_ex
     after = _run(h, "alice", "m2")
     assert after["pid"] == first["pid"]
     assert (after["cwd"], after["env"]) == (first["cwd"], first["env"]) != ("/", "m1")
+    assert (after["home"], after["path"]) == (first["home"], first["path"])
+    assert first["path"] and first["home"] != "/nowhere"
     _run(h, "alice", "t1", thread=True)  # leaves a thread running
     fresh = _run(h, "alice", "t2")
     assert fresh["pid"] != first["pid"] and fresh["memory"] == []
