@@ -461,11 +461,13 @@ async def start_tree(root: Path) -> tuple[Tree, Running]:
 ROLES = ("web", "dispatcher", "executors", "runners", "notifier")
 
 
-def role_cpu(pids: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far of each kind of process: the web and the notifier with any
-    children; the worker (Herald's, or the skeleton's dispatcher) alone, its executors
-    (its children) and the runners (the executors' children and theirs). A process's
-    reaped children count for the children's kind."""
+def role_cpu(pids: dict[str, int]) -> tuple[dict[str, float], set[int]]:
+    """CPU seconds so far of each kind of process, and the executors' pids: the web and the
+    notifier with any children; the worker (Herald's, or the skeleton's dispatcher) alone,
+    its executors (its children) and the runners (the executors' children and theirs). A
+    process's reaped children count for the children's kind: so an executor that ended
+    (Herald replaces one after 1,000 attempts) takes its runners' CPU with it into the
+    executors' count."""
     from embedded.procstat import children, cpu_seconds, tree_cpu_seconds
 
     out = dict.fromkeys(ROLES, 0.0)
@@ -486,7 +488,7 @@ def role_cpu(pids: dict[str, int]) -> dict[str, float]:
             walk(pid, 0)
         else:
             out[name] += tree_cpu_seconds(pid)
-    return out
+    return out, set(children(pids["worker"]))
 
 
 @dataclass
@@ -500,12 +502,17 @@ class Figures:
     lost: int = 0
     cpu: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # phase, role
 
-    def add_cpu(self, phase: str, before: dict[str, float], after: dict[str, float],
-                tasks: int) -> None:  # fmt: skip
+    def add_cpu(self, phase: str, before: tuple[dict[str, float], set[int]],
+                after: tuple[dict[str, float], set[int]], tasks: int) -> None:  # fmt: skip
+        """µs per task of each kind of process between two `role_cpu` readings; executors
+        and runners apart only if no executor ended in between (see `role_cpu`)."""
         per = self.cpu.setdefault(phase, {})
-        for role in ROLES:
-            per.setdefault(role, []).append((after[role] - before[role]) / tasks * 1e6)
-        per.setdefault("all", []).append(sum(after[r] - before[r] for r in ROLES) / tasks * 1e6)
+        used = {role: (after[0][role] - before[0][role]) / tasks * 1e6 for role in ROLES}
+        used["executors + runners"] = used["executors"] + used["runners"]
+        used["all"] = sum(used[role] for role in ROLES)
+        for role, us in used.items():
+            if role not in ("executors", "runners") or before[1] == after[1]:
+                per.setdefault(role, []).append(us)
 
 
 async def measure(tree: Tree, figures: Figures, sequential: int, total: int) -> None:
@@ -528,6 +535,8 @@ async def measure(tree: Tree, figures: Figures, sequential: int, total: int) -> 
 
 
 def _cell(values: list[float], fmt: str) -> str:
+    if not values:
+        return "n/a"
     return (f"{statistics.median(values):{fmt}} "
             f"({min(values):{fmt}}-{max(values):{fmt}})")  # fmt: skip
 
@@ -543,12 +552,16 @@ def table(skeleton: Figures, herald: Figures) -> list[str]:
     for phase in skeleton.cpu:
         rows.append((f"CPU per task, {phase} (µs)", skeleton.cpu[phase]["all"],
                      herald.cpu[phase]["all"], ".0f"))  # fmt: skip
-        for role in ROLES:
-            rows.append((f"  {role}", skeleton.cpu[phase][role], herald.cpu[phase][role], ".0f"))
+        for role in ("web", "dispatcher", "executors + runners", "executors", "runners",
+                     "notifier"):  # fmt: skip
+            label = f"    of which {role}" if role in ("executors", "runners") else f"  {role}"
+            rows.append((label, skeleton.cpu[phase].get(role, []),
+                         herald.cpu[phase].get(role, []), ".0f"))  # fmt: skip
     out = [f"  {'':<40} {'skeleton':>20} {'Herald':>20} {'Herald/skeleton':>16}"]
     for label, s, h, fmt in rows:
-        ratio = statistics.median(h) / statistics.median(s) if statistics.median(s) else 0.0
-        out.append(f"  {label:<40} {_cell(s, fmt):>20} {_cell(h, fmt):>20} {ratio:>15.2f}x")
+        ratio = (f"{statistics.median(h) / statistics.median(s):.2f}x"
+                 if s and h and statistics.median(s) else "")  # fmt: skip
+        out.append(f"  {label:<40} {_cell(s, fmt):>20} {_cell(h, fmt):>20} {ratio:>16}")
     out.append(f"  {'results lost':<40} {skeleton.lost:>20} {herald.lost:>20}")
     return out
 
