@@ -28,8 +28,9 @@ grow), the `queued` event pushed with the next wake-up of the notifier.
 
 Each round (in alternating order): latency back to back, then throughput from 20
 principals submitting without waiting for results and with 8 tasks in flight each, with
-the CPU of every process per task (schedstat). The table has the median over the rounds
-(min-max) of each side and the ratio Herald / skeleton. Printed, never asserted.
+the CPU of every process per task (schedstat), then half as many back to back timed hop
+by hop (the events' own times). The table has the median over the rounds (min-max) of
+each side and the ratio Herald / skeleton. Printed, never asserted.
 
 A service of the skeleton alone: `python -m bench.skeleton web|dispatcher|notifier DIR`.
 """
@@ -500,6 +501,7 @@ class Figures:
     nowait: list[float] = field(default_factory=list)
     window: list[float] = field(default_factory=list)
     lost: int = 0
+    hops: dict[str, list[float]] = field(default_factory=dict)  # hop: ms per round
     cpu: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # phase, role
 
     def add_cpu(self, phase: str, before: tuple[dict[str, float], set[int]],
@@ -532,6 +534,45 @@ async def measure(tree: Tree, figures: Figures, sequential: int, total: int) -> 
                         role_cpu(tree.pids), total - int(got["lost"]))  # fmt: skip
         figures.lost += int(got["lost"])
         into.append(got["tasks_per_s"])
+    await hops(tree, sequential // 2, figures.hops)
+
+
+HOPS = ("submit to its queued event", "queued to started", "started to succeeded",
+        "succeeded to the client", "in all")  # fmt: skip
+
+
+async def hops(tree: Tree, n: int, into: dict[str, list[float]]) -> None:
+    """Where the time of a task back to back goes (ms, each hop's median over `n` tasks
+    appended to `into`): from the client's submit to the `queued` event's time (the
+    events' "ts": the clock where they were written), to `started`, to `succeeded`, to
+    the result's arrival at the client. On a connection of its own, after the measured
+    phases (the tree's own client gets the events too)."""
+    from embedded.client import AsyncHeraldClient
+
+    assert tree.client is not None
+    base = tree.client.http
+    times: dict[str, list[float]] = {hop: [] for hop in HOPS}
+    async with AsyncHeraldClient(base.api, base.ws, base.token) as http:
+        stream = http.events()
+        await stream.open()
+        try:
+            for _ in range(n):
+                t0 = time.time()
+                task_id = (await http.submit("demo.answer", {"seconds": 0}))["id"]
+                ts: dict[str, float] = {}
+                while "succeeded" not in ts:
+                    ev = (await stream.recv()).event
+                    if ev is not None and ev.task_id == task_id:
+                        ts[ev.type.value] = ev.ts
+                t1 = time.time()
+                marks = [t0, ts["queued"], ts["started"], ts["succeeded"], t1]
+                for hop, a, b in zip(HOPS, marks, marks[1:], strict=False):
+                    times[hop].append((b - a) * 1000)
+                times["in all"].append((t1 - t0) * 1000)
+        finally:
+            await stream.close()
+    for hop, values in times.items():
+        into.setdefault(hop, []).append(statistics.median(values))
 
 
 def _cell(values: list[float], fmt: str) -> str:
@@ -563,6 +604,11 @@ def table(skeleton: Figures, herald: Figures) -> list[str]:
                  if s and h and statistics.median(s) else "")  # fmt: skip
         out.append(f"  {label:<40} {_cell(s, fmt):>20} {_cell(h, fmt):>20} {ratio:>16}")
     out.append(f"  {'results lost':<40} {skeleton.lost:>20} {herald.lost:>20}")
+    out.append("  where a task's time goes back to back (ms, the events' own times):")
+    for hop in HOPS:
+        s, h = skeleton.hops.get(hop, []), herald.hops.get(hop, [])
+        ratio = f"{statistics.median(h) / statistics.median(s):.2f}x" if s and h else ""
+        out.append(f"    {hop:<38} {_cell(s, '.2f'):>20} {_cell(h, '.2f'):>20} {ratio:>16}")
     return out
 
 
