@@ -6,7 +6,9 @@ or `python -m bench sandbox` (what confining each attempt costs), or `python -m 
 (the first page of a search over 100,000 finished tasks; also part of `all`), or `python -m
 bench fanout` (1,000 WebSocket connections x 100 events through a real notifier; `--tree DIR`
 runs another checkout's notifier), or `python -m bench floor` (what the pieces Herald is built
-from cost alone: the floor of its CPU per task)."""
+from cost alone: the floor of its CPU per task), or `python -m bench skeleton [--rounds N]`
+(Herald against a bare skeleton of its processes, web, dispatcher with executors and
+per-principal runners, notifier, on the same libraries: what the topology itself costs)."""
 
 import sys
 
@@ -23,6 +25,10 @@ if which == "fanout":
     from bench.fanout import main as fanout
 
     sys.exit(fanout(sys.argv[2:]))
+if which == "skeleton":
+    from bench.skeleton import main as skeleton
+
+    sys.exit(skeleton(sys.argv[2:]))
 if which == "floor":
     from bench.floor import main as floor
 
