@@ -21,9 +21,9 @@ client, interleaved with a real `herald serve` in one run:
 Both databases use Herald's pragmas (WAL, synchronous=NORMAL) and a writer waiting for the
 lock in short steps, as Herald's do. Nothing more: no validation beyond the body's JSON,
 no retries, limits, sandbox or cancels (Landlock confinement is once per runner, not per
-task), as many runners as principals in every executor (Herald keeps `runners_each()` in each, 24 with 4 executors), events
-numbered in one sequence for all principals (clients only need them to grow), the
-`queued` event pushed with the next wake-up of the notifier.
+task), as many runners as principals in every executor (Herald keeps `runners_each()` in
+each: 24 with 4 executors), events numbered in one sequence for all principals (clients
+only need them to grow), the `queued` event pushed with the next wake-up of the notifier.
 
     python -m bench skeleton [--rounds N] [--floor]
 
