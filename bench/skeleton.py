@@ -25,13 +25,15 @@ task), as many runners as principals in every executor (Herald keeps `runners_ea
 each: 24 with 4 executors), events numbered in one sequence for all principals (clients
 only need them to grow), the `queued` event pushed with the next wake-up of the notifier.
 
-    python -m bench skeleton [--rounds N] [--floor]
+    python -m bench skeleton [--rounds N] [--idle SECONDS [--idle-samples N]] [--floor]
 
 Each round (in alternating order): latency back to back, then throughput from 20
 principals submitting without waiting for results and with 8 tasks in flight each, with
 the CPU of every process per task (schedstat), then half as many back to back timed hop
 by hop (the events' own times). The table has the median over the rounds (min-max) of
-each side and the ratio Herald / skeleton. Printed, never asserted.
+each side and the ratio Herald / skeleton. With --idle, then the first task of each side
+after that long idle (both idle at once; which goes first alternates). Printed, never
+asserted.
 
 A service of the skeleton alone: `python -m bench.skeleton web|dispatcher|notifier DIR`.
 """
@@ -502,6 +504,7 @@ class Figures:
     nowait: list[float] = field(default_factory=list)
     window: list[float] = field(default_factory=list)
     lost: int = 0
+    cold: list[float] = field(default_factory=list)  # ms, the first task after idle
     hops: dict[str, list[float]] = field(default_factory=dict)  # hop: ms per round
     cpu: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # phase, role
 
@@ -591,6 +594,8 @@ def table(skeleton: Figures, herald: Figures) -> list[str]:
         ("tasks/s, 20 principals, no waiting", skeleton.nowait, herald.nowait, ".0f"),
         ("tasks/s, 20 principals, 8 in flight", skeleton.window, herald.window, ".0f"),
     ]
+    if skeleton.cold or herald.cold:
+        rows.append(("first task after idle (ms)", skeleton.cold, herald.cold, ".2f"))
     for phase in skeleton.cpu:
         rows.append((f"CPU per task, {phase} (µs)", skeleton.cpu[phase]["all"],
                      herald.cpu[phase]["all"], ".0f"))  # fmt: skip
@@ -638,6 +643,11 @@ async def run(args: argparse.Namespace) -> int:
         for i in range(args.rounds):
             for tree, figures in sides[:: 1 if i % 2 == 0 else -1]:
                 await measure(tree, figures, args.sequential, args.tasks)
+        for i in range(args.idle_samples if args.idle > 0 else 0):
+            await asyncio.sleep(args.idle)  # both idle at once; the first alternates
+            for tree, figures in sides[:: 1 if i % 2 == 0 else -1]:
+                assert tree.client is not None
+                figures.cold.append(await tree.client.round_trip() * 1000)
     finally:
         for tree, _ in sides:
             for c in [*tree.clients, *([tree.client] if tree.client else [])]:
@@ -660,6 +670,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--sequential", type=int, default=200, help="tasks back to back a round")
     p.add_argument("--tasks", type=int, default=1000, help="tasks in each burst")
+    p.add_argument("--idle", type=float, default=0.0,
+                   help="then the first task after this many seconds idle (0: not)")
+    p.add_argument("--idle-samples", type=int, default=3, help="idle periods for --idle")
     p.add_argument("--floor", action="store_true",
                    help="first print `python -m bench floor` (1,000 of each piece)")  # fmt: skip
     return asyncio.run(run(p.parse_args(argv)))
