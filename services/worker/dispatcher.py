@@ -782,6 +782,9 @@ class Dispatcher:
         expected = ex.state is ExecutorState.RETIRING or (a is not None and a.stopping)
         ex.state = ExecutorState.DEAD
         del self._executors[ex.pid]
+        if ex.temp_folder is not None:
+            shutil.rmtree(ex.temp_folder, ignore_errors=True)
+            ex.temp_folder = None
         if a is not None and not a.done:
             a.done = True
             self._remove_temp_paths(a)
@@ -1135,17 +1138,23 @@ class Dispatcher:
             frame["sandbox"] = self.policy_for(rec).to_json()
             frame["principal"] = rec.principal
             try:
-                temp_dir = tempfile.mkdtemp(prefix="herald-attempt-", dir=self._temp_root())
+                frame["temp_parent"] = self._executor_folder(ex)
             except OSError as exc:  # the attempt then has no temp dir it may write to
                 log.warning("no temp dir for task %s: %s", rec.id, exc)
-            else:
-                frame["temp_dir"] = temp_dir
-                a.temp_paths.add(temp_dir)
         if not ex.send(frame):
             # It died as it was handed the attempt: not the task's fault.
             a.stopping = StopReason.SHUTDOWN
             ex.state = ExecutorState.RETIRING
             pool.signal_tree(ex, signal.SIGKILL)
+
+    def _executor_folder(self, ex: ExecutorProcess) -> str:
+        """The folder of `ex`'s attempts' temp dirs (its runners' roots, and the temp dirs of
+        attempts in a child of their own: the executor makes and removes them), removed
+        when the executor ends, with whatever a killed attempt left in it."""
+        if ex.temp_folder is None or not os.path.isdir(ex.temp_folder):
+            ex.temp_folder = tempfile.mkdtemp(prefix=f"herald-executor-{ex.pid}-",
+                                              dir=self._temp_root())  # fmt: skip
+        return ex.temp_folder
 
     def _temp_root(self) -> str:
         """The folder of the attempts' temp dirs (one per worker): making one there leaves

@@ -49,9 +49,12 @@ and sent with it.
 Each principal has rulesets of its own (the executor builds one per principal and policy),
 and a runner is granted a temp root of its own in its principal's ruleset, made by the
 executor when it starts the runner and removed when the runner ends: no process of another
-principal is ever granted it, even while both live. Each attempt's temp dir (the
-dispatcher's) is moved into that root for the attempt, which the dispatcher is told in a
-`cleanup` frame, and removed by the executor after it.
+principal is ever granted it, even while both live. The dispatcher gives each executor a
+folder of its own (the run frame's `temp_parent`), which it removes when the executor
+ends: the runners' roots are made in it, and each attempt's temp dir in its runner's root
+(or in the folder, for an attempt in a child of its own), by the executor, which removes
+it after the attempt. So a killed executor leaves nothing behind, and no frame goes to the
+dispatcher about them.
 """
 
 from __future__ import annotations
@@ -279,6 +282,12 @@ def _restore_environ(saved: dict[Any, Any]) -> None:
             os.environ[decode(key)] = decode(value)
 
 
+def _attempt_dir(root: str, msg: dict[str, Any]) -> str:
+    """The temp dir of the attempt `msg` in a runner's temp `root`."""
+    name = f"attempt-{msg.get('id')}-{msg.get('attempt')}".replace(os.sep, "_")
+    return os.path.join(root, name)
+
+
 def _remove(folder: str) -> None:
     """Remove an attempt's temp dir: one system call when it is empty (the usual case)."""
     try:
@@ -438,15 +447,15 @@ class Executor:
             msg = {**msg, "cancelled": True}  # its cancel came first
             self._frame = b""  # (not the frame received)
         self._early_cancels.clear()
-        temp_dir = msg.get("temp_dir")
+        parent = msg.get("temp_parent")
         principal, policy = msg.get("principal"), msg.get("sandbox")
-        if isinstance(temp_dir, str) and isinstance(principal, str) and isinstance(policy, dict):
+        if isinstance(parent, str) and isinstance(principal, str) and isinstance(policy, dict):
             try:
-                runner = self._runner_for(principal, policy, os.path.dirname(temp_dir))
+                runner = self._runner_for(principal, policy, parent)
             except (OSError, ValueError, TypeError):
                 runner = None  # a child of its own says what went wrong
             if runner is not None:
-                self._run_in_runner(runner, msg, temp_dir)
+                self._run_in_runner(runner, msg)
                 return
         self._run_once(msg)
 
@@ -494,7 +503,7 @@ class Executor:
     def _runner_for(self, principal: str, policy: dict[str, Any],
                     parent: str) -> _Runner | None:  # fmt: skip
         """This principal's runner for `policy`: the one running if it fits, else a new one
-        (its temp root made in `parent`, the folder of the dispatcher's temp dirs), or None
+        (its temp root made in `parent`, the dispatcher's folder for this executor), or None
         when none of this principal's attempts ran here recently (see below).
 
         Raises:
@@ -567,18 +576,18 @@ class Executor:
         except ChildProcessError:
             return False
 
-    def _run_in_runner(self, r: _Runner, msg: dict[str, Any], temp_dir: str) -> None:
+    def _run_in_runner(self, r: _Runner, msg: dict[str, Any]) -> None:
         """Hand the attempt to the runner; wait for its report; a runner that ended during
         the attempt is said in an `ended` frame (without its done frame, it is lost)."""
-        moved = mine = os.path.join(r.temp_root, os.path.basename(temp_dir))
+        # The attempt's temp dir, in the runner's root (where it may write), by a name the
+        # runner knows from the frame: the frame goes as it was received.
+        mine, frame = _attempt_dir(r.temp_root, msg), self._frame
         try:
-            os.rename(temp_dir, moved)  # into the runner's root, where it may write
-        except OSError:
-            mine = tempfile.mkdtemp(prefix="herald-attempt-", dir=r.temp_root)
-        self.send_raw(protocol.encode({"t": "cleanup", "add": mine}))  # removed if lost
-        # The frame as received where it can be: the runner finds its temp dir in its root.
-        frame = self._frame if mine == moved and self._frame else protocol.encode(
-            {**msg, "temp_dir": mine})  # fmt: skip
+            os.mkdir(mine, 0o700)
+        except OSError:  # (one left behind by this attempt before: a name of its own)
+            mine, frame = tempfile.mkdtemp(prefix="herald-attempt-", dir=r.temp_root), b""
+        if not frame:
+            frame = protocol.encode({**msg, "temp_dir": mine})
         try:
             r.pipe.sendall(frame)
             self._until_readable(r.pipe.fileno(), msg, r.control)
@@ -595,8 +604,6 @@ class Executor:
             self.send({"t": "ended", "id": msg.get("id"), "attempt": msg.get("attempt"),
                        "status": status})  # fmt: skip
         _remove(mine)
-        if mine != moved:
-            _remove(temp_dir)  # (not moved)
         # (No refresh here: the next attempt checks the ruleset anyway, and one that is
         # no longer true means a new runner, whose fork costs more than the rebuild.)
 
@@ -672,8 +679,8 @@ class Executor:
 
         Args:
             ruleset: the rules to enforce (the owner's flat ones if `hiding`).
-            temp_root: the runner's temp root, where the executor moves each attempt's
-                temp dir (a frame names the dispatcher's path of it, or one in the root).
+            temp_root: the runner's temp root, where the executor makes each attempt's
+                temp dir (`_attempt_dir`, or the one a frame names in the root).
             hiding: the owner's policy and the runner's temp root, when Herald's
                 folders are to be hidden first. Should that fail (it worked when tried),
                 the runner plans the rules around them itself (~1,000 for the owner: tens
@@ -708,9 +715,9 @@ class Executor:
                 self._not_confined(msg, problem)
                 pipe.sendall(b"x")
                 return EXIT_OK
-            temp_dir = str(msg.get("temp_dir"))
-            if os.path.dirname(temp_dir) != temp_root:
-                temp_dir = os.path.join(temp_root, os.path.basename(temp_dir))
+            temp_dir = msg.get("temp_dir")
+            if not isinstance(temp_dir, str) or os.path.dirname(temp_dir) != temp_root:
+                temp_dir = _attempt_dir(temp_root, msg)
             os.environ["TMPDIR"] = tempfile.tempdir = temp_dir
             self._dirty = False
             self._run(msg)
@@ -754,7 +761,13 @@ class Executor:
 
     def _run_once(self, msg: dict[str, Any]) -> None:
         """Run one attempt in a child of its own, confined; wait for it; say how it ended."""
-        temp_dir = msg.get("temp_dir") if isinstance(msg.get("temp_dir"), str) else None
+        temp_dir: str | None = None
+        parent = msg.get("temp_parent")
+        if isinstance(parent, str):
+            try:
+                temp_dir = tempfile.mkdtemp(prefix="herald-attempt-", dir=parent)
+            except OSError as exc:  # the attempt then has no temp dir it may write to
+                log.warning("no temp dir for task %s: %s", msg.get("id"), exc)
         parent_rss = rss_bytes()
         ruleset: sandbox.Ruleset | str | None = None
         flat: sandbox.Ruleset | None = None  # the owner's, once Herald's folders are hidden

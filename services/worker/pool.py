@@ -98,6 +98,7 @@ class ExecutorProcess:
     pidfd: int | None = None  # readable once the process has ended (Linux)
     # whose attempts it ran lately, the most recent last (their runners may serve more)
     principals: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    temp_folder: str | None = None  # where its attempts' temp dirs go (the dispatcher's)
 
     def send(self, message: dict[str, Any], *, control: bool = False) -> bool:
         """Send a frame; False if the executor cannot be reached (it is dying)."""

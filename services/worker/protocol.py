@@ -8,9 +8,10 @@ thread of the executor while the task runs.
 
 Dispatcher to executor:
     {"t": "run", "id": ID, "attempt": N, "name": NAME, "args": {...}, "memory_limit": MB|null,
-     "timeout": S|null, "sandbox"?: POLICY, "temp_dir"?: PATH}
+     "timeout": S|null, "sandbox"?: POLICY, "temp_parent"?: PATH}
                             (POLICY: services.worker.sandbox.Policy.to_json(); confined
-                             attempts only, run in a child of the executor)
+                             attempts only, run in a child of the executor; PATH: the
+                             executor's folder for its attempts' temp dirs)
     {"t": "cancel", "id": ID, "attempt": N}           (control socket) stop at a checkpoint
     {"t": "exit"}                                       finish nothing more, exit
 Executor to dispatcher:

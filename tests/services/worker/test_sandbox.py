@@ -21,6 +21,7 @@ from services import landlock
 from services.core.params import Param, ParamType
 from services.core.states import TaskState
 from services.worker import executor, sandbox
+from tests.e2e.harness import wait_for
 from tests.services.worker.test_dispatcher import Harness, catalog, gone
 
 needs_landlock = pytest.mark.skipif(not landlock.support().available,
@@ -472,8 +473,7 @@ def test_a_principal_s_attempt_cannot_reach_another_principal_s_temp_dirs(princi
     h = principal
     for who in ("bob", "bob", "carol", "carol"):  # their processes live on, with their
         h.wait_state(h.submit("t.ok", principal=who), TaskState.SUCCEEDED)  # temp roots
-    roots = [str(p) for p in Path(h.dispatcher._temp_parent).iterdir()
-             if p.name.startswith("herald-runner-")]  # fmt: skip
+    roots = [str(p) for p in Path(h.dispatcher._temp_parent).glob("*/herald-runner-*")]
     assert roots
     alice = h.submit("t.neighbour", {"others": roots}, principal="alice")
     h.wait_state(alice, TaskState.SUCCEEDED)
@@ -494,8 +494,7 @@ def test_principals_with_the_same_policy_never_reach_each_other_s_temp_root(tmp_
     h.thread.start()
     try:
         bob = _run(h, "bob", "b0") and _run(h, "bob", "b1")  # bob's runner, and its root
-        roots = [str(p) for p in Path(h.dispatcher._temp_parent).iterdir()
-                 if p.name.startswith("herald-runner-")]  # fmt: skip
+        roots = [str(p) for p in Path(h.dispatcher._temp_parent).glob("*/herald-runner-*")]
         assert len(roots) == 1 and bob["tmpdir"].startswith(roots[0])
         h.wait_state(h.submit("t.ok", principal="carol"), TaskState.SUCCEEDED)
         carol = h.submit("t.neighbour", {"others": roots}, principal="carol")  # its runner
@@ -545,3 +544,31 @@ def test_the_owner_s_runner_outlives_idle_and_another_principal_s_does_not(quick
     finally:
         owner.close()
         other.close()
+
+
+@catalog.task("t.leave_and_wait")
+def leave_and_wait(ctx):
+    """Leaves a file in its temp dir, then waits to be killed."""
+    (Path(os.environ["TMPDIR"]) / "left").write_text("x")
+    ctx.sleep(60)
+
+
+@needs_landlock
+def test_a_killed_executor_leaves_no_temp_dir_behind(one_executor):
+    """Its runners' roots and its attempts' temp dirs go with it, as it ends, not when the
+    worker does."""
+    h = one_executor
+    _run(h, "alice", "a0")
+    _run(h, "alice", "a1")  # alice's runner, and its root
+    task = h.submit("t.leave_and_wait", principal="alice")
+    h.wait_state(task, TaskState.RUNNING)
+    parent = Path(h.dispatcher._temp_parent)
+    [left] = wait_for(lambda: list(parent.rglob("left")))
+    roots = list(parent.rglob("herald-runner-*"))
+    assert roots
+    [pid] = list(h.dispatcher._executors)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: gone(pid) and not any(p.exists() for p in [left, *roots]), timeout=10)
+    h.store.request_cancel(task, "alice")  # (its next attempt waits, in the next executor)
+    h.worker_wake.wake(b"cancel")
+    h.wait_state(task, TaskState.CANCELLED)
