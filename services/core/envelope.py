@@ -82,8 +82,11 @@ class ProtocolError(Exception):
         self.reason = reason
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # (made once)
+
+
 def _dumps(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(obj)
 
 
 def encode_event(event: Event) -> str:

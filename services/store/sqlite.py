@@ -267,8 +267,12 @@ class TaskRecord:
 CANCELLED_MESSAGE = "Cancelled"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # made once: dumps()
+# with options makes one at every call (a third of its cost for a small object)
+
+
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(obj)
 
 
 def worker_identity() -> str:

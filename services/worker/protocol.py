@@ -47,7 +47,7 @@ class FrameError(ValueError):
 
 def encode(message: dict[str, Any]) -> bytes:
     """One frame: the message as compact JSON and a newline (JSON text never has one)."""
-    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    text = _ENCODER.encode(message)
     # A task's text may hold lone surrogates (undecodable file names, say): they travel as
     # their raw bytes and come out as U+FFFD on the other side.
     return text.encode("utf-8", "surrogatepass") + b"\n"
@@ -69,6 +69,7 @@ def _reject_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # (made once)
 
 
 def decode(line: bytes) -> dict[str, Any]:
