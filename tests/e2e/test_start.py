@@ -1,4 +1,6 @@
-"""Start-up, on real processes: where the runtime file's version comes from."""
+"""Start-up, on real processes: what `herald serve` keeps out of its own process on its way
+to ready, where the runtime file's version comes from, and that ready means a round trip
+works at once."""
 
 from __future__ import annotations
 
@@ -8,10 +10,43 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from embedded.instance import read_instance
 from services.auth import ensure_install_token
 from services.layout import DataLayout
+from tests.e2e.harness import collect_until_terminal, os_environ, start_serve
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _openssl(pid: int) -> set[str]:
+    """The OpenSSL libraries a live process has mapped."""
+    with open(f"/proc/{pid}/maps") as f:
+        libs = {line.split()[-1].rsplit("/", 1)[-1] for line in f if "/" in line}
+    return {lib for lib in libs if lib.startswith(("libcrypto", "libssl"))}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps")
+def test_serve_runs_its_supervisor_without_openssl_and_ready_means_a_round_trip_works(
+        tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path) -> None:  # fmt: skip
+    """The `herald serve` process speaks only to its services on 127.0.0.1: OpenSSL (which
+    asyncio and hashlib load) stays out of it, tokens still work, and the runtime file says
+    the version the web serves. A task submitted the moment it says it serves comes back."""
+    herald = start_serve(tmp_path_factory.mktemp("data"), runtime_dir)
+    try:
+        client = herald.client
+        with client.events() as stream:
+            task = client.submit("demo.answer", {"seconds": 0})
+            events = collect_until_terminal(stream, task["id"])
+        assert events[-1].data["result"] == 42
+        assert _openssl(herald.proc.pid) == set()
+        with os_environ(herald.env):
+            info = read_instance(herald.data_dir)
+        assert info is not None
+        assert info.version == client.health()["version"]
+    finally:
+        assert herald.stop() == 0
 
 
 def test_the_web_says_its_version_when_ready(tmp_path: Path) -> None:
