@@ -28,7 +28,6 @@ validation error, 3 Herald not running or unreachable, 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import os
@@ -572,6 +571,13 @@ def _prune(data_dir: Path, args: argparse.Namespace) -> int:
 
 
 def _serve(data_dir: Path, args: argparse.Namespace) -> int:
+    # This process runs the supervisor and speaks only to its services on 127.0.0.1: no
+    # TLS, so OpenSSL is kept out of it (services.notls; asyncio imports `ssl`, hashlib
+    # `_hashlib`), 10-15 ms of its start-up before it starts the first service.
+    from services.notls import hide_openssl
+
+    hide_openssl()
+    import asyncio
     import logging
 
     from embedded.instance import AlreadyRunning, Instance, StartupError

@@ -254,9 +254,14 @@ class Instance:
         except BaseException:
             self.lock.release()
             raise
+        # The version the web serves, as it said when ready: reading the package metadata
+        # here (importlib.metadata's import and scan, 30-40 ms) came after every service
+        # was ready, on the way to the runtime file that clients wait for.
+        version = self.supervisor.ready_info("web").get("version")
         self.info = InstanceInfo(pid=os.getpid(), data_dir=str(self.data_dir),
                                  api=self.supervisor.api_url, ws=self.supervisor.ws_url,
-                                 token=self.token, version=herald_version(),
+                                 token=self.token,
+                                 version=version if isinstance(version, str) else herald_version(),
                                  started_at=time.time())  # fmt: skip
         write_instance(self.info)
         return self.info

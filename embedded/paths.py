@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import tempfile
@@ -50,5 +49,7 @@ def runtime_dir() -> Path:
 
 def runtime_file(data_dir: Path) -> Path:
     """The runtime file of the instance serving `data_dir` (one per data dir)."""
+    import hashlib  # here: `herald serve` keeps OpenSSL out of its process (embedded.cli)
+
     digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
     return runtime_dir() / f"instance-{digest}.json"

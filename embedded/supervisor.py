@@ -129,6 +129,7 @@ class _Child:
     args: list[str]
     proc: asyncio.subprocess.Process | None = None
     ready: asyncio.Future[dict[str, object]] | None = None
+    info: dict[str, object] = field(default_factory=dict)  # its last readiness line's details
     task: asyncio.Task[None] | None = None
     short_runs: int = 0  # consecutive runs that ended before STABLE_AFTER
     early_exits: int = 0  # consecutive runs that ended before the service was ever ready
@@ -282,6 +283,10 @@ class Supervisor:
 
     def pid(self, name: str) -> int | None:
         return self._children[name].status.pid
+
+    def ready_info(self, name: str) -> dict[str, object]:
+        """What a service said in its last readiness line (empty before it was ready)."""
+        return dict(self._children[name].info)
 
     @property
     def all_ready(self) -> bool:
@@ -497,6 +502,7 @@ class Supervisor:
                         child.status.port = port
                     url = info.get("url")
                     child.status.url = url if isinstance(url, str) else None
+                    child.info = info
                     child.ready.set_result(info)
                     child.ever_ready = True
                     self._set(child, ServiceState.READY, "")

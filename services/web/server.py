@@ -1,8 +1,10 @@
 """The web service process: wires the real store, queue and wake-ups into the app and serves.
 
 Binds 127.0.0.1 only, bounds slow and hostile clients (`services.web.limits`), announces
-`HERALD_READY {"service": "web", "port": P, "url": ...}` once it listens, and stops cleanly
-(exit 0) on SIGTERM, SIGINT or end-of-file on stdin.
+`HERALD_READY {"service": "web", "port": P, "url": ..., "version": V}` once it listens (the
+version it serves, which the supervisor's runtime file then says without reading the
+package metadata itself), and stops cleanly (exit 0) on SIGTERM, SIGINT or end-of-file on
+stdin.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from services.runtime import (
 from services.store.sqlite import WRITE_STATS, TaskStore
 from services.tasks.catalog import load_catalog
 from services.wake import WakeSender
-from services.web.app import make_app
+from services.web.app import herald_version, make_app
 from services.web.limits import GuardedSite, raise_fd_limit
 
 log = logging.getLogger(__name__)
@@ -71,8 +73,11 @@ def _write_stats(path: str, stalls: dict[str, float]) -> None:
             json.dump(stats, f)
 
 
-async def serve(app: web.Application, port: int, *, access_log: bool = False) -> None:
-    """Serve `app` on 127.0.0.1:`port` until SIGTERM, SIGINT or stdin end-of-file."""
+async def serve(
+    app: web.Application, port: int, *, access_log: bool = False, version: str | None = None
+) -> None:
+    """Serve `app` on 127.0.0.1:`port` until SIGTERM, SIGINT or stdin end-of-file; the
+    readiness line says `version` (if given)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -94,7 +99,8 @@ async def serve(app: web.Application, port: int, *, access_log: bool = False) ->
         actual = site.port
         log.info("listening on http://%s:%d (at most %d connections at once)", HOST, actual,
                  site.guard.cap)  # fmt: skip
-        announce_ready("web", port=actual, url=f"http://{HOST}:{actual}")
+        extra = {} if version is None else {"version": version}
+        announce_ready("web", port=actual, url=f"http://{HOST}:{actual}", **extra)
         stats_file = os.environ.get(STATS_ENV)
         stalls = {"longest_loop_stall_ms": 0.0, **{f"loop_stalls_over_{ms}ms": 0.0
                                                     for ms in STALLS_MS}}  # fmt: skip
@@ -138,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         runtime_dir=args.runtime_dir,
     )
     try:
-        asyncio.run(serve(app, args.port, access_log=args.log_level.upper() == "DEBUG"))
+        # The app read the metadata already (for health and the OpenAPI document): asking
+        # again is a lookup in importlib.metadata's cache.
+        asyncio.run(serve(app, args.port, access_log=args.log_level.upper() == "DEBUG",
+                          version=herald_version()))  # fmt: skip
     except OSError as exc:  # the port is taken, most likely
         return cannot_start("web", exc, args.port)
     finally:
