@@ -149,13 +149,13 @@ class DesktopApp(QObject):
         b.task_received.connect(self.model.upsert)
         b.events_received.connect(self.model.take_events)
         b.connection_changed.connect(self._on_bridge_connection_changed)
-        self.model.task_changed.connect(w.refresh_detail)
+        self.model.tasks_changed.connect(w.refresh_details)
         self.model.task_finished.connect(self._on_model_task_finished)
         self.model.task_missing.connect(lambda tid: self._spawn(self._fetch(tid)))
         # The window title counts active tasks (seen in the task bar); updated at most 5x/s.
         self._title_timer = QTimer(self, singleShot=True, interval=200)
         self._title_timer.timeout.connect(self._update_title)
-        for changed in (self.model.task_changed, self.model.rowsInserted, self.model.rowsRemoved):
+        for changed in (self.model.tasks_changed, self.model.rowsInserted, self.model.rowsRemoved):
             changed.connect(self._schedule_title)
         w.run_requested.connect(
             lambda name, args, timeout: self._spawn(self._submit(name, args, timeout)))
@@ -282,7 +282,7 @@ class DesktopApp(QObject):
             if not pending:
                 all_ended.set()
 
-        self.model.task_changed.connect(check)
+        self.model.tasks_changed.connect(check)
         try:
             async with asyncio.timeout(timeout):
                 await self._cancel(ids)
@@ -292,7 +292,7 @@ class DesktopApp(QObject):
             log.warning("%d task(s) had not stopped %.0f s after being cancelled; quitting",
                         len(pending), timeout)  # fmt: skip
         finally:
-            self.model.task_changed.disconnect(check)
+            self.model.tasks_changed.disconnect(check)
 
     def _active_ids(self) -> list[str]:
         return [t["id"] for t in self.model.all_tasks() if t["state"] in ACTIVE]

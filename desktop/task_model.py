@@ -39,6 +39,7 @@ from typing import Any
 from PySide6.QtCore import (
     QAbstractTableModel,
     QModelIndex,
+    QModelRoleDataSpan,
     QObject,
     QPersistentModelIndex,
     QSortFilterProxyModel,
@@ -259,6 +260,8 @@ class TaskModel(QAbstractTableModel):
     Signals:
         task_changed(str): a task's data, timeline or output changed (coalesced: once per
             flush for any number of events of that task).
+        tasks_changed(list): the same for every task a flush changed, in one emission
+            (200 streaming tasks are 200 task_changed per flush, each a call per slot).
         task_finished(str): a task reached a terminal state through an event, while the app
             watched it (once per task; not for tasks loaded already finished).
         task_missing(str): an event arrived for a task the model does not have (not loaded
@@ -314,6 +317,7 @@ class TaskModel(QAbstractTableModel):
     RETRY_TICK_MS = 1000
 
     task_changed = Signal(str)
+    tasks_changed = Signal(list)
     task_finished = Signal(str)
     task_missing = Signal(str)
     page_wanted = Signal(str, list, object)
@@ -386,6 +390,28 @@ class TaskModel(QAbstractTableModel):
     def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self.HEADERS)
 
+    def index(self, row: int, column: int,
+              parent: AnyIndex = QModelIndex()) -> QModelIndex:  # noqa: B008  # fmt: skip
+        # Made for every index a view or the proxy asks for (several per cell painted):
+        # straight, without the base class's hasIndex() and its two calls back into Python.
+        if (parent.isValid() or not 0 <= row < len(self._rows)
+                or not 0 <= column < len(self.HEADERS)):  # fmt: skip
+            return QModelIndex()
+        return self.createIndex(row, column)
+
+    def multiData(self, index: AnyIndex, roles: QModelRoleDataSpan) -> None:  # noqa: N802
+        # A delegate asks for the seven roles of each cell it paints in one call (font,
+        # alignment, colour, check state, icon, text, background): the row is found once
+        # and each role answered here, without a trip through Qt for each.
+        row = self._row_at(index)
+        known, col = self._ROLES, index.column()
+        for role_data in roles:
+            role = role_data.role()
+            if row is None or role not in known:
+                role_data.clearData()
+            else:
+                role_data.setData(self._value(row, col, role))
+
     def flags(self, index: AnyIndex) -> Qt.ItemFlag:
         if not index.isValid():
             return Qt.ItemFlag.NoItemFlags
@@ -412,14 +438,24 @@ class TaskModel(QAbstractTableModel):
         return None
 
     def data(self, index: AnyIndex, role: int = _DISPLAY) -> Any:
-        # Asked for each role of each cell painted (font, background, check state... that
-        # it has none of): those go back at once, before the index is even looked at.
-        if role not in self._ROLES or not index.isValid():
+        # Roles it has none of (font, background, check state...) go back at once, before
+        # the index is even looked at.
+        if role not in self._ROLES:
+            return None
+        row = self._row_at(index)
+        return None if row is None else self._value(row, index.column(), role)
+
+    def _row_at(self, index: AnyIndex) -> _Row | None:
+        """The row of a cell of this model, or None if it has no such cell."""
+        if not index.isValid():
             return None
         r, col = index.row(), index.column()
         if not (0 <= r < len(self._rows) and 0 <= col < len(self.HEADERS)):
             return None
-        row = self._rows[len(self._rows) - 1 - r]
+        return self._rows[len(self._rows) - 1 - r]
+
+    def _value(self, row: _Row, col: int, role: int) -> Any:
+        """What a cell of `row` in column `col` gives for `role` (one of `_ROLES`)."""
         if role == _DISPLAY:
             return self._display(row, col)
         if role == self.TaskIdRole:
@@ -704,6 +740,8 @@ class TaskModel(QAbstractTableModel):
             self.flushes += 1
         for tid in changed:
             self.task_changed.emit(tid)
+        if changed:
+            self.tasks_changed.emit(list(changed))
         for tid in finished:
             self.task_finished.emit(tid)
 
@@ -1222,6 +1260,15 @@ class TaskFilterProxy(QSortFilterProxyModel):
             change()
             self.invalidateRowsFilter()
 
+    def multiData(self, index: AnyIndex, roles: QModelRoleDataSpan) -> None:  # noqa: N802
+        # Qt's proxy answers it by asking the model for one role at a time (seven per cell
+        # painted, each mapped and sent through Qt): the model answers them all at once.
+        model = self.sourceModel()
+        if isinstance(model, TaskModel):
+            model.multiData(self.mapToSource(index), roles)
+        else:
+            super().multiData(index, roles)
+
     def lessThan(self, source_left: AnyIndex, source_right: AnyIndex) -> bool:
         # Straight from the model's rows: the default compares two SortRole QVariants, and
         # the round trips through Qt are most of the time a sort of thousands of rows takes.
@@ -1233,6 +1280,9 @@ class TaskFilterProxy(QSortFilterProxyModel):
         return super().lessThan(source_left, source_right)
 
     def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:
+        # Asked for every changed row at every flush: nothing to look at without a filter.
+        if not self._states and not self._query:
+            return True
         index = self.sourceModel().index(source_row, 0, source_parent)
         if self._states and index.data(TaskModel.StateRole) not in self._states:
             return False

@@ -257,6 +257,42 @@ def test_progress_for_more_rows_than_the_view_shows_repaints_only_those_cells(qt
     assert view.model().index(0, COL.MESSAGE).data() == "halfway"
 
 
+def test_a_flush_tells_of_every_task_it_changed_in_one_signal(qtbot):
+    model = TaskModel(tick_ms=3_600_000)
+    model.load([snapshot(f"t{i:03}", i, "running") for i in range(200)])
+    batches = record(model.tasks_changed)
+    one_by_one = record(model.task_changed)
+    feed = Feed()
+    for step in (0.25, 0.5):
+        for i in range(200):
+            model.apply_event(feed.progress(f"t{i:03}", step))
+    model.flush()
+    assert len(batches) == 1 and sorted(batches[0][0]) == [f"t{i:03}" for i in range(200)]
+    assert sorted(t for (t,) in one_by_one) == [f"t{i:03}" for i in range(200)]
+    model.flush()  # nothing changed since
+    assert len(batches) == 1
+
+
+def test_the_table_reads_the_same_through_the_task_proxy(qtbot):
+    """The proxy answers all the roles a delegate asks of a cell at once (multiData): what
+    a view shows through it is what it shows through Qt's own proxy, asking role by role."""
+    model = TaskModel(tick_ms=3_600_000)
+    model.set_titles({"demo.answer": "The answer"})
+    model.load([snapshot("q", 0), snapshot("r", 1, "running", progress=0.5, message="half"),
+                snapshot("s", 2, "succeeded", result=42),
+                snapshot("f", 3, "failed", error={"code": "boom", "message": "Boom"}),
+                snapshot("c", 4, "cancelled", message="Cancelled")])  # fmt: skip
+    shots = []
+    for proxy in (TaskFilterProxy(), QSortFilterProxyModel()):
+        proxy.setSourceModel(model)
+        view = QTableView()
+        qtbot.addWidget(view)
+        view.setModel(proxy)
+        view.resize(900, 300)
+        shots.append(view.grab().toImage())
+    assert shots[0] == shots[1]
+
+
 def test_a_burst_taken_is_applied_in_slices_and_the_loop_runs_between(qtbot):
     model = TaskModel(tick_ms=3_600_000)
     model.load([snapshot(f"t{i:02}", i, "running") for i in range(50)])
