@@ -69,6 +69,14 @@ def process_age() -> float:
 _IMPORTED_AT = time.monotonic()
 
 
+def paint_on_the_gui_thread() -> None:
+    """Have Qt's raster engine fill on the GUI thread, never hand a fill to its thread pool
+    and wait for it: on a machine busy with the tasks' own processes, each wait for those
+    threads to be scheduled is a freeze of the whole window. Qt reads it at the first fill
+    that would go to the pool, so call it before the window is first painted."""
+    os.environ.setdefault("QT_NO_GUI_THREADPOOL", "1")
+
+
 def app_icon() -> QIcon:
     return QIcon(str(files("desktop") / "resources" / "herald.svg"))
 
@@ -103,6 +111,7 @@ class DesktopApp(QObject):
 
     def __init__(self, data_dir: Path, settings: QSettings, *, self_check: bool = False) -> None:
         super().__init__()
+        paint_on_the_gui_thread()  # before the window is shown
         self.data_dir = data_dir
         self.self_check = self_check
         self.exit_code = 0
@@ -536,6 +545,7 @@ def main(data_dir: Path, argv: list[str] | None = None, *, self_check: bool = Fa
     """Run the desktop app for `data_dir`; returns the exit status."""
     logging.basicConfig(level=os.environ.get("HERALD_LOG_LEVEL", "WARNING").upper(),
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")  # fmt: skip
+    paint_on_the_gui_thread()
     QGuiApplication.setHighDpiScaleFactorRoundingPolicy(
         Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)  # fmt: skip
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.app import DesktopApp
+from desktop.app import DesktopApp, paint_on_the_gui_thread
 from desktop.task_model import TaskModel
 from tests.e2e.harness import pid_alive
 
@@ -365,3 +365,17 @@ def test_many_tasks_streaming_end_with_every_row_as_the_server_has_it(tmp_path, 
             assert [e.seq for e in model.events(tid)] == [e.seq for e in recorded], tid
     finally:
         running.quit()
+
+
+def test_the_window_is_painted_on_the_gui_thread_alone(tmp_path, runtime, qtbot, monkeypatch):
+    """Qt's raster engine would hand big fills to its thread pool and wait: on a machine
+    busy with the tasks, each wait for those threads is a freeze. The app turns it off
+    before its window is painted (a user's own setting stays)."""
+    monkeypatch.delenv("QT_NO_GUI_THREADPOOL", raising=False)
+    app = DesktopApp(tmp_path / "data", QSettings(str(tmp_path / "s.ini"),
+                                                  QSettings.Format.IniFormat))  # fmt: skip
+    app.window.close_for_quit()  # never shown; closed without asking the app to quit
+    assert os.environ["QT_NO_GUI_THREADPOOL"] == "1"
+    monkeypatch.setenv("QT_NO_GUI_THREADPOOL", "yes")
+    paint_on_the_gui_thread()
+    assert os.environ["QT_NO_GUI_THREADPOOL"] == "yes"
