@@ -9,6 +9,9 @@
   longest lateness is the longest freeze a user could notice.
 - Memory: RSS of the GUI process and of the whole app (GUI + the three services), and
   the proportional memory (PSS) of all of it with the worker's executor processes.
+- One turn under a stream: the GUI thread's CPU for a flush of the task model with 200
+  rows changed by progress, and for the repaint it causes, in the window (no services:
+  what the stall is made of, apart from waiting for a core on a loaded machine).
 """
 
 from __future__ import annotations
@@ -87,6 +90,17 @@ def stream(tmp: Path) -> None:
     line("  the whole app with the executors (PSS)", f"{figures['pss']:.1f} MB")
 
 
+def repaint() -> None:
+    from desktop.measure import measure_repaint
+
+    figures = measure_repaint(TASKS)
+    print(f"\nOne turn of the loop under a stream ({TASKS} rows changed, GUI-thread CPU)")
+    for key, label in (("flush", "model flush"), ("paint", "repaint it causes")):
+        ms = sorted(x * 1000 for x in figures[key])
+        line(f"{label} (median, min-max)",
+             f"{statistics.median(ms):.1f} ms ({ms[0]:.1f}-{ms[-1]:.1f})")  # fmt: skip
+
+
 def main() -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     tmp = Path(tempfile.mkdtemp(prefix="herald-bench-desktop-"))
@@ -95,4 +109,5 @@ def main() -> int:
     (tmp / "rt2").mkdir(mode=0o700)
     os.environ["XDG_RUNTIME_DIR"] = str(tmp / "rt2")
     stream(tmp)
+    repaint()
     return 0

@@ -69,6 +69,14 @@ def process_age() -> float:
 _IMPORTED_AT = time.monotonic()
 
 
+def paint_on_the_gui_thread() -> None:
+    """Have Qt's raster engine fill on the GUI thread, never hand a fill to its thread pool
+    and wait for it: on a machine busy with the tasks' own processes, each wait for those
+    threads to be scheduled is a freeze of the whole window. Qt reads it at the first fill
+    that would go to the pool, so call it before the window is first painted."""
+    os.environ.setdefault("QT_NO_GUI_THREADPOOL", "1")
+
+
 def app_icon() -> QIcon:
     return QIcon(str(files("desktop") / "resources" / "herald.svg"))
 
@@ -103,6 +111,7 @@ class DesktopApp(QObject):
 
     def __init__(self, data_dir: Path, settings: QSettings, *, self_check: bool = False) -> None:
         super().__init__()
+        paint_on_the_gui_thread()  # before the window is shown
         self.data_dir = data_dir
         self.self_check = self_check
         self.exit_code = 0
@@ -149,13 +158,13 @@ class DesktopApp(QObject):
         b.task_received.connect(self.model.upsert)
         b.events_received.connect(self.model.take_events)
         b.connection_changed.connect(self._on_bridge_connection_changed)
-        self.model.task_changed.connect(w.refresh_detail)
+        self.model.tasks_changed.connect(w.refresh_details)
         self.model.task_finished.connect(self._on_model_task_finished)
         self.model.task_missing.connect(lambda tid: self._spawn(self._fetch(tid)))
         # The window title counts active tasks (seen in the task bar); updated at most 5x/s.
         self._title_timer = QTimer(self, singleShot=True, interval=200)
         self._title_timer.timeout.connect(self._update_title)
-        for changed in (self.model.task_changed, self.model.rowsInserted, self.model.rowsRemoved):
+        for changed in (self.model.tasks_changed, self.model.rowsInserted, self.model.rowsRemoved):
             changed.connect(self._schedule_title)
         w.run_requested.connect(
             lambda name, args, timeout: self._spawn(self._submit(name, args, timeout)))
@@ -282,7 +291,7 @@ class DesktopApp(QObject):
             if not pending:
                 all_ended.set()
 
-        self.model.task_changed.connect(check)
+        self.model.tasks_changed.connect(check)
         try:
             async with asyncio.timeout(timeout):
                 await self._cancel(ids)
@@ -292,7 +301,7 @@ class DesktopApp(QObject):
             log.warning("%d task(s) had not stopped %.0f s after being cancelled; quitting",
                         len(pending), timeout)  # fmt: skip
         finally:
-            self.model.task_changed.disconnect(check)
+            self.model.tasks_changed.disconnect(check)
 
     def _active_ids(self) -> list[str]:
         return [t["id"] for t in self.model.all_tasks() if t["state"] in ACTIVE]
@@ -536,6 +545,7 @@ def main(data_dir: Path, argv: list[str] | None = None, *, self_check: bool = Fa
     """Run the desktop app for `data_dir`; returns the exit status."""
     logging.basicConfig(level=os.environ.get("HERALD_LOG_LEVEL", "WARNING").upper(),
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")  # fmt: skip
+    paint_on_the_gui_thread()
     QGuiApplication.setHighDpiScaleFactorRoundingPolicy(
         Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)  # fmt: skip
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)

@@ -115,3 +115,65 @@ async def _stream(data_dir: Path, tasks: int, seconds: float, period: float) -> 
     await desktop.quit(ask=False)
     await run
     return result
+
+
+def measure_repaint(tasks: int = 200, rounds: int = 60) -> dict[str, list[float]]:
+    """The GUI thread's CPU for one flush of the task model and the repaint it causes, with
+    `tasks` running rows each changed by a progress event (each a different fraction, as a
+    stream has them), in the window as the app shows it (offscreen unless a platform is
+    set): what one turn of the event loop costs under a stream, without the machine's load.
+
+    Returns:
+        {"flush": [CPU s of each flush], "paint": [CPU s of the repaint after it]}
+    """
+    import tempfile
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from desktop.app import app_icon, paint_on_the_gui_thread
+    from desktop.services import SERVICE_NAMES
+    from desktop.task_model import TaskModel
+    from desktop.ui.main_window import MainWindow
+    from services.core import taskview
+    from services.core.events import Event, EventType
+
+    paint_on_the_gui_thread()
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    scratch = tempfile.mkdtemp(prefix="herald-repaint-")
+    settings = QSettings(os.path.join(scratch, "settings.ini"), QSettings.Format.IniFormat)
+    model = TaskModel(tick_ms=3_600_000)  # no Duration refresh in between
+    window = MainWindow(model, SERVICE_NAMES, scratch, app_icon(), settings)
+    window.resize(1360, 820)
+    window.show()
+    now = time.time()
+    rows = []
+    for i in range(tasks):
+        task = taskview.new_task(f"{i:032x}", "demo.answer", {"seconds": 6}, now - 10 + i / 1000)
+        del task["seq"]
+        task.update(state="running", attempt=1, started_at=taskview.iso(now - 5),
+                    updated_at=taskview.iso(now - 5), max_attempts=3)  # fmt: skip
+        rows.append(task)
+    model.set_titles({"demo.answer": "The answer"})
+    model.load(rows)
+    window.select_task(rows[-1]["id"])  # the detail pane follows one of them
+    for _ in range(10):
+        app.processEvents()
+    flush: list[float] = []
+    paint: list[float] = []
+    seq = 1_000_000
+    for n in range(rounds):
+        for i, task in enumerate(rows):
+            seq += 1
+            fraction = ((n + 1) / (rounds + 1) + i * 0.0037) % 1.0
+            model.apply_event(Event(seq, task["id"], "", EventType.PROGRESS, time.time(), 1,
+                                    {"fraction": fraction, "message": f"step {n}"}))  # fmt: skip
+        c0 = time.thread_time()
+        model.flush()
+        c1 = time.thread_time()
+        app.processEvents()
+        flush.append(c1 - c0)
+        paint.append(time.thread_time() - c1)
+    window.close_for_quit()
+    return {"flush": flush, "paint": paint}

@@ -6,9 +6,11 @@ The model holds the tasks as the API's task dicts and changes them only through
 tasks streaming progress), so `apply_event` changes the data at once but tells the views
 later: every change of a burst is merged into one flush on a short timer, which inserts the
 new rows in as few `beginInsertRows` as possible and emits one `dataChanged` per run of
-neighbouring changed rows (one for the whole table when every row changed), with each row's
-latest values: intermediate progress is coalesced, the final state never dropped. Loads,
-upserts and removals are rare and are announced at once.
+neighbouring changed rows and of the cells that changed in them (a progress event changes
+the Progress and Message cells only), each range cut to what a view repaints for itself
+rather than repainting all it shows, with each row's latest values: intermediate progress
+is coalesced, the final state never dropped. Loads, upserts and removals are rare and are
+announced at once.
 
 Live events come through `take_events`, which queues them and applies them in bounded
 slices, one per turn of the event loop: a burst (a reconnect's replay, a backlog the loop
@@ -37,6 +39,7 @@ from typing import Any
 from PySide6.QtCore import (
     QAbstractTableModel,
     QModelIndex,
+    QModelRoleDataSpan,
     QObject,
     QPersistentModelIndex,
     QSortFilterProxyModel,
@@ -83,10 +86,29 @@ _TOOLTIP_CHARS = 2000
 _SETTLED_PROGRESS = 50
 # Events for tasks the model does not know yet, kept until the task arrives.
 _ORPHAN_TASKS, _ORPHAN_EVENTS = 500, 1000
+_MISSING = object()
+
+
+# A dataChanged over more cells than this makes a QTableView repaint its whole viewport
+# (Qt 6.11, measured); up to it, only where the range meets the viewport, nothing for rows
+# scrolled out of sight. A flush cuts its ranges to this size.
+_VIEW_RANGE_CELLS = 200
 
 
 def _seq(event: Event) -> int:
     return event.seq
+
+
+def _spans(columns: int) -> Iterator[tuple[int, int]]:
+    """(first, last) of each run of neighbouring columns set in the bit mask `columns`."""
+    col = 0
+    while columns >> col:
+        if columns >> col & 1:
+            first = col
+            while columns >> (col + 1) & 1:
+                col += 1
+            yield first, col
+        col += 1
 
 
 def _runs(numbers: list[int]) -> Iterator[tuple[int, int]]:
@@ -238,6 +260,8 @@ class TaskModel(QAbstractTableModel):
     Signals:
         task_changed(str): a task's data, timeline or output changed (coalesced: once per
             flush for any number of events of that task).
+        tasks_changed(list): the same for every task a flush changed, in one emission
+            (200 streaming tasks are 200 task_changed per flush, each a call per slot).
         task_finished(str): a task reached a terminal state through an event, while the app
             watched it (once per task; not for tasks loaded already finished).
         task_missing(str): an event arrived for a task the model does not have (not loaded
@@ -265,6 +289,14 @@ class TaskModel(QAbstractTableModel):
 
     HEADERS = ("Task", "State", "Progress", "Message", "Submitted", "Duration", "Result")
 
+    # The cells (a bit per column) a change of a task's key shows in. A progress event
+    # changes the Progress and Message cells only, and the views repaint just those: most
+    # of what a stream repaints. Any other key may show in any cell (a new state changes
+    # the row's look) but Submitted, the creation time, which never changes.
+    _EVERY_CELL = ((1 << len(HEADERS)) - 1) & ~(1 << Column.SUBMITTED)
+    _CELLS_OF_KEY = {"progress": 1 << Column.PROGRESS, "message": 1 << Column.MESSAGE,
+                     "seq": 0, "updated_at": 0}  # fmt: skip
+
     TaskIdRole = _USER + 1  # str
     StateRole = _USER + 2  # str: a TaskState value
     ProgressRole = _USER + 3  # float in 0..1, or None
@@ -285,6 +317,7 @@ class TaskModel(QAbstractTableModel):
     RETRY_TICK_MS = 1000
 
     task_changed = Signal(str)
+    tasks_changed = Signal(list)
     task_finished = Signal(str)
     task_missing = Signal(str)
     page_wanted = Signal(str, list, object)
@@ -312,7 +345,7 @@ class TaskModel(QAbstractTableModel):
         self._removed: set[str] = set()
         self._titles: dict[str, str] = {}
         self._displays: dict[str, dict[str, Any]] = {}  # how each task's result reads
-        self._dirty: set[str] = set()  # rows whose cells changed since the last flush
+        self._dirty: dict[str, int] = {}  # rows changed since the last flush: their cells
         self._changed: set[str] = set()  # task_changed to emit
         self._finished: list[str] = []  # task_finished to emit
         self._announced: set[str] = set()  # task_finished emitted
@@ -357,6 +390,28 @@ class TaskModel(QAbstractTableModel):
     def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self.HEADERS)
 
+    def index(self, row: int, column: int,
+              parent: AnyIndex = QModelIndex()) -> QModelIndex:  # noqa: B008  # fmt: skip
+        # Made for every index a view or the proxy asks for (several per cell painted):
+        # straight, without the base class's hasIndex() and its two calls back into Python.
+        if (parent.isValid() or not 0 <= row < len(self._rows)
+                or not 0 <= column < len(self.HEADERS)):  # fmt: skip
+            return QModelIndex()
+        return self.createIndex(row, column)
+
+    def multiData(self, index: AnyIndex, roles: QModelRoleDataSpan) -> None:  # noqa: N802
+        # A delegate asks for the seven roles of each cell it paints in one call (font,
+        # alignment, colour, check state, icon, text, background): the row is found once
+        # and each role answered here, without a trip through Qt for each.
+        row = self._row_at(index)
+        known, col = self._ROLES, index.column()
+        for role_data in roles:
+            role = role_data.role()
+            if row is None or role not in known:
+                role_data.clearData()
+            else:
+                role_data.setData(self._value(row, col, role))
+
     def flags(self, index: AnyIndex) -> Qt.ItemFlag:
         if not index.isValid():
             return Qt.ItemFlag.NoItemFlags
@@ -383,14 +438,24 @@ class TaskModel(QAbstractTableModel):
         return None
 
     def data(self, index: AnyIndex, role: int = _DISPLAY) -> Any:
-        # Asked for each role of each cell painted (font, background, check state... that
-        # it has none of): those go back at once, before the index is even looked at.
-        if role not in self._ROLES or not index.isValid():
+        # Roles it has none of (font, background, check state...) go back at once, before
+        # the index is even looked at.
+        if role not in self._ROLES:
+            return None
+        row = self._row_at(index)
+        return None if row is None else self._value(row, index.column(), role)
+
+    def _row_at(self, index: AnyIndex) -> _Row | None:
+        """The row of a cell of this model, or None if it has no such cell."""
+        if not index.isValid():
             return None
         r, col = index.row(), index.column()
         if not (0 <= r < len(self._rows) and 0 <= col < len(self.HEADERS)):
             return None
-        row = self._rows[len(self._rows) - 1 - r]
+        return self._rows[len(self._rows) - 1 - r]
+
+    def _value(self, row: _Row, col: int, role: int) -> Any:
+        """What a cell of `row` in column `col` gives for `role` (one of `_ROLES`)."""
         if role == _DISPLAY:
             return self._display(row, col)
         if role == self.TaskIdRole:
@@ -656,20 +721,27 @@ class TaskModel(QAbstractTableModel):
         if self._pending:
             pending, self._pending = list(self._pending.values()), {}
             self._insert(pending)
-        dirty, self._dirty = self._dirty, set()
-        rows = sorted(r for r in map(self._row_number, dirty) if r is not None)
-        # Two column ranges around Submitted, the one cell an event never changes: a view
-        # sorted by it (the default) then has nothing to sort again.
-        sub, last = self.Column.SUBMITTED, len(self.HEADERS) - 1
-        for first, end in _runs(rows):
-            self.dataChanged.emit(self.index(first, 0), self.index(end, sub - 1))
-            self.dataChanged.emit(self.index(first, sub + 1), self.index(end, last))
+        dirty, self._dirty = self._dirty, {}
+        # The rows by the cells that changed in them: one range per run of neighbouring
+        # rows and of neighbouring columns. Never Submitted, the one cell an event never
+        # changes: a view sorted by it (the default) then has nothing to sort again.
+        by_cells: dict[int, list[int]] = {}
+        for tid, cells in dirty.items():
+            row = self._row_number(tid)
+            if row is not None:
+                by_cells.setdefault(cells, []).append(row)
+        for cells, rows in by_cells.items():
+            rows.sort()
+            for first_col, last_col in _spans(cells):
+                self._announce(rows, first_col, last_col)
         changed, self._changed = self._changed, set()
         finished, self._finished = self._finished, []
-        if rows or changed or finished:
+        if by_cells or changed or finished:
             self.flushes += 1
         for tid in changed:
             self.task_changed.emit(tid)
+        if changed:
+            self.tasks_changed.emit(list(changed))
         for tid in finished:
             self.task_finished.emit(tid)
 
@@ -683,7 +755,7 @@ class TaskModel(QAbstractTableModel):
             self._orphans.pop(tid, None)
             self._running.discard(tid)
             self._waiting.discard(tid)
-            self._dirty.discard(tid)
+            self._dirty.pop(tid, None)
             self._changed.discard(tid)
             self._asked.discard(tid)
         if not self._running:
@@ -828,10 +900,10 @@ class TaskModel(QAbstractTableModel):
         old = row.task
         if new is None or new is old:
             return
-        visible = any(new.get(k) != v for k, v in old.items() if k != "seq")
+        cells = self._changed_cells(old, new)
         row.set(new)
-        if visible and row.id in self._pos:
-            self._dirty.add(row.id)
+        if cells and row.id in self._pos:
+            self._dirty[row.id] = self._dirty.get(row.id, 0) | cells
         if (by_event and taskview.is_terminal(row.state) and not taskview.is_terminal(
                 old.get("state")) and row.id not in self._announced):  # fmt: skip
             self._announced.add(row.id)
@@ -840,6 +912,31 @@ class TaskModel(QAbstractTableModel):
             if history is not None:
                 history.settle(_SETTLED_PROGRESS)
         self._track(row)
+
+    def _changed_cells(self, old: dict[str, Any], new: dict[str, Any]) -> int:
+        """The cells (a bit per column) that may read differently from `old` to `new`."""
+        every, of_key = self._EVERY_CELL, self._CELLS_OF_KEY
+        cells = 0
+        for key, value in new.items():
+            if old.get(key, _MISSING) != value:
+                cells |= of_key.get(key, every)
+                if cells == every:
+                    return cells
+        if any(key not in new for key in old):
+            cells = every
+        return cells
+
+    def _announce(self, rows: list[int], first_col: int, last_col: int, *,
+                  roles: list[int] | None = None) -> None:  # fmt: skip
+        """dataChanged for the columns first_col..last_col of `rows` (sorted): one per run of
+        neighbouring rows, cut to `_VIEW_RANGE_CELLS` cells so that a view repaints only
+        the changed cells it shows, not its whole viewport."""
+        step = max(1, _VIEW_RANGE_CELLS // (last_col - first_col + 1))
+        for first, last in _runs(rows):
+            for top in range(first, last + 1, step):
+                bottom = min(last, top + step - 1)
+                self.dataChanged.emit(self.index(top, first_col), self.index(bottom, last_col),
+                                      roles or [])  # fmt: skip
 
     def _track(self, row: _Row) -> None:
         """Keep the sets of running rows whose Duration ticks and of waiting rows whose
@@ -922,9 +1019,7 @@ class TaskModel(QAbstractTableModel):
             timer.stop()
             return
         rows = sorted(r for r in map(self._row_number, ids) if r is not None)
-        roles = [_DISPLAY, self.SortRole]
-        for first, last in _runs(rows):
-            self.dataChanged.emit(self.index(first, col), self.index(last, col), roles)
+        self._announce(rows, col, col, roles=[_DISPLAY, self.SortRole])
 
     # ------------------------------------------------------------------ cells
 
@@ -1165,6 +1260,15 @@ class TaskFilterProxy(QSortFilterProxyModel):
             change()
             self.invalidateRowsFilter()
 
+    def multiData(self, index: AnyIndex, roles: QModelRoleDataSpan) -> None:  # noqa: N802
+        # Qt's proxy answers it by asking the model for one role at a time (seven per cell
+        # painted, each mapped and sent through Qt): the model answers them all at once.
+        model = self.sourceModel()
+        if isinstance(model, TaskModel):
+            model.multiData(self.mapToSource(index), roles)
+        else:
+            super().multiData(index, roles)
+
     def lessThan(self, source_left: AnyIndex, source_right: AnyIndex) -> bool:
         # Straight from the model's rows: the default compares two SortRole QVariants, and
         # the round trips through Qt are most of the time a sort of thousands of rows takes.
@@ -1176,6 +1280,9 @@ class TaskFilterProxy(QSortFilterProxyModel):
         return super().lessThan(source_left, source_right)
 
     def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:
+        # Asked for every changed row at every flush: nothing to look at without a filter.
+        if not self._states and not self._query:
+            return True
         index = self.sourceModel().index(source_row, 0, source_parent)
         if self._states and index.data(TaskModel.StateRole) not in self._states:
             return False

@@ -446,6 +446,12 @@ class MainWindow(QMainWindow):
         rows = self.table.selectionModel().selectedRows()
         return [self.proxy.data(i, TaskModel.TaskIdRole) for i in rows]
 
+    def refresh_details(self, task_ids: list[str]) -> None:
+        """Re-render the detail pane if it shows one of `task_ids` (the tasks a flush of the
+        model changed: all of them under a stream)."""
+        if self.detail.task_id is not None and self.detail.task_id in task_ids:
+            self.refresh_detail(self.detail.task_id)
+
     def refresh_detail(self, task_id: str) -> None:
         """Re-render the detail pane if it shows `task_id` (called for every changed task,
         hundreds of times a second under load: it must cost nothing for the others)."""

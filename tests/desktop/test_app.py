@@ -21,7 +21,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.app import DesktopApp
+from desktop.app import DesktopApp, paint_on_the_gui_thread
+from desktop.task_model import TaskModel
 from tests.e2e.harness import pid_alive
 
 WAIT = 20_000  # ms
@@ -313,3 +314,68 @@ def test_the_about_box_says_who_the_app_is_signed_in_as(running):
     me = running.window.identity
     assert me is not None and me["principal"] == "local" and me["owner"] is True
     assert "Signed in as local (the owner)" in about_text(me)
+
+
+@pytest.mark.slow
+def test_many_tasks_streaming_end_with_every_row_as_the_server_has_it(tmp_path, runtime,
+                                                                      aloop, qtbot):  # fmt: skip
+    """40 tasks streaming progress at once, their events applied in slices and the views told
+    in batches: every row ends in its final state, each task's progress only went forward
+    from one flush to the next, its timeline holds the events the server recorded, each
+    once and in order, and the selected row stays selected."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    (data / "config.toml").write_text("[worker]\nthreads = 40\n")
+    running = Running(data, tmp_path / "settings.ini", qtbot)
+    try:
+        model, window, client = running.app.model, running.window, running.app.bridge.client
+        seen: dict[str, list[float]] = {}
+
+        def on_flushed(tid: str) -> None:  # what the views were told for the task
+            task = model.task_by_id(tid)
+            if task is not None and task.get("progress") is not None:
+                seen.setdefault(tid, []).append(task["progress"])
+
+        model.task_changed.connect(on_flushed)
+        submitting = asyncio.gather(*(client.submit("demo.answer", {"seconds": 1.5})
+                                      for _ in range(40)))  # fmt: skip
+        qtbot.waitUntil(submitting.done, timeout=WAIT)
+        ids = [t["id"] for t in submitting.result()]
+        qtbot.waitUntil(lambda: model.row_of(ids[5]) is not None, timeout=WAIT)
+        window.select_task(ids[5])
+        qtbot.waitUntil(lambda: all(running.state(t) == "succeeded" for t in ids),
+                        timeout=3 * WAIT)  # fmt: skip
+        model.flush()
+        for tid in ids:
+            task = model.task_by_id(tid)
+            assert (task["state"], task["progress"], task["result"], task["message"]) == (
+                "succeeded", 1.0, 42, "42"), tid  # fmt: skip
+            assert len(seen[tid]) >= 3 and seen[tid] == sorted(seen[tid]), tid
+        proxy = window.proxy
+        rows = {proxy.index(r, 0).data(TaskModel.TaskIdRole): r for r in range(proxy.rowCount())}
+        for tid in ids:
+            assert proxy.index(rows[tid], TaskModel.Column.STATE).data() == "Succeeded"
+            assert proxy.index(rows[tid], TaskModel.Column.PROGRESS).data() == "done"
+        created = [model.task_by_id(t)["created_at"] for t in sorted(ids, key=rows.__getitem__)]
+        assert created == sorted(created, reverse=True)  # newest first
+        assert window.selected_ids() == [ids[5]]
+        recording = asyncio.gather(*(client.timeline(t) for t in ids))
+        qtbot.waitUntil(recording.done, timeout=WAIT)
+        for tid, recorded in zip(ids, recording.result(), strict=True):
+            assert [e.seq for e in model.events(tid)] == [e.seq for e in recorded], tid
+    finally:
+        running.quit()
+
+
+def test_the_window_is_painted_on_the_gui_thread_alone(tmp_path, runtime, qtbot, monkeypatch):
+    """Qt's raster engine would hand big fills to its thread pool and wait: on a machine
+    busy with the tasks, each wait for those threads is a freeze. The app turns it off
+    before its window is painted (a user's own setting stays)."""
+    monkeypatch.delenv("QT_NO_GUI_THREADPOOL", raising=False)
+    app = DesktopApp(tmp_path / "data", QSettings(str(tmp_path / "s.ini"),
+                                                  QSettings.Format.IniFormat))  # fmt: skip
+    app.window.close_for_quit()  # never shown; closed without asking the app to quit
+    assert os.environ["QT_NO_GUI_THREADPOOL"] == "1"
+    monkeypatch.setenv("QT_NO_GUI_THREADPOOL", "yes")
+    paint_on_the_gui_thread()
+    assert os.environ["QT_NO_GUI_THREADPOOL"] == "yes"

@@ -207,3 +207,35 @@ def test_the_timeline_merges_runs_of_progress_and_filters_by_type(pane):
     assert [r[0] for r in rows(pane)] == ["started"]
     pane.timeline_view.set_filter("")
     assert len(rows(pane)) == 6
+
+
+def test_a_timeline_drawn_again_reads_as_the_one_built_event_by_event(pane):
+    seq = itertools.count(1)
+    events: list[Event] = []
+    for etype, attempt, data in [(EventType.QUEUED, 0, {"name": "demo.answer", "args": {}}),
+                                 (EventType.STARTED, 1, {"attempt": 1})]:  # fmt: skip
+        events.append(Event(next(seq), "t1", "", etype, time.time(), attempt, data))
+    for i in range(30):
+        events.append(Event(next(seq), "t1", "", EventType.PROGRESS, time.time(), 1,
+                            {"fraction": i / 30, "message": f"{30 - i} left"}))  # fmt: skip
+        if i == 10:
+            events.append(Event(next(seq), "t1", "", EventType.OUTPUT, time.time(), 1,
+                                {"lines": ["hello"]}))  # fmt: skip
+    events.append(Event(next(seq), "t1", "", EventType.SUCCEEDED, time.time(), 1, {"result": 1}))
+    view = pane.timeline_view
+    for n in range(1, len(events) + 1):  # as a stream shows them
+        view.show_events(events[:n])
+    tree = view.tree
+
+    def shown() -> list[tuple[str, ...]]:
+        return [tuple(tree.topLevelItem(i).text(c) for c in range(3))
+                + (tree.topLevelItem(i).toolTip(2),)
+                for i in range(tree.topLevelItemCount())]  # fmt: skip
+
+    built = shown()
+    assert [r[1] for r in built] == ["queued", "started", "progress", "output", "progress",
+                                     "succeeded"]  # fmt: skip
+    view.show_events(events[:2] + events[-5:])  # fewer (a finished task's, settled): redrawn
+    view.show_events(events)
+    assert shown() == built
+    assert view.counts.text() == f"{len(events)} events in 6 rows"

@@ -48,8 +48,8 @@ def view(qtbot, model):
     return view
 
 
-def paint_cell(view: QTableView, row: int, size=(200, 24)) -> QImage:
-    """The Progress cell of `row` as the delegate paints it alone."""
+def paint_cell(view: QTableView, row: int, size=(200, 24), font=None) -> QImage:
+    """The Progress cell of `row` as the delegate paints it alone (`font`: the painter's)."""
     index = view.model().index(row, COL.PROGRESS)
     option = QStyleOptionViewItem()
     view.initViewItemOption(option)
@@ -57,6 +57,8 @@ def paint_cell(view: QTableView, row: int, size=(200, 24)) -> QImage:
     image = QImage(*size, QImage.Format.Format_ARGB32)
     image.fill(QColor("white"))
     painter = QPainter(image)
+    if font is not None:
+        painter.setFont(font)
     try:
         view.itemDelegateForColumn(COL.PROGRESS).paint(painter, option, index)
     finally:
@@ -117,3 +119,38 @@ def test_size_hint_fits_the_text(view):
         assert hint.width() >= max(ProgressDelegate.MIN_WIDTH,
                                    option.fontMetrics.horizontalAdvance("100 %"))  # fmt: skip
         assert option.fontMetrics.height() < hint.height() < 4 * option.fontMetrics.height()
+
+
+def test_a_cell_from_the_cache_is_the_cell_drawn_anew(view):
+    model = view.model()
+    row = model.row_of("quarter")
+    first = paint_cell(view, row)
+    assert paint_cell(view, row) == first  # the second comes from the cache
+    view.setItemDelegateForColumn(COL.PROGRESS, ProgressDelegate(view))  # an empty cache
+    assert paint_cell(view, row) == first
+
+
+def test_the_cache_keeps_selection_and_fonts_apart(view):
+    model = view.model()
+    row = model.row_of("three_quarters")
+    plain = paint_cell(view, row)
+    index = model.index(row, COL.PROGRESS)
+    option = QStyleOptionViewItem()
+    view.initViewItemOption(option)
+    option.rect = QRect(0, 0, 200, 24)
+    option.state |= QStyle.StateFlag.State_Selected
+    selected = QImage(200, 24, QImage.Format.Format_ARGB32)
+    selected.fill(QColor("white"))
+    painter = QPainter(selected)
+    try:
+        view.itemDelegateForColumn(COL.PROGRESS).paint(painter, option, index)
+    finally:
+        painter.end()
+    assert selected != plain
+    assert paint_cell(view, row) == plain
+    font = view.font()
+    font.setPointSizeF(font.pointSizeF() * 1.5)
+    bigger = paint_cell(view, row, font=font)
+    assert bigger != plain  # drawn anew in the painter's font
+    view.setItemDelegateForColumn(COL.PROGRESS, ProgressDelegate(view))  # an empty cache
+    assert paint_cell(view, row, font=font) == bigger

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt, QTimer
-from PySide6.QtWidgets import QTableView
+from PySide6.QtWidgets import QStyledItemDelegate, QTableView
 
 from desktop.task_model import TaskFilterProxy, TaskModel
 from services.core import taskview
@@ -78,6 +78,14 @@ def rows_changed(first: int, last: int) -> list[tuple]:
     never changes: a view sorted by it has nothing to sort again)."""
     sub = COL.SUBMITTED
     return [((first, 0), (last, sub - 1), []), ((first, sub + 1), (last, 6), [])]
+
+
+def progress_changed(first: int, last: int) -> list[tuple]:
+    """The dataChanged of a flush for rows first..last where only progress events came:
+    their Progress and Message cells, in ranges of at most 200 cells (over that, a table
+    view repaints all it shows)."""
+    return [((top, COL.PROGRESS), (min(last, top + 99), COL.MESSAGE), [])
+            for top in range(first, last + 1, 100)]  # fmt: skip
 
 
 def record(signal) -> list[tuple]:
@@ -157,7 +165,7 @@ def test_a_progress_event_changes_that_row_only(qtbot):
     with qtbot.waitSignal(model.dataChanged, timeout=2000):  # the flush timer
         model.apply_event(feed.progress("b", 0.45, "copying"))
         assert changed == []  # not yet: coalesced
-    assert changed == rows_changed(1, 1)
+    assert changed == progress_changed(1, 1)
     assert tasks_changed == [("b",)]
     index = model.index(1, COL.PROGRESS)
     assert index.data(TaskModel.ProgressRole) == 0.45
@@ -176,8 +184,8 @@ def test_a_burst_of_events_is_one_flush(qtbot):
             model.apply_event(feed.progress(f"t{i:03}", step))
     assert changed == []
     qtbot.waitUntil(lambda: len(changed) > 0, timeout=2000)
-    # 600 events, one flush: one range for the 200 neighbouring rows, not 200 signals.
-    assert changed == rows_changed(0, 199)
+    # 600 events, one flush: two ranges of 100 neighbouring rows (200 cells), not 200 signals.
+    assert changed == progress_changed(0, 199)
     assert len(tasks_changed) == 200
     assert all(model.task(r)["progress"] == 0.75 for r in range(200))
 
@@ -195,11 +203,94 @@ def test_events_of_one_row_are_one_data_changed_per_flush_with_the_latest(qtbot)
             model.apply_event(feed.progress("t3", flush / 3 + n / 1000, f"step {flush}.{n}"))
         model.apply_event(feed.progress("t1", flush / 3, "other"))
         model.flush()
-    # Rows 1 (t3) and 3 (t1) are not neighbours: one signal each per flush.
-    assert changed == (rows_changed(1, 1) + rows_changed(3, 3)) * 3
-    assert [seen[i] for i in (0, 4, 8)] == [(0.05, "step 0.50"), (1 / 3 + 0.05, "step 1.50"),
+    # Rows 1 (t3) and 3 (t1) are not neighbours: one signal each per flush, for the cells
+    # that changed (t1's message stays "other" after the first flush: its Progress only).
+    progress_only = ((3, COL.PROGRESS), (3, COL.PROGRESS), [])
+    assert changed == (progress_changed(1, 1) + progress_changed(3, 3)
+                       + (progress_changed(1, 1) + [progress_only]) * 2)  # fmt: skip
+    assert [seen[i] for i in (0, 2, 4)] == [(0.05, "step 0.50"), (1 / 3 + 0.05, "step 1.50"),
                                             (2 / 3 + 0.05, "step 2.50")]  # fmt: skip
     assert model.flushes == 3
+
+
+class PaintedCells(QStyledItemDelegate):
+    """Records the (row, column) of every cell a view paints."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: set[tuple[int, int]] = set()
+
+    def paint(self, painter, option, index) -> None:
+        self.cells.add((index.row(), index.column()))
+        super().paint(painter, option, index)
+
+
+def test_progress_for_more_rows_than_the_view_shows_repaints_only_those_cells(qtbot):
+    model = TaskModel(tick_ms=3_600_000)
+    model.load([snapshot(f"t{i:03}", i, "running") for i in range(200)])
+    proxy = TaskFilterProxy()
+    proxy.setSourceModel(model)
+    view = QTableView()
+    qtbot.addWidget(view)
+    view.setModel(proxy)
+    view.setSortingEnabled(True)  # as the window: newest first
+    view.sortByColumn(COL.SUBMITTED, Qt.SortOrder.DescendingOrder)
+    painted = PaintedCells()
+    view.setItemDelegate(painted)
+    view.resize(900, 300)
+    view.show()
+    qtbot.waitUntil(lambda: len(painted.cells) > 0, timeout=2000)
+    shown = {r for r, _ in painted.cells}
+    assert 3 < len(shown) < 200  # a part of the table is in sight
+    feed = Feed()
+    for i in range(200):
+        model.apply_event(feed.progress(f"t{i:03}", 0.5, "halfway"))
+    painted.cells.clear()
+    model.flush()
+    qtbot.waitUntil(lambda: len(painted.cells) > 0, timeout=2000)
+    qtbot.wait(50)  # whatever else the view would paint
+    # Every row in sight shows its new progress and message; nothing else was redrawn (the
+    # neighbouring Submitted cell may be touched at its edge).
+    assert {r for r, c in painted.cells if c == COL.PROGRESS} >= shown
+    assert {r for r, c in painted.cells if c == COL.MESSAGE} >= shown
+    assert {c for _, c in painted.cells} <= {COL.PROGRESS, COL.MESSAGE, COL.SUBMITTED}
+    assert view.model().index(0, COL.MESSAGE).data() == "halfway"
+
+
+def test_a_flush_tells_of_every_task_it_changed_in_one_signal(qtbot):
+    model = TaskModel(tick_ms=3_600_000)
+    model.load([snapshot(f"t{i:03}", i, "running") for i in range(200)])
+    batches = record(model.tasks_changed)
+    one_by_one = record(model.task_changed)
+    feed = Feed()
+    for step in (0.25, 0.5):
+        for i in range(200):
+            model.apply_event(feed.progress(f"t{i:03}", step))
+    model.flush()
+    assert len(batches) == 1 and sorted(batches[0][0]) == [f"t{i:03}" for i in range(200)]
+    assert sorted(t for (t,) in one_by_one) == [f"t{i:03}" for i in range(200)]
+    model.flush()  # nothing changed since
+    assert len(batches) == 1
+
+
+def test_the_table_reads_the_same_through_the_task_proxy(qtbot):
+    """The proxy answers all the roles a delegate asks of a cell at once (multiData): what
+    a view shows through it is what it shows through Qt's own proxy, asking role by role."""
+    model = TaskModel(tick_ms=3_600_000)
+    model.set_titles({"demo.answer": "The answer"})
+    model.load([snapshot("q", 0), snapshot("r", 1, "running", progress=0.5, message="half"),
+                snapshot("s", 2, "succeeded", result=42),
+                snapshot("f", 3, "failed", error={"code": "boom", "message": "Boom"}),
+                snapshot("c", 4, "cancelled", message="Cancelled")])  # fmt: skip
+    shots = []
+    for proxy in (TaskFilterProxy(), QSortFilterProxyModel()):
+        proxy.setSourceModel(model)
+        view = QTableView()
+        qtbot.addWidget(view)
+        view.setModel(proxy)
+        view.resize(900, 300)
+        shots.append(view.grab().toImage())
+    assert shots[0] == shots[1]
 
 
 def test_a_burst_taken_is_applied_in_slices_and_the_loop_runs_between(qtbot):
