@@ -1,5 +1,5 @@
 import sys
 
-from embedded.cli import main
+from embedded.entry import main
 
 sys.exit(main())

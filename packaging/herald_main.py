@@ -1,4 +1,4 @@
-"""The frozen app's entry point: `herald` as PyInstaller runs it (embedded.cli:main).
+"""The frozen app's entry point: `herald` as PyInstaller runs it (embedded.entry:main).
 
 Not a package module: PyInstaller runs this file as the bundle's main script.
 """
@@ -41,6 +41,6 @@ def guard_bootloader() -> None:
 
 if __name__ == "__main__":
     guard_bootloader()
-    from embedded.cli import main
+    from embedded.entry import main
 
     sys.exit(main())

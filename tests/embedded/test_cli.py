@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -189,6 +190,31 @@ def test_ctrl_c_while_waiting_says_what_cancelling_does(herald):
     assert ("Cancelling: asked to stop; if it does not stop at a checkpoint within 5 s it is "
             "stopped by force. (Ctrl-C again to stop waiting.)") in stderr  # fmt: skip
     assert "herald: task cancelled: stopped at a checkpoint" in stderr
+
+
+CTRL_C_AT_IMPORT = """
+import os, signal, sys
+
+class CtrlC:  # the user's Ctrl-C, just as the command line is being imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "embedded.cli":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+"""
+
+
+@pytest.mark.parametrize("entry", [["-m", "embedded"], ["-c", "import sys; from embedded.entry "
+                                                         "import main; sys.exit(main())"]])
+def test_ctrl_c_while_the_command_starts_ends_it_quietly(tmp_path, entry):
+    (tmp_path / "sitecustomize.py").write_text(CTRL_C_AT_IMPORT)
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{repo}"}
+    out = subprocess.run([sys.executable, *entry, "--version"], env=env, capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert out.returncode == cli.EXIT_INTERRUPTED, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr and out.stdout == ""
 
 
 # ------------------------------------------------------------------ catalog
