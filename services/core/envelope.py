@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.core.events import Event, EventType
+from services.core.jsontext import compact
 
 VERSION = 1
 
@@ -82,16 +83,9 @@ class ProtocolError(Exception):
         self.reason = reason
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # (made once)
-
-
-def _dumps(obj: dict[str, Any]) -> str:
-    return _ENCODER.encode(obj)
-
-
 def encode_event(event: Event) -> str:
     """The wire text of one event."""
-    return _dumps(
+    return compact(
         {
             "v": VERSION,
             "type": "event",
@@ -106,7 +100,7 @@ def encode_event(event: Event) -> str:
 
 
 def encode_welcome(principal: str, head: int, reset: bool) -> str:
-    return _dumps(
+    return compact(
         {"v": VERSION, "type": "welcome", "principal": principal, "head": head, "reset": reset}
     )
 
@@ -117,30 +111,30 @@ RESET_RECREATED = "recreated"
 
 def encode_reset(reason: str, oldest: int) -> str:
     """The wire text of a reset: reload from the API; complete from seq `oldest` on."""
-    return _dumps({"v": VERSION, "type": "reset", "reason": reason, "oldest": oldest})
+    return compact({"v": VERSION, "type": "reset", "reason": reason, "oldest": oldest})
 
 
 def encode_caught_up(seq: int) -> str:
-    return _dumps({"v": VERSION, "type": "caught_up", "seq": seq})
+    return compact({"v": VERSION, "type": "caught_up", "seq": seq})
 
 
 def encode_pong() -> str:
-    return _dumps({"v": VERSION, "type": "pong"})
+    return compact({"v": VERSION, "type": "pong"})
 
 
 def encode_ping() -> str:
-    return _dumps({"v": VERSION, "type": "ping"})
+    return compact({"v": VERSION, "type": "ping"})
 
 
 def encode_resume(since: int) -> str:
-    return _dumps({"v": VERSION, "type": "resume", "since": since})
+    return compact({"v": VERSION, "type": "resume", "since": since})
 
 
 def encode_subscribe(tasks: Iterable[str], since: int | None) -> str:
     body: dict[str, Any] = {"v": VERSION, "type": "subscribe", "tasks": sorted(tasks)}
     if since is not None:
         body["since"] = since
-    return _dumps(body)
+    return compact(body)
 
 
 MAX_TASK_ID = 64  # characters of one task id in a subscribe message

@@ -37,6 +37,7 @@ from typing import Any
 
 from services.core.errors import ErrorCode
 from services.core.events import Event, EventType
+from services.core.jsontext import compact
 from services.core.retry import RetryReason, retry_message
 from services.core.search import Query
 from services.core.states import TaskState
@@ -265,14 +266,6 @@ class TaskRecord:
 
 
 CANCELLED_MESSAGE = "Cancelled"
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # made once: dumps()
-# with options makes one at every call (a third of its cost for a small object)
-
-
-def _dumps(obj: Any) -> str:
-    return _ENCODER.encode(obj)
 
 
 def worker_identity() -> str:
@@ -662,7 +655,7 @@ class TaskStore:
         cur = c.execute(
             "INSERT INTO events (task_id, principal, type, ts, attempt, data, pseq) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (task_id, principal, etype.value, now, attempt, _dumps(data), pseq),
+            (task_id, principal, etype.value, now, attempt, compact(data), pseq),
         )
         return Event(pseq, task_id, principal, etype, now, attempt, data,
                      log_pos=cur.lastrowid or 0)  # fmt: skip
@@ -726,7 +719,7 @@ class TaskStore:
                 "INSERT INTO tasks (id, principal, name, args, state, max_attempts, max_lost, "
                 "timeout, idempotency_key, created_at, updated_at, pn) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (task_id, principal, name, _dumps(args), TaskState.QUEUED.value, max_attempts,
+                (task_id, principal, name, compact(args), TaskState.QUEUED.value, max_attempts,
                  max_lost, timeout, idempotency_key, now, now, pn),
             )  # fmt: skip
             # max_attempts: a client that learns of the task by this event alone (submitted
@@ -1022,8 +1015,8 @@ class TaskStore:
                 f"UPDATE tasks SET state = ?, result = ?, error = ?, {sets}, finished_at = ?, "
                 "updated_at = ?, lease_owner = NULL, lease_until = NULL "
                 "WHERE id = ? AND attempt = ? AND state = ? RETURNING principal",
-                (state.value, _dumps(result) if result is not None else None,
-                 _dumps(error) if error is not None else None, *values, now, now, task_id,
+                (state.value, compact(result) if result is not None else None,
+                 compact(error) if error is not None else None, *values, now, now, task_id,
                  attempt, TaskState.RUNNING.value),
             ).fetchone()  # fmt: skip
             if row is None:
@@ -1095,7 +1088,7 @@ class TaskStore:
                 "failures = failures + 1, updated_at = ?, lease_owner = NULL, "
                 "lease_until = NULL WHERE id = ? AND attempt = ? AND state = ? "
                 "RETURNING principal, max_attempts + uncharged, lost",
-                (TaskState.QUEUED.value, _dumps(error), message, at, now, task_id, attempt,
+                (TaskState.QUEUED.value, compact(error), message, at, now, task_id, attempt,
                  TaskState.RUNNING.value),
             ).fetchone()  # fmt: skip
             if row is None:
@@ -1162,7 +1155,7 @@ class TaskStore:
         c.execute(
             f"UPDATE tasks SET state = ?, error = ?, finished_at = ?, updated_at = ?, {free}, "
             "message = ?, lost = ? WHERE id = ?",
-            (TaskState.FAILED.value, _dumps(error), now, now, error["message"], lost, rec.id),
+            (TaskState.FAILED.value, compact(error), now, now, error["message"], lost, rec.id),
         )
         return self._append(c, rec.id, rec.principal, EventType.FAILED, rec.attempt,
                             {"error": error}, now)  # fmt: skip

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from services.core.errors import HeraldError, StorageFull
+from services.core.jsontext import compact
 from services.store.failures import DiskWatch, storage_problem
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,7 @@ _HTTP_CODES = {
 }
 
 
-# One encoder for every response: json.dumps with options builds a new one per call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"))  # (made once, as COMPACT)
 
 
 def dumps(obj: Any) -> bytes:
@@ -49,7 +48,7 @@ def dumps(obj: Any) -> bytes:
     Text that UTF-8 cannot encode (a lone surrogate, echoed from a client's JSON escape)
     is sent as JSON's own `\\udXXX` escape instead, so that no answer fails to encode.
     """
-    text = _ENCODER.encode(obj)
+    text = compact(obj)
     try:
         return text.encode()
     except UnicodeEncodeError:

@@ -36,6 +36,8 @@ import json
 import re
 from typing import Any
 
+from services.core.jsontext import compact
+
 MAX_FRAME = 64 * 1024 * 1024  # a result or a burst of output may be large, not unbounded
 
 _LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]", re.ASCII)
@@ -47,7 +49,7 @@ class FrameError(ValueError):
 
 def encode(message: dict[str, Any]) -> bytes:
     """One frame: the message as compact JSON and a newline (JSON text never has one)."""
-    text = _ENCODER.encode(message)
+    text = compact(message)
     # A task's text may hold lone surrogates (undecodable file names, say): they travel as
     # their raw bytes and come out as U+FFFD on the other side.
     return text.encode("utf-8", "surrogatepass") + b"\n"
@@ -69,7 +71,6 @@ def _reject_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # (made once)
 
 
 def decode(line: bytes) -> dict[str, Any]:
