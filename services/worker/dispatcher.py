@@ -1161,10 +1161,6 @@ class Dispatcher:
         the system's temp dir unchanged, so that the executors' rulesets stay true."""
         return self._temp.path()
 
-    @property
-    def _temp_parent(self) -> str | None:
-        return self._temp.current
-
     def _apply_cancel_requests(self) -> None:
         if not self._running:
             return

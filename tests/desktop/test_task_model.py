@@ -88,6 +88,21 @@ def progress_changed(first: int, last: int) -> list[tuple]:
             for top in range(first, last + 1, 100)]  # fmt: skip
 
 
+def running_rows(n: int) -> TaskModel:
+    """A model of `n` running tasks t000.. (no timer flush: the test flushes)."""
+    model = TaskModel(tick_ms=3_600_000)
+    model.load([snapshot(f"t{i:03}", i, "running") for i in range(n)])
+    return model
+
+
+def stream_progress(model: TaskModel, steps: tuple[float, ...]) -> None:
+    """Each step's progress event for every row of `running_rows`, row after row."""
+    feed = Feed()
+    for step in steps:
+        for i in range(model.rowCount()):
+            model.apply_event(feed.progress(f"t{i:03}", step))
+
+
 def record(signal) -> list[tuple]:
     """Every emission of `signal`, with model indexes as (row, column)."""
     calls: list[tuple] = []
@@ -174,14 +189,10 @@ def test_a_progress_event_changes_that_row_only(qtbot):
 
 
 def test_a_burst_of_events_is_one_flush(qtbot):
-    model = TaskModel(tick_ms=3_600_000)
-    model.load([snapshot(f"t{i:03}", i, "running") for i in range(200)])
+    model = running_rows(200)
     changed = record(model.dataChanged)
     tasks_changed = record(model.task_changed)
-    feed = Feed()
-    for step in (0.25, 0.5, 0.75):
-        for i in range(200):
-            model.apply_event(feed.progress(f"t{i:03}", step))
+    stream_progress(model, (0.25, 0.5, 0.75))
     assert changed == []
     qtbot.waitUntil(lambda: len(changed) > 0, timeout=2000)
     # 600 events, one flush: two ranges of 100 neighbouring rows (200 cells), not 200 signals.
@@ -226,8 +237,7 @@ class PaintedCells(QStyledItemDelegate):
 
 
 def test_progress_for_more_rows_than_the_view_shows_repaints_only_those_cells(qtbot):
-    model = TaskModel(tick_ms=3_600_000)
-    model.load([snapshot(f"t{i:03}", i, "running") for i in range(200)])
+    model = running_rows(200)
     proxy = TaskFilterProxy()
     proxy.setSourceModel(model)
     view = QTableView()
@@ -258,14 +268,10 @@ def test_progress_for_more_rows_than_the_view_shows_repaints_only_those_cells(qt
 
 
 def test_a_flush_tells_of_every_task_it_changed_in_one_signal(qtbot):
-    model = TaskModel(tick_ms=3_600_000)
-    model.load([snapshot(f"t{i:03}", i, "running") for i in range(200)])
+    model = running_rows(200)
     batches = record(model.tasks_changed)
     one_by_one = record(model.task_changed)
-    feed = Feed()
-    for step in (0.25, 0.5):
-        for i in range(200):
-            model.apply_event(feed.progress(f"t{i:03}", step))
+    stream_progress(model, (0.25, 0.5))
     model.flush()
     assert len(batches) == 1 and sorted(batches[0][0]) == [f"t{i:03}" for i in range(200)]
     assert sorted(t for (t,) in one_by_one) == [f"t{i:03}" for i in range(200)]

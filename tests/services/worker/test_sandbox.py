@@ -473,7 +473,7 @@ def test_a_principal_s_attempt_cannot_reach_another_principal_s_temp_dirs(princi
     h = principal
     for who in ("bob", "bob", "carol", "carol"):  # their processes live on, with their
         h.wait_state(h.submit("t.ok", principal=who), TaskState.SUCCEEDED)  # temp roots
-    roots = [str(p) for p in Path(h.dispatcher._temp_parent).glob("*/herald-runner-*")]
+    roots = [str(p) for p in Path(h.dispatcher._temp.current).glob("*/herald-runner-*")]
     assert roots
     alice = h.submit("t.neighbour", {"others": roots}, principal="alice")
     h.wait_state(alice, TaskState.SUCCEEDED)
@@ -494,7 +494,7 @@ def test_principals_with_the_same_policy_never_reach_each_other_s_temp_root(tmp_
     h.thread.start()
     try:
         bob = _run(h, "bob", "b0") and _run(h, "bob", "b1")  # bob's runner, and its root
-        roots = [str(p) for p in Path(h.dispatcher._temp_parent).glob("*/herald-runner-*")]
+        roots = [str(p) for p in Path(h.dispatcher._temp.current).glob("*/herald-runner-*")]
         assert len(roots) == 1 and bob["tmpdir"].startswith(roots[0])
         h.wait_state(h.submit("t.ok", principal="carol"), TaskState.SUCCEEDED)
         carol = h.submit("t.neighbour", {"others": roots}, principal="carol")  # its runner
@@ -562,7 +562,7 @@ def test_a_killed_executor_leaves_no_temp_dir_behind(one_executor):
     _run(h, "alice", "a1")  # alice's runner, and its root
     task = h.submit("t.leave_and_wait", principal="alice")
     h.wait_state(task, TaskState.RUNNING)
-    parent = Path(h.dispatcher._temp_parent)
+    parent = Path(h.dispatcher._temp.current)
     [left] = wait_for(lambda: list(parent.rglob("left")))
     roots = list(parent.rglob("herald-runner-*"))
     assert roots
