@@ -9,6 +9,8 @@
     herald rerun ID [--wait]    run a task again with the same arguments and time limit
     herald rm ID...             delete finished tasks
     herald completion bash|zsh  print a shell completion script
+    herald open [--print]       open the task page in the default browser through a
+                                one-time sign-in link (--print: print the link instead)
     herald logs ID [--follow]   a task's whole output (from the event log); --follow: and
                                 its new lines live until it ends
     herald token create NAME [--allow TASK]... [--root DIR]... [--read-root DIR]...
@@ -213,6 +215,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("catalog", help="list the tasks Herald can run and their parameters")
     s.add_argument("--json", action="store_true", help="print the catalog as JSON")
 
+    s = sub.add_parser("open", help="open the task page in the default browser, signed in "
+                                    "through a one-time link (valid 60 s, once)")  # fmt: skip
+    s.add_argument("--print", action="store_true", dest="print_link",
+                   help="print the link instead of opening a browser")
+
     s = sub.add_parser("completion", help="print a shell completion script: add `source "
                        "<(herald completion bash)` to ~/.bashrc, or save the zsh one as "
                        "_herald in a folder of $fpath")  # fmt: skip
@@ -360,6 +367,8 @@ def _client_command(client: Any, cmd: str, args: argparse.Namespace) -> int:
         return _rerun(client, args)
     if cmd == "rm":
         return _rm(client, args)
+    if cmd == "open":
+        return _open(client, args)
     return EXIT_USAGE
 
 
@@ -389,6 +398,45 @@ def _resolve(client: Any, text: str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------- commands
+
+
+def login_link(client: Any) -> str:
+    """A fresh one-time sign-in link to the instance's page, for the client's principal.
+
+    Raises:
+        ApiError: the web service refused (e.g. too many links outstanding).
+        ServiceUnavailable: it cannot be reached.
+    """
+    from embedded.client import ApiError
+
+    status, body = client.request("POST", "/api/login-tickets")
+    if status != 201 or not isinstance(body, dict) or not isinstance(body.get("url"), str):
+        raise ApiError.from_body(status, body)
+    return str(body["url"])
+
+
+def open_in_browser(url: str) -> bool:
+    """Open `url` in the user's browser (`$BROWSER`, else the desktop's default);
+    whether one was found."""
+    import webbrowser
+
+    try:
+        return webbrowser.open(url, new=2)
+    except webbrowser.Error:
+        return False
+
+
+def _open(client: Any, args: argparse.Namespace) -> int:
+    url = login_link(client)
+    if args.print_link:
+        print(url, flush=True)
+        return EXIT_OK
+    if not open_in_browser(url):
+        print("herald: no browser could be started (set BROWSER, or use `herald open "
+              "--print` and open the link yourself within a minute)", file=sys.stderr)
+        return EXIT_FAILED
+    print("herald: opened the task page in your browser", file=sys.stderr)
+    return EXIT_OK
 
 
 def _service(argv: list[str]) -> int:

@@ -30,7 +30,8 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -350,8 +351,11 @@ class Authenticator:
     """Maps a presented token to its principal and its capabilities; re-reads auth.json
     whenever it changed (one stat per look-up: a revoked token stops working at once)."""
 
-    def __init__(self, layout: DataLayout) -> None:
+    def __init__(self, layout: DataLayout, sessions: SessionStore | None = None) -> None:
         self._layout = layout
+        # Browser sessions: the web service passes the store it writes; others read the
+        # data dir's (opened when a session is first asked about).
+        self._sessions = sessions
         self._stamp: tuple[int, int, int] | None = None
         self._hashes: list[tuple[str, str]] = []
         self._caps: dict[str, Capabilities] = {}
@@ -385,8 +389,43 @@ class Authenticator:
         return self._match(hash_token(token))
 
     def holds(self, principal: str, token_sha256: str) -> bool:
-        """Whether `principal` still exists with this token (as last read; see `reload`)."""
+        """Whether `principal` still exists with this token (as last read; see `reload`).
+
+        A browser session's credential (`Session.credential`) holds while the session has
+        not ended (signed out, expired) and its principal still has the token it had when
+        the session began."""
+        if token_sha256.startswith(SESSION_PREFIX):
+            session = self._session(token_sha256[len(SESSION_PREFIX):])
+            return session is not None and session.principal == principal
         return self._match(token_sha256) == principal
+
+    @property
+    def sessions(self) -> SessionStore:
+        if self._sessions is None:
+            self._sessions = SessionStore.for_layout(self._layout, create=False)
+        return self._sessions
+
+    def session_for(self, cookie: str | None) -> Session | None:
+        """The live session whose cookie this is, or None (none, ended, or its principal
+        revoked or given a new token since). A store that cannot be read is no session."""
+        if not cookie or not _TOKEN.fullmatch(cookie):
+            return None
+        self.reload()
+        return self._session(hash_token(cookie))
+
+    def _session(self, sha256: str) -> Session | None:
+        import sqlite3
+
+        try:
+            session = self.sessions.get(sha256)
+        except sqlite3.Error as exc:
+            logging.getLogger("herald.auth").warning("cannot read the sessions: %s", exc)
+            return None
+        if session is None or not session.valid(time.time()):
+            return None
+        if self._match(session.token_sha256) != session.principal:
+            return None
+        return session
 
     def capabilities(self, principal: str) -> Capabilities | None:
         """What `principal` may do (None: it is not, or no longer, known)."""
@@ -432,3 +471,199 @@ def origin_allowed(origin: str | None, web_port: int | None) -> bool:
     if origin is None:
         return True
     return web_port is not None and origin.lower() in page_origins(web_port)
+
+
+# ------------------------------------------------------------------ browser sessions
+#
+# A browser signs in with a one-time ticket (services/web/browser.py) and then holds a
+# session cookie. The web service writes sessions; the notifier checks them on its
+# WebSocket handshake and on a "revoked" wake-up: both are separate processes, so the
+# sessions live in a file of the data dir, `sessions.db` (SQLite, WAL: the notifier's reads
+# never wait for the web's writes). Not the ledger: a session is not a task, the ledger's
+# writer is busy with tasks, and a session's writes (sign-in, sign-out, the idle clock)
+# would wait behind them for nothing. Only each cookie's SHA-256 is stored, as for tokens.
+#
+# A session is bound to its principal *and* to the hash of that principal's token when it
+# signed in: revoking the principal, or giving it a new token, ends all of its sessions at
+# once (`Authenticator.holds` fails for them), with nothing to delete.
+
+SESSION_PREFIX = "session:"  # a credential that is a session's hash, not a token's
+SESSION_TOUCH_EVERY = 60.0  # seconds: how stale a session's idle clock may get
+
+
+def session_cookie_name(web_port: int | None) -> str:
+    """The session cookie's name for the web service on `web_port`: cookies are not
+    scoped by port, so two instances on one machine must not share one name."""
+    return f"herald_session_{web_port}"
+
+
+def browser_origins(web_port: int | None) -> frozenset[str]:
+    """The origins Herald's page can be served under (the web service binds 127.0.0.1:
+    as that, or as localhost), exactly: what a cookie-authenticated request must come
+    from."""
+    if web_port is None:
+        return frozenset()
+    return frozenset({f"http://127.0.0.1:{web_port}", f"http://localhost:{web_port}"})
+
+
+def cookie_value(headers: Iterable[str], name: str) -> str | None:
+    """The value of cookie `name` in `Cookie` header values (None if absent or given twice
+    with different values: which one a browser meant cannot be told)."""
+    found = None
+    for header in headers:
+        for part in header.split(";"):
+            key, sep, value = part.strip().partition("=")
+            if sep and key == name:
+                value = value.strip().strip('"')
+                if found is not None and found != value:
+                    return None
+                found = value
+    return found
+
+
+@dataclass(frozen=True)
+class Session:
+    """One browser session.
+
+    Attributes:
+        sha256: the hash of its cookie (its id: the cookie itself is stored nowhere).
+        principal: who it signed in as.
+        token_sha256: that principal's token hash at sign-in (the session holds while
+            the principal still has this token).
+        created_at, expires_at: Unix times; it ends at `expires_at` whatever happens.
+        idle_until: Unix time; it ends then unless used before (each use moves it on).
+        idle: its idle lifetime in seconds.
+    """
+
+    sha256: str
+    principal: str
+    token_sha256: str
+    created_at: float
+    expires_at: float
+    idle_until: float
+    idle: float
+
+    @property
+    def credential(self) -> str:
+        """What `Authenticator.holds` takes for it (as a token's hash for a token)."""
+        return SESSION_PREFIX + self.sha256
+
+    @property
+    def ends_at(self) -> float:
+        """When it ends if not used before."""
+        return min(self.expires_at, self.idle_until)
+
+    def valid(self, now: float) -> bool:
+        return now < self.ends_at
+
+
+class SessionStore:
+    """The browser sessions of a data dir (`sessions.db`).
+
+    Args:
+        path: the database file.
+        create: make the file and its table if missing (the web service). A reader
+            (the notifier) passes False: with no file, there is no session.
+
+    Raises:
+        sqlite3.Error: the file cannot be made or is not a database (create=True).
+    """
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        import sqlite3
+
+        self.path = path
+        self._sqlite3 = sqlite3
+        self._conn: Any = None
+        if create:
+            self._open()
+
+    @classmethod
+    def for_layout(cls, layout: DataLayout, *, create: bool = True) -> SessionStore:
+        return cls(layout.root / "sessions.db", create=create)
+
+    def _open(self) -> Any:
+        if self._conn is None:
+            sqlite3 = self._sqlite3
+            if not self.path.exists():
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                os.close(fd)
+            conn = sqlite3.connect(str(self.path), timeout=0.5, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS sessions (sha256 TEXT PRIMARY KEY, principal "
+                    "TEXT NOT NULL, token_sha256 TEXT NOT NULL, created_at REAL NOT NULL, "
+                    "expires_at REAL NOT NULL, idle_until REAL NOT NULL, idle REAL NOT NULL)"
+                )
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _reader(self) -> Any:
+        if self._conn is None and not self.path.exists():
+            return None
+        return self._open()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def create(self, principal: str, token_sha256: str, *, idle: float, max_age: float,
+               now: float | None = None) -> tuple[str, Session]:  # fmt: skip
+        """A new session: its cookie (256 random bits, returned once, stored nowhere)
+        and the session."""
+        now = time.time() if now is None else now
+        cookie = new_token()
+        session = Session(hash_token(cookie), principal, token_sha256, now, now + max_age,
+                          min(now + idle, now + max_age), idle)  # fmt: skip
+        self._open().execute(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (session.sha256, principal, token_sha256, now, session.expires_at,
+             session.idle_until, idle),
+        )  # fmt: skip
+        return cookie, session
+
+    def get(self, sha256: str) -> Session | None:
+        """The session with this cookie hash, ended or not (None: there is none)."""
+        conn = self._reader()
+        if conn is None:
+            return None
+        row = conn.execute("SELECT * FROM sessions WHERE sha256 = ?", (sha256,)).fetchone()
+        return None if row is None else Session(*row)
+
+    def touch(self, session: Session, now: float | None = None) -> Session:
+        """Move the session's idle clock on (a write at most every SESSION_TOUCH_EVERY)."""
+        now = time.time() if now is None else now
+        idle_until = min(now + session.idle, session.expires_at)
+        if idle_until - session.idle_until < SESSION_TOUCH_EVERY:
+            return session
+        self._open().execute("UPDATE sessions SET idle_until = ? WHERE sha256 = ?",
+                             (idle_until, session.sha256))  # fmt: skip
+        return Session(session.sha256, session.principal, session.token_sha256,
+                       session.created_at, session.expires_at, idle_until, session.idle)
+
+    def delete(self, sha256: str) -> bool:
+        """End a session (sign-out); whether there was one."""
+        cur = self._open().execute("DELETE FROM sessions WHERE sha256 = ?", (sha256,))
+        return bool(cur.rowcount)
+
+    def purge(self, still_held: Callable[[str, str], bool],
+              now: float | None = None) -> int:  # fmt: skip
+        """Delete the sessions that ended, or whose principal's token changed
+        (`still_held(principal, token_sha256)` is False); how many."""
+        now = time.time() if now is None else now
+        conn = self._open()
+        gone = [sha for sha, p, t, ends in conn.execute(
+            "SELECT sha256, principal, token_sha256, MIN(expires_at, idle_until) FROM "
+            "sessions")
+            if ends <= now or not still_held(p, t)]  # fmt: skip
+        for i in range(0, len(gone), 500):
+            chunk = gone[i:i + 500]
+            conn.execute(f"DELETE FROM sessions WHERE sha256 IN ({','.join('?' * len(chunk))})",
+                         chunk)  # fmt: skip
+        return len(gone)

@@ -18,6 +18,9 @@
     [retention]                 # finished tasks and their events; the worker prunes them
     max_age_days = 30           # finished longer ago than this (0: no age limit)
     max_tasks = 10000           # beyond this many finished tasks, the oldest (0: no limit)
+    [browser]                   # sessions of `herald open`'s page
+    session_idle_hours = 12     # a session unused this long ends
+    session_max_days = 7        # ... and every session ends this long after sign-in
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class Config:
     retention_tasks: int = 10_000  # 0: ... nor by count
     notifier_max_connections: int = 64  # per principal
     notifier_max_outbox: int = 8 * 1024 * 1024  # bytes
+    session_idle: float = 12 * 3600.0  # seconds a browser session may go unused
+    session_max_age: float = 7 * 86400.0  # seconds a browser session lasts at most
 
     @property
     def retention_seconds(self) -> float | None:
@@ -97,6 +102,9 @@ def load_config(layout: DataLayout) -> Config:
     notifier = raw.get("notifier", {})
     if not isinstance(notifier, dict):
         raise ValueError(f"{where}: [notifier] must be a table")
+    browser = raw.get("browser", {})
+    if not isinstance(browser, dict):
+        raise ValueError(f"{where}: [browser] must be a table")
     delay = supervisor.get("restart_max_delay", 30.0)
     if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0.2 <= delay <= 3600:
         raise ValueError(f"{where}: supervisor.restart_max_delay must be a number of seconds "
@@ -115,4 +123,8 @@ def load_config(layout: DataLayout) -> Config:
                                       100_000, where, "notifier"),  # fmt: skip
         notifier_max_outbox=_int(notifier, "max_outbox_mib", 8, 1, 4096, where,
                                  "notifier") * 1024 * 1024,  # fmt: skip
+        session_idle=_number(browser, "session_idle_hours", 12.0, 0.01, 24 * 366, where,
+                             "browser") * 3600,  # fmt: skip
+        session_max_age=_number(browser, "session_max_days", 7.0, 0.001, 3660, where,
+                                "browser") * 86400,  # fmt: skip
     )

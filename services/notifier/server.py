@@ -371,7 +371,13 @@ class Notifier:
     # ------------------------------------------------------------------ handshake
 
     def _check_handshake(self, ws: ServerConnection, request: Request) -> Response | None:
-        """Refuse a handshake with the right HTTP status, or note who is connecting."""
+        """Refuse a handshake with the right HTTP status, or note who is connecting.
+
+        A bearer token in the Authorization header, or, with none, the session cookie of
+        a browser signed in through `herald open` (services/web/browser.py), from the
+        page's own origin only."""
+        from services.auth import browser_origins, cookie_value, session_cookie_name
+
         url = urlsplit(request.path)
         if url.path != PATH:
             return self._refuse(ws, http.HTTPStatus.NOT_FOUND, "Not found: the WebSocket is at /ws")
@@ -392,6 +398,18 @@ class Notifier:
         auths = headers.get_all("Authorization")
         token = bearer_token(auths[0]) if len(auths) == 1 else None
         principal = self._auth.principal_for(token)
+        credential = hash_token(token or "")
+        if not auths and principal is None:
+            # A browser: its session cookie, from Herald's page only (exactly its origin:
+            # a cookie reaches every port of the host, whichever page made the request).
+            session = self._auth.session_for(cookie_value(
+                headers.get_all("Cookie"), session_cookie_name(self._web_port)))  # fmt: skip
+            if session is not None:
+                if len(origins) != 1 or origins[0].lower() not in browser_origins(
+                        self._web_port):  # fmt: skip
+                    return self._refuse(ws, http.HTTPStatus.FORBIDDEN, "Forbidden: a browser "
+                                        "session connects from Herald's own page only")
+                principal, credential = session.principal, session.credential
         if principal is None:
             return self._refuse(
                 ws, http.HTTPStatus.UNAUTHORIZED,
@@ -412,7 +430,7 @@ class Notifier:
             since = values.pop()
         conn = cast(_Connection, ws)
         conn.principal = principal
-        conn.token_sha256 = hash_token(token or "")
+        conn.token_sha256 = credential  # a token's hash, or a session's (see holds())
         conn.since = since
         return None
 

@@ -50,6 +50,7 @@ from aiohttp import web
 from services import landlock
 from services.access import check_paths, check_task, protected_dirs
 from services.auth import Authenticator, Capabilities
+from services.config import load_config
 from services.core import search
 from services.core.envelope import encode_event
 from services.core.errors import HeraldError, ValidationFailed
@@ -64,10 +65,12 @@ from services.store.failures import DiskWatch
 from services.store.sqlite import TaskRecord, TaskStore
 from services.store.writer import GroupWriter
 from services.tasks.catalog import Catalog
+from services.web.browser import BrowserAuth
 from services.web.errors import JSON_HEADERS, dumps, error_middleware, error_response
 from services.web.limits import connection_middleware, read_body
 from services.web.openapi import MAX_CURSOR, openapi_document
 from services.web.security import PRINCIPAL, security_middleware
+from services.web.sse import EventFeed
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,200}")
 _SUBMIT_KEYS = frozenset({"task", "args", "timeout"})
 _JSON_TYPES = ("application/json",)
 WRITER = web.AppKey("writer", GroupWriter)  # the app's writer (for tests and the bench)
+BROWSER = web.AppKey("browser", BrowserAuth)  # the app's sign-in and sessions (for tests)
 QUEUED_NOTIFY_DELAY = 0.05  # seconds (see TaskApi._wake_notifier_soon)
 # Enqueueing again a task whose message the queue refused: first wait, and the longest.
 ENQUEUE_RETRY_FIRST, ENQUEUE_RETRY_MAX = 0.2, 2.0
@@ -287,6 +291,12 @@ class TaskApi:
         # The catalog does not change while the service runs: encode its views once.
         self._catalog_bodies: dict[frozenset[str], bytes] = {}
         self._openapi_body = dumps(openapi_document(catalog, self.version))
+        # The browser's sign-in and sessions, and the event stream as Server-Sent Events.
+        config = load_config(layout)
+        self.browser = BrowserAuth(layout, self.authenticator, notifier_wake,
+                                   idle=config.session_idle, max_age=config.session_max_age)
+        self.events = EventFeed(store, self.authenticator)
+        self.browser.signed_out.append(self.events.recheck)
 
     # ------------------------------------------------------------------ tasks
 
@@ -713,6 +723,8 @@ class TaskApi:
             web.get("/api/tasks/{task_id}/events", self.task_events, allow_head=False),
             web.post("/api/tasks/{task_id}/cancel", self.cancel),
             web.get("/api/activity", self.activity, allow_head=False),
+            *self.browser.routes(),  # /api/login-tickets, /login, /api/session, /api/logout
+            web.get("/api/events", self.events.handle, allow_head=False),
         ]
 
 
@@ -742,13 +754,15 @@ def make_app(
     app = web.Application(
         client_max_size=MAX_BODY,
         middlewares=[connection_middleware, error_middleware(api.disk),
-                     security_middleware(authenticator)],
+                     security_middleware(authenticator, api.browser)],
     )
     app.add_routes(api.routes())
     app[WRITER] = api.writer
+    app[BROWSER] = api.browser
 
     async def close_writer(app: web.Application) -> None:
         await asyncio.to_thread(api.writer.close)  # what is pending is written first
 
     app.on_cleanup.append(close_writer)
+    app.on_shutdown.append(api.events.close)  # open event streams end, clients resume
     return app

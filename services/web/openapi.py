@@ -509,6 +509,88 @@ PATHS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Browser sign-in (services/web/browser.py) and the event stream as Server-Sent Events
+# (services/web/sse.py). A browser session's cookie stands for the bearer token on every
+# route; with it, POST/PUT/PATCH/DELETE also need the page's Origin and X-Herald-CSRF.
+PATHS.update({
+    "/api/login-tickets": {
+        "post": {
+            "operationId": "createLoginTicket",
+            "summary": "A one-time sign-in link for the caller's principal (valid 60 s, "
+                       "once; with the bearer token only, not a browser session)",
+            "responses": {
+                "201": {"description": "The ticket and its link (`url`, to open in a "
+                                       "browser), and `expires_in` seconds",
+                        "content": _content({"type": "object", "required": ["ticket", "url"],
+                                             "properties": {
+                                                 "ticket": {"type": "string"},
+                                                 "url": {"type": "string"},
+                                                 "expires_in": {"type": "number"}}})},
+                "429": _response("Too many sign-in links outstanding (code "
+                                 "too_many_tickets)", "Error"),
+                **_errors(401),
+            },
+        }
+    },
+    "/login": {
+        "get": {
+            "operationId": "login",
+            "summary": "Spend a sign-in ticket: a session cookie (HttpOnly, SameSite=Strict) "
+                       "and a redirect to the page",
+            "security": [{}],
+            "parameters": [{"name": "ticket", "in": "query", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {
+                "303": {"description": "Signed in: the cookie is set, Location is /",
+                        "headers": {"Location": {"schema": {"type": "string"}},
+                                    "Set-Cookie": {"schema": {"type": "string"}}}},
+                "403": {"description": "The ticket is unknown, used or expired (code "
+                                       "invalid_ticket; an HTML page when HTML is accepted)",
+                        "content": {**_content(_ref("Error")),
+                                    "text/html": {"schema": {"type": "string"}}}},
+                **{k: v for k, v in _errors().items() if k != "403"},
+            },
+        }
+    },
+    "/api/session": {
+        "get": {
+            "operationId": "session",
+            "summary": "The browser session: principal, CSRF token, when it ends if unused, "
+                       "the notifier's WebSocket URL (csrf and expires are null for a token)",
+            "responses": {"200": {"description": "The session", "content": _content({
+                "type": "object", "required": ["principal", "csrf", "expires", "ws"],
+                "properties": {"principal": {"type": "string"},
+                               "csrf": {"type": ["string", "null"]},
+                               "expires": {"type": ["string", "null"]},
+                               "ws": {"type": ["string", "null"]}}})},
+                **_errors(401)},
+        }
+    },
+    "/api/logout": {
+        "post": {
+            "operationId": "logout",
+            "summary": "End the browser session the request was made with (and its live "
+                       "connections)",
+            "responses": {"204": {"description": "Signed out; the cookie is cleared"},
+                          **_errors(401)},
+        }
+    },
+    "/api/events": {
+        "get": {
+            "operationId": "events",
+            "summary": "The caller's events as Server-Sent Events (the WebSocket's messages; "
+                       "each event's id is its seq): Last-Event-ID or since resumes after it",
+            "parameters": [{"name": "since", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 0,
+                                       "maximum": MAX_CURSOR}}],
+            "responses": {"200": {"description": "An endless stream of messages",
+                                  "content": {"text/event-stream": {
+                                      "schema": {"type": "string"}}}},
+                          **_errors(401)},
+        }
+    },
+})
+
 
 def args_schema(params: tuple[Param, ...]) -> dict[str, Any]:
     """The JSON Schema of a task's `args` object."""

@@ -1,4 +1,5 @@
-"""The guard in front of every route: Host, then Origin, then the bearer token.
+"""The guard in front of every route: Host, then Origin, then the bearer token or the
+browser's session cookie.
 
 - `Host`, `Origin` and `Authorization` may each appear once: two of one are 400 (proxies
   and servers disagree on which one counts, the first or the last).
@@ -11,7 +12,13 @@
   the query string is never looked at (it would end up in logs and browser history).
   Health takes the token too, when given: with it, it shows everything; without it, or with
   a token that is not valid, only the overall status and each service's state.
-The principal found for the token is put on the request under `PRINCIPAL`.
+- Without an Authorization header, the session cookie of `herald open`'s sign-in
+  (services/web/browser.py) authenticates instead; a request with it that changes
+  something (POST, PUT, PATCH, DELETE) must come from the page's own origin with the
+  session's CSRF token (`X-Herald-CSRF`), else 403 `csrf_failed`. An Authorization header,
+  when given, decides alone (a bad token is 401 whatever cookie comes with it).
+The principal found for the token is put on the request under `PRINCIPAL`; what it was
+found with under `browser.CREDENTIAL` (and a session under `browser.SESSION`).
 """
 
 from __future__ import annotations
@@ -21,14 +28,30 @@ from functools import lru_cache
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from services.auth import Authenticator, bearer_token, host_allowed, origin_allowed
+from services.auth import (
+    Authenticator,
+    bearer_token,
+    cookie_value,
+    hash_token,
+    host_allowed,
+    origin_allowed,
+    session_cookie_name,
+)
 from services.core.errors import HeraldError
+from services.web.browser import (
+    CREDENTIAL,
+    LOGIN_PATH,
+    SESSION,
+    SESSION_COOKIE,
+    BrowserAuth,
+    csrf_problem,
+)
 from services.web.errors import Handler, error_response
 
 PRINCIPAL = web.RequestKey("principal", str)
 
 # Routes anyone on this machine may call without a token (method, path).
-PUBLIC_ROUTES = frozenset({("GET", "/api/health")})
+PUBLIC_ROUTES = frozenset({("GET", "/api/health"), ("GET", LOGIN_PATH)})
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="herald"'}
 _SINGLE_HEADERS = ("Host", "Origin", "Authorization")
@@ -71,8 +94,10 @@ def foreign_target(request: web.Request, port: int) -> bool:
     return "@" in authority or not _host_ok(authority, port)
 
 
-def security_middleware(authenticator: Authenticator) -> Middleware:
-    """The guard as an aiohttp middleware, resolving tokens with `authenticator`."""
+def security_middleware(authenticator: Authenticator,
+                        browser: BrowserAuth | None = None) -> Middleware:  # fmt: skip
+    """The guard as an aiohttp middleware, resolving tokens with `authenticator` (and
+    session cookies with `browser`'s sessions; None: no cookie is looked at)."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -98,8 +123,23 @@ def security_middleware(authenticator: Authenticator) -> Middleware:
                 HeraldError("forbidden_origin", "Requests from this origin are refused.", 403)
             )
         authorization = request.headers.get("Authorization")
-        principal = None if authorization is None else authenticator.principal_for(
-            bearer_token(authorization))  # fmt: skip
+        principal = None
+        if authorization is not None:
+            token = bearer_token(authorization)
+            principal = authenticator.principal_for(token)
+            if principal is not None:
+                request[CREDENTIAL] = hash_token(token or "")
+        elif browser is not None and "Cookie" in request.headers:
+            cookie = cookie_value(request.headers.getall("Cookie"), session_cookie_name(port))
+            session = authenticator.session_for(cookie)
+            if session is not None and cookie is not None:
+                problem = csrf_problem(request, cookie, port)
+                if problem is not None:
+                    return error_response(HeraldError("csrf_failed", f"Refused: {problem}.", 403))
+                principal = session.principal
+                request[SESSION] = browser.use(session)
+                request[SESSION_COOKIE] = cookie
+                request[CREDENTIAL] = session.credential
         if principal is not None:
             request[PRINCIPAL] = principal
         elif (request.method, request.path) not in PUBLIC_ROUTES:
