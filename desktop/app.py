@@ -23,6 +23,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from importlib.resources import files
@@ -172,6 +173,7 @@ class DesktopApp(QObject):
         w.rerun_requested.connect(self._on_window_rerun_requested)
         w.clear_finished_requested.connect(self._on_window_clear_finished_requested)
         w.restart_services_requested.connect(lambda: self._spawn(self._restart()))
+        w.open_in_browser_requested.connect(lambda: self._spawn(self._open_in_browser()))
         w.quit_requested.connect(self.request_quit)
         w.detail.save_output_requested.connect(
             lambda tid, path: self._spawn(self._save_output(tid, path)))
@@ -504,6 +506,37 @@ class DesktopApp(QObject):
         self.window.show_status("Restarting services…", 0)
         await self.bridge.close()
         await self.monitor.restart()
+
+    async def _open_in_browser(self) -> None:
+        """Open the task page in the user's browser through a fresh one-time sign-in link
+        (as `herald open`), saying in the status bar how it went: no dialog."""
+        from embedded.cli import open_in_browser
+
+        try:
+            status, body = await self.bridge.client.request("POST", "/api/login-tickets")
+            if status != 201 or not isinstance(body, dict) or "url" not in body:
+                error = body.get("error") if isinstance(body, dict) else None
+                raise RuntimeError(error.get("message") if isinstance(error, dict)
+                                   else f"HTTP {status}")  # fmt: skip
+            # The browser command may not return at once: in a thread of its own (not the
+            # loop's executor: under qasync that is a QThread, left running at exit).
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[bool] = loop.create_future()
+            url = str(body["url"])
+
+            def launch() -> None:
+                opened = open_in_browser(url)
+                with contextlib.suppress(RuntimeError):  # the app has quit meanwhile
+                    loop.call_soon_threadsafe(lambda: done.done() or done.set_result(opened))
+
+            threading.Thread(target=launch, name="open-in-browser", daemon=True).start()
+            opened = await done
+        except Exception as exc:  # noqa: BLE001 (whatever it was, the user is told)
+            self.window.show_status(f"Could not open the task page: {exc}")
+            return
+        self.window.show_status("Opened the task page in your browser" if opened else
+                                "No browser could be started (set BROWSER, or run "
+                                "`herald open --print`)")  # fmt: skip
 
     async def _save_output(self, task_id: str, path: str) -> None:
         """Write all of a task's output (from the event log, not the model's latest lines)

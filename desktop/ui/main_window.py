@@ -13,6 +13,7 @@ Signals:
     remove_requested(ids): Delete on finished rows: remove these (with an undo).
     undo_requested(): the status bar's "Undo" of the last removal.
     restart_services_requested(): the "Restart services" action.
+    open_in_browser_requested(): the "Open in browser" action (the task page, signed in).
     quit_requested(): the user asked to quit (window closed, menu, tray, Ctrl+Q).
 """
 
@@ -102,6 +103,7 @@ class MainWindow(QMainWindow):
     remove_requested = Signal(list)
     undo_requested = Signal()
     restart_services_requested = Signal()
+    open_in_browser_requested = Signal()
     quit_requested = Signal()
 
     def __init__(self, model: TaskModel, services: tuple[str, ...], log_dir: str,
@@ -331,6 +333,9 @@ class MainWindow(QMainWindow):
                                          "Delete the finished tasks in the list")
         self.restart_action = self._action("&Restart services", None,
                                            self.restart_services_requested)
+        self.open_browser_action = self._action(
+            "Open in &browser", None, self.open_in_browser_requested, None,
+            "Open the task page in your browser, signed in through a one-time link")
         # Ctrl+Q by name: the platform's standard Quit key is empty under some window
         # managers (and offscreen), and Ctrl is Cmd on macOS anyway.
         self.quit_action = self._action("&Quit", "Ctrl+Q", self.quit_requested)
@@ -358,6 +363,8 @@ class MainWindow(QMainWindow):
 
         menu = self.menuBar()
         file_menu = menu.addMenu("&File")
+        file_menu.addAction(self.open_browser_action)
+        file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
         tasks_menu = menu.addMenu("&Tasks")
         for a in (self.run_action, self.cancel_action, self.delete_action, self.rerun_action,

@@ -215,7 +215,7 @@ class BrowserAuth:
         session = request.get(SESSION)
         if session is None:
             raise HeraldError("no_session", "This request was not made with a browser "
-                              "session: there is nothing to sign out of.", 400)  # fmt: skip
+                              "session: there is nothing to sign out of.", 403)  # fmt: skip
         self.sessions.delete(session.sha256)
         self.notifier_wake.wake(REVOKED_WAKE)
         for callback in self.signed_out:

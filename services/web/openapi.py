@@ -572,7 +572,7 @@ PATHS.update({
             "summary": "End the browser session the request was made with (and its live "
                        "connections)",
             "responses": {"204": {"description": "Signed out; the cookie is cleared"},
-                          **_errors(401)},
+                          **_errors(401)},  # 403 no_session: made with a token
         }
     },
     "/api/events": {
@@ -582,10 +582,13 @@ PATHS.update({
                        "each event's id is its seq): Last-Event-ID or since resumes after it",
             "parameters": [{"name": "since", "in": "query", "required": False,
                             "schema": {"type": "integer", "minimum": 0,
-                                       "maximum": MAX_CURSOR}}],
+                                       "maximum": 10**18 - 1}}],
             "responses": {"200": {"description": "An endless stream of messages",
-                                  "content": {"text/event-stream": {
-                                      "schema": {"type": "string"}}}},
+                                  "content": {"text/event-stream": {"schema": {
+                                      # each message: its data (a JSON text) and id (a seq)
+                                      "type": "object", "required": ["data"],
+                                      "properties": {"data": {"type": "string"},
+                                                     "id": {"type": "string"}}}}}},
                           **_errors(401)},
         }
     },
