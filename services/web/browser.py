@@ -37,6 +37,7 @@ import html
 import json
 import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -236,8 +237,13 @@ class BrowserAuth:
     # ------------------------------------------------------------------ helpers
 
     def use(self, session: Session) -> Session:
-        """Note that `session` was used now (its idle clock; a write a minute at most)."""
-        return self.sessions.touch(session)
+        """Note that `session` was used now (its idle clock; a write a minute at most).
+        A write the disk refuses is no reason to refuse the request: the clock stays."""
+        try:
+            return self.sessions.touch(session)
+        except sqlite3.Error as exc:
+            log.warning("cannot note the use of a session of %s: %s", session.principal, exc)
+            return session
 
     def purge(self) -> int:
         """Forget the sessions that ended (run at each sign-in's ticket)."""

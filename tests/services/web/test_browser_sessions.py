@@ -84,3 +84,20 @@ def test_session_lifetimes_come_from_the_config(tmp_path: Any) -> None:
         3600,
         2 * 86400,
     )
+
+
+async def test_a_session_store_that_refuses_writes_still_answers_reads(api: Any) -> None:
+    store = SessionStore.for_layout(api.layout)
+    cookie, session = store.create(
+        "local", hash_token(api.token), idle=3600, max_age=86400, now=time.time() - 600
+    )
+    browser = api.app[BROWSER]
+    browser.sessions._open().execute("PRAGMA query_only = ON")  # its writes now fail
+    try:
+        resp = await api.call("GET", "/api/me", token=None, headers=cookie_headers(api, cookie))
+        assert resp.status == 200  # the idle clock could not move; the answer still came
+        after = store.get(session.sha256)
+        assert after is not None and after.idle_until == session.idle_until
+    finally:
+        browser.sessions._open().execute("PRAGMA query_only = OFF")
+        store.close()
