@@ -35,6 +35,18 @@ class SseReader:
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self.resp = resp
         self.comments: list[str] = []
+        self._buffer = b""
+
+    async def _line(self) -> bytes:
+        """The next line with its end (b"": the stream ended); lines of any length."""
+        while b"\n" not in self._buffer:
+            chunk = await self.resp.content.readany()
+            if not chunk:
+                raw, self._buffer = self._buffer, b""
+                return raw
+            self._buffer += chunk
+        raw, _, self._buffer = self._buffer.partition(b"\n")
+        return raw + b"\n"
 
     async def next(self, timeout: float = 20) -> Message | None:
         """The next message (None: the stream ended)."""
@@ -42,7 +54,7 @@ class SseReader:
         data: list[str] = []
         async with asyncio.timeout(timeout):
             while True:
-                raw = await self.resp.content.readline()
+                raw = await self._line()
                 if not raw:
                     return None
                 line = raw.decode().rstrip("\r\n")
@@ -229,3 +241,54 @@ async def test_sign_out_ends_the_sessions_stream(
         msg = await sse.next(15)
         while msg is not None:  # caught_up, maybe
             msg = await sse.next(15)
+
+
+@pytest.mark.slow
+async def test_keep_alive_comments_come_while_nothing_happens(
+    herald: Instance, http: aiohttp.ClientSession
+) -> None:
+    from services.web.sse import PING_INTERVAL
+
+    resp, sse = await open_stream(
+        http, herald.client.api + "/api/events", bearer(herald.client.token)
+    )
+    async with resp:
+        await sse.next()  # welcome
+        await sse.next()  # caught_up
+        with pytest.raises(TimeoutError):
+            await sse.next(PING_INTERVAL + 5)  # no message; but a comment came
+        assert sse.comments and sse.comments[0] == "ping"
+
+
+@pytest.mark.slow
+async def test_a_client_that_does_not_read_is_cut_off_and_resumes(
+    herald: Instance, http: aiohttp.ClientSession
+) -> None:
+    from services.web.sse import SEND_TIMEOUT
+
+    client = herald.client
+    # About 24 MB of output events: more than the socket buffers and aiohttp's hold.
+    task = client.submit("process.run", {"program": "sh", "args": [
+        "-c", "head -c 24000000 /dev/zero | tr '\\0' x | fold -w 4000"]})  # fmt: skip
+    wait_for(lambda: client.get(task["id"])["state"] == "succeeded", timeout=60)
+    resp = await http.get(
+        client.api + "/api/events?since=0",
+        headers={**bearer(client.token), "Accept": "text/event-stream"},
+    )
+    await asyncio.sleep(SEND_TIMEOUT + 5)  # reading nothing
+    sse = SseReader(resp)
+    got: list[Message] = []
+    with pytest.raises((aiohttp.ClientPayloadError, aiohttp.ClientConnectionError)):
+        while (msg := await sse.next()) is not None:
+            got.append(msg)
+    resp.close()
+    assert not any(m.data.get("event") == "succeeded" for m in got)  # cut off before the end
+    last = max(int(m.id) for m in got if m.id is not None)
+    # The web service is fine, and a resume from the last id gets the rest exactly.
+    resp, sse = await open_stream(
+        http, client.api + "/api/events", {**bearer(client.token), "Last-Event-ID": str(last)}
+    )
+    async with resp:
+        got += await sse.until(is_terminal_of(task["id"]), timeout=60)
+    seqs = [m.data["seq"] for m in got if m.data["type"] == "event"]
+    assert seqs == [e.seq for e in client.timeline(task["id"])]
