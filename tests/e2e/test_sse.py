@@ -210,6 +210,11 @@ async def test_a_session_streams_its_own_principals_events_only(
     base = client.api
     bob_token = herald.cli("token", "create", "bob").stdout.strip()
     bob = await sign_in(http, base, bob_token)
+    # Another page (another local port) cannot open it with the cookie: EventSource
+    # sends that page's Origin.
+    async with http.get(base + "/api/events", headers={
+            **bob.cookie_header, "Origin": "http://127.0.0.1:1"}) as refused:  # fmt: skip
+        assert refused.status == 403
     resp, sse = await open_stream(http, base + "/api/events?since=0", bob.cookie_header)
     async with resp:
         welcome = await sse.next()
