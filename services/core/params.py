@@ -457,13 +457,17 @@ def args_schema(params: tuple[Param, ...] | list[Param]) -> dict[str, Any]:
 def whole_match_pattern(pattern: str) -> str:
     """A JSON Schema pattern (a search) that matches where `re.fullmatch(pattern)` does.
 
-    `^...$` would not do: Python's `$` also matches before a final newline. Global inline
-    flags (`(?i)`) stay in front, where Python wants them.
+    `^...$` alone would not do in Python, whose `$` also matches before a final newline
+    (and `^`, `$` at each line under a declared `(?m)`): the lookarounds hold both ends
+    there. Lookarounds alone would not do in JavaScript, whose RegExp with the "u" flag
+    tries positions inside a surrogate pair and sees no character on either side there:
+    `^` and `$` hold both ends there. Global inline flags (`(?i)`) stay in front, where
+    Python wants them.
     """
     flags = re.match(r"\(\?[aiLmsux]+\)", pattern)
     head = flags.group(0) if flags else ""
     body = pattern[len(head) :]
-    return f"{head}(?<![\\s\\S])(?:{body})(?![\\s\\S])"
+    return f"{head}^(?<![\\s\\S])(?:{body})$(?![\\s\\S])"
 
 
 def _accept_null(schema: dict[str, Any]) -> None:

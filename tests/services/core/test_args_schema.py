@@ -9,8 +9,12 @@ beyond 2^53 given to a number parameter, `SCHEMA_LIMITS["number"]`) is held to e
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import re
+import shutil
+import subprocess
 from typing import Any
 
 import jsonschema
@@ -20,10 +24,12 @@ from hypothesis import strategies as st
 
 from services.core.errors import ValidationFailed
 from services.core.params import (
+    ABSOLUTE_PATH_PATTERN,
     MAX_DOUBLE,
     MAX_SAFE_INTEGER,
     REQUIRED,
     SCHEMA_LIMITS,
+    TEXT_PATTERN,
     Param,
     ParamType,
     PathAccess,
@@ -32,6 +38,7 @@ from services.core.params import (
     safe_integer,
     shown,
     validate_args,
+    whole_match_pattern,
 )
 from services.tasks.catalog import load_catalog
 
@@ -39,7 +46,7 @@ BUILTIN = {spec.name: spec.params for spec in load_catalog()}
 
 # No example database: the tree stays clean, and a failure prints its example.
 CASES = settings(
-    max_examples=400,
+    max_examples=300,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -89,6 +96,7 @@ def unstorable_numbers(params: tuple[Param, ...], doc: Any) -> set[str]:
 
 def check(params: tuple[Param, ...], doc: Any) -> None:
     """The schema and the server agree on `doc`: the same verdict, the same fields."""
+    doc = json.loads(json.dumps(doc))  # as the API reads it ("1e400" is inf there too)
     schema = args_schema(params)
     jsonschema.Draft202012Validator.check_schema(schema)
     json.dumps(schema, allow_nan=False)  # what the catalog serves is JSON
@@ -298,6 +306,7 @@ PATTERNS = [
     r"\w+\s?",
     r"(a)(b)?\2?",
     r"[\s\S]{2}",
+    r"(?m)^a$",
 ]
 _BOUNDS = st.one_of(
     st.none(),
@@ -381,6 +390,7 @@ TEXTS = (
     Param("paths", ParamType.STRING_LIST, default=[], maximum=2),
 )
 PATH = (Param("where", ParamType.PATH, default=None, pattern="never checked"),)
+LINES = (Param("line", ParamType.STRING, pattern=r"(?m)^a$"),)
 
 
 EDGES = [
@@ -422,6 +432,10 @@ EDGES = [
     (PATH, {"where": "/\x00"}),
     (PATH, {"where": "relative"}),
     (PATH, {"where": ""}),
+    (LINES, {"line": "a"}),
+    (LINES, {"line": "b\na"}),
+    (LINES, {"line": "a\nb"}),
+    (LINES, {"line": "a\n"}),
 ]
 
 
@@ -458,3 +472,39 @@ def test_builtin_schemas_label_their_fields() -> None:
     assert SCHEMA_LIMITS["path"] in args_schema(BUILTIN["files.checksum"])["description"]
     assert SCHEMA_LIMITS["number"] in args_schema(BUILTIN["demo.answer"])["description"]
     assert SCHEMA_LIMITS["program"] in args_schema(BUILTIN["process.run"])["description"]
+
+
+_JS_SEARCH = """
+const [patterns, texts] = JSON.parse(require("fs").readFileSync(0, "utf8"));
+console.log(JSON.stringify(patterns.map(p => texts.map(t => new RegExp(p, "u").test(t)))));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node is not installed")
+def test_the_schemas_own_patterns_read_the_same_in_javascript() -> None:
+    """The page compiles a pattern with JavaScript's RegExp ("u" flag): the schema's own
+    patterns (text, paths, a declared pattern's anchoring) match there exactly the strings
+    they match in Python, every string of up to two of the tricky characters included."""
+    patterns = sorted(
+        {
+            TEXT_PATTERN,
+            ABSOLUTE_PATH_PATTERN,
+            *(whole_match_pattern(p) for p in ("[a-z]+", "x*$", "a|bc", "[^/]*")),
+        }
+    )
+    alphabet = [c for c in _CHARS.elements] + ["\ud83d\ude00"]  # and a surrogate pair
+    texts = ["".join(t) for n in range(3) for t in itertools.product(alphabet, repeat=n)]
+    texts = [json.loads(json.dumps(t)) for t in texts]  # what a JSON parser reads (pairs)
+    out = subprocess.run(
+        ["node", "-e", _JS_SEARCH],
+        input=json.dumps([patterns, texts]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    in_js = json.loads(out.stdout)
+    in_python = [[re.search(p, t) is not None for t in texts] for p in patterns]
+    for pattern, js, py in zip(patterns, in_js, in_python, strict=True):
+        differ = [t for t, a, b in zip(texts, js, py, strict=True) if a != b]
+        assert not differ, (pattern, differ[:5])
