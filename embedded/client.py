@@ -416,8 +416,10 @@ class AsyncEventStream:
     events that remain still follow, each once. Iterating a stream that was not opened opens it
     and yields its welcome first. When the connection drops the stream reconnects by
     itself after the delays of `reconnect_delays()`, sending the last seq it saw, and
-    drops any event it already yielded. `close()` (from any task of the loop) ends the
-    iteration. One task at a time may iterate.
+    drops any event it already yielded; closed with 4401 (its token was revoked) it does not
+    reconnect but raises ApiError (401). The rules are `ClientSession`'s (docs/protocol.md);
+    this moves text between it and a websockets connection. `close()` (from any task of
+    the loop) ends the iteration. One task at a time may iterate.
 
     Args:
         url: the notifier's WebSocket URL.
@@ -500,7 +502,8 @@ class AsyncEventStream:
         Raises:
             StreamClosed: the stream was closed (before or while waiting).
             ServiceUnavailable: gave up reconnecting (the stream is closed then).
-            ApiError: the notifier refused a reconnection (the stream is closed then).
+            ApiError: the notifier refused a reconnection, or closed the connection with
+                4401 because its token was revoked (the stream is closed then).
         """
         while True:
             if self._welcome is not None:

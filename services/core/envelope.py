@@ -1,5 +1,8 @@
 """The one JSON envelope every side uses on the WebSocket, and its codec.
 
+The rules of each end are `services.core.session`; docs/protocol.md describes the whole
+protocol (and tests/vectors/protocol holds its test vectors).
+
 Server to client (every message carries "v" and "type"):
     {"v": 1, "type": "welcome", "principal": P, "head": N, "reset": bool}
     {"v": 1, "type": "event", "seq": N, "task": ID, "event": TYPE, "ts": T,

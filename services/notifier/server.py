@@ -2,14 +2,17 @@
 
 One `Notifier` serves WebSocket connections on 127.0.0.1 at the path /ws. Each connection
 is one principal's `Subscription`: it is sent a welcome, the replay of the events it
-missed, `caught_up`, then live events. Live events are read from the log once per wake-up
-for everybody and fanned out by the core `Router`, which groups the connections that get
-the same events: each group's events are encoded and framed once, and the same bytes are
-written to each of its connections that is live and caught up (nothing of its own waiting
-to be sent), without waiting for them to drain, as websockets' `broadcast()` does: one
-write per connection per wake-up. A connection that still has messages of its own queued
-(a replay, a welcome, a pong) gets live events through its own outbox and sender task, in
-order after them; so a slow client delays nobody else.
+missed, `caught_up`, then live events. What a connection is sent apart from live events
+(and how its messages are answered) is its `ServerSession`'s to say
+(`services.core.session`): this shell reads the log for it and writes what it says. Live
+events are read from the log once per wake-up for everybody and fanned out by the core
+`Router`, which groups the connections that get the same events: each group's events are
+encoded and framed once, and the same bytes are written to each of its connections that is
+live and caught up (nothing of its own waiting to be sent), without waiting for them to
+drain, as websockets' `broadcast()` does: one write per connection per wake-up. A
+connection that still has messages of its own queued (a replay, a welcome, a pong) gets
+live events through its own outbox and sender task, in order after them; so a slow client
+delays nobody else.
 
 A connection may subscribe to some of its principal's tasks (`subscribe`, see
 `services.core.envelope`): it is then sent only their events.
