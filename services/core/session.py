@@ -296,7 +296,6 @@ class ClientSession:
         self._make_delays = delays
         self._delays = delays()
         self._out: list[str] = []
-        self._connected = False
         self._welcomed = False
         self.resets = 0  # "reset" messages received: reloads the owner was asked for
         self.ignored = 0  # messages dropped because they could not be decoded
@@ -345,13 +344,13 @@ class ClientSession:
         self._pending, self._replaying = [], None
         self._seen_pending.clear()
         self._out.clear()
-        self._connected, self._welcomed = True, False
+        self._welcomed = False
 
     def connection_lost(self, code: int | None = None) -> float | None:
         """The connection closed (`code`: its close code; None or 1006 when it just
         dropped): seconds to wait before connecting again, or None when the client must
         not (its token was revoked: another attempt would be refused)."""
-        self._connected = self._welcomed = False
+        self._welcomed = False
         self.close_code = code
         self._out.clear()
         if code in FINAL_CLOSE_CODES:
@@ -360,7 +359,7 @@ class ClientSession:
 
     def attempt_failed(self) -> float:
         """An attempt failed before its welcome: seconds to wait before the next one."""
-        self._connected = self._welcomed = False
+        self._welcomed = False
         return next(self._delays)
 
     # -------------------------------------------------------------- receiving
