@@ -5,11 +5,11 @@ are the client; the desktop bridge and the benchmark use them on their own event
 `HeraldClient` and `EventStream` are a blocking facade over the very same objects for the
 command line and the tests: they run them on a private event loop in a daemon thread.
 
-The stream follows the client side of the delivery rules (`services.core.stream`): each
-event is yielded once, in seq order, across reconnects; a dropped connection is
-re-established by the stream itself with a capped, jittered backoff, resuming from the
-last seq it saw. Messages are decoded by `services.core.envelope`, the codec the notifier
-encodes with.
+The stream follows the client side of the protocol (`services.core.session.ClientSession`,
+the rules the browser's JavaScript client follows too): each event is yielded once, in seq
+order, across reconnects; a dropped connection is re-established by the stream itself with
+a capped, jittered backoff, resuming from the last seq it saw. Messages are decoded by
+`services.core.envelope`, the codec the notifier encodes with.
 
 aiohttp and websockets are imported when first needed: `herald --version` and a command
 that only talks HTTP do not pay for what they do not use.
@@ -34,10 +34,10 @@ from services.core.envelope import (
     ProtocolError,
     ServerMessage,
     decode_server_message,
-    encode_subscribe,
 )
 from services.core.events import Event
-from services.core.stream import StreamCursor, StreamState, reconnect_delays
+from services.core.session import ClientSession
+from services.core.stream import StreamState, reconnect_delays
 
 if TYPE_CHECKING:
     import aiohttp
@@ -416,8 +416,10 @@ class AsyncEventStream:
     events that remain still follow, each once. Iterating a stream that was not opened opens it
     and yields its welcome first. When the connection drops the stream reconnects by
     itself after the delays of `reconnect_delays()`, sending the last seq it saw, and
-    drops any event it already yielded. `close()` (from any task of the loop) ends the
-    iteration. One task at a time may iterate.
+    drops any event it already yielded; closed with 4401 (its token was revoked) it does not
+    reconnect but raises ApiError (401). The rules are `ClientSession`'s (docs/protocol.md);
+    this moves text between it and a websockets connection. `close()` (from any task of
+    the loop) ends the iteration. One task at a time may iterate.
 
     Args:
         url: the notifier's WebSocket URL.
@@ -450,28 +452,25 @@ class AsyncEventStream:
         self.on_state = on_state
         self.give_up_after = give_up_after
         self.open_timeout = open_timeout
-        self._delays = delays
-        self._cursor = StreamCursor(since)
+        # The protocol's rules: dedupe, cursor, subscriptions, backoff.
+        self._session = ClientSession(since, delays=delays)
         self._conn: ClientConnection | None = None
         self._welcome: ServerMessage | None = None  # to be yielded by the next recv()
-        self._opened = False  # a connection was made at least once
+        self._retry_in: float | None = None  # before the next attempt (None: at once)
         self._closing = False
         self._closed_event: asyncio.Event | None = None
         self.state = StreamState.CLOSED  # until opened
         self._state_reported: tuple[StreamState, float | None] | None = None
-        self.resets = 0  # "reset" messages received: reloads the caller was asked for
-        self._tasks: set[str] | None = None  # subscribed to these tasks only (None: all)
-        # Each subscribe not answered yet: its since and the tasks it added; then the one
-        # whose replay is coming (until its caught_up).
-        self._pending: list[tuple[int, set[str]]] = []
-        self._replaying: tuple[int, set[str]] | None = None
-        self._narrowed_at = 0  # the last seq when it first subscribed: all seen up to it
-        self._seen_pending: set[int] = set()  # seqs yielded while a subscribe was pending
+
+    @property
+    def resets(self) -> int:
+        """How many "reset" messages came: reloads the caller was asked for."""
+        return self._session.resets
 
     @property
     def last_seq(self) -> int | None:
         """The seq of the last event yielded (or the head at the first welcome)."""
-        return self._cursor.last_seq
+        return self._session.last_seq
 
     @property
     def closed(self) -> bool:
@@ -491,7 +490,7 @@ class AsyncEventStream:
         if self._closing:
             raise StreamClosed("the event stream is closed")
         if self._conn is None:
-            await self._connect(after_drop=False)
+            await self._connect()
         welcome, self._welcome = self._welcome, None
         if welcome is None:
             raise RuntimeError("open() called on a stream that is already open")
@@ -503,7 +502,8 @@ class AsyncEventStream:
         Raises:
             StreamClosed: the stream was closed (before or while waiting).
             ServiceUnavailable: gave up reconnecting (the stream is closed then).
-            ApiError: the notifier refused a reconnection (the stream is closed then).
+            ApiError: the notifier refused a reconnection, or closed the connection with
+                4401 because its token was revoked (the stream is closed then).
         """
         while True:
             if self._welcome is not None:
@@ -513,59 +513,34 @@ class AsyncEventStream:
                 raise StreamClosed("the event stream is closed")
             conn = self._conn
             if conn is None:
-                await self._connect(after_drop=self._opened)
+                await self._connect()
                 continue
             try:
                 text = await conn.recv()
             except _connection_closed() as exc:
                 self._conn = None
                 if not self._closing:
-                    log.info("event stream dropped (%s); reconnecting", exc)
+                    self._dropped(exc)
                 continue
             try:
-                msg = decode_server_message(text)
-            except ProtocolError as exc:
+                msg = self._session.receive_text(text)
+            except ProtocolError as exc:  # (only a connection's first message raises)
                 log.warning("ignoring a message the client cannot decode: %s", exc)
                 continue
-            replaying = self._replaying
-            if msg.event is not None:
-                ev = msg.event
-                if replaying is not None and ev.task_id in replaying[1] and ev.seq > replaying[0]:
-                    # A task just added: its events before the stream's last seq come now.
-                    if ev.seq in self._seen_pending:
-                        continue
-                    self._cursor.last_seq = max(self._cursor.last_seq or 0, ev.seq)
-                elif not self._cursor.accept(ev.seq):
-                    continue  # already yielded before a reconnect
-                if self._tasks is not None:
-                    if ev.task_id not in self._tasks:
-                        continue  # e.g. replayed after a reconnect, before the subscribe
-                    if ev.terminal:
-                        self._tasks.discard(ev.task_id)
-                if self._pending:
-                    self._seen_pending.add(ev.seq)
-                elif replaying is None and self._seen_pending:
-                    self._seen_pending.clear()
-            elif msg.type == "welcome" and self._pending:  # the answer to a subscribe
-                # Its tasks count from here: what came before it was sent without them.
-                since, tasks = self._pending.pop(0)
-                if self._tasks is None:  # narrowed: everything so far was yielded
-                    self._tasks, self._narrowed_at = set(tasks), self._cursor.last_seq or 0
-                    self._replaying = (since, set())
-                else:
-                    self._tasks |= tasks
-                    self._replaying = (since, tasks)
-                continue
-            elif msg.type == "caught_up" and replaying is not None:
-                self._replaying = None
-                continue
-            elif msg.type == "welcome":
-                self._take_welcome(msg)
-            elif msg.type == "reset":
-                self.resets += 1
-                log.warning("events after seq %s are gone (%s): reload the tasks from the API",
-                            self._cursor.last_seq, msg.body.get("reason"))  # fmt: skip
-            return msg
+            if msg is not None:
+                return msg
+
+    def _dropped(self, exc: Exception) -> None:
+        """The connection closed: wait as the session says, or give up (revoked)."""
+        rcvd = getattr(exc, "rcvd", None)
+        code = rcvd.code if rcvd is not None else None
+        self._retry_in = self._session.connection_lost(code)
+        if self._retry_in is not None:
+            log.info("event stream dropped (%s); reconnecting", exc)
+            return
+        self._give_up()
+        reason = rcvd.reason if rcvd is not None and rcvd.reason else "token revoked"
+        raise ApiError(401, "unauthorized", reason)
 
     def __aiter__(self) -> AsyncEventStream:
         return self
@@ -594,27 +569,23 @@ class AsyncEventStream:
         notifier then sends the events it had of it, so none is missed, however far the
         stream went meanwhile. `subscribe(())` yields nothing until a first task is
         added."""
-        new = set(task_ids)
-        if self._conn is not None:
-            await self._send_subscribe(self._conn, new)
-        elif self._tasks is None:
-            self._tasks, self._narrowed_at = new, self._cursor.last_seq or 0
-        else:
-            self._tasks |= new
+        self._session.subscribe(task_ids)
+        await self._send_pending()
 
-    async def _send_subscribe(self, conn: ClientConnection, tasks: Iterable[str]) -> None:
+    async def _send_pending(self) -> None:
+        """Send what the session has to send on the current connection (if it drops, the
+        reconnection sends again what is still wanted)."""
         from websockets.exceptions import ConnectionClosed
 
-        # The notifier answers with the added tasks' events after `since`, however far the
-        # stream has gone meanwhile: every event up to the first subscribe was yielded,
-        # and none of these tasks' since then (they were filtered out).
-        tasks = set(tasks)
-        since = self._narrowed_at if self._tasks is not None else self._cursor.last_seq or 0
-        self._pending.append((since, tasks))
+        texts = self._session.data_to_send()
+        conn = self._conn
+        if conn is None:
+            return
         try:
-            await conn.send(encode_subscribe(tasks, since))
+            for text in texts:
+                await conn.send(text)
         except ConnectionClosed:
-            pass  # the reconnection subscribes again
+            pass
 
     async def ping(self) -> float | None:
         """Ping the notifier on the current connection and wait for its pong: the round
@@ -664,20 +635,18 @@ class AsyncEventStream:
             except Exception:
                 log.exception("the event stream's on_state callback failed")
 
-    async def _connect(self, after_drop: bool) -> None:
+    async def _connect(self) -> None:
         """Connect, waiting between attempts, until connected, closed or out of time.
 
-        After a dropped connection it waits before the first attempt too: the server it
-        lost is most likely restarting.
+        After a dropped connection it waits before the first attempt too (as long as the
+        session says): the server it lost is most likely restarting.
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
-        delays = self._delays()
         error: Exception | None = None
-        wait = after_drop
         while True:
-            if wait:
-                delay = next(delays)
+            delay, self._retry_in = self._retry_in, None
+            if delay is not None:
                 if (self.give_up_after is not None
                         and loop.time() + delay - started > self.give_up_after):  # fmt: skip
                     self._give_up()
@@ -691,7 +660,6 @@ class AsyncEventStream:
                     await asyncio.wait_for(self._closed().wait(), delay)
                 except TimeoutError:
                     pass
-            wait = True
             if self._closing:
                 raise StreamClosed("the event stream is closed")
             self._set_state(StreamState.CONNECTING)
@@ -700,33 +668,16 @@ class AsyncEventStream:
             except ServiceUnavailable as exc:
                 log.debug("event stream attempt failed: %s", exc)
                 error = exc
+                self._retry_in = self._session.attempt_failed()
                 continue
             except ApiError:
                 self._give_up()
                 raise
             self._conn = conn
-            self._opened = True
-            self._take_welcome(welcome)
             self._welcome = welcome
-            unanswered = set().union(*(tasks for _, tasks in self._pending))
-            self._pending, self._replaying = [], None
-            self._seen_pending.clear()
-            if self._tasks is not None:
-                # Narrow the new connection (its replay from the cursor is filtered here
-                # meanwhile), then add again what was not answered on the old one.
-                await self._send_subscribe(conn, self._tasks)
-                if unanswered - self._tasks:
-                    await self._send_subscribe(conn, unanswered - self._tasks)
-            elif unanswered:
-                await self._send_subscribe(conn, unanswered)
+            await self._send_pending()  # the subscriptions, narrowing the new connection
             self._set_state(StreamState.CONNECTED)
             return
-
-    def _take_welcome(self, welcome: ServerMessage) -> None:
-        head = welcome.body.get("head", 0)
-        reset = bool(welcome.body.get("reset", False))
-        if self._cursor.welcome(int(head) if isinstance(head, int) else 0, reset):
-            log.warning("the event log was recreated: replaying it from the start")
 
     def _give_up(self) -> None:
         self._closing = True
@@ -764,7 +715,8 @@ class AsyncEventStream:
         from websockets.exceptions import InvalidStatus, WebSocketException
 
         headers = {"Authorization": f"Bearer {self.token}"}
-        since = self._cursor.since
+        session = self._session
+        since = session.since
         if since is not None:
             headers[SINCE_HEADER] = str(since)
         conn: ClientConnection | None = None
@@ -774,9 +726,9 @@ class AsyncEventStream:
                     self.url, additional_headers=headers, open_timeout=None,
                     max_size=MAX_MESSAGE, compression=None, proxy=None, close_timeout=2,
                 )  # fmt: skip
-                welcome = decode_server_message(await conn.recv())
-            if welcome.type != "welcome":
-                raise ProtocolError(CLOSE_INVALID_PAYLOAD, f"no welcome but {welcome.type!r}")
+                session.connection_made()
+                welcome = session.receive_text(await conn.recv())
+            assert welcome is not None  # (the first message is a welcome, or it raised)
             return conn, welcome
         except InvalidStatus as exc:
             status = exc.response.status_code

@@ -22,6 +22,7 @@ from services.layout import DataLayout
 from services.store.sqlite import (
     JOURNAL_SIZE_LIMIT,
     WRITE_STATS,
+    _busy,
     restart_wal,
     retry_busy,
     wal_checkpoint,
@@ -30,6 +31,10 @@ from services.store.sqlite import (
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "herald"
+
+
+class QueueBusy(Exception):
+    """The queue's write lock is held by another connection (`TaskQueue.try_enqueue`)."""
 
 
 class _Storage(SqliteStorage):
@@ -58,15 +63,25 @@ class _Storage(SqliteStorage):
         retry_busy(lambda: conn.execute(f'pragma journal_mode="{self._journal_mode}"'))
 
     @contextlib.contextmanager
-    def db(self, commit: bool = False, close: bool = False) -> Iterator[sqlite3.Cursor]:
-        # Huey's own, with the lock taken by retry_busy, and a failed commit undone.
+    def db(self, commit: bool = False, close: bool = False, *,
+           wait: bool = True) -> Iterator[sqlite3.Cursor]:  # fmt: skip
+        # Huey's own, with the lock taken by retry_busy, and a failed commit undone. Without
+        # `wait`, a lock another connection holds raises `QueueBusy` at once instead.
         with self.lock:
             conn = self.conn
             cursor = conn.cursor()
             try:
                 if commit:
+                    if wait:
+                        retry_busy(lambda: cursor.execute(self.begin_sql))
+                    else:
+                        try:
+                            cursor.execute(self.begin_sql)
+                        except sqlite3.OperationalError as exc:
+                            if _busy(exc):
+                                raise QueueBusy from None
+                            raise
                     WRITE_STATS.queue_transactions += 1
-                    retry_busy(lambda: cursor.execute(self.begin_sql))
                 yield cursor
             except Exception:
                 if commit:
@@ -132,6 +147,19 @@ class TaskQueue:
                 for t in task_ids]  # fmt: skip
         with storage.db(commit=True) as cursor:
             cursor.executemany("insert into task (queue, data, priority) values (?, ?, ?)", rows)
+
+    def try_enqueue(self, task_id: str) -> bool:
+        """Enqueue a task id if the queue's write lock is free now; False (nothing done) if
+        another connection holds it: for a caller that must not wait for it."""
+        storage = self.huey.storage
+        blob = storage.to_blob(self.huey.serialize_task(self._run.s(task_id)))
+        try:
+            with storage.db(commit=True, wait=False) as cursor:
+                cursor.execute("insert into task (queue, data, priority) values (?, ?, ?)",
+                               (storage.name, blob, 0))  # fmt: skip
+        except QueueBusy:
+            return False
+        return True
 
     def dequeue(self) -> str | None:
         """The next task id, or None; Huey deletes the message as it hands it out.

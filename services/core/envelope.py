@@ -1,5 +1,8 @@
 """The one JSON envelope every side uses on the WebSocket, and its codec.
 
+The rules of each end are `services.core.session`; docs/protocol.md describes the whole
+protocol (and tests/vectors/protocol holds its test vectors).
+
 Server to client (every message carries "v" and "type"):
     {"v": 1, "type": "welcome", "principal": P, "head": N, "reset": bool}
     {"v": 1, "type": "event", "seq": N, "task": ID, "event": TYPE, "ts": T,
@@ -10,8 +13,10 @@ Server to client (every message carries "v" and "type"):
                                                 incomplete: reload the tasks from the HTTP
                                                 API. Right after a welcome (before the
                                                 replay) when the resume point is below what
-                                                was pruned; at any time on a live connection
-                                                when pruning deleted events not sent yet.
+                                                was pruned; after the replay (before
+                                                caught_up) when pruning ran during it; at
+                                                any time on a live connection when pruning
+                                                deleted events not sent yet.
                                                 R is "pruned" (retention deleted finished
                                                 tasks' events) or "recreated" (the log is
                                                 new; the welcome says reset too). From seq N

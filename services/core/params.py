@@ -2,7 +2,9 @@
 
 Pure: the catalog declares parameters with `Param`, the web service validates submitted
 arguments with `validate_args`, the command line turns `key=value` text into typed values
-with `Param.from_text`, and the catalog endpoint publishes `Param.to_json()`.
+with `Param.from_text`, and the catalog endpoint publishes `Param.to_json()` and, for each
+task, `args_schema()`: a JSON Schema (draft 2020-12) that accepts exactly what
+`validate_args` accepts, but for what `SCHEMA_LIMITS` says no schema can.
 
 What every value must be, whatever its parameter, so that each side can store and read it
 back (SQLite, JavaScript, UTF-8): integers within +-2^53 (`MAX_SAFE_INTEGER`) and text
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import math
 import re
+import string
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -54,12 +58,17 @@ class _Required:
 
 REQUIRED: Any = _Required()
 
-# What validate() checks, as JSON Schema patterns for the published document.
-ABSOLUTE_PATH_PATTERN = r"^(/|~|[A-Za-z]:[\\/])[^\u0000]*$"
-NO_NUL_PATTERN = r"^[^\u0000]*$"
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+# What validate() checks of text, as JSON Schema patterns (ECMA-262 with the "u" flag, as
+# JavaScript validators compile them; Python's re reads them the same): no NUL, no lone
+# surrogate; a path also starts as an absolute one does.
+TEXT_PATTERN = r"^[^\u0000\ud800-\udfff]*$"
+ABSOLUTE_PATH_PATTERN = r"^(?:/|~|[A-Za-z]:[\\/])[^\u0000\ud800-\udfff]*$"
 
 # The largest integer every side represents exactly (a JavaScript number, a double).
 MAX_SAFE_INTEGER = 2**53
+MAX_DOUBLE = sys.float_info.max  # a NUMBER beyond it reads as infinity ("1e400")
 
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
@@ -113,7 +122,7 @@ class Param:
         out: dict[str, Any] = {
             "name": self.name,
             "type": self.type.value,
-            "title": self.title or self.name.replace("_", " ").capitalize(),
+            "title": self.label,
             "description": self.description,
             "required": self.required,
         }
@@ -131,50 +140,67 @@ class Param:
         return out
 
     def json_schema(self) -> dict[str, Any]:
-        """The parameter as a JSON Schema (for the OpenAPI document)."""
+        """A given value's JSON Schema: exactly what `validate` accepts (see SCHEMA_LIMITS),
+        with the parameter's description and default.
+
+        Bounds are the declared ones within what every side stores (+-2^53 for integers,
+        +-MAX_DOUBLE for numbers); length bounds are whole numbers (`_check_length`
+        compares a count, so 2.5 characters at most is 2). A declaration nothing can
+        satisfy (no valid choice, a negative maximum length) is an empty `enum`.
+        """
         t = self.type
         schema: dict[str, Any]
-        if t is ParamType.INTEGER:
-            schema = {"type": "integer"}
-        elif t is ParamType.NUMBER:
-            schema = {"type": "number"}
-        elif t is ParamType.BOOLEAN:
+        if t is ParamType.BOOLEAN:
             schema = {"type": "boolean"}
+        elif t is ParamType.INTEGER:
+            schema = {"type": "integer", **self._bounds(MAX_SAFE_INTEGER)}
+        elif t is ParamType.NUMBER:
+            schema = {"type": "number", **self._bounds(MAX_DOUBLE)}
         elif t is ParamType.CHOICE:
-            schema = {"type": "string", "enum": list(self.choices or ())}
+            valid = [c for c in self.choices or () if isinstance(c, str) and _text_ok(c)]
+            schema = {"type": "string", "enum": valid}
         elif t is ParamType.STRING_LIST:
-            schema = {"type": "array", "items": {"type": "string"}}
+            items: dict[str, Any] = {"type": "string", "pattern": TEXT_PATTERN}
+            schema = {"type": "array", "items": items, **self._lengths("Items")}
         elif t is ParamType.INTEGER_LIST:
-            schema = {"type": "array", "items": {"type": "integer"}}
+            items = {"type": "integer", "minimum": -MAX_SAFE_INTEGER, "maximum": MAX_SAFE_INTEGER}
+            schema = {"type": "array", "items": items, **self._lengths("Items")}
+        elif t is ParamType.PATH:  # a PATH's `pattern` is not checked (validate)
+            schema = {"type": "string", **self._lengths("Length"),
+                      "pattern": ABSOLUTE_PATH_PATTERN}  # fmt: skip
         else:
-            schema = {"type": "string"}
-        if t in (ParamType.INTEGER, ParamType.NUMBER):
-            if self.minimum is not None:
-                schema["minimum"] = self.minimum
-            if self.maximum is not None:
-                schema["maximum"] = self.maximum
-        elif t in (ParamType.STRING, ParamType.PATH):
-            if self.minimum is not None:
-                schema["minLength"] = int(self.minimum)
-            if self.maximum is not None:
-                schema["maxLength"] = int(self.maximum)
+            schema = {"type": "string", **self._lengths("Length"), "pattern": TEXT_PATTERN}
             if self.pattern is not None:
-                schema["pattern"] = self.pattern
-            elif t is ParamType.PATH:
-                schema["minLength"] = max(1, int(self.minimum or 1))
-                schema["pattern"] = ABSOLUTE_PATH_PATTERN
-            else:
-                schema["pattern"] = NO_NUL_PATTERN
-        elif t in (ParamType.STRING_LIST, ParamType.INTEGER_LIST):
-            if self.minimum is not None:
-                schema["minItems"] = int(self.minimum)
-            if self.maximum is not None:
-                schema["maxItems"] = int(self.maximum)
+                # Both must match: allOf, since a schema has one `pattern`. The declared
+                # one goes in `pattern` itself, where a form looks for it.
+                schema["pattern"] = whole_match_pattern(self.pattern)
+                schema["allOf"] = [{"pattern": TEXT_PATTERN}]
         if self.description:
             schema["description"] = self.description
         if not self.required:
             schema["default"] = self.default
         return schema
+
+    @property
+    def label(self) -> str:
+        """The parameter's title, or one made from its name."""
+        return self.title or self.name.replace("_", " ").capitalize()
+
+    def _bounds(self, limit: float) -> dict[str, Any]:
+        lo = -limit if self.minimum is None else max(self.minimum, -limit)
+        hi = limit if self.maximum is None else min(self.maximum, limit)
+        return {"minimum": lo, "maximum": hi}
+
+    def _lengths(self, kind: str) -> dict[str, Any]:
+        """minLength/maxLength (kind "Length") or minItems/maxItems ("Items")."""
+        out: dict[str, Any] = {}
+        if self.minimum is not None and self.minimum > 0:
+            out["min" + kind] = math.ceil(self.minimum)
+        if self.maximum is not None:
+            if self.maximum < 0:
+                return {"enum": []}  # nothing has fewer than 0 characters or items
+            out["max" + kind] = math.floor(self.maximum)
+        return out
 
     def validate(self, value: Any) -> Any:
         """The value, checked against the type and constraints.
@@ -327,8 +353,12 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
+_DRIVE_LETTERS = frozenset(string.ascii_letters)
+
+
 def _is_windows_abs(value: str) -> bool:
-    return len(value) > 2 and value[1] == ":" and value[2] in "\\/"
+    """A drive letter, a colon and a separator ("C:\\", "d:/"): absolute on Windows."""
+    return len(value) > 2 and value[0] in _DRIVE_LETTERS and value[1] == ":" and value[2] in "\\/"
 
 
 def validate_args(params: tuple[Param, ...] | list[Param], args: Any) -> dict[str, Any]:
@@ -361,6 +391,95 @@ def validate_args(params: tuple[Param, ...] | list[Param], args: Any) -> dict[st
     if fields:
         raise ValidationFailed(fields)
     return out
+
+
+# ------------------------------------------------------------------ the arguments' JSON Schema
+
+# What the server checks that a JSON Schema cannot say, each in a task's schema description
+# when one of its parameters is concerned (and in the field's 422 when it happens).
+SCHEMA_LIMITS = {
+    # JSON Schema holds 1e16 and 10000000000000000 equal; the server reads the second as an
+    # integer, which beyond +-2^53 it cannot store exactly.
+    "number": "A number parameter also refuses an integer beyond +-2^53 written without a "
+              "fraction or an exponent (9007199254740993: \"must be an integer from -2^53 to "
+              "2^53\"), which the schema accepts: JSON Schema cannot tell it from the same "
+              "number written 9.007199254740993e15, which the server reads as the nearest "
+              "double and accepts. Send such numbers with an exponent.",
+    "path": "A path must also be what its parameter's path_kind says on the file system "
+            "(a file, a folder, a new file whose folder exists; 422 with the field), never "
+            "in Herald's own folders (422), and within the caller's folders (403): checked "
+            "at submit.",
+    "program": "A program given as a path (it holds a separator) must lie within the "
+               "caller's folders (403), never in Herald's own (422): checked at submit.",
+    # The task's own regex, which the server runs with Python's re.
+    "pattern": "A declared pattern is the task's Python regular expression: where Python "
+               "reads it otherwise than ECMA-262 does (\\d, \\w and \\s match any Unicode "
+               "digit, word or space character; (?P<name>...); inline flags such as (?i)), "
+               "the server's reading is the one that counts.",
+}  # fmt: skip
+
+
+def args_schema(params: tuple[Param, ...] | list[Param]) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a task's `args` object: valid exactly when
+    `validate_args` accepts it, but for the `SCHEMA_LIMITS` its description names.
+
+    Each property has its parameter's label as `title` and help text as `description`,
+    for a form. An optional parameter also takes null (it then takes its default, as when
+    left out). Unknown keys are refused, as the server refuses them. Its own patterns
+    are ECMA-262 regular expressions for the "u" flag (as Python's re reads them too); a
+    declared one is anchored with lookarounds (ECMA-262 has no \\A or \\Z).
+    """
+    properties: dict[str, Any] = {}
+    limits: list[str] = []
+    for p in params:
+        properties[p.name] = {"title": p.label, **p.json_schema()}
+        if not p.required:
+            _accept_null(properties[p.name])
+        if p.type is ParamType.NUMBER:
+            limits.append("number")
+        elif p.type is ParamType.PATH:
+            limits.append("path")
+        elif p.path_access is not None:
+            limits.append("program")
+        if p.type is ParamType.STRING and p.pattern is not None:
+            limits.append("pattern")
+    out: dict[str, Any] = {"$schema": JSON_SCHEMA_DIALECT, "type": "object"}
+    if limits:
+        out["description"] = " ".join(text for k, text in SCHEMA_LIMITS.items() if k in limits)
+    out["properties"] = properties
+    required = [p.name for p in params if p.required]
+    if required:
+        out["required"] = required
+    out["additionalProperties"] = False
+    return out
+
+
+def whole_match_pattern(pattern: str) -> str:
+    """A JSON Schema pattern (a search) that matches where `re.fullmatch(pattern)` does.
+
+    `^...$` alone would not do in Python, whose `$` also matches before a final newline
+    (and `^`, `$` at each line under a declared `(?m)`): the lookarounds hold both ends
+    there. Lookarounds alone would not do in JavaScript, whose RegExp with the "u" flag
+    tries positions inside a surrogate pair and sees no character on either side there:
+    `^` and `$` hold both ends there. Global inline flags (`(?i)`) stay in front, where
+    Python wants them.
+    """
+    flags = re.match(r"\(\?[aiLmsux]+\)", pattern)
+    head = flags.group(0) if flags else ""
+    body = pattern[len(head) :]
+    return f"{head}^(?<![\\s\\S])(?:{body})$(?![\\s\\S])"
+
+
+def _accept_null(schema: dict[str, Any]) -> None:
+    """Let a property's schema also take null (every keyword but type and enum applies to
+    one type only)."""
+    schema["type"] = [schema["type"], "null"]
+    if "enum" in schema:
+        schema["enum"] = [*schema["enum"], None]
+
+
+def _text_ok(text: str) -> bool:
+    return "\x00" not in text and scalar_text(text)
 
 
 # ------------------------------------------------------------------ what a path points at

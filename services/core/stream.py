@@ -1,8 +1,9 @@
 """The client side of the delivery rules: which received events are new, where to resume
 after a reconnect, and how long to wait between attempts.
 
-Pure: the command-line client, the tests, the benchmark and the desktop bridge share these
-rules. The server side (who is sent what) is `services.core.delivery`.
+Pure: `services.core.session.ClientSession` (which every Python client of the stream goes
+through, and which the browser's JavaScript client mirrors) builds on them. The server
+side (who is sent what) is `services.core.delivery`.
 
 A "reset" message (see `services.core.envelope`) does not move the cursor: the replay that
 follows it still brings every event that is left, each once. It tells the client that some

@@ -2,14 +2,17 @@
 
 One `Notifier` serves WebSocket connections on 127.0.0.1 at the path /ws. Each connection
 is one principal's `Subscription`: it is sent a welcome, the replay of the events it
-missed, `caught_up`, then live events. Live events are read from the log once per wake-up
-for everybody and fanned out by the core `Router`, which groups the connections that get
-the same events: each group's events are encoded and framed once, and the same bytes are
-written to each of its connections that is live and caught up (nothing of its own waiting
-to be sent), without waiting for them to drain, as websockets' `broadcast()` does: one
-write per connection per wake-up. A connection that still has messages of its own queued
-(a replay, a welcome, a pong) gets live events through its own outbox and sender task, in
-order after them; so a slow client delays nobody else.
+missed, `caught_up`, then live events. What a connection is sent apart from live events
+(and how its messages are answered) is its `ServerSession`'s to say
+(`services.core.session`): this shell reads the log for it and writes what it says. Live
+events are read from the log once per wake-up for everybody and fanned out by the core
+`Router`, which groups the connections that get the same events: each group's events are
+encoded and framed once, and the same bytes are written to each of its connections that is
+live and caught up (nothing of its own waiting to be sent), without waiting for them to
+drain, as websockets' `broadcast()` does: one write per connection per wake-up. A
+connection that still has messages of its own queued (a replay, a welcome, a pong) gets
+live events through its own outbox and sender task, in order after them; so a slow client
+delays nobody else.
 
 A connection may subscribe to some of its principal's tasks (`subscribe`, see
 `services.core.envelope`): it is then sent only their events.
@@ -61,25 +64,18 @@ from websockets.protocol import State
 
 from services.auth import Authenticator, bearer_token, hash_token, host_allowed, origin_allowed
 from services.config import load_config
-from services.core.delivery import Router, Subscription, plan_resume
+from services.core.delivery import Router, Subscription
 from services.core.envelope import (
     CLOSE_GOING_AWAY,
-    CLOSE_POLICY_VIOLATION,
     CLOSE_REVOKED,
     CLOSE_TOO_MANY_CONNECTIONS,
     CLOSE_TRY_AGAIN_LATER,
-    RESET_PRUNED,
-    RESET_RECREATED,
     ProtocolError,
-    decode_client_message,
-    encode_caught_up,
     encode_event,
-    encode_pong,
-    encode_reset,
-    encode_welcome,
     parse_since,
 )
 from services.core.events import Event
+from services.core.session import MAX_SUBSCRIBED, ServerSession
 from services.runtime import (
     announce_ready,
     cannot_start,
@@ -111,8 +107,6 @@ FALLBACK_BACKOFF = 16
 MAX_OUTBOX = 8 * 1024 * 1024
 MAX_CONNECTIONS = 64  # per principal; one more is closed with CLOSE_TOO_MANY_CONNECTIONS
 MAX_MESSAGE = 64 * 1024  # largest client message accepted
-MAX_SUBSCRIBED = 10_000  # task ids one connection may be subscribed to at once
-TOO_MANY_TASKS = "a connection may be subscribed to at most {} unfinished tasks"
 TOO_FAR_BEHIND = ("try again later: more than {} MiB of events queued for a client that does "
                   "not read them; reconnect with your last seq")  # fmt: skip
 TOO_MANY = "too many connections: this principal already has {} open"
@@ -141,7 +135,8 @@ class _Connection(ServerConnection):
 
 
 class _Client:
-    """One connected client: its subscription, outbox and the task that sends the outbox.
+    """One connected client: its protocol session, its subscription once live, its outbox
+    and the task that sends the outbox.
 
     Messages leave in the order they were queued. Replay pages are paced by `drained()`;
     live messages are refused (`queue_live` returns False) once the outbox would hold more
@@ -152,9 +147,10 @@ class _Client:
     def __init__(self, ws: ServerConnection, principal: str, max_outbox: int) -> None:
         self.ws = ws
         self.principal = principal
-        self.sub: Subscription | None = None
-        self.tasks: set[str] | None = None  # subscribed to these tasks only (None: all)
-        self.reset_through = 0  # the watermark its last "reset" message was sent for
+        # What it is sent, apart from the live fan-out (the per-connection rules).
+        self.session = ServerSession(principal, page=PAGE, page_bytes=PAGE_BYTES,
+                                     max_subscribed=MAX_SUBSCRIBED)  # fmt: skip
+        self.sub: Subscription | None = None  # routed live events (the session's, once live)
         self.closed = False
         self._max_outbox = max_outbox
         self._outbox: deque[str] = deque()
@@ -173,6 +169,13 @@ class _Client:
         self.queued_bytes += size
         self._idle.clear()
         self._ready.set()
+
+    def flush(self) -> int:
+        """Queue what the session has to send; returns how many messages."""
+        texts = self.session.data_to_send()
+        if texts:
+            self.queue(texts)
+        return len(texts)
 
     def queue_live(self, texts: list[str]) -> bool:
         """Queue live messages; False if that would put the client too far behind."""
@@ -482,26 +485,22 @@ class Notifier:
                 log.warning("cannot replay the log to %s: %s", client.principal, exc)
                 await ws.close(CLOSE_TRY_AGAIN_LATER, READ_FAILED)
                 return
+            session = client.session
             async for message in ws:
                 try:
-                    request = decode_client_message(message)
+                    request = session.receive_text(message)
+                    if request.type == "subscribe":
+                        self._subscribe(client, request.tasks, request.since)
                 except ProtocolError as exc:
+                    client.flush()
                     await ws.close(exc.code, exc.reason)
                     break
-                if request.type == "ping":
-                    client.queue((encode_pong(),))
-                elif request.type == "subscribe":
-                    try:
-                        self._subscribe(client, request.tasks, request.since)
-                    except sqlite3.Error as exc:
-                        log.warning("cannot replay the log to %s: %s", client.principal, exc)
-                        await ws.close(CLOSE_TRY_AGAIN_LATER, READ_FAILED)
-                        break
-                    if client.tasks is not None and len(client.tasks) > MAX_SUBSCRIBED:
-                        await ws.close(CLOSE_POLICY_VIOLATION,
-                                       TOO_MANY_TASKS.format(MAX_SUBSCRIBED))  # fmt: skip
-                        break
-                elif request.type == "resume":
+                except sqlite3.Error as exc:
+                    log.warning("cannot replay the log to %s: %s", client.principal, exc)
+                    await ws.close(CLOSE_TRY_AGAIN_LATER, READ_FAILED)
+                    break
+                client.flush()  # a pong, or a subscribe's answer
+                if request.type == "resume":
                     try:
                         await self._stream(client, request.since)
                     except sqlite3.Error as exc:
@@ -518,101 +517,52 @@ class Notifier:
             log.info("%s disconnected (%s)", client.principal, ws.close_code)
 
     async def _stream(self, client: _Client, since: int | None) -> None:
-        """Send a welcome, replay the client's events after `since`, then go live."""
+        """Send a welcome, replay the client's events after `since`, then go live (the
+        session says what to send; this reads the log for it, at the client's pace)."""
         self._unsubscribe(client)
         if client.closed:
             return
-        head = self._store.head(client.principal)
-        through = 0 if since is None else self._store.pruned_through(client.principal)
-        plan = plan_resume(since, head, through)
-        client.queue((encode_welcome(client.principal, head, plan.reset),))
-        if plan.reload:
-            reason = RESET_RECREATED if plan.reset else RESET_PRUNED
-            client.queue((encode_reset(reason, through + 1),))
-            client.reset_through = through
-        # The subscription filters the replay as it will filter live events (its tasks,
-        # if any, are the client's own set: a finished task is forgotten for good).
-        sub = Subscription(client.principal, plan.after, client.tasks)
-        cursor = plan.after
-        while True:
-            if sub.tasks is not None and not sub.tasks:
-                cursor = sub.cursor = max(cursor, head)  # subscribed to nothing (yet)
-                break
-            page = self._store.events_after(cursor, principal=client.principal, limit=PAGE,
-                                            max_bytes=PAGE_BYTES)  # fmt: skip
-            if not page:
-                break
-            cursor = page[-1].seq
-            sent = sub.accept(page)
-            texts = [encode_event(ev) for ev in sent]
-            if texts:
-                client.queue(texts)
-            # A page cut short by its bytes is bigger than that in text: read on. So is a
-            # filtered one (what was left out may have been big). An extra read finds the
-            # rest, or nothing: harmless.
-            if (len(page) < PAGE and len(sent) == len(page)
-                    and sum(map(len, texts)) <= PAGE_BYTES):  # fmt: skip
-                break
-            if texts:
+        session, principal, store = client.session, client.principal, self._store
+        head = store.head(principal)
+        session.open(since, head, 0 if since is None else store.pruned_through(principal))
+        client.flush()
+        while (after := session.replay_after()) is not None:
+            page = store.events_after(after, principal=principal, limit=PAGE,
+                                      max_bytes=PAGE_BYTES)  # fmt: skip
+            session.replay_page(page)
+            if client.flush() and session.replay_after() is not None:
                 # A long replay goes at the client's pace. Events appended meanwhile are
                 # found by the next read: the subscription is not routed yet.
                 await client.drained()
                 if client.closed:
                     return
-        if since is not None and not plan.reload:
+        if session.needs_pruned_check():
             # Pruned while the replay went on: what was sent may have gaps.
-            through = self._store.pruned_through(client.principal)
-            if through > since:
-                client.queue((encode_reset(RESET_PRUNED, through + 1),))
-                client.reset_through = through
-        # No await since the last read: the live fan-out takes over exactly after `cursor`
-        # (it reads events after its own cursor, and Subscription.accept drops any seq
-        # the replay already sent).
-        sub.cursor = cursor
+            session.replay_done(store.pruned_through(principal))
+        # No await since the last read: the live fan-out takes over exactly after the
+        # replay's cursor (it reads events after its own cursor, and Subscription.accept
+        # drops any seq the replay already sent).
+        sub = session.go_live()
         self._router.add(sub)
         self._client_of[sub] = client
         client.sub = sub
-        client.queue((encode_caught_up(cursor),))
+        client.flush()
 
     def _subscribe(self, client: _Client, tasks: Iterable[str], since: int | None) -> None:
-        """Narrow a live connection to some tasks (or add tasks to those it has).
-
-        Sent: a welcome, the events (after `since`, if given) of the tasks it adds, up to
-        where the connection's stream is, then caught_up; later ones come live. A
-        connection of every task adds none (it was sent them all). The other subscribed
-        tasks' events go on as they were, none repeated. Cheap: one indexed read per
-        added task, none of the principal's other events.
-        """
-        sub = client.sub
-        if sub is None or client.closed:
+        """Narrow a live connection to some tasks (or add tasks to those it has); see
+        `ServerSession.subscribe`. Cheap: one indexed read per added task."""
+        if client.sub is None or client.closed:
             return
-        if sub.tasks is None:
-            sub.tasks = client.tasks = set(tasks)
-            added: list[str] = []
-        else:
-            added = [t for t in dict.fromkeys(tasks) if t not in sub.tasks]
-            sub.tasks.update(added)
-        head = self._store.head(client.principal)
-        client.queue((encode_welcome(client.principal, head, False),))
-        after = 0 if since is None else since
-        replay: list[Event] = []
-        for task_id in added:
-            cursor = after
-            while True:
-                page = self._store.events_after(cursor, principal=client.principal,
-                                                task_id=task_id, limit=PAGE)  # fmt: skip
-                replay += (ev for ev in page if ev.seq <= sub.cursor)
-                if len(page) < PAGE or page[-1].seq > sub.cursor:
-                    break
-                cursor = page[-1].seq
-        replay.sort(key=lambda ev: ev.seq)
-        for ev in replay:
-            if ev.terminal:
-                sub.tasks.discard(ev.task_id)
-        client.queue([encode_event(ev) for ev in replay] + [encode_caught_up(sub.cursor)])
+        principal, store = client.principal, self._store
+
+        def read(after: int, task_id: str) -> list[Event]:
+            return store.events_after(after, principal=principal, task_id=task_id, limit=PAGE)
+
+        client.session.subscribe(tasks, since, store.head(principal), read)
 
     def _unsubscribe(self, client: _Client) -> None:
         if client.sub is not None:
+            client.session.sub = None
             self._router.remove(client.sub)
             self._client_of.pop(client.sub, None)
             client.sub = None
@@ -732,10 +682,9 @@ class Notifier:
         if not raised:
             return
         for sub, client in list(self._client_of.items()):
-            through = marks.get(sub.principal, 0)
-            if sub.principal in raised and through > max(sub.cursor, client.reset_through):
-                client.reset_through = through
-                client.queue((encode_reset(RESET_PRUNED, through + 1),))
+            if sub.principal in raised:
+                client.session.pruned(marks.get(sub.principal, 0))
+                client.flush()
 
     def _on_timer(self) -> None:
         assert self._loop is not None

@@ -590,6 +590,28 @@ class TaskStore:
                     self._conn.execute("ROLLBACK")
                 raise
 
+    def try_begin(self) -> bool:
+        """Inside `batch`: take the write lock now if no other connection holds it, without
+        waiting for it; False if one does (nothing was begun). For a caller that must never
+        wait on its thread (an event loop's) and has somewhere else to write instead."""
+        with self._lock:
+            if not self._depth:
+                raise RuntimeError("try_begin() outside a batch")
+            if self._conn.in_transaction:
+                return True
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if _busy(exc):
+                    return False
+                raise
+            WRITE_STATS.transactions += 1
+            return True
+
+    def wal_bytes(self) -> int:
+        """Bytes of the ledger's WAL file (0 if there is none)."""
+        return _size(self.path.parent / (self.path.name + "-wal"))
+
     @contextmanager
     def atomic(self) -> Iterator[sqlite3.Connection]:
         """A block of writes, all or nothing: inside `batch` (even one not `isolated`) a

@@ -55,7 +55,7 @@ from services.core import search
 from services.core.envelope import encode_event
 from services.core.errors import HeraldError, ValidationFailed
 from services.core.events import EventType
-from services.core.params import shown, validate_args
+from services.core.params import args_schema, shown, validate_args
 from services.core.states import TaskState
 from services.core.taskschema import FIELD_NAMES, task_links
 from services.core.taskview import iso
@@ -64,7 +64,7 @@ from services.store.activity import OUTCOMES
 from services.store.failures import DiskWatch
 from services.store.sqlite import TaskRecord, TaskStore
 from services.store.writer import GroupWriter
-from services.tasks.catalog import Catalog
+from services.tasks.catalog import Catalog, TaskSpec
 from services.web.browser import BrowserAuth
 from services.web.errors import JSON_HEADERS, dumps, error_middleware, error_response
 from services.web.limits import connection_middleware, read_body
@@ -636,12 +636,13 @@ class TaskApi:
         return caps
 
     async def catalog_view(self, request: web.Request) -> web.Response:
-        """GET /api/catalog: every task the caller may submit, with its parameters."""
+        """GET /api/catalog: every task the caller may submit, with its parameters and the
+        JSON Schema of its arguments."""
         caps = self._capabilities(request[PRINCIPAL])
         names = frozenset(spec.name for spec in self.catalog if caps.may_run(spec.name))
         body = self._catalog_bodies.get(names)
         if body is None:  # the catalog does not change while the service runs
-            body = dumps({"tasks": [s.to_json() for s in self.catalog if s.name in names]})
+            body = dumps({"tasks": [catalog_entry(s) for s in self.catalog if s.name in names]})
             if len(self._catalog_bodies) < 64:
                 self._catalog_bodies[names] = body
         return web.Response(body=body, headers=JSON_HEADERS)
@@ -726,6 +727,11 @@ class TaskApi:
             *self.browser.routes(),  # /api/login-tickets, /login, /api/session, /api/logout
             web.get("/api/events", self.events.handle, allow_head=False),
         ]
+
+
+def catalog_entry(spec: TaskSpec) -> dict[str, Any]:
+    """A task as the catalog shows it: its declaration, and its arguments' JSON Schema."""
+    return {**spec.to_json(), "schema": args_schema(spec.params)}
 
 
 def make_app(

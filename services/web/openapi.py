@@ -1,8 +1,9 @@
 """The OpenAPI 3.1 document of the HTTP API, built from the routes' contract and the catalog.
 
 The submit body is a `oneOf` over the catalog's tasks, discriminated by `task`, each with
-its own `args` schema from `Param.json_schema()`. A test holds the document's paths and
-methods equal to the aiohttp router's routes.
+its own `args` schema: `services.core.params.args_schema`, the one the catalog serves as
+each task's `schema`. A test holds the document's paths and methods equal to the aiohttp
+router's routes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 from typing import Any
 
 from services.core.events import EventType
-from services.core.params import Param
+from services.core.params import JSON_SCHEMA_DIALECT, Param, args_schema
 from services.core.search import MAX_QUERY_CHARS
 from services.core.states import TaskState
 from services.core.taskschema import task_schema
@@ -154,7 +155,7 @@ SCHEMAS: dict[str, Any] = {
                     "type": "object",
                     "required": ["name", "title", "description", "params", "timeout",
                                  "max_timeout", "retries", "cancel_grace", "memory_limit",
-                                 "concurrency"],  # fmt: skip
+                                 "concurrency", "schema"],  # fmt: skip
                     "properties": {
                         "name": {"type": "string"},
                         "title": {"type": "string"},
@@ -175,6 +176,22 @@ SCHEMAS: dict[str, Any] = {
                         "display": {"type": ["object", "null"], "description":
                                     "How its result reads: a summary template, typed fields "
                                     "and actions (services/core/resultview.py)"},
+                        "schema": {
+                            "type": "object",
+                            "description": "A JSON Schema (draft 2020-12) of its `args`: "
+                                           "valid exactly when the server's validation "
+                                           "accepts them, but for what its own "
+                                           "`description` says no schema can (the file "
+                                           "system, the caller's folders, integers "
+                                           "beyond 2^53 in a number). Each property's "
+                                           "title and description label a form's field; "
+                                           "a 422's `fields` name the property (or the "
+                                           "missing or unknown key) its error is about.",
+                            "required": ["$schema", "type", "properties",
+                                         "additionalProperties"],
+                            "properties": {"$schema": {"const": JSON_SCHEMA_DIALECT},
+                                           "type": {"const": "object"}},
+                        },
                     },
                 },
             }
@@ -595,24 +612,12 @@ PATHS.update({
 })
 
 
-def args_schema(params: tuple[Param, ...]) -> dict[str, Any]:
-    """The JSON Schema of a task's `args` object."""
-    properties: dict[str, Any] = {}
-    for p in params:
-        schema = p.json_schema()
-        if not p.required:
-            # An optional argument given as null takes its default (as validate_args does).
-            schema = {"anyOf": [schema, {"type": "null"}], "default": p.default}
-        properties[p.name] = schema
-    out: dict[str, Any] = {
-        "type": "object",
-        "properties": properties,
-        "additionalProperties": False,
-    }
-    required = [p.name for p in params if p.required]
-    if required:
-        out["required"] = required
-    return out
+def _args_schema(params: tuple[Param, ...]) -> dict[str, Any]:
+    """A task's `args` schema inside this document (whose dialect is 2020-12's already:
+    `$schema` belongs at a schema resource's root)."""
+    schema = args_schema(params)
+    del schema["$schema"]
+    return schema
 
 
 def _schema_name(spec: TaskSpec) -> str:
@@ -624,7 +629,7 @@ def submit_schemas(catalog: Catalog) -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     mapping: dict[str, str] = {}
     for spec in catalog:
-        args = args_schema(spec.params)
+        args = _args_schema(spec.params)
         timeout = {
             "type": ["number", "null"], "exclusiveMinimum": 0, "maximum": spec.max_timeout,
             "description": "This attempt's time limit in seconds"

@@ -46,3 +46,28 @@ async def test_a_renewed_token_closes_the_old_ones_connections(
     assert await closed_with(old) == CLOSE_REVOKED
     new = await open_client(notifier.url, token=new_token)
     await start_session(new)
+
+
+async def test_the_client_stops_at_a_revocation_without_trying_again(
+    notifier, tokens, layout, writer
+):
+    # 4401 says the token is no longer valid: another handshake with it would be refused,
+    # so the stream ends at once with 401, and never reports a reconnection.
+    from embedded.client import ApiError, AsyncEventStream
+    from services.core.stream import StreamState
+
+    states: list[StreamState] = []
+    stream = AsyncEventStream(notifier.url, tokens["bob"],
+                              on_state=lambda s, r: states.append(s))  # fmt: skip
+    await stream.open()
+    assert (await stream.recv()).type == "caught_up"
+    revoke_principal(layout, "bob")
+    writer.sender.wake(REVOKED_WAKE)
+    async with asyncio.timeout(5):
+        try:
+            await stream.recv()
+            raise AssertionError("the stream went on after its token was revoked")
+        except ApiError as exc:
+            assert exc.status == 401 and "revoked" in str(exc)
+    assert StreamState.RECONNECTING not in states
+    assert states[-1] is StreamState.CLOSED and stream.closed

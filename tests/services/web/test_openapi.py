@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.core.params import NO_NUL_PATTERN, Param, ParamType
+from services.core.params import TEXT_PATTERN, Param, ParamType
 from services.tasks.catalog import Catalog
 from services.web.openapi import openapi_document
 
@@ -96,11 +96,12 @@ async def test_submit_body_is_a_oneof_by_task(api: Any) -> None:
     args = echo["properties"]["args"]
     assert args["required"] == ["text"]
     assert args["additionalProperties"] is False
-    text = {"type": "string", "maxLength": 20, "pattern": NO_NUL_PATTERN}
+    text = {"title": "Text", "type": "string", "maxLength": 20, "pattern": TEXT_PATTERN}
     assert args["properties"]["text"] == text
     count = args["properties"]["count"]
-    assert count["default"] == 1
-    assert {"type": "integer", "minimum": 1, "maximum": 5, "default": 1} in count["anyOf"]
+    assert count == {"title": "Count", "type": ["integer", "null"], "minimum": 1, "maximum": 5,
+                     "default": 1}  # fmt: skip
+    assert args["properties"]["loud"]["type"] == ["boolean", "null"]
     noop = schemas[mapping["test.noop"].rsplit("/", 1)[1]]
     assert noop["required"] == ["task"]  # no required argument: args may be left out
     pick = schemas[mapping["test.pick"].rsplit("/", 1)[1]]

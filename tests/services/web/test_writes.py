@@ -22,6 +22,7 @@ from services.auth import ensure_install_token
 from services.layout import DataLayout
 from services.queue import TaskQueue
 from services.store.sqlite import WRITE_STATS, TaskStore
+from services.store.writer import QUIET
 from services.web.app import WRITER
 from tests.services.store.test_writer import until, write_lock_held
 from tests.services.web.test_server import reap, start, wait_ready
@@ -85,6 +86,50 @@ async def test_an_idempotency_conflict_in_a_group_answers_that_request_only(api:
     assert [a.status for a in answers] == [202, 202, 409, 200, 202]
     assert answers[2].body["error"]["code"] == "idempotency_conflict"
     assert answers[3].headers["Idempotent-Replayed"] == "true"
+
+
+async def test_a_submit_after_a_quiet_moment_is_written_on_the_loop_when_the_locks_are_free(
+        api: Any) -> None:  # fmt: skip
+    """No thread to wake (its CPU may be halted: ~1.3 ms here after idle), no lock waited
+    for: the ledger and the queue both have it before the 202, in order."""
+    writer = api.app[WRITER]
+    waits = WRITE_STATS.lock_waits
+    ids = []
+    for _ in range(3):
+        await asyncio.sleep(2 * QUIET)
+        inline = writer.inline
+        answer = await api.submit("test.noop")
+        assert answer.status == 202
+        assert writer.inline == inline + 1  # written on the loop
+        ids.append(answer.body["id"])
+    assert writer._thread is None  # the thread was never needed
+    assert WRITE_STATS.lock_waits == waits
+    assert [str(t.args[0]) for t in api.queue.huey.pending()] == ids
+    assert [api.store.get_task(i).state.value for i in ids] == ["queued"] * 3
+
+
+async def test_a_quiet_submit_whose_queue_lock_is_held_is_enqueued_by_the_thread(
+        api: Any) -> None:  # fmt: skip
+    """The ledger's lock was free (written on the loop), the queue's was not: the thread
+    waits for it and enqueues, the loop does not; the 202 comes after the enqueue, and a
+    submit meanwhile goes behind it (the thread is busy now), in order."""
+    writer = api.app[WRITER]
+    loop_waits = WRITE_STATS.loop_lock_waits
+    await asyncio.sleep(2 * QUIET)
+    with write_lock_held(api.layout.queue_db) as release:
+        first = asyncio.ensure_future(api.submit("test.noop"))
+        await until(lambda: writer.writing == 1)  # the thread, waiting for the queue
+        second = asyncio.ensure_future(api.submit("test.noop"))
+        await until(lambda: writer.pending == 1)
+        health = await api.call("GET", "/api/health")
+        assert health.status == 200 and not first.done() and not second.done()
+        release.set()
+        answers = [await first, await second]
+    assert [a.status for a in answers] == [202, 202]
+    assert writer.inline >= 1
+    assert WRITE_STATS.loop_lock_waits == loop_waits
+    ids = [a.body["id"] for a in answers]
+    assert [str(t.args[0]) for t in api.queue.huey.pending()] == ids
 
 
 def post(port: int, token: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
