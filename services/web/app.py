@@ -69,6 +69,7 @@ from services.web.browser import BrowserAuth
 from services.web.errors import JSON_HEADERS, dumps, error_middleware, error_response
 from services.web.limits import connection_middleware, read_body
 from services.web.openapi import MAX_CURSOR, openapi_document
+from services.web.page import Page
 from services.web.security import PRINCIPAL, security_middleware
 from services.web.sse import EventFeed
 
@@ -726,6 +727,7 @@ class TaskApi:
             web.get("/api/activity", self.activity, allow_head=False),
             *self.browser.routes(),  # /api/login-tickets, /login, /api/session, /api/logout
             web.get("/api/events", self.events.handle, allow_head=False),
+            *Page(self.layout).routes(),  # / and /static/{name}: the browser page
         ]
 
 

@@ -592,6 +592,33 @@ PATHS.update({
                           **_errors(401)},  # 403 no_session: made with a token
         }
     },
+    # The page (services/web/page.py): for a browser, not for API clients.
+    "/": {
+        "get": {
+            "operationId": "page",
+            "summary": "The browser page (with a browser session), or how to sign in (without)",
+            "security": [{}],
+            "responses": {"200": {"description": "An HTML page",
+                                  "content": {"text/html": {"schema": {"type": "string"}}}},
+                          **{k: v for k, v in _errors().items() if k != "401"}},
+        }
+    },
+    "/static/{name}": {
+        "get": {
+            "operationId": "pageFile",
+            "summary": "One of the page's files (its modules, its style sheet); ETag and "
+                       "If-None-Match",
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "The file", "content": {
+                              "text/javascript": {"schema": {"type": "string"}},
+                              "text/css": {"schema": {"type": "string"}},
+                              "text/html": {"schema": {"type": "string"}}}},
+                          "304": {"description": "Not modified (If-None-Match)"},
+                          "404": _response("No such file (code not_found)", "Error"),
+                          **_errors(401)},
+        }
+    },
     "/api/events": {
         "get": {
             "operationId": "events",

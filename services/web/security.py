@@ -51,7 +51,8 @@ from services.web.errors import Handler, error_response
 PRINCIPAL = web.RequestKey("principal", str)
 
 # Routes anyone on this machine may call without a token (method, path).
-PUBLIC_ROUTES = frozenset({("GET", "/api/health"), ("GET", LOGIN_PATH)})
+# `/` answers a browser without a session with how to sign in (services/web/page.py).
+PUBLIC_ROUTES = frozenset({("GET", "/api/health"), ("GET", LOGIN_PATH), ("GET", "/")})
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="herald"'}
 _SINGLE_HEADERS = ("Host", "Origin", "Authorization")

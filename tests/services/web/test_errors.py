@@ -12,7 +12,9 @@ import pytest
 from services.web.errors import dumps
 
 
-@pytest.mark.parametrize("path", ["/", "/api", "/api/nowhere", "/api/tasks/x/y/z", "/favicon.ico"])
+# (`/` is the browser page: services/web/page.py.)
+@pytest.mark.parametrize("path", ["/index.html", "/api", "/api/nowhere", "/api/tasks/x/y/z",
+                                  "/favicon.ico", "/static", "/static/a/b"])  # fmt: skip
 async def test_unknown_route_is_404_json(api: Any, path: str) -> None:
     resp = await api.call("GET", path)
     assert resp.status == 404

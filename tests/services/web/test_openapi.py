@@ -45,7 +45,7 @@ async def test_document_and_router_have_the_same_routes(api: Any) -> None:
     doc = resp.body
     app = api.app
     assert router_routes(app) == document_routes(doc)
-    assert len(document_routes(doc)) == 16
+    assert len(document_routes(doc)) == 18  # with / and /static/{name}
     # Path parameters are declared for every templated path, and only there.
     for path, ops in doc["paths"].items():
         templated = set(re.findall(r"{(\w+)}", path))
@@ -63,7 +63,9 @@ async def test_document_structure(api: Any) -> None:
     assert doc["paths"]["/api/health"]["get"]["security"] == [{}, {"bearer": []}]
     # Sign-in: the one-time ticket is the authentication (no token).
     assert doc["paths"]["/login"]["get"]["security"] == [{}]
-    secured = [op for p, ops in doc["paths"].items() if p not in ("/api/health", "/login")
+    # The page: without a session, it says how to sign in.
+    assert doc["paths"]["/"]["get"]["security"] == [{}]
+    secured = [op for p, ops in doc["paths"].items() if p not in ("/api/health", "/login", "/")
                for op in ops.values()]  # fmt: skip
     assert all("security" not in op for op in secured)  # inherit the global bearer scheme
     schemas = doc["components"]["schemas"]
