@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run serve test check lint bench bench-compare bytecode screenshot system-deps xvfb-deps dist smoke clean
+.PHONY: run serve test check lint bench bench-compare bytecode screenshot screenshot-browser \
+	system-deps browser-deps xvfb-deps dist smoke clean
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -34,6 +35,17 @@ system-deps:
 				apt-get install -y -qq $(QT_LIBS) >/dev/null; \
 		else echo "Qt needs: sudo apt-get install $(QT_LIBS)"; fi; fi
 
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright, which is
+# told its path: no browser is downloaded (`playwright install` is never run).
+CHROMIUM := /usr/bin/chromium
+browser-deps:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Chromium for the browser tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq chromium >/dev/null; \
+		else echo "the browser tests need: sudo apt-get install chromium"; fi; fi
+
 # Herald's own modules compiled ahead (as pip does for what it installs): otherwise, where
 # PYTHONDONTWRITEBYTECODE is set, each service compiles them again at every start (~0.4 s
 # of CPU across the four processes here). Quick when nothing changed.
@@ -50,7 +62,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy services/core services/store embedded
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps browser-deps lint
 	QT_QPA_PLATFORM=offscreen $(BIN)/pytest
 
 bench: $(STAMP) bytecode
@@ -77,6 +89,10 @@ xvfb-deps:
 # docs/screenshot.png: the real app under Xvfb with tasks in flight and finished.
 screenshot: $(STAMP) system-deps xvfb-deps
 	xvfb-run -a -s "-screen 0 1440x900x24" $(BIN)/python -m desktop.screenshot docs/screenshot.png
+
+# docs/browser.png: the task page in Chromium (headless) with tasks running and finished.
+screenshot-browser: $(STAMP) browser-deps
+	$(BIN)/python -m tests.browser.screenshot docs/browser.png
 
 # dist/herald (PyInstaller onefile), dist/herald-onedir/ and dist/herald_<version>_<arch>.deb.
 DIST_STAMP := $(VENV)/.stamp-dist
