@@ -26,8 +26,10 @@ def herald(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     inst.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    # Per module, not per session: its driver (a node process) is a child of this one, and
+    # the suites after this one count this process's children (tests/desktop/test_quit.py).
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (make test does)")
     with sync_playwright() as p:
