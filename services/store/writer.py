@@ -69,6 +69,7 @@ class BatchQueue(Protocol):
 QUIET = 0.002
 # ... unless a WAL has grown to this share of the size at which a commit checkpoints.
 INLINE_WAL_SHARE = 0.5
+PAGE_BYTES = 4096  # SQLite's default page size, which Herald's databases keep
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,24 +182,16 @@ class GroupWriter:
         put into the queue (an idempotent replay is not). After a quiet moment, on the loop
         if the locks are free (see the module's docstring)."""
         enqueue = enqueue and self.queue is not None
-        done = self._create_inline(kwargs, enqueue)
+        done = self._create_inline(kwargs)
         if done is not None:
-            rec, event, queued = done
-            if queued is not None:
-                return Created(rec, event, queued if isinstance(queued, Exception) else None)
-            # The queue's lock was held: the thread enqueues it (it was idle, so this goes
-            # ahead of every write that comes after it).
-            assert self.queue is not None
-            queue = self.queue
-            try:
-                await self.call(lambda: queue.enqueue_many([rec.id]))
-            except Exception as exc:
-                return Created(rec, event, exc)
-            return Created(rec, event, None)
+            rec, event = done
+            if not enqueue or event is None:
+                return Created(rec, event)
+            return Created(rec, event, await self._enqueue_after_inline(rec.id))
         loop = asyncio.get_running_loop()
         result: Created = await self._add(_Write(
             lambda store: store.create_task(**kwargs), loop, loop.create_future(),
-            created=True, enqueue=enqueue and self.queue is not None))  # fmt: skip
+            created=True, enqueue=enqueue))  # fmt: skip
         return result
 
     def _quiet(self) -> bool:
@@ -207,16 +200,14 @@ class GroupWriter:
             busy = self._closed or self._pending or self._writing
         return not busy and time.monotonic() - self._wrote_at >= QUIET
 
-    def _create_inline(self, kwargs: dict[str, Any], enqueue: bool
-                       ) -> tuple[TaskRecord, Event | None, Exception | bool | None] | None:
-        """The create written on this thread, if it is quiet and the ledger's lock free:
-        (record, event, the queue's answer: True enqueued, an Exception it raised, None it
-        was busy); None if not (nothing was written)."""
+    def _create_inline(self, kwargs: dict[str, Any]) -> tuple[TaskRecord, Event | None] | None:
+        """`TaskStore.create_task(**kwargs)` committed on this thread, if it is quiet and the
+        ledger's lock is free now; None if not (nothing was written)."""
         if not self._quiet():
             return None
         store = self._open()
-        queue = self.queue if enqueue else None
-        limit = SAFETY_CHECKPOINT_PAGES * 4096 * INLINE_WAL_SHARE
+        queue = self.queue
+        limit = SAFETY_CHECKPOINT_PAGES * PAGE_BYTES * INLINE_WAL_SHARE
         if store.wal_bytes() > limit or (queue is not None and queue.wal_size() > limit):
             return None  # a commit might checkpoint: not on the loop
         with self._cond:
@@ -225,22 +216,29 @@ class GroupWriter:
             with store.batch(isolated=False):
                 if not store.try_begin():
                     return None  # another process writes: the thread waits for it
-                rec, event = store.create_task(**kwargs)
+                created: tuple[TaskRecord, Event | None] = store.create_task(**kwargs)
             self.groups += 1
             self.writes += 1
             self.inline += 1
-            if queue is None or event is None:
-                return rec, event, True
-            self.enqueues += 1
-            try:
-                queued: Exception | bool | None = queue.try_enqueue(rec.id) or None
-            except Exception as exc:
-                queued = exc
-            return rec, event, queued
+            return created
         finally:
             with self._cond:
                 self._writing = 0
             self._wrote_at = time.monotonic()
+
+    async def _enqueue_after_inline(self, task_id: str) -> Exception | None:
+        """Enqueue a task created on the loop: there too if the queue's lock is free now,
+        else in the thread (idle, so this goes ahead of every write after it); what the
+        queue raised, if it refused it (as `Created.queue_error`)."""
+        assert self.queue is not None
+        queue = self.queue
+        self.enqueues += 1
+        try:
+            if not queue.try_enqueue(task_id):
+                await self.call(lambda: queue.enqueue_many([task_id]))
+        except Exception as exc:
+            return exc
+        return None
 
     @property
     def pending(self) -> int:
