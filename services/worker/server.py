@@ -17,6 +17,7 @@ from services.runtime import (
     setup_logging,
     watch_stdin,
 )
+from services.store.backend import open_backend
 from services.tasks.catalog import load_catalog
 from services.worker import sandbox
 from services.worker.dispatcher import Dispatcher
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                                 max_executor_memory=config.max_executor_memory,
                                 retention_seconds=config.retention_seconds,
                                 retention_keep=config.retention_keep,
+                                backend=open_backend(getattr(args, "backend", None), layout),
                                 policy_for=lambda rec: policy_of(authenticator, rec.principal,
                                                                  dispatcher.own_dirs))  # fmt: skip
     except Exception as exc:
