@@ -31,7 +31,7 @@ def test_starts_answers_and_binds_loopback_only(redis_server: RedisServer) -> No
     assert _alive(redis_server.pid)
     client = redis.Redis.from_url(redis_server.url)
     assert client.ping()
-    config = client.config_get("*")
+    config: dict[str, str] = client.config_get("*")  # type: ignore[assignment]
     assert config["bind"] == "127.0.0.1"
     assert config["protected-mode"] == "yes"
     assert config["save"] == ""
