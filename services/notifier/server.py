@@ -680,7 +680,7 @@ class Notifier:
     def _close_revoked(self) -> None:
         """Close, with CLOSE_REVOKED, every connection whose token auth.json no longer
         holds (its principal revoked, or given a new token)."""
-        self._auth.reload()
+        self._auth.reload(force=True)
         for ws in list(self._server.connections if self._server is not None else ()):
             conn = cast(_Connection, ws)
             if conn.principal and not self._auth.holds(conn.principal, conn.token_sha256):
@@ -956,7 +956,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         return cannot_start("notifier", exc)
     notifier = Notifier(
-        store, Authenticator(layout), receiver, web_port=args.web_port, port=args.port,
+        store, Authenticator(layout, registry=backend.principals()), receiver,
+        web_port=args.web_port, port=args.port,
         max_outbox=config.notifier_max_outbox, max_connections=config.notifier_max_connections,
         errors=backend.errors, global_log=backend.global_log,
     )  # fmt: skip

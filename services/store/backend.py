@@ -44,6 +44,7 @@ from services.core.states import TaskState
 from services.layout import DataLayout
 
 if TYPE_CHECKING:
+    from services.auth import PrincipalRegistry
     from services.store.activity import Activity
     from services.store.sqlite import PruneResult, TaskRecord
 
@@ -248,6 +249,10 @@ class Backend:
     def event_waker(self) -> EventWaker:
         return EventWaker(self.waker("notifier"))
 
+    def principals(self) -> PrincipalRegistry | None:
+        """Where the principals are when not in the data dir's auth.json (None: there)."""
+        return None
+
     def writer(self, store: Ledger, queue: Queue | None) -> Any:
         """The writer of a process that serves an event loop (services.store.writer)."""
         from services.store.writer import GroupWriter
@@ -287,6 +292,11 @@ class RedisBackend(Backend):
         from services.wake_redis import RedisWakeReceiver
 
         return RedisWakeReceiver(self.spec.url, wake_channel(service))  # type: ignore[no-any-return]
+
+    def principals(self) -> PrincipalRegistry | None:
+        from services.auth import PrincipalRegistry
+
+        return PrincipalRegistry(self.spec.url)
 
     def event_waker(self) -> EventWaker:
         sender = self.waker("notifier")

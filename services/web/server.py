@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         queue = backend.queue()
         worker_wake = backend.waker("worker")
         notifier_wake = backend.waker("notifier")
+        registry = backend.principals()
+        if registry is not None:
+            registry.join(layout)  # this node's owner token is the cluster's (or the first)
     except Exception as exc:
         return cannot_start("web", exc)
     app = make_app(
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         worker_wake,
         notifier_wake,
         max_lost=config.max_attempts,
-        authenticator=Authenticator(layout),
+        authenticator=Authenticator(layout, registry=registry),
         runtime_dir=args.runtime_dir,
         backend=backend,
     )
