@@ -606,28 +606,76 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip()
 
 
-def host_allowed(host: str | None, port: int) -> bool:
-    """Whether a Host header names this server by a loopback name and the right port.
+def host_allowed(host: str | None, port: int, names: tuple[str, ...] = (),
+                 loopback: bool = True) -> bool:  # fmt: skip
+    """Whether a Host header names this server by one of its names and the right port.
 
-    Refusing other names defeats DNS rebinding: a page on evil.example whose name now
-    resolves to 127.0.0.1 still sends `Host: evil.example:PORT`.
+    The names are the loopback ones (for a loopback bind, the default) and `names` (the
+    `--allowed-host` names a non-loopback bind is reached by), exactly. Refusing other
+    names defeats DNS rebinding: a page on evil.example whose name now resolves to this
+    server still sends `Host: evil.example:PORT`.
     """
     if not host:
         return False
-    return host.lower() in {f"{h}:{port}" for h in LOOPBACK_HOSTS}
+    return host.lower() in _server_names(port, names, loopback)
 
 
-def page_origins(web_port: int) -> frozenset[str]:
-    """The origins of Herald's own page (both loopback spellings)."""
-    return frozenset({f"http://127.0.0.1:{web_port}", f"http://localhost:{web_port}",
-                      f"http://[::1]:{web_port}"})  # fmt: skip
+def _server_names(port: int, names: tuple[str, ...], loopback: bool) -> frozenset[str]:
+    own = {f"{h}:{port}" for h in names}
+    if loopback:
+        own.update(f"{h}:{port}" for h in LOOPBACK_HOSTS)
+    return frozenset(h.lower() for h in own)
 
 
-def origin_allowed(origin: str | None, web_port: int | None) -> bool:
-    """No Origin (a non-browser client) or Herald's own page's origin; nothing else."""
+def page_origins(web_port: int, names: tuple[str, ...] = (), scheme: str = "http",
+                 loopback: bool = True) -> frozenset[str]:  # fmt: skip
+    """The origins of Herald's own page: `scheme` (https when the web serves TLS) with
+    each name it is reached by (both loopback spellings and [::1] for a loopback bind)."""
+    hosts = (*names, *(("127.0.0.1", "localhost", "[::1]") if loopback else ()))
+    return frozenset(f"{scheme}://{h}:{web_port}".lower() for h in hosts)
+
+
+def origin_allowed(origin: str | None, web_port: int | None, names: tuple[str, ...] = (),
+                   scheme: str = "http", loopback: bool = True,
+                   also: tuple[str, ...] = ()) -> bool:  # fmt: skip
+    """No Origin (a non-browser client) or Herald's own page's origin (or one of `also`,
+    the page's origins when the web runs on another host); nothing else."""
     if origin is None:
         return True
-    return web_port is not None and origin.lower() in page_origins(web_port)
+    origin = origin.lower()
+    if origin in (o.lower() for o in also):
+        return True
+    return web_port is not None and origin in page_origins(web_port, names, scheme, loopback)
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """How one service is reached: its port, the public names its Host check accepts
+    (`--allowed-host`), whether it is bound to loopback (the loopback names are accepted
+    too) and whether it serves TLS. The default, `Exposure.local(port)`, is today's:
+    loopback names only, plain HTTP."""
+
+    port: int
+    names: tuple[str, ...] = ()
+    loopback: bool = True
+    tls: bool = False
+
+    @classmethod
+    def local(cls, port: int) -> Exposure:
+        return cls(port)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def host_allowed(self, host: str | None) -> bool:
+        return host_allowed(host, self.port, self.names, self.loopback)
+
+    def page_origins(self) -> frozenset[str]:
+        return page_origins(self.port, self.names, self.scheme, self.loopback)
+
+    def browser_origins(self) -> frozenset[str]:
+        return browser_origins(self.port, self.names, self.scheme, self.loopback)
 
 
 # ------------------------------------------------------------------ browser sessions
@@ -654,13 +702,16 @@ def session_cookie_name(web_port: int | None) -> str:
     return f"herald_session_{web_port}"
 
 
-def browser_origins(web_port: int | None) -> frozenset[str]:
-    """The origins Herald's page can be served under (the web service binds 127.0.0.1:
-    as that, or as localhost), exactly: what a cookie-authenticated request must come
-    from."""
+def browser_origins(web_port: int | None, names: tuple[str, ...] = (), scheme: str = "http",
+                    loopback: bool = True) -> frozenset[str]:  # fmt: skip
+    """The origins Herald's page can be served under, exactly: what a cookie-authenticated
+    request must come from. For a loopback bind (the default) as 127.0.0.1 or as
+    localhost; and as each public name it is reached by (`--allowed-host`, https with
+    TLS)."""
     if web_port is None:
         return frozenset()
-    return frozenset({f"http://127.0.0.1:{web_port}", f"http://localhost:{web_port}"})
+    hosts = (*names, *(("127.0.0.1", "localhost") if loopback else ()))
+    return frozenset(f"{scheme}://{h}:{web_port}".lower() for h in hosts)
 
 
 def cookie_value(headers: Iterable[str], name: str) -> str | None:

@@ -1,6 +1,7 @@
 """The notifier process: `herald service notifier --data-dir D [--port P] [--web-port W]`.
 
-One `Notifier` serves WebSocket connections on 127.0.0.1 at the path /ws. Each connection
+One `Notifier` serves WebSocket connections on 127.0.0.1 at the path /ws (or on `--host`,
+reached by its `--allowed-host` names, over TLS with `--tls-cert`/`--tls-key`). Each connection
 is one principal's `Subscription`: it is sent a welcome, the replay of the events it
 missed, `caught_up`, then live events. What a connection is sent apart from live events
 (and how its messages are answered) is its `ServerSession`'s to say
@@ -80,7 +81,10 @@ from services.runtime import (
     announce_ready,
     cannot_start,
     die_with_parent,
+    is_loopback,
     layout_from,
+    public_url,
+    server_tls_context,
     service_arguments,
     setup_logging,
     watch_stdin,
@@ -243,6 +247,11 @@ class Notifier:
         receiver: the wake-up socket that says "the log has grown".
         web_port: the web service's port, whose page's Origin is allowed (None: no page).
         host, port: where to listen (port 0: any free port; see `port` after `start`).
+        allowed_hosts: the names a non-loopback bind is reached by, which the Host check
+            accepts (with the port); the loopback names are accepted on a loopback bind.
+        web_origins: the page's origins when the web is not on loopback or not on this
+            host (they replace the loopback ones of `web_port`).
+        ssl_context: serve wss with it (None: plain ws).
         fallback_interval: seconds between cheap checks of the log's head, in case a
             wake-up was lost, after a wake-up; doubled after each check that found nothing,
             up to `FALLBACK_BACKOFF` times as long.
@@ -264,6 +273,9 @@ class Notifier:
         web_port: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        allowed_hosts: tuple[str, ...] = (),
+        web_origins: tuple[str, ...] = (),
+        ssl_context: Any = None,
         fallback_interval: float = FALLBACK_INTERVAL,
         max_outbox: int = MAX_OUTBOX,
         max_connections: int = MAX_CONNECTIONS,
@@ -286,6 +298,10 @@ class Notifier:
         self._web_port = web_port
         self._host = host
         self._port = port
+        self._names = tuple(n.lower() for n in allowed_hosts)
+        self._loopback = is_loopback(host)
+        self._web_origins = tuple(o.lower() for o in web_origins)
+        self._ssl = ssl_context
         self._fallback_interval = fallback_interval
         self._max_outbox = max_outbox
         self._max_connections = max_connections
@@ -318,7 +334,9 @@ class Notifier:
 
     @property
     def url(self) -> str:
-        return f"ws://{self._host}:{self._port}{PATH}"
+        """Where clients reach it (its first allowed name, when it has one)."""
+        scheme = "wss" if self._ssl is not None else "ws"
+        return public_url(scheme, self._host, self._names, self._port) + PATH
 
     @property
     def fallback_delay(self) -> float:
@@ -352,6 +370,7 @@ class Notifier:
             ping_interval=None,
             ping_timeout=None,
             close_timeout=3,
+            ssl=self._ssl,
         )
         self._port = self._server.sockets[0].getsockname()[1]
         self._loop.add_reader(self._receiver.fileno(), self._on_wake)
@@ -396,10 +415,13 @@ class Notifier:
             return self._refuse(ws, http.HTTPStatus.NOT_FOUND, "Not found: the WebSocket is at /ws")
         headers = request.headers
         hosts = headers.get_all("Host")
-        if len(hosts) != 1 or not host_allowed(hosts[0], self._port):
+        if len(hosts) != 1 or not host_allowed(hosts[0], self._port, self._names,
+                                               self._loopback):  # fmt: skip
             return self._refuse(ws, http.HTTPStatus.FORBIDDEN, "Forbidden: unexpected Host")
         origins = headers.get_all("Origin")
-        if len(origins) > 1 or (origins and not origin_allowed(origins[0], self._web_port)):
+        page = None if self._web_origins else self._web_port  # given origins replace its own
+        if len(origins) > 1 or (origins and not origin_allowed(origins[0], page,
+                                                               also=self._web_origins)):
             return self._refuse(ws, http.HTTPStatus.FORBIDDEN, "Forbidden: foreign Origin")
         query = parse_qs(url.query, keep_blank_values=True)
         if any(name in query for name in URL_TOKEN_PARAMS):
@@ -418,8 +440,8 @@ class Notifier:
             session = self._auth.session_for(cookie_value(
                 headers.get_all("Cookie"), session_cookie_name(self._web_port)))  # fmt: skip
             if session is not None:
-                if len(origins) != 1 or origins[0].lower() not in browser_origins(
-                        self._web_port):  # fmt: skip
+                if len(origins) != 1 or origins[0].lower() not in (
+                        self._web_origins or browser_origins(self._web_port)):  # fmt: skip
                     return self._refuse(ws, http.HTTPStatus.FORBIDDEN, "Forbidden: a browser "
                                         "session connects from Herald's own page only")
                 principal, credential = session.principal, session.credential
@@ -949,15 +971,25 @@ def main(argv: list[str] | None = None) -> int:
     layout = layout_from(args)
     raise_open_files_limit()
     try:
+        ssl_context = (server_tls_context(args.tls_cert, args.tls_key)
+                       if args.tls_cert is not None else None)  # fmt: skip
+    except ValueError as exc:
+        return cannot_start("notifier", exc)
+    try:
         config = load_config(layout)
         backend = open_backend(getattr(args, "backend", None), layout)
         store = backend.store()
         receiver = backend.wake_source("notifier")
     except Exception as exc:
         return cannot_start("notifier", exc)
+    if not is_loopback(args.host) and ssl_context is None:
+        log.warning("serving plain ws on %s (--insecure-http): tokens cross the network in "
+                    "clear", args.host)  # fmt: skip
     notifier = Notifier(
         store, Authenticator(layout, registry=backend.principals()), receiver,
-        web_port=args.web_port, port=args.port,
+        web_port=args.web_port, host=args.host, port=args.port,
+        allowed_hosts=tuple(args.allowed_host), web_origins=tuple(args.web_origin),
+        ssl_context=ssl_context,
         max_outbox=config.notifier_max_outbox, max_connections=config.notifier_max_connections,
         errors=backend.errors, global_log=backend.global_log,
     )  # fmt: skip

@@ -66,7 +66,7 @@ from services.store.failures import DiskWatch
 from services.store.sqlite import TaskRecord, TaskStore
 from services.store.writer import GroupWriter
 from services.tasks.catalog import Catalog, TaskSpec
-from services.web.browser import BrowserAuth
+from services.web.browser import BrowserAuth, notifier_url
 from services.web.errors import JSON_HEADERS, dumps, error_middleware, error_response
 from services.web.limits import connection_middleware, read_body
 from services.web.openapi import MAX_CURSOR, openapi_document
@@ -706,6 +706,8 @@ class TaskApi:
             "problems": self.catalog.problems,
             # Whether attempts run confined by the kernel ("landlock ABI 7") or why not.
             "sandbox": landlock.support().describe(),
+            # Where this principal's live channel is, as clients reach it (remote ones too).
+            "ws": notifier_url(self.layout, request),
         }
         if problem is not None:
             body["detail"] = problem[1]
