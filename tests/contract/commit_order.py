@@ -24,7 +24,7 @@ from services.core.states import TaskState
 from services.store.sqlite import TaskStore
 from tests.contract.backends import Backend
 
-WRITE_SECONDS = 1.5  # how long the writers write (a bound on the test, not a figure)
+WRITE_SECONDS = 1.0  # how long the writers write (a bound on the test, not a figure)
 JOIN_TIMEOUT = 60.0
 
 

@@ -32,10 +32,17 @@ BROKEN = Backend("seqs-outside-the-transaction", "tests.contract.commit_order",
 
 
 def test_the_check_catches_seqs_taken_outside_the_transaction(tmp_path):
-    outcome = commit_order.run(BROKEN, str(tmp_path / "herald.db"), writers=3, others=0)
-    written = sorted(outcome.written["a"])
-    # Each number is still given once: only the order of the commits is wrong...
-    assert written == _one_by_one(1, len(written)) == outcome.final
+    # A race: it shows in every run here (tens to hundreds of jumps a second), but a run on
+    # a starved machine may write too little; up to three runs, the first that shows it ends.
+    for run in range(3):
+        location = str(tmp_path / f"run{run}" / "herald.db")
+        (tmp_path / f"run{run}").mkdir()
+        outcome = commit_order.run(BROKEN, location, writers=3, others=0)
+        written = sorted(outcome.written["a"])
+        # Each number is still given once: only the order of the commits is wrong...
+        assert written == _one_by_one(1, len(written)) == outcome.final
+        if outcome.jumps:
+            break
     # ... and the reader was shown a later seq before an earlier one, and so missed it.
     assert outcome.jumps, "the broken store's commits happened to stay in order"
     assert outcome.seen != outcome.final
