@@ -410,3 +410,102 @@ def test_measure_publish_to_woken_latency(redis_url: str) -> None:
         f"\nwake() to receiver woken over {rounds} wakes: p50 {statistics.median(latencies):.0f}"
         f" us, p99 {q[98]:.0f} us; the sender's wake() call p50 {float(cost):.0f} us"
     )
+
+
+# What coalescing saves, against publishing every wake-up: bursts of commits (a SET each)
+# and wake-ups from sender processes, each way in turn; the receiver here looks (a GET)
+# after each drain, and its CPU time per burst is measured (only it runs on this thread).
+# "idle set, park" is the worker's way: drain without joining, park before sleeping.
+MODES = ("always", "idle set", "idle set, park")
+BURST_SENDER = textwrap.dedent(
+    """
+    import json, statistics, sys, time
+    import redis
+    from services.wake_redis import LOOK, RedisWakeSender
+    url, channel, index, bursts, n = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
+    modes = json.loads(sys.argv[6])
+    tx = RedisWakeSender(url, channel)
+    r = redis.Redis.from_url(url)
+    costs = {m: [] for m in modes}
+    for k in range(bursts):
+        mode = modes[k % len(modes)]
+        r.blpop(f"go:{index}", 30)
+        for i in range(n):
+            r.set(f"counter:{index}", i)
+            t0 = time.perf_counter_ns()
+            if mode == "always":
+                r.publish(channel, LOOK)
+            else:
+                tx.wake()
+            costs[mode].append(time.perf_counter_ns() - t0)
+        r.publish(channel, b"end")
+    print(json.dumps({m: statistics.median(c) / 1000 for m, c in costs.items()}), flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_measure_what_coalescing_saves(redis_url: str) -> None:
+    rounds, n, senders = 4, 1000, 2
+    rx = RedisWakeReceiver(redis_url, CHANNEL)
+    r = redis.Redis.from_url(redis_url)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                BURST_SENDER,
+                redis_url,
+                CHANNEL,
+                str(i),
+                str(rounds * len(MODES)),
+                str(n),
+                json.dumps(MODES),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(senders)
+    ]
+    keys = [f"counter:{i}" for i in range(senders)]
+    figures: dict[str, list[tuple[float, int, int]]] = {m: [] for m in MODES}
+    try:
+        for k in range(rounds * len(MODES)):
+            mode = MODES[k % len(MODES)]
+            for i in range(senders):
+                r.rpush(f"go:{i}", 1)
+            cpu0, wakeups, messages, ends = time.thread_time(), 0, 0, 0
+            while ends < senders:
+                assert readable(rx.fileno(), 30)
+                # Publishing every time, nobody needs the idle set: that receiver never joins.
+                got = rx.drain(clear=mode == "idle set")
+                while True:
+                    wakeups += 1
+                    messages += len(got)
+                    ends += got.count(b"end")
+                    r.mget(keys)  # the look
+                    if mode != "idle set, park" or ends == senders:
+                        break
+                    parked = rx.park()  # before sleeping
+                    if parked is None:
+                        break
+                    got = parked
+            figures[mode].append((time.thread_time() - cpu0, wakeups, messages))
+        costs = [json.loads(p.communicate(timeout=30)[0]) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+        rx.close()
+        r.close()
+    print(f"\n{senders} senders x {n} commits and wake-ups per burst, {rounds} bursts each way:")
+    for mode, rows in figures.items():
+        cpu = statistics.median(row[0] for row in rows) * 1e6 / (n * senders)
+        print(
+            f"  {mode:14}: receiver CPU {cpu:.1f} us per commit, woken "
+            f"{statistics.median(row[1] for row in rows):.0f} times for "
+            f"{statistics.median(row[2] for row in rows):.0f} messages (medians); "
+            f"the sender's call p50 {statistics.median(c[mode] for c in costs):.0f} us"
+        )
