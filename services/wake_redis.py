@@ -82,6 +82,7 @@ look.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import logging
@@ -101,6 +102,7 @@ from services.wake import LOOK, PRUNED_WAKE, REVOKED_WAKE
 
 __all__ = [
     "LOOK",
+    "AsyncRedisWakeSender",
     "PRINCIPAL_WAKE",
     "PRUNED_WAKE",
     "REVOKED_WAKE",
@@ -236,6 +238,95 @@ class RedisWakeSender:
             log.info("wake-ups on %s: %d sent, %d left out (none idle), %d failed",
                      self.channel, self.sent, self.coalesced, self.failed)  # fmt: skip
         self._redis.close()
+
+
+class AsyncRedisWakeSender:
+    """`RedisWakeSender` for a service on an asyncio loop (the web): `wake()` and
+    `wake_principal()` return at once, and one task of the running loop sends what is
+    pending, in one pipeline per round trip, so the loop never waits for Redis.
+
+    What is pending while a round trip is out: at most one look (the first one's payload:
+    later looks are merged into it, which is safe because the look is taken from the
+    pending slot, and its script run, after every write they announce), every other payload
+    in order, and each principal's highest seq. Call them on the loop's thread, after the
+    write they announce is committed. `flush()` waits until nothing is pending."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        import redis.asyncio
+
+        self.channel = channel
+        self._redis = redis.asyncio.Redis.from_url(
+            url,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            retry=redis.asyncio.retry.Retry(NoBackoff(), 1,
+                                            supported_errors=(redis.ConnectionError,)),
+        )  # fmt: skip
+        self._idle = idle_key(channel)
+        self._look: bytes | None = None
+        self._others: list[bytes] = []
+        self._principals: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.coalesced = 0
+        self.failed = 0
+
+    def wake(self, payload: bytes = LOOK) -> None:
+        """As `RedisWakeSender.wake`, sent from the loop's task."""
+        if _is_look(payload):
+            if self._look is not None:
+                self.coalesced += 1  # merged into the one not sent yet
+            else:
+                self._look = payload
+        else:
+            self._others.append(payload)
+        self._kick()
+
+    def wake_principal(self, principal: str, seq: int) -> None:
+        """As `RedisWakeSender.wake_principal`; a principal's later seq covers its earlier."""
+        if principal in self._principals:
+            self.coalesced += 1
+        self._principals[principal] = max(seq, self._principals.get(principal, seq))
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        while self._look is not None or self._others or self._principals:
+            look, others, principals = self._look, self._others, self._principals
+            self._look, self._others, self._principals = None, [], {}
+            pipe = self._redis.pipeline(transaction=False)
+            args = [(p, b"0" if _is_look(p) else b"1")
+                    for p in ([look] if look is not None else []) + others]  # fmt: skip
+            for payload, always in args:
+                pipe.eval(_WAKE_LUA, 1, self._idle, self.channel, payload, always)
+            for name, seq in principals.items():
+                pipe.publish(self.channel, principal_wake(name, seq))
+            try:
+                replies = await pipe.execute()
+            except _ERRORS as exc:
+                self.failed += len(args) + len(principals)
+                if self.failed == len(args) + len(principals) or self.failed % 1000 == 0:
+                    log.warning("cannot send wake-ups on %s (%d so far): %s", self.channel,
+                                self.failed, exc)  # fmt: skip
+                continue
+            published = sum(1 for r in replies[: len(args)] if r)
+            self.sent += published + len(principals)
+            self.coalesced += len(args) - published
+
+    async def flush(self) -> None:
+        """Wait until every wake-up asked for so far has been sent (or has failed)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def aclose(self) -> None:
+        await self.flush()
+        if self.sent or self.coalesced or self.failed:
+            log.info("wake-ups on %s: %d sent, %d left out, %d failed", self.channel,
+                     self.sent, self.coalesced, self.failed)  # fmt: skip
+        await self._redis.aclose()
 
 
 class _Timer:

@@ -21,6 +21,7 @@ import redis
 from services.wake_redis import (
     LOOK,
     PRUNED_WAKE,
+    AsyncRedisWakeSender,
     RedisWakeReceiver,
     RedisWakeSender,
     idle_key,
@@ -103,6 +104,38 @@ def test_principal_wake_ups_are_parsed_always_sent_and_leave_looks_alone(
         assert (tx.sent, tx.coalesced) == (6, 0)
     finally:
         tx.close()
+        rx.close()
+
+
+def test_the_async_sender_never_waits_and_merges_what_is_pending(redis_url: str) -> None:
+    rx = RedisWakeReceiver(redis_url, CHANNEL)
+
+    async def burst() -> tuple[int, int, int]:
+        tx = AsyncRedisWakeSender(redis_url, CHANNEL)
+        try:
+            for _ in range(1000):
+                tx.wake()  # returns at once: nothing is sent before the loop runs
+            tx.wake(b"!t1")
+            assert (tx.sent, tx.coalesced) == (0, 1000)
+            await tx.flush()
+            assert rx.wait(5) == [LOOK]
+            tx.wake()
+            tx.wake(PRUNED_WAKE)
+            tx.wake_principal("alice", 1)
+            tx.wake_principal("bob", 2)
+            tx.wake_principal("alice", 3)
+            await tx.flush()
+            messages = rx.wait(5)
+            while len(messages) < 4:
+                messages += rx.wait(5)
+            assert messages == [LOOK, PRUNED_WAKE, b"@3:alice", b"@2:bob"]
+            return tx.sent, tx.coalesced, tx.failed
+        finally:
+            await tx.aclose()
+
+    try:
+        assert asyncio.run(burst()) == (5, 1001, 0)
+    finally:
         rx.close()
 
 
@@ -264,6 +297,35 @@ SENDER = textwrap.dedent(
     print(json.dumps({"sent": tx.sent, "coalesced": tx.coalesced, "failed": tx.failed}))
     """
 )
+# The same, on an asyncio loop with the web's sender (wake-ups sent from a task of the loop).
+ASYNC_SENDER = textwrap.dedent(
+    """
+    import asyncio, json, random, sys
+    import redis.asyncio
+    from services.wake_redis import AsyncRedisWakeSender
+    url, channel, index, events, receivers = sys.argv[1:6]
+    index, events, receivers = int(index), int(events), int(receivers)
+
+    async def main():
+        rnd = random.Random(index)
+        tx = AsyncRedisWakeSender(url, channel)
+        r = redis.asyncio.Redis.from_url(url)
+        done = 0
+        while done < events:
+            for _ in range(min(events - done, rnd.choice((1, 1, 2, 3, 8)))):
+                done += 1
+                await r.set(f"counter:{index}", done)
+                tx.wake()
+            acks = [f"ack:{i}" for i in range(receivers)]
+            while min([int(await r.hget(a, index) or 0) for a in acks]) < done:
+                await asyncio.sleep(rnd.choice((0, 0.0001, 0.0005)))
+        await tx.aclose()
+        await r.aclose()
+        print(json.dumps({"sent": tx.sent, "coalesced": tx.coalesced, "failed": tx.failed}))
+
+    asyncio.run(main())
+    """
+)
 
 
 def _receive(url: str, index: int, senders: int, events: int, awake: bool,
@@ -304,9 +366,15 @@ def _receive(url: str, index: int, senders: int, events: int, awake: bool,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("modes", [("drain",), ("park",), ("drain", "park")],
-                         ids=["drain", "park", "two-receivers"])  # fmt: skip
-def test_many_senders_never_lose_a_wake_up(redis_url: str, modes: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("modes", "sender"),
+    [(("drain",), SENDER), (("park",), SENDER), (("drain", "park"), SENDER),
+     (("drain", "park"), ASYNC_SENDER)],
+    ids=["drain", "park", "two-receivers", "two-receivers-async-senders"],
+)  # fmt: skip
+def test_many_senders_never_lose_a_wake_up(
+    redis_url: str, modes: tuple[str, ...], sender: str
+) -> None:
     """With "park" the receiver stays out of the idle set while it works, as the worker
     does (drain without joining, park before it sleeps); "two-receivers" runs one of each
     on the same channel, and every sender waits for both."""
@@ -328,7 +396,7 @@ def test_many_senders_never_lose_a_wake_up(redis_url: str, modes: tuple[str, ...
             [
                 sys.executable,
                 "-c",
-                SENDER,
+                sender,
                 redis_url,
                 CHANNEL,
                 str(i),
