@@ -301,7 +301,7 @@ SENDER = textwrap.dedent(
 ASYNC_SENDER = textwrap.dedent(
     """
     import asyncio, json, random, sys
-    import redis.asyncio
+    import redis, redis.asyncio
     from services.wake_redis import AsyncRedisWakeSender
     url, channel, index, events, receivers = sys.argv[1:6]
     index, events, receivers = int(index), int(events), int(receivers)
@@ -310,11 +310,16 @@ ASYNC_SENDER = textwrap.dedent(
         rnd = random.Random(index)
         tx = AsyncRedisWakeSender(url, channel)
         r = redis.asyncio.Redis.from_url(url)
+        rs = redis.Redis.from_url(url)
         done = 0
         while done < events:
             for _ in range(min(events - done, rnd.choice((1, 1, 2, 3, 8)))):
                 done += 1
-                await r.set(f"counter:{index}", done)
+                if rnd.random() < 0.5:
+                    await asyncio.sleep(0)  # the sender's task may go out meanwhile
+                # A commit that does not yield (as a write on the loop's thread), so the
+                # wake-up below may find a round trip out that began before it.
+                rs.set(f"counter:{index}", done)
                 tx.wake()
             acks = [f"ack:{i}" for i in range(receivers)]
             while min([int(await r.hget(a, index) or 0) for a in acks]) < done:
