@@ -2,9 +2,10 @@
 per burst to each receiver, and "principal P is at seq N" for the notifier.
 
 The drop-in for services.wake on the Redis backend, as far as the dispatcher and the
-notifier use it: `RedisWakeSender.wake(payload)`, and a `RedisWakeReceiver` with `fileno()`
-(for a selectors loop or `loop.add_reader`), `drain(clear=...)`, `park()`, `wait(timeout)`
-and `close()`. Payloads are the same bytes (LOOK, LOOK + task id, PRUNED_WAKE, ...). As
+notifier use it: `RedisWakeSender.wake(payload)` (and `AsyncRedisWakeSender`, the same for a
+service on an asyncio loop: `wake()` returns at once and a task of the loop sends), and a
+`RedisWakeReceiver` with `fileno()` (for a selectors loop or `loop.add_reader`),
+`drain(clear=...)`, `park()`, `wait(timeout)` and `close()`. Payloads are the same bytes (LOOK, LOOK + task id, PRUNED_WAKE, ...). As
 there, a wake-up carries no data that matters (the store is the truth): any message but a
 principal wake-up means "look at everything".
 
@@ -73,11 +74,21 @@ sleeps on `fileno()` needs no timer for it. `fileno()` stays the same across rec
 (an epoll descriptor that holds the connection's socket and that timer), so a loop registers
 it once.
 
-Costs: a sender pays one round trip per wake-up (the script, or a PUBLISH), as it would for
-PUBLISH alone; a coalesced look costs no receiver anything. A receiver pays one SADD per
-wake-up round. Sending never raises: a sender that cannot reach Redis logs it and counts it
-(`failed`); its write most likely failed with it, and if not, the receivers' fallback timers
-look.
+Costs (tests/services/test_wake_redis.py measures them): a sender pays one round trip per
+wake-up, a script instead of a PUBLISH (`AsyncRedisWakeSender` none on its caller's time,
+and one pipeline for all that is pending); a coalesced look costs no receiver anything. A
+receiver pays one SADD per wake-up round in which a look took it out of the set: when
+senders are slower than its looks, that is one per wake-up, and publishing every look would
+cost it less (Redis's socket batches the messages of one round anyway); the set pays when
+looks outnumber the receiver's rounds (a busy worker, many receivers). Sending never raises:
+a sender that cannot reach Redis logs it and counts it (`failed`); its write most likely
+failed with it, and if not, the receivers' fallback timers look.
+
+The receiver's calls are synchronous: its SADD (one round trip, bounded by SOCKET_TIMEOUT)
+and its reconnection attempts (bounded by CONNECT_TIMEOUT each, at most one per back-off
+step) run on its caller's thread, the notifier's event loop included. Against a Redis host
+that refuses connections (restarting) an attempt fails at once; against one that does not
+answer at all, each attempt holds the caller up to CONNECT_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -118,8 +129,8 @@ log = logging.getLogger(__name__)
 # The first byte of "principal P is at seq N": `@N:P`.
 PRINCIPAL_WAKE = b"@"
 
-SOCKET_TIMEOUT = 5.0  # a reply Redis owes (a subscribe's, a SADD's, a script's)
-CONNECT_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 2.0  # a reply Redis owes (a subscribe's, a SADD's, a script's)
+CONNECT_TIMEOUT = 1.0
 RETRY_FIRST, RETRY_MAX = 0.05, 2.0  # reconnection back-off, seconds
 # TCP keepalive on the subscription: a connection cut without a FIN (a host gone, a
 # partition) is noticed within KEEPIDLE + KEEPINTVL * KEEPCNT seconds, not never.

@@ -139,6 +139,32 @@ def test_the_async_sender_never_waits_and_merges_what_is_pending(redis_url: str)
         rx.close()
 
 
+def test_a_receiver_gone_leaves_the_idle_set_by_itself_or_at_the_next_publish(
+    redis_url: str,
+) -> None:
+    r = redis.Redis.from_url(redis_url)
+    tx = RedisWakeSender(redis_url, CHANNEL)
+    try:
+        rx = RedisWakeReceiver(redis_url, CHANNEL)
+        assert r.smembers(idle_key(CHANNEL)) == {rx.id}
+        rx.close()
+        assert r.smembers(idle_key(CHANNEL)) == set()
+        killed = subprocess.run(
+            [sys.executable, "-c", "import os, sys\nfrom services.wake_redis import "
+             "RedisWakeReceiver\nprint(RedisWakeReceiver(sys.argv[1], sys.argv[2]).id.decode(),"
+             " flush=True)\nos._exit(9)", redis_url, CHANNEL],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.smembers(idle_key(CHANNEL)) == {killed.stdout.strip().encode()}
+        tx.wake()  # one message to nobody, and the set is empty again: no leak
+        assert (tx.sent, r.exists(idle_key(CHANNEL))) == (1, 0)
+        tx.wake()
+        assert tx.coalesced == 1
+    finally:
+        tx.close()
+        r.close()
+
+
 def test_a_busy_receiver_does_not_silence_an_idle_one(redis_url: str) -> None:
     """Two workers on one channel: the busy one stays out of the idle set while it works
     (drain without joining, as the dispatcher does); the idle one must still be woken."""
