@@ -5,9 +5,9 @@ The drop-in for services.wake on the Redis backend, as far as the dispatcher and
 notifier use it: `RedisWakeSender.wake(payload)` (and `AsyncRedisWakeSender`, the same for a
 service on an asyncio loop: `wake()` returns at once and a task of the loop sends), and a
 `RedisWakeReceiver` with `fileno()` (for a selectors loop or `loop.add_reader`),
-`drain(clear=...)`, `park()`, `wait(timeout)` and `close()`. Payloads are the same bytes (LOOK, LOOK + task id, PRUNED_WAKE, ...). As
-there, a wake-up carries no data that matters (the store is the truth): any message but a
-principal wake-up means "look at everything".
+`drain(clear=...)`, `park()`, `wait(timeout)` and `close()`. Payloads are the same bytes
+(LOOK, LOOK + task id, PRUNED_WAKE, ...). As there, a wake-up carries no data that matters
+(the store is the truth): any message but a principal wake-up means "look at everything".
 
 Principal wake-ups. `wake_principal(P, N)` publishes `@N:P` (the sequence in decimal, a
 colon, the principal's name in UTF-8; the name may itself hold colons: the first one ends the
