@@ -13,9 +13,10 @@ Principal wake-ups. `wake_principal(P, N)` publishes `@N:P` (the sequence in dec
 colon, the principal's name in UTF-8; the name may itself hold colons: the first one ends the
 number). `parse_principal_wake(payload)` gives `(P, N)` back, None for any other payload, and
 `principal_heads(messages)` the highest N per principal of a drained batch. They are
-always sent, never coalesced (each says which principal's stream to read), and they leave the
-idle set alone (below): a receiver that reads only P's stream for one must not have them stand
-for plain looks.
+always sent, never coalesced into looks (each says which principal's stream to read; the
+async sender only merges one principal's pending ones into the highest seq), and they leave
+the idle set alone (below): a receiver that reads only P's stream for one must not have them
+stand for plain looks.
 
 Coalescing: one plain look per burst per receiver, with many receivers on many hosts. A
 channel C has an *idle set* I (the Redis set `C + ":idle"`): the receivers that have read
