@@ -27,7 +27,7 @@ import redis
 from huey import RedisHuey
 from huey.exceptions import HueyException
 
-from services.queue import QUEUE_NAME, _run
+from services.queue import QUEUE_NAME, _run, huey_redis
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class RedisTaskQueue:
     Redis under different names."""
 
     def __init__(self, url: str, *, name: str = QUEUE_NAME) -> None:
+        huey_redis()  # huey may have been imported without redis-py (services.queue)
         self.url = url
         pool = redis.ConnectionPool.from_url(
             url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT

@@ -333,6 +333,10 @@ class AsyncRedisWakeSender:
         while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
 
+    def close(self) -> None:
+        """Nothing to do off the loop: `aclose()` on it sends what is pending and closes
+        the connection (the web's cleanup does)."""
+
     async def aclose(self) -> None:
         await self.flush()
         if self.sent or self.coalesced or self.failed:
