@@ -196,8 +196,8 @@ return {redis.call('HGETALL', key), ev}
 PROGRESS = r"""
 local tid = ARGV[2]
 local key = ns .. ':t:' .. tid
-local t = load(key)
-if not running(t, ARGV[3]) then return {} end
+local got = redis.call('HMGET', key, 'state', 'attempt', 'principal')
+if got[1] ~= 'running' or got[2] ~= ARGV[3] then return {} end
 local now_text, _, now_us = clock()
 local fraction, message = opt(ARGV[4]), opt(ARGV[5])
 if fraction then redis.call('HSET', key, 'progress', fraction)
@@ -205,16 +205,16 @@ else redis.call('HDEL', key, 'progress') end
 if message then redis.call('HSET', key, 'message', message)
 else redis.call('HDEL', key, 'message') end
 redis.call('HSET', key, 'updated_at', now_text)
-return append(t.principal, tid, 'progress', tonumber(ARGV[3]), ARGV[6], now_text, now_us)
+return append(got[3], tid, 'progress', tonumber(ARGV[3]), ARGV[6], now_text, now_us)
 """
 
 # ARGV: ns, id, attempt, data -> {} | event
 OUTPUT = r"""
 local tid = ARGV[2]
-local t = load(ns .. ':t:' .. tid)
-if not running(t, ARGV[3]) then return {} end
+local got = redis.call('HMGET', ns .. ':t:' .. tid, 'state', 'attempt', 'principal')
+if got[1] ~= 'running' or got[2] ~= ARGV[3] then return {} end
 local now_text, _, now_us = clock()
-return append(t.principal, tid, 'output', tonumber(ARGV[3]), ARGV[4], now_text, now_us)
+return append(got[3], tid, 'output', tonumber(ARGV[3]), ARGV[4], now_text, now_us)
 """
 
 # ARGV: ns, id, attempt, state, result?, error?, message ("-": unchanged, or opt),
