@@ -74,6 +74,7 @@ from services.store.sqlite import (
 
 _PAGE = 200  # tasks read per round trip while a filter or a search skips some
 _ACTIVITY_PAGE = 2000  # finished tasks read per round trip by activity()
+_ACTIVE = {TaskState.QUEUED.value, TaskState.RUNNING.value}
 
 
 def _opt(value: str | None) -> str:
@@ -289,13 +290,15 @@ class RedisTaskStore:
         if limit <= 0:
             return []
         wanted = {s.value for s in states} if states else None
+        # Queued and running tasks only: their own index (few), not the whole history.
+        index = "active" if wanted and wanted <= _ACTIVE else "pn"
         filtered = bool(wanted or query or name or until is not None)
         page = _PAGE if filtered else limit
         found: list[TaskRecord] = []
         below = before
         while len(found) < limit:
             rows = self._run(self._page, principal, _opt(None if below is None else str(below)),
-                             page)  # fmt: skip
+                             page, index)  # fmt: skip
             for flat in rows:
                 h = dict(zip(flat[::2], flat[1::2], strict=True))
                 below = int(h["pn"])

@@ -15,6 +15,7 @@ Keys (`ns` the namespace, `P` a principal, `ID` a task id):
     ns:log:P        stream: the principal's events, entry `<seq>-0`: t, y, ts, a, d
     ns:pn:P         zset: the principal's task ids by pn (the task list)
     ns:ids:P        zset: the same ids, all scored 0 (ZRANGEBYLEX: id prefixes)
+    ns:active:P     zset: the principal's queued and running task ids by pn
     ns:idem:P       hash: idempotency key -> task id
     ns:fin:P        zset: the principal's finished task ids by finished_at (activity)
     ns:n            string: the global task counter (TaskRecord.n)
@@ -119,6 +120,7 @@ end
 local function finished(tid, t, now_text)
   redis.call('ZREM', ns .. ':queued', tid)
   redis.call('ZREM', ns .. ':retries', tid)
+  redis.call('ZREM', ns .. ':active:' .. t.principal, tid)
   redis.call('ZADD', ns .. ':done', t.n, tid)
   redis.call('ZADD', ns .. ':fin', now_text, tid)
   redis.call('ZADD', ns .. ':fin:' .. t.principal, now_text, tid)
@@ -157,6 +159,7 @@ if idem then
 end
 redis.call('ZADD', ns .. ':pn:' .. p, pn, tid)
 redis.call('ZADD', ns .. ':ids:' .. p, 0, tid)
+redis.call('ZADD', ns .. ':active:' .. p, pn, tid)
 redis.call('ZADD', ns .. ':queued', n, tid)
 local ev = append(p, tid, 'queued', 0, ARGV[10], now_text, now_us)
 return {1, n, pn, now_text, ev}
@@ -437,13 +440,14 @@ end
 return out
 """
 
-# ARGV: ns, principal, below? (pn), count -> {task, task, ...} newest first
+# ARGV: ns, principal, below? (pn), count, index ("pn": all, "active": queued and running)
+# -> {task, task, ...} newest first
 PAGE = r"""
 local hi = '+inf'
 if opt(ARGV[3]) then hi = '(' .. opt(ARGV[3]) end
 local out = {}
-local ids = redis.call('ZREVRANGEBYSCORE', ns .. ':pn:' .. ARGV[2], hi, '-inf', 'LIMIT', 0,
-                       tonumber(ARGV[4]))
+local index = ns .. ':' .. ARGV[5] .. ':' .. ARGV[2]
+local ids = redis.call('ZREVRANGEBYSCORE', index, hi, '-inf', 'LIMIT', 0, tonumber(ARGV[4]))
 for _, tid in ipairs(ids) do
   local flat = redis.call('HGETALL', ns .. ':t:' .. tid)
   if #flat > 0 then out[#out + 1] = flat end

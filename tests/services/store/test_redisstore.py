@@ -645,3 +645,22 @@ def test_sizes_say_the_memory_used(store):
     assert store.sizes()["used_memory"] > 0
     with pytest.raises(redis.ConnectionError):
         RedisTaskStore("redis://127.0.0.1:1/0").head("a")
+
+
+def test_a_list_of_active_tasks_reads_only_them(store):
+    """Queued and running tasks have their own index: listing them costs what they are,
+    not the principal's whole history (counted in the server's own command statistics)."""
+    for _ in range(300):
+        _finished(store)
+    queued, _ = store.create_task(principal="a", name="x", args={})
+    running, _ = store.create_task(principal="a", name="x", args={})
+    store.claim(running.id, "w", 30)
+    store._r.config_resetstat()
+    got = store.list_tasks("a", states=[TaskState.RUNNING, TaskState.QUEUED])
+    assert [r.id for r in got] == [running.id, queued.id]
+    assert store._r.info("commandstats")["cmdstat_hgetall"]["calls"] == 2
+    assert [r.id for r in store.list_tasks("a", states=[TaskState.RUNNING])] == [running.id]
+    store.finish(running.id, 1, TaskState.SUCCEEDED, result=1)
+    store.request_cancel(queued.id, "a")
+    assert store.list_tasks("a", states=[TaskState.RUNNING, TaskState.QUEUED]) == []
+    assert len(store.list_tasks("a", states=[TaskState.SUCCEEDED], limit=500)) == 301
