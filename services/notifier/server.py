@@ -85,8 +85,8 @@ from services.runtime import (
     setup_logging,
     watch_stdin,
 )
-from services.store.sqlite import TaskStore
-from services.wake import PRUNED_WAKE, REVOKED_WAKE, WakeReceiver
+from services.store.backend import Ledger, WakeSource, open_backend
+from services.wake import PRUNED_WAKE, REVOKED_WAKE
 
 log = logging.getLogger("herald.notifier")
 
@@ -257,9 +257,9 @@ class Notifier:
 
     def __init__(
         self,
-        store: TaskStore,
+        store: Ledger,
         authenticator: Authenticator,
-        receiver: WakeReceiver,
+        receiver: WakeSource,
         *,
         web_port: int | None = None,
         host: str = "127.0.0.1",
@@ -269,8 +269,18 @@ class Notifier:
         max_connections: int = MAX_CONNECTIONS,
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
+        errors: tuple[type[BaseException], ...] = (sqlite3.Error,),
+        global_log: bool = True,
     ) -> None:
         self._store = store
+        self._errors = errors
+        # One log for all (SQLite: fan out from one cursor) or one per principal (Redis:
+        # a cursor per principal with subscribers, read when a wake-up names it).
+        self._global_log = global_log
+        self._pcursors: dict[str, int] = {}  # principal -> seq fanned out through
+        self._subs_of: dict[str, int] = {}  # principal -> live subscriptions
+        self._due: set[str] = set()  # principals whose logs a wake-up said moved
+        self._all_due = False  # ... or every subscribed principal's
         self._auth = authenticator
         self._receiver = receiver
         self._web_port = web_port
@@ -326,7 +336,7 @@ class Notifier:
     async def start(self) -> None:
         """Listen, and start following the log from its current head."""
         self._loop = asyncio.get_running_loop()
-        self._cursor = self._store.head()
+        self._cursor = self._store.head() if self._global_log else 0
         self._pruned_seen = self._store.pruned_marks()
         self._server = await serve(
             self._handle,
@@ -481,7 +491,7 @@ class Notifier:
         try:
             try:
                 await self._stream(client, since)
-            except sqlite3.Error as exc:
+            except self._errors as exc:
                 log.warning("cannot replay the log to %s: %s", client.principal, exc)
                 await ws.close(CLOSE_TRY_AGAIN_LATER, READ_FAILED)
                 return
@@ -495,7 +505,7 @@ class Notifier:
                     client.flush()
                     await ws.close(exc.code, exc.reason)
                     break
-                except sqlite3.Error as exc:
+                except self._errors as exc:
                     log.warning("cannot replay the log to %s: %s", client.principal, exc)
                     await ws.close(CLOSE_TRY_AGAIN_LATER, READ_FAILED)
                     break
@@ -503,7 +513,7 @@ class Notifier:
                 if request.type == "resume":
                     try:
                         await self._stream(client, request.since)
-                    except sqlite3.Error as exc:
+                    except self._errors as exc:
                         log.warning("cannot replay the log to %s: %s", client.principal, exc)
                         await ws.close(CLOSE_TRY_AGAIN_LATER, READ_FAILED)
                         break
@@ -543,6 +553,11 @@ class Notifier:
         # replay's cursor (it reads events after its own cursor, and Subscription.accept
         # drops any seq the replay already sent).
         sub = session.go_live()
+        if not self._global_log:
+            # This principal's fan-out starts no later than the replay's start: what was
+            # appended since is read again, and dropped by seq (Subscription.accept).
+            self._pcursors.setdefault(principal, head)
+            self._subs_of[principal] = self._subs_of.get(principal, 0) + 1
         self._router.add(sub)
         self._client_of[sub] = client
         client.sub = sub
@@ -563,6 +578,13 @@ class Notifier:
     def _unsubscribe(self, client: _Client) -> None:
         if client.sub is not None:
             client.session.sub = None
+            if not self._global_log:
+                left = self._subs_of.get(client.principal, 0) - 1
+                if left > 0:
+                    self._subs_of[client.principal] = left
+                else:
+                    self._subs_of.pop(client.principal, None)
+                    self._pcursors.pop(client.principal, None)
             self._router.remove(client.sub)
             self._client_of.pop(client.sub, None)
             client.sub = None
@@ -641,6 +663,8 @@ class Notifier:
 
     def _on_wake(self) -> None:
         messages = self._receiver.drain()
+        if not self._global_log:
+            self._note_due(messages)
         if self._fallback_delay != self._fallback_interval and self._loop is not None:
             # Busy again: the fallback looks soon again (it had backed off while idle).
             self._fallback_delay = self._fallback_interval
@@ -656,7 +680,7 @@ class Notifier:
     def _close_revoked(self) -> None:
         """Close, with CLOSE_REVOKED, every connection whose token auth.json no longer
         holds (its principal revoked, or given a new token)."""
-        self._auth.reload()
+        self._auth.reload(force=True)
         for ws in list(self._server.connections if self._server is not None else ()):
             conn = cast(_Connection, ws)
             if conn.principal and not self._auth.holds(conn.principal, conn.token_sha256):
@@ -674,7 +698,7 @@ class Notifier:
         """
         try:
             marks = self._store.pruned_marks()
-        except sqlite3.Error:
+        except self._errors:
             log.exception("cannot read the pruning watermarks")
             return
         raised = {p for p, t in marks.items() if t > self._pruned_seen.get(p, 0)}
@@ -686,12 +710,36 @@ class Notifier:
                 client.session.pruned(marks.get(sub.principal, 0))
                 client.flush()
 
+    def _note_due(self, messages: list[bytes]) -> None:
+        """Which principals' logs to read, from wake-ups "principal P is at seq N"; any
+        other look (or one that cannot be parsed) means every subscribed principal's."""
+        from services.wake_redis import parse_principal_wake
+
+        for m in messages:
+            if m in (PRUNED_WAKE, REVOKED_WAKE):
+                continue
+            told = parse_principal_wake(m)
+            if told is None:
+                self._all_due = True
+            elif told[1] > self._pcursors.get(told[0], told[1]):
+                self._due.add(told[0])
+
+    def _behind(self) -> bool:
+        if self._global_log:
+            return self._store.head() > self._cursor
+        behind = False
+        for principal, cursor in list(self._pcursors.items()):
+            if self._store.head(principal) > cursor:
+                self._due.add(principal)
+                behind = True
+        return behind
+
     def _on_timer(self) -> None:
         assert self._loop is not None
         self.stats["fallback_looks"] += 1
         try:
-            behind = self._store.head() > self._cursor
-        except sqlite3.Error as exc:
+            behind = self._behind()
+        except self._errors as exc:
             behind = True  # (not backing off while the log cannot be read)
             self._read_failed(exc)
             return
@@ -725,7 +773,7 @@ class Notifier:
         cpu = time.thread_time()
         try:
             more = self._read_turn()
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             self._read_failed(exc)  # read again shortly, from the same cursor
             return
         finally:
@@ -748,6 +796,8 @@ class Notifier:
 
     def _read_turn(self) -> bool:
         """Fan out a few pages of the log; returns whether more may be waiting."""
+        if not self._global_log:
+            return self._read_principals()
         if not self._router:
             # Nobody to send to: skip the events (a subscriber replays its own).
             self._cursor = max(self._cursor, self._store.head())
@@ -761,7 +811,35 @@ class Notifier:
                 return False
         return True
 
-    def _read_failed(self, exc: sqlite3.Error) -> None:
+    def _read_principals(self) -> bool:
+        """`_read_turn` where each principal has a log of its own: read the logs the
+        wake-ups named (all of them after a plain look), each from its own cursor."""
+        if self._all_due:
+            self._all_due = False
+            self._due.update(self._pcursors)
+        due, self._due = self._due, set()
+        more = False
+        for principal in due:
+            for _ in range(PAGES_PER_TURN):
+                cursor = self._pcursors.get(principal)
+                if cursor is None:  # no subscriber (any more)
+                    break
+                try:
+                    events = self._store.events_after(cursor, principal=principal, limit=PAGE)
+                except BaseException:
+                    self._due.add(principal)  # read it again (after the retry's delay)
+                    raise
+                if events:
+                    self._pcursors[principal] = events[-1].seq
+                    self._deliver(events)
+                if len(events) < PAGE:
+                    break
+            else:
+                self._due.add(principal)
+                more = True
+        return more
+
+    def _read_failed(self, exc: BaseException) -> None:
         """Reading the log failed: read again after a backoff (a wake-up may come first)."""
         if self._retry_delay == READ_RETRY_FIRST:
             log.warning("cannot read the event log (%s); trying again", exc)
@@ -778,19 +856,21 @@ class Notifier:
         texts: dict[int, str] = {}
         frames: dict[int, bytes] = {}
 
+        # By the event object (alive for the whole call): a log position is not unique
+        # across principals where each has a log of its own.
         def text_of(ev: Event) -> str:
-            text = texts.get(ev.log_pos)
+            text = texts.get(id(ev))
             if text is None:
-                text = texts[ev.log_pos] = encode_event(ev)
+                text = texts[id(ev)] = encode_event(ev)
             return text
 
         def frame_of(ev: Event) -> bytes:
-            frame = frames.get(ev.log_pos)
+            frame = frames.get(id(ev))
             if frame is None:
                 # What websockets' Protocol.send_text writes for a server (unmasked, no
                 # extension: compression is off), made once instead of per connection.
                 stats["framed"] += 1
-                frame = frames[ev.log_pos] = Frame(Opcode.TEXT, text_of(ev).encode()).serialize(
+                frame = frames[id(ev)] = Frame(Opcode.TEXT, text_of(ev).encode()).serialize(
                     mask=False, extensions=[])  # fmt: skip
             return frame
 
@@ -870,13 +950,16 @@ def main(argv: list[str] | None = None) -> int:
     raise_open_files_limit()
     try:
         config = load_config(layout)
-        store = TaskStore(layout.ledger_db)
-        receiver = WakeReceiver(layout.wake_address("notifier"))
+        backend = open_backend(getattr(args, "backend", None), layout)
+        store = backend.store()
+        receiver = backend.wake_source("notifier")
     except Exception as exc:
         return cannot_start("notifier", exc)
     notifier = Notifier(
-        store, Authenticator(layout), receiver, web_port=args.web_port, port=args.port,
+        store, Authenticator(layout, registry=backend.principals()), receiver,
+        web_port=args.web_port, port=args.port,
         max_outbox=config.notifier_max_outbox, max_connections=config.notifier_max_connections,
+        errors=backend.errors, global_log=backend.global_log,
     )  # fmt: skip
 
     async def run() -> None:
@@ -900,7 +983,7 @@ def main(argv: list[str] | None = None) -> int:
         return cannot_start("notifier", exc, args.port)
     finally:
         receiver.close()
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(*backend.errors):
             store.close()
     log.info("notifier stopped")
     return 0

@@ -19,9 +19,11 @@ import signal
 
 from aiohttp import web
 
+# The SQLite backend's queue, imported here while OpenSSL is hidden (services.notls):
+# `open_backend` imports it only when asked, after that window.
+import services.queue  # noqa: F401
 from services.auth import Authenticator
 from services.config import load_config
-from services.queue import TaskQueue
 from services.runtime import (
     announce_ready,
     cannot_start,
@@ -31,9 +33,9 @@ from services.runtime import (
     setup_logging,
     watch_stdin,
 )
-from services.store.sqlite import WRITE_STATS, TaskStore
+from services.store.backend import open_backend
+from services.store.sqlite import WRITE_STATS
 from services.tasks.catalog import load_catalog
-from services.wake import WakeSender
 from services.web.app import herald_version, make_app
 from services.web.limits import GuardedSite, raise_fd_limit
 
@@ -126,12 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(layout)
         catalog = load_catalog(config.task_modules)
-        store = TaskStore(layout.ledger_db)
-        queue = TaskQueue(layout)
+        backend = open_backend(getattr(args, "backend", None), layout)
+        store = backend.store()
+        queue = backend.queue()
+        worker_wake = backend.waker("worker")
+        notifier_wake = backend.waker("notifier")
+        registry = backend.principals()
+        if registry is not None:
+            registry.join(layout)  # this node's owner token is the cluster's (or the first)
     except Exception as exc:
         return cannot_start("web", exc)
-    worker_wake = WakeSender(layout.wake_address("worker"))
-    notifier_wake = WakeSender(layout.wake_address("notifier"))
     app = make_app(
         layout,
         catalog,
@@ -140,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         worker_wake,
         notifier_wake,
         max_lost=config.max_attempts,
-        authenticator=Authenticator(layout),
+        authenticator=Authenticator(layout, registry=registry),
         runtime_dir=args.runtime_dir,
+        backend=backend,
     )
     try:
         # The app read the metadata already (for health and the OpenAPI document): asking
