@@ -59,12 +59,3 @@ BACKENDS = [
 
 def available() -> list[Backend]:
     return [b for b in BACKENDS if b.available()]
-
-
-def by_id(backend_id: str) -> Backend:
-    return next(b for b in BACKENDS if b.id == backend_id)
-
-
-def open_store(backend_id: str, location: str) -> Any:
-    """`by_id(backend_id).open(location)`: for a child process, which gets plain strings."""
-    return by_id(backend_id).open(location)
