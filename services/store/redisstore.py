@@ -10,7 +10,7 @@ a smaller number.
 
 The log is a Redis Stream per principal (`ns:log:P`) whose entry ids are `<seq>-0`, seq
 the principal's own counter incremented by the same script: XRANGE from `(N-0` resumes
-exactly after seq N. Each task also has a small stream of its seqs (`ns:te:ID`) for the
+exactly after seq N. Each task also has a list of its seqs (`ns:te:ID`) for the
 API's per-task events and for retention.
 
 Epoch and loss. A principal's counter is created (with its first event, or when its
