@@ -1,5 +1,12 @@
 """What every contract test may check after any operation, through the public surface
-alone: the ledger and the log agree, and a principal's seqs are 1, 2, 3, ..."""
+alone: the ledger and the log agree, and a principal's seqs follow each other one by one.
+
+Where a principal's seqs start is the backend's: SQLite's first is 1; Redis starts a new
+counter at a floor (its epoch: a log lost with its counters starts above every seq handed
+out before). Either way the seqs before the first are reported as pruned
+(`pruned_through` is the seq just before it: 0 on SQLite), so a cursor from before is
+told to reload, never left with a silent gap. The suite counts from that `origin`.
+"""
 
 from __future__ import annotations
 
@@ -26,10 +33,21 @@ def whole_log(store: Any, principal: str, after: int = 0) -> list[Event]:
         after = page[-1].seq
 
 
+def origin(store: Any, principal: str) -> int:
+    """The seq before the principal's first (0 on SQLite), before anything was pruned."""
+    return int(store.pruned_through(principal))
+
+
+def numbers(events: list[Event], base: int) -> list[int]:
+    """The events' seqs counted from `base` (an origin): 1, 2, 3, ..."""
+    return [e.seq - base for e in events]
+
+
 def assert_ledger_agrees_with_log(store: Any, principal: str, *, pruned: bool = False) -> None:
     """The ledger and the log of one principal tell the same story.
 
-    - its seqs strictly increase, and without pruning are exactly 1..head;
+    - its seqs strictly increase, and without pruning follow its origin one by one up to
+      its head;
     - each task's events (by task_id) are its events in the principal's log, begin with
       "queued", move only along legal transitions, and end in the state the ledger says;
       a finished task has exactly one terminal event, its last;
@@ -43,8 +61,11 @@ def assert_ledger_agrees_with_log(store: Any, principal: str, *, pruned: bool = 
     if pruned:
         assert head >= (seqs[-1] if seqs else 0)
     else:
-        assert seqs == list(range(1, len(seqs) + 1)), f"gaps in {principal}'s seqs: {seqs}"
-        assert head == len(seqs)
+        base = origin(store, principal)
+        assert seqs == list(range(base + 1, base + len(seqs) + 1)), (
+            f"gaps in {principal}'s seqs after its origin {base}: {seqs}"
+        )
+        assert head == (seqs[-1] if seqs else 0)
     tasks = store.list_tasks(principal, limit=EVERYTHING)
     for rec in tasks:
         events = [e for e in log if e.task_id == rec.id]

@@ -10,7 +10,13 @@ import time
 from services.core.delivery import plan_resume
 from services.core.search import parse
 from services.core.states import TaskState
-from tests.contract.checks import assert_ledger_agrees_with_log, run_to_the_end, whole_log
+from tests.contract.checks import (
+    assert_ledger_agrees_with_log,
+    numbers,
+    origin,
+    run_to_the_end,
+    whole_log,
+)
 
 
 def _cut() -> float:
@@ -19,6 +25,11 @@ def _cut() -> float:
     cut = time.time()
     time.sleep(0.005)
     return cut
+
+
+def _marks(store, principals="ab"):
+    """What `pruned_marks` must say: every principal whose `pruned_through` is not 0."""
+    return {p: store.pruned_through(p) for p in principals if store.pruned_through(p)}
 
 
 def _ids(store, principal="a"):
@@ -85,21 +96,22 @@ def test_the_watermark_is_per_principal_and_never_goes_down(store):
     b1, b1_events = run_to_the_end(store, "b")
     cut = _cut()
     a2, _ = run_to_the_end(store, "a")
-    assert store.pruned_through("a") == 0 and store.pruned_marks() == {}
+    oa, ob = origin(store, "a"), origin(store, "b")  # nothing pruned yet
+    assert store.pruned_marks() == _marks(store)
     store.prune_batch(finished_before=cut)
-    assert store.pruned_through("a") == a1_events[-1].seq == 4
-    assert store.pruned_through("b") == b1_events[-1].seq == 4
+    assert store.pruned_through("a") == a1_events[-1].seq == oa + 4
+    assert store.pruned_through("b") == b1_events[-1].seq == ob + 4
     assert store.pruned_through("nobody") == 0
-    assert store.pruned_marks() == {"a": 4, "b": 4}
-    assert [e.seq for e in store.events_after(4, principal="a")] == [5, 6, 7, 8]
+    assert store.pruned_marks() == _marks(store) == {"a": oa + 4, "b": ob + 4}
+    assert numbers(store.events_after(oa + 4, principal="a"), oa) == [5, 6, 7, 8]
     store.prune(keep=0)
-    assert store.pruned_through("a") == 8 and store.pruned_through("b") == 4
-    assert store.pruned_marks() == {"a": 8, "b": 4}
+    assert store.pruned_through("a") == oa + 8 and store.pruned_through("b") == ob + 4
+    assert store.pruned_marks() == {"a": oa + 8, "b": ob + 4}
     # Counters go on from where they were, even with every event gone.
-    assert store.head("a") == 8 and store.events_after(0, principal="a") == []
+    assert store.head("a") == oa + 8 and store.events_after(0, principal="a") == []
     _, later = run_to_the_end(store, "a")
-    assert [e.seq for e in later] == [9, 10, 11, 12]
-    assert store.pruned_through("a") == 8
+    assert numbers(later, oa) == [9, 10, 11, 12]
+    assert store.pruned_through("a") == oa + 8
 
 
 def test_a_resume_from_before_the_watermark_must_reload_and_after_it_misses_nothing(store):
@@ -113,15 +125,16 @@ def test_a_resume_from_before_the_watermark_must_reload_and_after_it_misses_noth
     store.progress(t2.id, 1, 0.5, "half")
     other, _ = run_to_the_end(store, "b")  # another principal's, untouched
     before = whole_log(store, "a")
-    assert [e.seq for e in before] == [1, 2, 3, 4, 5, 6]
+    oa, ob = origin(store, "a"), origin(store, "b")
+    assert numbers(before, oa) == [1, 2, 3, 4, 5, 6]
     store.prune_batch(finished_before=cut)
     after = whole_log(store, "a")
     gone = [e.seq for e in before if e not in after]
-    assert gone == [1, 3, 5]  # t1's
+    assert [s - oa for s in gone] == [1, 3, 5]  # t1's
     mark = store.pruned_through("a")
     assert mark >= max(gone)  # every deleted seq is at or below the watermark
     head = store.head("a")
-    for cursor in range(0, head + 1):
+    for cursor in [0, *range(oa, head + 1)]:
         plan = plan_resume(cursor, head, mark)
         missed = [s for s in gone if s > cursor]
         assert plan.reload == (cursor < mark)
@@ -130,7 +143,7 @@ def test_a_resume_from_before_the_watermark_must_reload_and_after_it_misses_noth
             assert store.events_after(cursor, principal="a") == [
                 e for e in before if e.seq > cursor
             ]
-    assert store.pruned_through("b") == 0 and len(whole_log(store, "b")) == 4
+    assert store.pruned_through("b") == ob and len(whole_log(store, "b")) == 4
     assert store.get_task(other) is not None
     assert_ledger_agrees_with_log(store, "a", pruned=True)
 
