@@ -686,26 +686,3 @@ def test_a_tasks_events_resume_after_any_seq(store):
         want = [e for e in mine if e.seq > after]
         assert store.events_after(after, task_id=one.id, limit=10_000) == want
         assert store.events_after(after, task_id=one.id, limit=7) == want[:7]
-
-
-@pytest.mark.slow  # spawned writer processes: about 7 s here
-def test_commit_order_with_writer_processes_and_a_tailing_reader(redis_url):
-    """The contract's commit-order run (tests/contract/commit_order.py) on Redis, its seqs
-    counted from the principal's floor: writer processes and a reader tailing the log, which
-    is never shown seq N+1 before N and sees every seq once."""
-    from tests.contract import commit_order
-    from tests.contract.backends import Backend
-
-    backend = Backend("redis", "services.store.redisstore", "RedisTaskStore", lambda _: redis_url)
-    outcome = commit_order.run(backend, redis_url, writers=3, others=1)
-    store = RedisTaskStore(redis_url)
-    for principal in ("a", "b"):
-        written = sorted(outcome.written[principal])
-        floor = store.pruned_through(principal)
-        assert len(written) > 50 and written == list(range(floor + 1, floor + len(written) + 1))
-    # From cursor 0 the first seq is the floor's next, then never one past the next.
-    assert outcome.jumps == [(0, store.pruned_through("a") + 1)]
-    assert outcome.seen == sorted(outcome.written["a"]) == outcome.final
-    for rec in store.list_tasks("a", limit=100_000):  # the ledger agrees with the log
-        assert rec.state is TaskState.SUCCEEDED
-    store.close()
