@@ -53,6 +53,10 @@ class Ledger(Protocol):
     """The task ledger and the event log (`services.store.sqlite.TaskStore` is the
     reference; the contract suite in tests/contract/ holds every backend to it)."""
 
+    # Whether `batch()` is one transaction (an exception leaving it undoes every write
+    # inside: SQLite) or a plain block of writes each atomic on its own (Redis).
+    atomic_batches: bool
+
     def close(self) -> None: ...
     def batch(self, *, isolated: bool = True) -> AbstractContextManager[None]: ...
 
@@ -280,7 +284,7 @@ class RedisBackend(Backend):
         from services.store.redisstore import RedisTaskStore
 
         options.pop("checkpoint_pages", None)  # (a SQLite setting)
-        return RedisTaskStore(self.spec.url)  # type: ignore[return-value]
+        return RedisTaskStore(self.spec.url)
 
     def queue(self, **options: Any) -> Queue:
         from services.queue_redis import RedisTaskQueue

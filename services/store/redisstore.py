@@ -157,6 +157,10 @@ class RedisTaskStore:
             responses).
     """
 
+    # `batch()` groups nothing: a caller must not count on an exception undoing the
+    # writes made inside it (the worker then retries only what failed).
+    atomic_batches = False
+
     def __init__(self, url: str, *, namespace: str = "herald",
                  client: redis.Redis | None = None) -> None:  # fmt: skip
         self.url = url

@@ -100,6 +100,8 @@ def test_writes_in_a_batch_return_as_usual_and_are_all_there_after(store, make_s
 
 def test_no_other_instance_sees_a_batch_before_it_ends(store, make_store):
     # The worker's group commit: the notifier must not push what may yet be undone.
+    if not store.atomic_batches:
+        return _each_write_of_a_plain_batch_is_seen_at_once(store, make_store)
     reader = make_store()
     a, _ = store.create_task(principal="a", name="x", args={})
     b, queued = store.create_task(principal="a", name="x", args={})
@@ -118,6 +120,8 @@ def test_no_other_instance_sees_a_batch_before_it_ends(store, make_store):
 def test_an_exception_leaving_a_batch_undoes_all_of_it(store, make_store, isolated):
     # The worker's dispatcher relies on it: a round of writes that fails is undone as a
     # whole, then each write is run again on its own (services/worker/dispatcher.py _flush).
+    if not store.atomic_batches:
+        return _an_exception_undoes_nothing_of_a_plain_batch(store, make_store, isolated)
     reader = make_store()
     a, _ = store.create_task(principal="a", name="x", args={})
     _, started = store.claim(a.id, "w", 30)
@@ -135,4 +139,33 @@ def test_an_exception_leaving_a_batch_undoes_all_of_it(store, make_store, isolat
     again, ev = store.create_task(principal="a", name="x", args={}, idempotency_key="k")
     assert ev is not None and ev.seq == top + 1  # the key was not taken either
     assert store.finish(a.id, 1, TaskState.SUCCEEDED, result=1).seq == top + 2
+    assert_ledger_agrees_with_log(reader, "a")
+
+
+# A backend whose writes are atomic one by one (`atomic_batches` False: Redis) says so, and
+# holds to the other half of the bargain: what a plain batch wrote is there at once and
+# stays, so the worker, which then runs its writes one by one and retries only the one the
+# storage refused (dispatcher `_flush_one_by_one`), never records anything twice.
+
+
+def _each_write_of_a_plain_batch_is_seen_at_once(store, make_store):
+    reader = make_store()
+    a, _ = store.create_task(principal="a", name="x", args={})
+    with store.batch(isolated=False):
+        _, started = store.claim(a.id, "w", 30)
+        assert reader.get_task(a.id).state is TaskState.RUNNING
+        assert reader.head("a") == started.seq
+        out = store.output(a.id, 1, ["seen"])
+        assert reader.events_after(started.seq, principal="a") == [out]
+
+
+def _an_exception_undoes_nothing_of_a_plain_batch(store, make_store, isolated):
+    reader = make_store()
+    a, _ = store.create_task(principal="a", name="x", args={})
+    _, started = store.claim(a.id, "w", 30)
+    with pytest.raises(RuntimeError), store.batch(isolated=isolated):
+        progress = store.progress(a.id, 1, 0.5, "half")
+        raise RuntimeError("the round fails after its first write")
+    assert reader.get_task(a.id).progress == 0.5
+    assert reader.events_after(started.seq, principal="a") == [progress]
     assert_ledger_agrees_with_log(reader, "a")
