@@ -589,8 +589,8 @@ class DesktopApp(QObject):
         except ServerCheckError as exc:
             box.show_failed(exc.message)
             return
-        said = (f"Herald {found.version} answers at {found.api}; the token is "
-                f"{found.principal}'s.")  # fmt: skip
+        said = (f"Herald {found.version} answers at {found.api}; the token signs in as "
+                f"{found.principal}.")  # fmt: skip
         if not connect:
             box.show_passed(said)
             return
