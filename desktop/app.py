@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import qasync
 from PySide6.QtCore import QObject, QSettings, QSignalBlocker, Qt, QTimer
@@ -366,6 +367,9 @@ class DesktopApp(QObject):
             self.exit_code = 1 if self.self_check else self.exit_code
         else:
             self.timings.setdefault("history_loaded", process_age())
+            remote = self.monitor.remote
+            if remote is not None and not remote.is_loopback:
+                await self._check_sign_in(remote)
             # What the app holds once started lives as long as it does: out of the
             # collector's sight, a full collection under a stream of events scans only
             # what came since (one took 200 ms on this machine, a visible freeze).
@@ -667,6 +671,22 @@ class DesktopApp(QObject):
         self.window.show_status("Restarting services…", 0)
         await self.bridge.close()
         await self.monitor.restart()
+
+    async def _check_sign_in(self, server: Server) -> None:
+        """Whether the browser's sign-in works with a server on another machine: its
+        one-time links must name the server's own address (a server that names 127.0.0.1
+        means its own machine's loopback). Asked once per connection; the ticket it makes
+        is never used and lapses in a minute."""
+        works = False
+        try:
+            status, body = await self.bridge.client.request("POST", "/api/login-tickets")
+            if status == 201 and isinstance(body, dict):
+                link = urlsplit(str(body.get("url", "")))
+                works = (link.hostname or "").lower() == (urlsplit(server.url).hostname or "")
+        except Exception as exc:  # noqa: BLE001 (then it is said not to work)
+            log.info("cannot ask %s for a sign-in link: %s", server.name, exc)
+        if self.monitor.remote is server:
+            self.window.set_server(server.name, server.url, sign_in_works=works)
 
     async def _open_in_browser(self) -> None:
         """Open the task page in the user's browser through a fresh one-time sign-in link

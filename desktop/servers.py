@@ -292,10 +292,14 @@ class Endpoints:
 
 
 def notifier_url(api: str, health: dict[str, Any]) -> str:
-    """The notifier's WebSocket URL for a client of `api`: the notifier's port and path as
-    the (authenticated) health says, on the API's host, wss for an https API (a notifier
-    bound to its machine's loopback says 127.0.0.1: the host the user typed is the one
-    that reaches it)."""
+    """The notifier's WebSocket URL for a client of `api`: the one the (authenticated)
+    health gives as `ws` (the notifier's public URL, as clients reach it), else the
+    notifier's port and path on the API's host, wss for an https API (a notifier that
+    says where it bound on its own machine says 127.0.0.1: the host the user typed is the
+    one that reaches it)."""
+    public = health.get("ws")
+    if isinstance(public, str) and public.startswith(("ws://", "wss://")):
+        return public
     parts = urlsplit(api)
     notifier = (health.get("services") or {}).get("notifier") or {}
     given = urlsplit(str(notifier.get("url") or ""))
