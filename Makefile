@@ -65,8 +65,11 @@ lint: $(STAMP)
 test: $(STAMP) system-deps browser-deps lint
 	QT_QPA_PLATFORM=offscreen $(BIN)/pytest
 
+# `make bench BACKEND=redis`: the same figures on SQLite and Redis side by side (it starts
+# redis-servers of its own: `make redis-deps` installs one).
+BACKEND ?= sqlite
 bench: $(STAMP) bytecode
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(if $(filter redis,$(BACKEND)),backends,)
 
 # Herald against the original design (Flask/gunicorn + Celery/RabbitMQ + Node Socket.IO),
 # measured interleaved in one run; its bench.sh installs rabbitmq-server (apt) and npm modules.

@@ -8,7 +8,9 @@ bench fanout` (1,000 WebSocket connections x 100 events through a real notifier;
 runs another checkout's notifier), or `python -m bench floor` (what the pieces Herald is built
 from cost alone: the floor of its CPU per task), or `python -m bench skeleton [--rounds N]`
 (Herald against a bare skeleton of its processes, web, dispatcher with executors and
-per-principal runners, notifier, on the same libraries: what the topology itself costs)."""
+per-principal runners, notifier, on the same libraries: what the topology itself costs), or
+`python -m bench backends` (SQLite and Redis side by side, and Redis with 1, 2 and 4 worker
+processes: `make bench BACKEND=redis`)."""
 
 import sys
 
@@ -25,6 +27,10 @@ if which == "fanout":
     from bench.fanout import main as fanout
 
     sys.exit(fanout(sys.argv[2:]))
+if which == "backends":
+    from bench.backends import main as backends
+
+    sys.exit(backends(sys.argv[2:]))
 if which == "skeleton":
     from bench.skeleton import main as skeleton
 

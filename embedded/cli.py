@@ -33,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -84,6 +85,21 @@ exit codes:
   3    Herald is not running for this data dir, or cannot be reached
   130  interrupted (Ctrl-C)
 """
+
+SERVE_DESCRIPTION = """\
+Run Herald's services headless until Ctrl-C or SIGTERM. By default all three (web,
+worker, notifier) on 127.0.0.1, on free ports, storing in the data dir.
+
+Roles: --services runs some of them (e.g. web,notifier on a front host; worker on
+others), --workers N runs N worker processes. One instance runs per data dir; on SQLite
+all of a deployment's services run in that one instance.
+
+Beyond loopback: --listen 0.0.0.0:8443 --allowed-host herald.example.com --tls-cert
+FILE --tls-key FILE (or --insecure-http on a network you trust). See docs/deploy.md.
+"""
+
+MAX_WORKER_PROCESSES = 64
+MAX_CONCURRENCY = 256  # as [worker] concurrency in config.toml
 
 STREAM_GIVE_UP = 30.0  # seconds `submit --wait` waits for a lost event stream to return
 MIN_ID_PREFIX = 4  # the shortest id prefix taken (the web service says the same)
@@ -159,10 +175,49 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND",
                            help="what to do (none: open the desktop app)")  # fmt: skip
 
-    s = sub.add_parser("serve", help="run the services headless until Ctrl-C or SIGTERM")
-    s.add_argument("--port", type=int, default=0, help="the API's port (default: a free one)")
-    s.add_argument("--ws-port", type=int, default=0, help="the WebSocket's port")
-    s.add_argument("--workers", type=int, default=None, help="tasks run at once")
+    s = sub.add_parser("serve", help="run the services headless until Ctrl-C or SIGTERM",
+                       description=SERVE_DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    s.add_argument("--port", type=int, default=0,
+                   help="the API's port on 127.0.0.1 (default: a free one)")  # fmt: skip
+    s.add_argument("--ws-port", type=int, default=0,
+                   help="the WebSocket's port on 127.0.0.1 (default: a free one)")
+    s.add_argument("--services", default=None, metavar="LIST",
+                   help="which services run here, comma separated: any of web, worker, "
+                        "notifier (default: all three); the others are reported as run "
+                        "elsewhere, never started")  # fmt: skip
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes, each its own dispatcher (default: 1); each runs "
+                        "up to --concurrency attempts at once")  # fmt: skip
+    s.add_argument("--concurrency", type=int, default=None, metavar="N",
+                   help="attempts each worker process runs at once (default: "
+                        "[worker] concurrency in config.toml, 4)")  # fmt: skip
+    s.add_argument("--backend", default=None, metavar="URL",
+                   help="where tasks and events are stored: sqlite (the data dir, the "
+                        "default) or redis://HOST:PORT/DB")  # fmt: skip
+    s.add_argument("--listen", default=None, metavar="ADDR:PORT",
+                   help="the web's address and port (default: 127.0.0.1 and a free port); "
+                        "anything but loopback needs --allowed-host and TLS or "
+                        "--insecure-http")  # fmt: skip
+    s.add_argument("--notifier-listen", default=None, metavar="ADDR:PORT",
+                   help="the notifier's address and port (the same rules)")
+    s.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a name clients reach this host by (repeat it): the Host check "
+                        "accepts exactly these with the port, plus the loopback names for "
+                        "a loopback bind")  # fmt: skip
+    s.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
+                   help="serve https and wss with this certificate chain (PEM)")
+    s.add_argument("--tls-key", type=Path, default=None, metavar="FILE",
+                   help="the certificate's private key (PEM)")
+    s.add_argument("--insecure-http", action="store_true",
+                   help="listen beyond loopback without TLS, on a network you trust "
+                        "(tokens cross it in clear; logged as a warning)")  # fmt: skip
+    s.add_argument("--notifier-url", default=None, metavar="URL",
+                   help="the notifier's public WebSocket URL (wss://HOST:PORT/ws), which "
+                        "the web tells clients when the notifier runs on another host")
+    s.add_argument("--web-url", action="append", default=[], metavar="URL",
+                   help="the web's public URL (https://HOST:PORT), whose page may connect "
+                        "to a notifier when the web runs on another host (repeat it)")
 
     s = sub.add_parser("submit", help="submit a task", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -448,9 +503,16 @@ def _service(argv: list[str]) -> int:
         print("herald service: which service? web, worker or notifier", file=sys.stderr)
         return EXIT_USAGE
     name, rest = argv[0], argv[1:]
+    from services.notls import wants_tls
+
+    tls = wants_tls(rest)  # serving TLS needs OpenSSL; otherwise it is kept out
     if name == "web":  # as `python -m services.web` does (services.notls)
         from services.notls import import_without_openssl
 
+        if tls:
+            from services.web.server import main as web_main
+
+            return web_main(rest)
         return int(import_without_openssl("services.web.server").main(rest))
     if name == "worker":
         from services.worker.server import main as worker_main
@@ -459,7 +521,8 @@ def _service(argv: list[str]) -> int:
     if name == "notifier":  # as `python -m services.notifier` does
         from services.notls import hide_openssl
 
-        hide_openssl()
+        if not tls:
+            hide_openssl()
         from services.notifier.server import main as notifier_main
 
         return notifier_main(rest)
@@ -622,6 +685,179 @@ def _prune(data_dir: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _listen_address(option: str, text: str) -> tuple[str, int]:
+    """`--listen`'s ADDR:PORT: an IP address (IPv6 in brackets) and a port 1-65535.
+
+    Raises:
+        UsageError: it is not one, said with an example.
+    """
+    import ipaddress
+
+    example = f"{option} wants ADDR:PORT with an IP address, e.g. 0.0.0.0:8443, " \
+              "192.0.2.10:8443 or [::]:8443"  # fmt: skip
+    addr, sep, port = text.rpartition(":")
+    if not sep or not addr:
+        raise UsageError(f"{option} {text!r}: no port; {example}")
+    if addr.startswith("[") and addr.endswith("]"):
+        addr = addr[1:-1]
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: {addr!r} is not an IP address; "
+                         f"{example}") from None  # fmt: skip
+    if ip.version == 6 and not text.startswith("["):
+        raise UsageError(f"{option} {text!r}: an IPv6 address goes in brackets; {example}")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise UsageError(f"{option} {text!r}: the port must be 1-65535; {example}")
+    return str(ip), int(port)
+
+
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})"
+                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?")  # fmt: skip
+
+
+def _allowed_host(text: str) -> str:
+    """`--allowed-host`'s NAME: a DNS name or an IP address (IPv6 in brackets), no port."""
+    import ipaddress
+
+    name = text.strip().lower()
+    if name.startswith("[") and name.endswith("]"):
+        try:
+            ipaddress.IPv6Address(name[1:-1])
+            return name
+        except ValueError:
+            pass
+    elif _HOST_NAME.fullmatch(name):
+        return name.rstrip(".")
+    raise UsageError(f"--allowed-host {text!r}: a host name (herald.example.com) or an "
+                     "IP address (192.0.2.10, [2001:db8::1]), without scheme or port")
+
+
+def _public_url(option: str, text: str, schemes: tuple[str, ...]) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(text)
+        url.port  # noqa: B018 (it raises on a port out of range)
+    except ValueError as exc:
+        raise UsageError(f"{option} {text!r}: {exc}") from None
+    if url.scheme.lower() not in schemes or not url.hostname:
+        raise UsageError(f"{option} {text!r}: expected {' or '.join(schemes)}://HOST:PORT")
+    return text
+
+
+def serve_deployment(args: argparse.Namespace) -> Any:
+    """The `Deployment` that `herald serve`'s options ask for.
+
+    Raises:
+        UsageError: an option is not valid, or the options together would be unsafe
+            (beyond loopback without allowed hosts, or without TLS or --insecure-http).
+    """
+    from embedded.supervisor import SERVICES, Deployment
+    from services.runtime import is_loopback
+    from services.store.backend import parse_backend
+
+    services: tuple[str, ...] = SERVICES
+    if args.services is not None:
+        chosen = [n.strip().lower() for n in args.services.split(",") if n.strip()]
+        unknown = [n for n in chosen if n not in SERVICES]
+        if unknown:
+            raise UsageError(f"--services: unknown service {unknown[0]!r} (any of "
+                             f"{', '.join(SERVICES)}, comma separated)")  # fmt: skip
+        if not chosen:
+            raise UsageError(f"--services: name at least one of {', '.join(SERVICES)}")
+        services = tuple(n for n in SERVICES if n in chosen)
+    if args.workers is not None:
+        if not 1 <= args.workers <= MAX_WORKER_PROCESSES:
+            raise UsageError(f"--workers: worker processes, 1-{MAX_WORKER_PROCESSES}, not "
+                             f"{args.workers}")  # fmt: skip
+        if "worker" not in services:
+            raise UsageError("--workers: no worker runs here (see --services)")
+    if args.concurrency is not None:
+        if not 1 <= args.concurrency <= MAX_CONCURRENCY:
+            raise UsageError(f"--concurrency: attempts at once, 1-{MAX_CONCURRENCY}, not "
+                             f"{args.concurrency}")  # fmt: skip
+        if "worker" not in services:
+            raise UsageError("--concurrency: no worker runs here (see --services)")
+    backend = None
+    if args.backend is not None:
+        try:
+            spec = parse_backend(args.backend)
+        except ValueError as exc:
+            raise UsageError(f"--backend: {exc}") from None
+        backend = spec.url or None  # sqlite: the default, nothing to pass
+    hosts = {"web": "127.0.0.1", "notifier": "127.0.0.1"}
+    for service, option, given, port_option, port in (
+            ("web", "--listen", args.listen, "--port", args.port),
+            ("notifier", "--notifier-listen", args.notifier_listen, "--ws-port",
+             args.ws_port)):  # fmt: skip
+        if port and not 0 < port <= 65535:
+            raise UsageError(f"{port_option}: 1-65535, not {port}")
+        if given is None:
+            continue
+        if service not in services:
+            raise UsageError(f"{option}: the {service} does not run here (see --services)")
+        if port:
+            raise UsageError(f"{option} and {port_option}: give one (ADDR:PORT says both)")
+        hosts[service], chosen_port = _listen_address(option, given)
+        setattr(args, "port" if service == "web" else "ws_port", chosen_port)
+    names = tuple(dict.fromkeys(_allowed_host(h) for h in args.allowed_host))
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together (the certificate chain and "
+                         "its private key, PEM)")  # fmt: skip
+    tls = args.tls_cert is not None
+    if tls and args.insecure_http:
+        raise UsageError("--insecure-http and --tls-cert contradict each other: pick one")
+    cert = key = None
+    if tls:
+        cert, key = (str(Path(p).expanduser().resolve()) for p in (args.tls_cert, args.tls_key))
+        for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+            try:
+                with open(path, "rb") as f:
+                    f.read(1)
+            except OSError as exc:
+                raise UsageError(f"{option} {path}: {exc.strerror or exc}") from None
+    for service, option in (("web", "--listen"), ("notifier", "--notifier-listen")):
+        if service not in services or is_loopback(hosts[service]):
+            continue
+        where = f"{option} {hosts[service]}"
+        if not names:
+            raise UsageError(f"{where} is not loopback: say which names clients reach it "
+                             "by with --allowed-host NAME (the Host check refuses any "
+                             "other, against DNS rebinding)")  # fmt: skip
+        if not tls and not args.insecure_http:
+            raise UsageError(f"{where} is not loopback: serve TLS with --tls-cert FILE "
+                             "--tls-key FILE, or say --insecure-http for a network you "
+                             "trust (tokens would cross it in clear)")  # fmt: skip
+    notifier_url = None
+    if args.notifier_url is not None:
+        if "web" not in services:
+            raise UsageError("--notifier-url is what the web tells clients: no web runs "
+                             "here (see --services)")  # fmt: skip
+        notifier_url = _public_url("--notifier-url", args.notifier_url, ("ws", "wss"))
+    web_urls = tuple(_public_url("--web-url", u, ("http", "https")) for u in args.web_url)
+    if web_urls and ("web" in services or "notifier" not in services):
+        raise UsageError("--web-url is for a notifier whose web runs on another host: "
+                         "here " + ("the web runs too" if "web" in services
+                                    else "no notifier runs"))  # fmt: skip
+    return Deployment(services=services, worker_processes=args.workers or 1,
+                      web_host=hosts["web"], notifier_host=hosts["notifier"],
+                      allowed_hosts=names, tls_cert=cert, tls_key=key,
+                      insecure_http=args.insecure_http, notifier_url=notifier_url,
+                      web_urls=web_urls, backend=backend)  # fmt: skip
+
+
+def _insecure_binds(dep: Any) -> list[str]:
+    """The addresses served beyond loopback without TLS (--insecure-http), in words."""
+    from services.runtime import is_loopback
+
+    if dep.tls_cert:
+        return []
+    return [f"{service} on {host}" for service, host in (("web", dep.web_host),
+                                                         ("notifier", dep.notifier_host))
+            if service in dep.services and not is_loopback(host)]  # fmt: skip
+
+
 def _serve(data_dir: Path, args: argparse.Namespace) -> int:
     # This process runs the supervisor and speaks only to its services on 127.0.0.1: no
     # TLS, so OpenSSL is kept out of it (services.notls; asyncio imports `ssl`, hashlib
@@ -629,6 +865,11 @@ def _serve(data_dir: Path, args: argparse.Namespace) -> int:
     from services.notls import hide_openssl
 
     hide_openssl()
+    try:
+        deployment = serve_deployment(args)
+    except UsageError as exc:
+        print(f"herald serve: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     import asyncio
     import logging
 
@@ -638,6 +879,10 @@ def _serve(data_dir: Path, args: argparse.Namespace) -> int:
     logging.basicConfig(level=os.environ.get("HERALD_LOG_LEVEL", "WARNING").upper(),
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")  # fmt: skip
     serving = False
+    for where in _insecure_binds(deployment):
+        logging.getLogger("herald.serve").warning(
+            "serving plain HTTP beyond loopback (--insecure-http): %s; tokens cross the "
+            "network in clear", where)  # fmt: skip
 
     def on_state(st: Any) -> None:
         if not serving:
@@ -653,7 +898,8 @@ def _serve(data_dir: Path, args: argparse.Namespace) -> int:
     async def run() -> int:
         nonlocal serving
         inst = Instance(data_dir, web_port=args.port, notifier_port=args.ws_port,
-                        workers=args.workers, on_state=on_state)  # fmt: skip
+                        workers=args.concurrency, deployment=deployment,
+                        on_state=on_state)  # fmt: skip
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -673,9 +919,20 @@ def _serve(data_dir: Path, args: argparse.Namespace) -> int:
         serving = True
         assert inst.supervisor is not None
         sup = inst.supervisor
+        elsewhere = f" (not here: {', '.join(sup.elsewhere)})" if sup.elsewhere else ""
+        api = f"{sup.api_url}/api" if sup.api_url else "(no web here)"
+        ws = sup.ws_url or ("(no notifier here)" if "web" not in deployment.services else
+                            "(none known: the notifier runs elsewhere; give --notifier-url)")
+        insecure = _insecure_binds(deployment)
+        warning = (f"  WARNING    plain HTTP beyond loopback (--insecure-http): "
+                   f"{', '.join(insecure)}; tokens cross the network in clear\n"
+                   if insecure else "")  # fmt: skip
         print(f"Herald {info.version} is serving\n"
-              f"  API        {sup.api_url}/api\n"
-              f"  WebSocket  {sup.ws_url}\n"
+              f"  Services   {', '.join(sup.services_here)}{elsewhere}\n"
+              f"  API        {api}\n"
+              f"  WebSocket  {ws}\n"
+              f"  Backend    {deployment.backend or 'sqlite (the data dir)'}\n"
+              f"{warning}"
               f"  Data dir   {data_dir}\n"
               f"  Token      {inst.layout.token_file}\n"
               f"  Logs       {inst.layout.log_dir}\n"

@@ -22,18 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from embedded import herald_version
 from embedded.paths import runtime_file
-from embedded.supervisor import ServiceStatus, Supervisor
+from embedded.supervisor import Deployment, ServiceStatus, Supervisor
 from services.auth import repair_install_token, write_private
 from services.config import load_config
 from services.layout import DataLayout
@@ -57,6 +58,9 @@ class InstanceInfo:
     token: str
     version: str
     started_at: float
+    # The services this instance runs ("worker-2"... for more worker processes); the
+    # others run elsewhere or not at all. (Absent from an older instance's file: all.)
+    services: tuple[str, ...] = ("web", "worker", "notifier")
 
 
 class AlreadyRunning(RuntimeError):
@@ -106,8 +110,11 @@ def remove_instance(data_dir: Path, pid: int) -> None:
 
 def _read(path: Path) -> InstanceInfo | None:
     try:
-        return InstanceInfo(**json.loads(path.read_bytes()))
-    except (OSError, ValueError, TypeError):
+        body = json.loads(path.read_bytes())
+        known = {f.name for f in fields(InstanceInfo)}  # a newer instance's members too
+        info = InstanceInfo(**{k: v for k, v in body.items() if k in known})
+        return dataclasses.replace(info, services=tuple(info.services))
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
 
 
@@ -195,7 +202,8 @@ class Instance:
 
     Args:
         data_dir: the data dir.
-        web_port, notifier_port, workers, on_state, on_log: see `Supervisor`.
+        web_port, notifier_port, workers, deployment, on_state, on_log: see `Supervisor`
+            (`workers`: its `worker_threads`, attempts at once per worker process).
         **supervisor_options: passed to `Supervisor` (backoff, tests).
     """
 
@@ -206,6 +214,7 @@ class Instance:
         web_port: int = 0,
         notifier_port: int = 0,
         workers: int | None = None,
+        deployment: Deployment | None = None,
         on_state: Callable[[ServiceStatus], None] | None = None,
         on_log: Callable[[str, str], None] | None = None,
         **supervisor_options: float,
@@ -217,7 +226,8 @@ class Instance:
         self.info: InstanceInfo | None = None
         self.supervisor: Supervisor | None = None
         self._options = dict(web_port=web_port, notifier_port=notifier_port,
-                             worker_threads=workers, on_state=on_state, on_log=on_log,
+                             worker_threads=workers, deployment=deployment,
+                             on_state=on_state, on_log=on_log,
                              **supervisor_options)  # fmt: skip
 
     @property
@@ -262,7 +272,8 @@ class Instance:
                                  api=self.supervisor.api_url, ws=self.supervisor.ws_url,
                                  token=self.token,
                                  version=version if isinstance(version, str) else herald_version(),
-                                 started_at=time.time())  # fmt: skip
+                                 started_at=time.time(),
+                                 services=self.supervisor.services_here)  # fmt: skip
         write_instance(self.info)
         return self.info
 

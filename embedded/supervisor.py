@@ -34,10 +34,16 @@ from enum import StrEnum
 from typing import IO
 
 from embedded.paths import runtime_dir
-from services.auth import write_private
+from services.auth import Exposure, write_private
 from services.layout import DataLayout
 from services.own_dirs import RUNTIME_DIR_ENV
-from services.runtime import PARENT_ENV, owner_only_files, parse_fatal, parse_ready
+from services.runtime import (
+    PARENT_ENV,
+    is_loopback,
+    owner_only_files,
+    parse_fatal,
+    parse_ready,
+)
 
 log = logging.getLogger("herald.supervisor")
 
@@ -91,6 +97,55 @@ class SupervisorError(RuntimeError):
     """The services could not be started."""
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """Which services this instance runs and how clients reach them (`herald serve`'s
+    options; the defaults are the desktop's: everything, on loopback, plain HTTP).
+
+    Attributes:
+        services: the services run here (any non-empty subset of SERVICES); the others run
+            elsewhere, or not at all, and are reported as such, never started.
+        worker_processes: worker processes, each its own dispatcher (the ledger's leases
+            keep them from running a task twice).
+        web_host, notifier_host: the addresses the web and the notifier listen on.
+        allowed_hosts: the names a non-loopback bind is reached by (the Host check).
+        tls_cert, tls_key: serve https and wss with these PEM files.
+        insecure_http: a non-loopback bind without TLS, on purpose.
+        notifier_url: the notifier's public WebSocket URL, when it runs on another host.
+        web_urls: the web's public URLs, when it runs on another host (the notifier admits
+            its page's origin).
+        backend: the storage's URL (None: SQLite in the data dir).
+    """
+
+    services: tuple[str, ...] = ("web", "worker", "notifier")
+    worker_processes: int = 1
+    web_host: str = "127.0.0.1"
+    notifier_host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = ()
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    insecure_http: bool = False
+    notifier_url: str | None = None
+    web_urls: tuple[str, ...] = ()
+    backend: str | None = None
+
+    def listen_args(self, host: str) -> list[str]:
+        """What a listening service is told of where and how it listens."""
+        out = ["--host", host]
+        for name in self.allowed_hosts:
+            out += ["--allowed-host", name]
+        if self.tls_cert and self.tls_key:
+            out += ["--tls-cert", self.tls_cert, "--tls-key", self.tls_key]
+        elif self.insecure_http and not is_loopback(host):
+            out.append("--insecure-http")
+        return out
+
+    def web_exposure(self, port: int) -> Exposure:
+        return Exposure(port, tuple(n.lower() for n in self.allowed_hosts),
+                        loopback=is_loopback(self.web_host),
+                        tls=bool(self.tls_cert))  # fmt: skip
+
+
 def service_command(name: str, args: list[str]) -> list[str]:
     """How to run a service: the frozen bundle runs itself with a subcommand."""
     if getattr(sys, "frozen", False):
@@ -127,6 +182,7 @@ def backoff_delay(short_runs: int, first: float = BACKOFF_FIRST,
 class _Child:
     status: ServiceStatus
     args: list[str]
+    kind: str = ""  # which service it runs ("worker" for worker-2 too); default: its name
     proc: asyncio.subprocess.Process | None = None
     ready: asyncio.Future[dict[str, object]] | None = None
     info: dict[str, object] = field(default_factory=dict)  # its last readiness line's details
@@ -198,7 +254,9 @@ class Supervisor:
     Args:
         layout: the data dir.
         web_port, notifier_port: fixed ports, or 0 for free ones (kept across restarts).
-        worker_threads: tasks the worker runs at once (None: the config's).
+        worker_threads: tasks each worker process runs at once (None: the config's).
+        deployment: which services run here, and how they are reached (default: all of
+            them, one worker process, loopback only).
         on_state: called with a ServiceStatus at every transition (the GUI's hook).
         on_log: called with (service, line) for every log line of a child.
         backoff_first, backoff_max: the first and the longest delay before a restart.
@@ -215,6 +273,7 @@ class Supervisor:
         web_port: int = 0,
         notifier_port: int = 0,
         worker_threads: int | None = None,
+        deployment: Deployment | None = None,
         on_state: Callable[[ServiceStatus], None] | None = None,
         on_log: Callable[[str, str], None] | None = None,
         backoff_first: float = BACKOFF_FIRST,
@@ -244,35 +303,87 @@ class Supervisor:
                                                     ("notifier", notifier_port)) if not port}
         web_port = web_port or free_port()
         notifier_port = notifier_port or free_port()
+        self.deployment = dep = deployment or Deployment()
         base = ["--data-dir", str(layout.root)]
         try:  # a folder no task may touch: the services are told where it is
             base += ["--runtime-dir", str(runtime_dir())]
         except OSError as exc:
             log.warning("no runtime dir (%s): tasks are not kept out of one", exc)
-        self._children = {
-            "web": _Child(ServiceStatus("web", port=web_port), [*base, "--port", str(web_port)]),
-            "worker": _Child(
-                ServiceStatus("worker"),
-                [*base] + (["--workers", str(worker_threads)] if worker_threads else []),
-            ),
-            "notifier": _Child(
+        if dep.backend:
+            base += ["--backend", dep.backend]
+        self._children: dict[str, _Child] = {}
+        self._notifier_base: list[str] = []
+        if "web" in dep.services:
+            web_args = [*base, "--port", str(web_port), *dep.listen_args(dep.web_host)]
+            if dep.notifier_url:
+                web_args += ["--notifier-url", dep.notifier_url]
+            self._children["web"] = _Child(ServiceStatus("web", port=web_port), web_args)
+        if "worker" in dep.services:
+            concurrency = ["--concurrency", str(worker_threads)] if worker_threads else []
+            for i in range(dep.worker_processes):
+                name = "worker" if i == 0 else f"worker-{i + 1}"
+                self._children[name] = _Child(ServiceStatus(name), [*base, *concurrency],
+                                              kind="worker")  # fmt: skip
+        if "notifier" in dep.services:
+            self._notifier_base = [*base, "--port", str(notifier_port),
+                                   *dep.listen_args(dep.notifier_host)]  # fmt: skip
+            self._children["notifier"] = _Child(
                 ServiceStatus("notifier", port=notifier_port),
-                [*base, "--port", str(notifier_port), "--web-port", str(web_port)],
-            ),
-        }
+                self._notifier_base + self._page_args(web_port))
+        self.elsewhere = tuple(n for n in SERVICES if n not in dep.services)
         layout.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         layout.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._logfiles = {n: _LogFile(layout.log_dir / f"{n}.log", n) for n in self._children}
 
     # ------------------------------------------------------------------ queries
 
+    def _page_args(self, web_port: int) -> list[str]:
+        """What the notifier is told of the web's page, whose origin it admits: the web's
+        port here (its loopback origins), and its public origins when it has any (a
+        non-loopback bind, or TLS) or when it runs on another host (`web_urls`)."""
+        dep = self.deployment
+        out: list[str] = []
+        if "web" in dep.services:
+            out += ["--web-port", str(web_port)]
+            exposure = dep.web_exposure(web_port)
+            if exposure != Exposure.local(web_port):
+                for origin in sorted(exposure.page_origins()):
+                    out += ["--web-origin", origin]
+            return out
+        for url in dep.web_urls:
+            scheme, _, rest = url.partition("://")
+            authority = rest.split("/", 1)[0]
+            out += ["--web-origin", f"{scheme.lower()}://{authority.lower()}"]
+            if "--web-port" not in out and authority.rpartition(":")[2].isdigit():
+                out += ["--web-port", authority.rpartition(":")[2]]  # its cookie's name
+        return out
+
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self._children['web'].status.port}"
+        """Where the web service is reached ("" when it does not run here)."""
+        web = self._children.get("web")
+        if web is None:
+            return ""
+        return web.status.url or f"http://127.0.0.1:{web.status.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self._children['notifier'].status.port}/ws"
+        """Where the notifier is reached (its public URL when it runs elsewhere; "" when
+        nobody said)."""
+        notifier = self._children.get("notifier")
+        if notifier is None:
+            return self.deployment.notifier_url or ""
+        return notifier.status.url or f"ws://127.0.0.1:{notifier.status.port}/ws"
+
+    def command(self, name: str) -> list[str]:
+        """The command line service `name` is started with (no secret is ever on it)."""
+        child = self._children[name]
+        return service_command(child.kind or name, child.args)
+
+    @property
+    def services_here(self) -> tuple[str, ...]:
+        """The services this supervisor runs (worker-2... for more worker processes)."""
+        return tuple(self._children)
 
     def status(self) -> dict[str, ServiceStatus]:
         return {name: child.status for name, child in self._children.items()}
@@ -285,8 +396,10 @@ class Supervisor:
         return self._children[name].status.pid
 
     def ready_info(self, name: str) -> dict[str, object]:
-        """What a service said in its last readiness line (empty before it was ready)."""
-        return dict(self._children[name].info)
+        """What a service said in its last readiness line (empty before it was ready, or
+        when it does not run here)."""
+        child = self._children.get(name)
+        return {} if child is None else dict(child.info)
 
     @property
     def all_ready(self) -> bool:
@@ -422,9 +535,9 @@ class Supervisor:
                     child.status.port, port)  # fmt: skip
         child.args[child.args.index("--port") + 1] = str(port)
         child.status.port = port
-        if name == "web":  # the notifier admits the web's page by its origin: tell it
-            notifier = self._children["notifier"]
-            notifier.args[notifier.args.index("--web-port") + 1] = str(port)
+        notifier = self._children.get("notifier")
+        if name == "web" and notifier is not None:  # it admits the page by its origin
+            notifier.args[:] = self._notifier_base + self._page_args(port)
             proc = notifier.proc
             if proc is not None and proc.returncode is None and proc.stdin is not None:
                 proc.stdin.close()  # it stops; it is started again with the new port
@@ -450,7 +563,7 @@ class Supervisor:
             env[RUNTIME_DIR_ENV] = str(runtime_dir())
         try:
             proc = await asyncio.create_subprocess_exec(
-                *service_command(child.status.name, child.args),
+                *service_command(child.kind or child.status.name, child.args),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -561,6 +674,8 @@ class Supervisor:
         body = {
             "supervisor_pid": os.getpid(),
             "updated": time.time(),
+            # The services another instance runs (or none): reported, never started here.
+            "elsewhere": list(self.elsewhere),
             "services": {
                 n: {k: v for k, v in asdict(c.status).items() if k != "name"}
                 for n, c in self._children.items()

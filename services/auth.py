@@ -177,13 +177,23 @@ def load_entries(layout: DataLayout) -> dict[str, PrincipalEntry]:
         ValueError: auth.json is not what Herald writes (see `ensure_install_token`).
     """
     try:
-        data = json.loads(layout.auth_file.read_bytes())
-        return {str(k): PrincipalEntry(str(v["token_sha256"]), _capabilities_from(str(k), v))
-                for k, v in data.get("principals", {}).items()}  # fmt: skip
+        return parse_entries(layout.auth_file.read_bytes(), str(layout.auth_file))
     except FileNotFoundError:
         return {}
+
+
+def parse_entries(raw: bytes | str, where: str) -> dict[str, PrincipalEntry]:
+    """The principals of an auth.json document (`where` names it in the error).
+
+    Raises:
+        ValueError: it is not what Herald writes.
+    """
+    try:
+        data = json.loads(raw)
+        return {str(k): PrincipalEntry(str(v["token_sha256"]), _capabilities_from(str(k), v))
+                for k, v in data.get("principals", {}).items()}  # fmt: skip
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise ValueError(f"{layout.auth_file} is not valid: {exc}") from None
+        raise ValueError(f"{where} is not valid: {exc}") from None
 
 
 def load_principals(layout: DataLayout) -> dict[str, str]:
@@ -207,14 +217,126 @@ def capabilities(layout: DataLayout, principal: str) -> Capabilities | None:
     return None if entry is None else entry.capabilities
 
 
-def _save_entries(layout: DataLayout, entries: dict[str, PrincipalEntry]) -> None:
+def entries_json(entries: dict[str, PrincipalEntry]) -> str:
+    """The auth.json document of these principals."""
     principals = {}
     for name, e in sorted(entries.items()):
         item: dict[str, Any] = {"token_sha256": e.token_sha256}
         if not e.capabilities.owner:
             item.update(e.capabilities.to_json())
         principals[name] = item
-    write_private(layout.auth_file, json.dumps({"principals": principals}, indent=2) + "\n")
+    return json.dumps({"principals": principals}, indent=2) + "\n"
+
+
+def _save_entries(layout: DataLayout, entries: dict[str, PrincipalEntry]) -> None:
+    write_private(layout.auth_file, entries_json(entries))
+
+
+# ------------------------------------------------------------ principals on Redis
+#
+# On the Redis backend many hosts serve the same principals: their registry is the same
+# document auth.json holds, kept in Redis (`REGISTRY_KEY`) with a counter of its changes
+# (`REGISTRY_VERSION_KEY`), changed atomically (WATCH/MULTI). Only token hashes are stored,
+# as in auth.json. A node's Authenticator looks at the counter at most every
+# `REGISTRY_RECHECK` seconds (one small GET, not one per request), and at once when told
+# a token was revoked. The install's own principal ("local") is the cluster's owner: the
+# first node that joins registers its token; every other node must hold the same token in
+# its data dir (docs/deploy.md: copy the first node's `token` file), else it refuses to
+# start rather than take over the owner's name.
+
+REGISTRY_KEY = "herald:auth"
+REGISTRY_VERSION_KEY = "herald:auth:version"
+REGISTRY_RECHECK = 0.5  # seconds a node may go on with principals it read before
+
+
+class PrincipalRegistry:
+    """The principals of a Redis backend (see above). Thread-safe (redis-py's pool)."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.url = url
+
+    def version(self) -> int:
+        raw = self._redis.get(REGISTRY_VERSION_KEY)
+        return int(raw) if raw is not None else 0
+
+    def load(self) -> tuple[int, dict[str, PrincipalEntry]]:
+        """(version, principals) as one snapshot."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.get(REGISTRY_VERSION_KEY)
+        pipe.get(REGISTRY_KEY)
+        version, doc = pipe.execute()
+        entries = {} if doc is None else parse_entries(doc, f"{REGISTRY_KEY} in Redis")
+        return (int(version) if version is not None else 0), entries
+
+    def update(self, change: Callable[[dict[str, PrincipalEntry]],
+                                      dict[str, PrincipalEntry] | None]) -> bool:  # fmt: skip
+        """Apply `change` to the principals atomically (retried if another node changed
+        them meanwhile); `change` returns the new principals, or None for no change.
+        Returns whether anything was written."""
+        import redis
+
+        while True:
+            with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(REGISTRY_KEY)
+                    doc = pipe.get(REGISTRY_KEY)
+                    entries = {} if doc is None else parse_entries(doc, REGISTRY_KEY)
+                    new = change(dict(entries))
+                    if new is None:
+                        return False
+                    pipe.multi()
+                    pipe.set(REGISTRY_KEY, entries_json(new))
+                    pipe.incr(REGISTRY_VERSION_KEY)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+
+    def join(self, layout: DataLayout) -> None:
+        """Register this node's install principal, or check that it is the cluster's.
+
+        The first node to join brings every principal of its auth.json; later nodes add
+        nothing, but must hold the owner's token.
+
+        Raises:
+            ValueError: this node's token is not the cluster owner's.
+        """
+        token = ensure_install_token(layout)
+        mine = load_entries(layout)
+
+        def change(entries: dict[str, PrincipalEntry]) -> dict[str, PrincipalEntry] | None:
+            own = entries.get(DEFAULT_PRINCIPAL)
+            if own is None:
+                return {**mine, **entries}
+            if not hmac.compare_digest(own.token_sha256, hash_token(token)):
+                raise ValueError(
+                    f"this node's token ({layout.token_file}) is not the one the other "
+                    f"nodes of {self.url} use: copy the first node's token file here "
+                    "(owner-only) and start again")  # fmt: skip
+            return None
+
+        self.update(change)
+
+    def create(self, name: str, entry: PrincipalEntry) -> None:
+        self.update(lambda entries: {**entries, name: entry})
+
+    def revoke(self, name: str) -> bool:
+        found = []
+
+        def change(entries: dict[str, PrincipalEntry]) -> dict[str, PrincipalEntry] | None:
+            if entries.pop(name, None) is None:
+                return None
+            found.append(name)
+            return entries
+
+        self.update(change)
+        return bool(found)
+
+    def close(self) -> None:
+        self._redis.close()
 
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,512}")
@@ -351,8 +473,13 @@ class Authenticator:
     """Maps a presented token to its principal and its capabilities; re-reads auth.json
     whenever it changed (one stat per look-up: a revoked token stops working at once)."""
 
-    def __init__(self, layout: DataLayout, sessions: SessionStore | None = None) -> None:
+    def __init__(self, layout: DataLayout, sessions: SessionStore | None = None, *,
+                 registry: PrincipalRegistry | None = None) -> None:  # fmt: skip
         self._layout = layout
+        # The principals of a Redis backend, shared by every node (else auth.json's).
+        self._registry = registry
+        self._next_check = 0.0
+        self._read_failed = False
         # Browser sessions: the web service passes the store it writes; others read the
         # data dir's (opened when a session is first asked about).
         self._sessions = sessions
@@ -361,8 +488,12 @@ class Authenticator:
         self._caps: dict[str, Capabilities] = {}
         self.reload()
 
-    def reload(self) -> bool:
-        """Read auth.json again if it changed since the last read; whether it did."""
+    def reload(self, *, force: bool = False) -> bool:
+        """Read auth.json again if it changed since the last read; whether it did. On a
+        Redis backend, the registry, looked at no more often than every
+        `REGISTRY_RECHECK` seconds unless `force`."""
+        if self._registry is not None:
+            return self._reload_registry(force)
         try:
             st = self._layout.auth_file.stat()
             stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
@@ -377,6 +508,32 @@ class Authenticator:
                                                      "before", exc)  # fmt: skip
             return False
         self._stamp = stamp
+        self._hashes = [(name, e.token_sha256) for name, e in entries.items()]
+        self._caps = {name: e.capabilities for name, e in entries.items()}
+        return True
+
+    def _reload_registry(self, force: bool) -> bool:
+        assert self._registry is not None
+        now = time.monotonic()
+        if not force and now < self._next_check:
+            return False
+        self._next_check = now + REGISTRY_RECHECK
+        try:
+            version = self._registry.version()
+            if self._stamp == (version, 0, 0):
+                return False
+            version, entries = self._registry.load()
+        except Exception as exc:  # Redis away, or a damaged document: keep the last
+            if not self._read_failed:
+                logging.getLogger("herald.auth").warning(
+                    "cannot read the principals from Redis (%s); keeping those read "
+                    "before", exc)  # fmt: skip
+            self._read_failed = True
+            return False
+        if self._read_failed:
+            logging.getLogger("herald.auth").info("the principals can be read again")
+            self._read_failed = False
+        self._stamp = (version, 0, 0)
         self._hashes = [(name, e.token_sha256) for name, e in entries.items()]
         self._caps = {name: e.capabilities for name, e in entries.items()}
         return True
@@ -449,28 +606,76 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip()
 
 
-def host_allowed(host: str | None, port: int) -> bool:
-    """Whether a Host header names this server by a loopback name and the right port.
+def host_allowed(host: str | None, port: int, names: tuple[str, ...] = (),
+                 loopback: bool = True) -> bool:  # fmt: skip
+    """Whether a Host header names this server by one of its names and the right port.
 
-    Refusing other names defeats DNS rebinding: a page on evil.example whose name now
-    resolves to 127.0.0.1 still sends `Host: evil.example:PORT`.
+    The names are the loopback ones (for a loopback bind, the default) and `names` (the
+    `--allowed-host` names a non-loopback bind is reached by), exactly. Refusing other
+    names defeats DNS rebinding: a page on evil.example whose name now resolves to this
+    server still sends `Host: evil.example:PORT`.
     """
     if not host:
         return False
-    return host.lower() in {f"{h}:{port}" for h in LOOPBACK_HOSTS}
+    return host.lower() in _server_names(port, names, loopback)
 
 
-def page_origins(web_port: int) -> frozenset[str]:
-    """The origins of Herald's own page (both loopback spellings)."""
-    return frozenset({f"http://127.0.0.1:{web_port}", f"http://localhost:{web_port}",
-                      f"http://[::1]:{web_port}"})  # fmt: skip
+def _server_names(port: int, names: tuple[str, ...], loopback: bool) -> frozenset[str]:
+    own = {f"{h}:{port}" for h in names}
+    if loopback:
+        own.update(f"{h}:{port}" for h in LOOPBACK_HOSTS)
+    return frozenset(h.lower() for h in own)
 
 
-def origin_allowed(origin: str | None, web_port: int | None) -> bool:
-    """No Origin (a non-browser client) or Herald's own page's origin; nothing else."""
+def page_origins(web_port: int, names: tuple[str, ...] = (), scheme: str = "http",
+                 loopback: bool = True) -> frozenset[str]:  # fmt: skip
+    """The origins of Herald's own page: `scheme` (https when the web serves TLS) with
+    each name it is reached by (both loopback spellings and [::1] for a loopback bind)."""
+    hosts = (*names, *(("127.0.0.1", "localhost", "[::1]") if loopback else ()))
+    return frozenset(f"{scheme}://{h}:{web_port}".lower() for h in hosts)
+
+
+def origin_allowed(origin: str | None, web_port: int | None, names: tuple[str, ...] = (),
+                   scheme: str = "http", loopback: bool = True,
+                   also: tuple[str, ...] = ()) -> bool:  # fmt: skip
+    """No Origin (a non-browser client) or Herald's own page's origin (or one of `also`,
+    the page's origins when the web runs on another host); nothing else."""
     if origin is None:
         return True
-    return web_port is not None and origin.lower() in page_origins(web_port)
+    origin = origin.lower()
+    if origin in (o.lower() for o in also):
+        return True
+    return web_port is not None and origin in page_origins(web_port, names, scheme, loopback)
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """How one service is reached: its port, the public names its Host check accepts
+    (`--allowed-host`), whether it is bound to loopback (the loopback names are accepted
+    too) and whether it serves TLS. The default, `Exposure.local(port)`, is today's:
+    loopback names only, plain HTTP."""
+
+    port: int
+    names: tuple[str, ...] = ()
+    loopback: bool = True
+    tls: bool = False
+
+    @classmethod
+    def local(cls, port: int) -> Exposure:
+        return cls(port)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def host_allowed(self, host: str | None) -> bool:
+        return host_allowed(host, self.port, self.names, self.loopback)
+
+    def page_origins(self) -> frozenset[str]:
+        return page_origins(self.port, self.names, self.scheme, self.loopback)
+
+    def browser_origins(self) -> frozenset[str]:
+        return browser_origins(self.port, self.names, self.scheme, self.loopback)
 
 
 # ------------------------------------------------------------------ browser sessions
@@ -497,13 +702,16 @@ def session_cookie_name(web_port: int | None) -> str:
     return f"herald_session_{web_port}"
 
 
-def browser_origins(web_port: int | None) -> frozenset[str]:
-    """The origins Herald's page can be served under (the web service binds 127.0.0.1:
-    as that, or as localhost), exactly: what a cookie-authenticated request must come
-    from."""
+def browser_origins(web_port: int | None, names: tuple[str, ...] = (), scheme: str = "http",
+                    loopback: bool = True) -> frozenset[str]:  # fmt: skip
+    """The origins Herald's page can be served under, exactly: what a cookie-authenticated
+    request must come from. For a loopback bind (the default) as 127.0.0.1 or as
+    localhost; and as each public name it is reached by (`--allowed-host`, https with
+    TLS)."""
     if web_port is None:
         return frozenset()
-    return frozenset({f"http://127.0.0.1:{web_port}", f"http://localhost:{web_port}"})
+    hosts = (*names, *(("127.0.0.1", "localhost") if loopback else ()))
+    return frozenset(f"{scheme}://{h}:{web_port}".lower() for h in hosts)
 
 
 def cookie_value(headers: Iterable[str], name: str) -> str | None:

@@ -20,7 +20,8 @@ Two strengths, because of what else runs in the process:
   web): the task modules its catalog imports afterwards can import `ssl` as usual (hashlib,
   imported by then, keeps the built-in digests).
 
-Never for the worker: its executors run tasks, which may well speak TLS.
+Never for the worker: its executors run tasks, which may well speak TLS. Nor for a web or a
+notifier told to serve TLS (`--tls-cert`, a non-loopback deployment): `wants_tls(argv)`.
 """
 
 from __future__ import annotations
@@ -58,3 +59,17 @@ def import_without_openssl(name: str) -> ModuleType:
         return importlib.import_module(name)
     finally:
         restore_openssl(before)
+
+
+def wants_tls(argv: list[str]) -> bool:
+    """Whether a service's arguments need OpenSSL, which must then not be hidden: it is
+    told to serve TLS (`--tls-cert`), or its storage is Redis (`--backend redis://...`:
+    redis-py imports `ssl` with its client)."""
+    for i, arg in enumerate(argv):
+        if arg == "--tls-cert" or arg.startswith("--tls-cert="):
+            return True
+        value = argv[i + 1] if arg == "--backend" and i + 1 < len(argv) else (
+            arg.partition("=")[2] if arg.startswith("--backend=") else "")
+        if value.strip().lower().startswith(("redis:", "rediss:")):
+            return True
+    return False

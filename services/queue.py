@@ -11,12 +11,9 @@ import contextlib
 import logging
 import pickle
 import sqlite3
+import sys
 from collections.abc import Iterator
 from typing import Any
-
-from huey import SqliteHuey
-from huey.exceptions import HueyException
-from huey.storage import SqliteStorage
 
 from services.layout import DataLayout
 from services.store.sqlite import (
@@ -27,6 +24,52 @@ from services.store.sqlite import (
     retry_busy,
     wal_checkpoint,
 )
+
+
+def _import_huey_without_redis() -> None:
+    """Import huey without redis-py where the process has not imported it already.
+
+    huey.storage imports redis-py whenever it is installed (for RedisHuey), and redis-py
+    imports its asyncio client and `ssl` with it: ~140 ms of CPU here at every start of
+    the web and the worker on the SQLite backend, which never uses it (and inside the
+    web's no-OpenSSL window, services.notls, its import fails outright). A `None` in
+    sys.modules makes huey take the "not installed" path; `huey_redis()` puts redis-py in
+    afterwards for a process that uses the Redis backend.
+    """
+    if "huey.storage" in sys.modules or "redis" in sys.modules:
+        return
+    hidden = {name: sys.modules.get(name) for name in ("redis", "redis.exceptions")}
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import huey.storage  # noqa: F401
+    finally:
+        for name, module in hidden.items():
+            if module is None:
+                del sys.modules[name]
+            else:
+                sys.modules[name] = module
+
+
+def huey_redis() -> None:
+    """Give huey's Redis storage the redis-py it did not import (see
+    `_import_huey_without_redis`): for the Redis backend's queue (services.queue_redis)."""
+    import huey.storage as storage
+    import redis
+    import redis.exceptions
+
+    if storage.Redis is None:
+        storage.ConnectionPool = redis.ConnectionPool
+        storage.Redis = redis.Redis
+        storage.ConnectionError = redis.exceptions.ConnectionError
+        storage.TimeoutError = redis.exceptions.TimeoutError
+
+
+_import_huey_without_redis()
+
+from huey import SqliteHuey  # noqa: E402
+from huey.exceptions import HueyException  # noqa: E402
+from huey.storage import SqliteStorage  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -98,18 +98,82 @@ def parse_fatal(line: str) -> str | None:
 
 
 def service_arguments(service: str, argv: list[str] | None) -> argparse.Namespace:
-    """Parse the arguments every service takes (plus `--port` and `--web-port`)."""
+    """Parse the arguments every service takes (plus `--port` and `--web-port`).
+
+    `--backend` is passed as given to `services.store.backend.open_backend`."""
     p = argparse.ArgumentParser(prog=f"herald service {service}")
     p.add_argument("--data-dir", required=True, type=Path)
-    p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free)")
+    p.add_argument("--port", type=int, default=0, help="TCP port to listen on (0: any free)")
+    p.add_argument("--host", default=LOOPBACK_DEFAULT,
+                   help="the address to listen on (default: 127.0.0.1)")  # fmt: skip
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a name this service is reached by, which the Host check accepts "
+                        "(with the port; repeat it)")  # fmt: skip
+    p.add_argument("--tls-cert", type=Path, default=None, help="serve TLS with this "
+                   "certificate chain (PEM)")  # fmt: skip
+    p.add_argument("--tls-key", type=Path, default=None, help="... and this private key")
+    p.add_argument("--insecure-http", action="store_true",
+                   help="a non-loopback address without TLS, on purpose (logged)")
     p.add_argument("--web-port", type=int, default=None,
                    help="the web service's port, whose page may connect")  # fmt: skip
-    p.add_argument("--workers", type=int, default=None,
-                   help="attempts run at once (default: the config file's, else 4)")
+    p.add_argument("--web-origin", action="append", default=[], metavar="ORIGIN",
+                   help="the origins of the web's page, when it is not on loopback or not "
+                        "on this host (replaces those of --web-port; repeat it)")  # fmt: skip
+    p.add_argument("--notifier-url", default=None,
+                   help="the notifier's public WebSocket URL, which the web tells clients")
+    p.add_argument("--concurrency", "--workers", dest="workers", type=int, default=None,
+                   help="attempts run at once (default: the config file's worker.concurrency, "
+                        "else 4)")  # fmt: skip
+    p.add_argument("--backend", default=None, help="the storage: sqlite (the data dir, the "
+                   "default) or redis://HOST:PORT/DB")  # fmt: skip
     p.add_argument("--log-level", default=os.environ.get("HERALD_LOG_LEVEL", "INFO"))
     p.add_argument("--runtime-dir", type=Path, default=None,
                    help="the user's runtime dir for Herald (no task may touch it)")  # fmt: skip
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        p.error("--tls-cert and --tls-key go together")
+    return args
+
+
+LOOPBACK_DEFAULT = "127.0.0.1"
+def is_loopback(address: str) -> bool:
+    """Whether an IP address (as `--host` takes it) is a loopback one (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return address.lower() == "localhost"
+
+
+def server_tls_context(cert: Path, key: Path) -> Any:
+    """An `ssl.SSLContext` serving `cert` (a PEM chain) with `key`, TLS 1.2 at least.
+
+    Raises:
+        ValueError: the files cannot be read or do not make a certificate and its key.
+    """
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except FileNotFoundError as exc:
+        raise ValueError(f"TLS: {exc.filename} does not exist") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"TLS: {cert} and {key} are not a certificate chain and its "
+                         f"private key (PEM): {exc}") from None  # fmt: skip
+    return ctx
+
+
+def public_url(scheme: str, host: str, names: list[str] | tuple[str, ...], port: int) -> str:
+    """How clients reach a service: on loopback by the address it listens on; beyond,
+    by its first allowed name."""
+    if names and not is_loopback(host):
+        name = names[0]
+    else:
+        name = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{name}:{port}"
 
 
 def setup_logging(service: str, level: str) -> None:

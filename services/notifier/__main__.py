@@ -2,9 +2,10 @@
 
 import sys
 
-from services.notls import hide_openssl
+from services.notls import hide_openssl, wants_tls
 
-hide_openssl()  # before anything imports asyncio: it runs no code but ours (services.notls)
+if not wants_tls(sys.argv[1:]):
+    hide_openssl()  # before anything imports asyncio: it runs no code but ours (services.notls)
 
 from services.notifier.server import main  # noqa: E402
 

@@ -1,6 +1,7 @@
 """The notifier process: `herald service notifier --data-dir D [--port P] [--web-port W]`.
 
-One `Notifier` serves WebSocket connections on 127.0.0.1 at the path /ws. Each connection
+One `Notifier` serves WebSocket connections on 127.0.0.1 at the path /ws (or on `--host`,
+reached by its `--allowed-host` names, over TLS with `--tls-cert`/`--tls-key`). Each connection
 is one principal's `Subscription`: it is sent a welcome, the replay of the events it
 missed, `caught_up`, then live events. What a connection is sent apart from live events
 (and how its messages are answered) is its `ServerSession`'s to say
@@ -80,13 +81,16 @@ from services.runtime import (
     announce_ready,
     cannot_start,
     die_with_parent,
+    is_loopback,
     layout_from,
+    public_url,
+    server_tls_context,
     service_arguments,
     setup_logging,
     watch_stdin,
 )
-from services.store.sqlite import TaskStore
-from services.wake import PRUNED_WAKE, REVOKED_WAKE, WakeReceiver
+from services.store.backend import Ledger, WakeSource, open_backend
+from services.wake import PRUNED_WAKE, REVOKED_WAKE
 
 log = logging.getLogger("herald.notifier")
 
@@ -243,6 +247,11 @@ class Notifier:
         receiver: the wake-up socket that says "the log has grown".
         web_port: the web service's port, whose page's Origin is allowed (None: no page).
         host, port: where to listen (port 0: any free port; see `port` after `start`).
+        allowed_hosts: the names a non-loopback bind is reached by, which the Host check
+            accepts (with the port); the loopback names are accepted on a loopback bind.
+        web_origins: the page's origins when the web is not on loopback or not on this
+            host (they replace the loopback ones of `web_port`).
+        ssl_context: serve wss with it (None: plain ws).
         fallback_interval: seconds between cheap checks of the log's head, in case a
             wake-up was lost, after a wake-up; doubled after each check that found nothing,
             up to `FALLBACK_BACKOFF` times as long.
@@ -257,25 +266,42 @@ class Notifier:
 
     def __init__(
         self,
-        store: TaskStore,
+        store: Ledger,
         authenticator: Authenticator,
-        receiver: WakeReceiver,
+        receiver: WakeSource,
         *,
         web_port: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        allowed_hosts: tuple[str, ...] = (),
+        web_origins: tuple[str, ...] = (),
+        ssl_context: Any = None,
         fallback_interval: float = FALLBACK_INTERVAL,
         max_outbox: int = MAX_OUTBOX,
         max_connections: int = MAX_CONNECTIONS,
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
+        errors: tuple[type[BaseException], ...] = (sqlite3.Error,),
+        global_log: bool = True,
     ) -> None:
         self._store = store
+        self._errors = errors
+        # One log for all (SQLite: fan out from one cursor) or one per principal (Redis:
+        # a cursor per principal with subscribers, read when a wake-up names it).
+        self._global_log = global_log
+        self._pcursors: dict[str, int] = {}  # principal -> seq fanned out through
+        self._subs_of: dict[str, int] = {}  # principal -> live subscriptions
+        self._due: set[str] = set()  # principals whose logs a wake-up said moved
+        self._all_due = False  # ... or every subscribed principal's
         self._auth = authenticator
         self._receiver = receiver
         self._web_port = web_port
         self._host = host
         self._port = port
+        self._names = tuple(n.lower() for n in allowed_hosts)
+        self._loopback = is_loopback(host)
+        self._web_origins = tuple(o.lower() for o in web_origins)
+        self._ssl = ssl_context
         self._fallback_interval = fallback_interval
         self._max_outbox = max_outbox
         self._max_connections = max_connections
@@ -308,7 +334,9 @@ class Notifier:
 
     @property
     def url(self) -> str:
-        return f"ws://{self._host}:{self._port}{PATH}"
+        """Where clients reach it (its first allowed name, when it has one)."""
+        scheme = "wss" if self._ssl is not None else "ws"
+        return public_url(scheme, self._host, self._names, self._port) + PATH
 
     @property
     def fallback_delay(self) -> float:
@@ -326,7 +354,7 @@ class Notifier:
     async def start(self) -> None:
         """Listen, and start following the log from its current head."""
         self._loop = asyncio.get_running_loop()
-        self._cursor = self._store.head()
+        self._cursor = self._store.head() if self._global_log else 0
         self._pruned_seen = self._store.pruned_marks()
         self._server = await serve(
             self._handle,
@@ -342,6 +370,7 @@ class Notifier:
             ping_interval=None,
             ping_timeout=None,
             close_timeout=3,
+            ssl=self._ssl,
         )
         self._port = self._server.sockets[0].getsockname()[1]
         self._loop.add_reader(self._receiver.fileno(), self._on_wake)
@@ -386,10 +415,13 @@ class Notifier:
             return self._refuse(ws, http.HTTPStatus.NOT_FOUND, "Not found: the WebSocket is at /ws")
         headers = request.headers
         hosts = headers.get_all("Host")
-        if len(hosts) != 1 or not host_allowed(hosts[0], self._port):
+        if len(hosts) != 1 or not host_allowed(hosts[0], self._port, self._names,
+                                               self._loopback):  # fmt: skip
             return self._refuse(ws, http.HTTPStatus.FORBIDDEN, "Forbidden: unexpected Host")
         origins = headers.get_all("Origin")
-        if len(origins) > 1 or (origins and not origin_allowed(origins[0], self._web_port)):
+        page = None if self._web_origins else self._web_port  # given origins replace its own
+        if len(origins) > 1 or (origins and not origin_allowed(origins[0], page,
+                                                               also=self._web_origins)):
             return self._refuse(ws, http.HTTPStatus.FORBIDDEN, "Forbidden: foreign Origin")
         query = parse_qs(url.query, keep_blank_values=True)
         if any(name in query for name in URL_TOKEN_PARAMS):
@@ -408,8 +440,8 @@ class Notifier:
             session = self._auth.session_for(cookie_value(
                 headers.get_all("Cookie"), session_cookie_name(self._web_port)))  # fmt: skip
             if session is not None:
-                if len(origins) != 1 or origins[0].lower() not in browser_origins(
-                        self._web_port):  # fmt: skip
+                if len(origins) != 1 or origins[0].lower() not in (
+                        self._web_origins or browser_origins(self._web_port)):  # fmt: skip
                     return self._refuse(ws, http.HTTPStatus.FORBIDDEN, "Forbidden: a browser "
                                         "session connects from Herald's own page only")
                 principal, credential = session.principal, session.credential
@@ -481,7 +513,7 @@ class Notifier:
         try:
             try:
                 await self._stream(client, since)
-            except sqlite3.Error as exc:
+            except self._errors as exc:
                 log.warning("cannot replay the log to %s: %s", client.principal, exc)
                 await ws.close(CLOSE_TRY_AGAIN_LATER, READ_FAILED)
                 return
@@ -495,7 +527,7 @@ class Notifier:
                     client.flush()
                     await ws.close(exc.code, exc.reason)
                     break
-                except sqlite3.Error as exc:
+                except self._errors as exc:
                     log.warning("cannot replay the log to %s: %s", client.principal, exc)
                     await ws.close(CLOSE_TRY_AGAIN_LATER, READ_FAILED)
                     break
@@ -503,7 +535,7 @@ class Notifier:
                 if request.type == "resume":
                     try:
                         await self._stream(client, request.since)
-                    except sqlite3.Error as exc:
+                    except self._errors as exc:
                         log.warning("cannot replay the log to %s: %s", client.principal, exc)
                         await ws.close(CLOSE_TRY_AGAIN_LATER, READ_FAILED)
                         break
@@ -543,6 +575,11 @@ class Notifier:
         # replay's cursor (it reads events after its own cursor, and Subscription.accept
         # drops any seq the replay already sent).
         sub = session.go_live()
+        if not self._global_log:
+            # This principal's fan-out starts no later than the replay's start: what was
+            # appended since is read again, and dropped by seq (Subscription.accept).
+            self._pcursors.setdefault(principal, head)
+            self._subs_of[principal] = self._subs_of.get(principal, 0) + 1
         self._router.add(sub)
         self._client_of[sub] = client
         client.sub = sub
@@ -563,6 +600,13 @@ class Notifier:
     def _unsubscribe(self, client: _Client) -> None:
         if client.sub is not None:
             client.session.sub = None
+            if not self._global_log:
+                left = self._subs_of.get(client.principal, 0) - 1
+                if left > 0:
+                    self._subs_of[client.principal] = left
+                else:
+                    self._subs_of.pop(client.principal, None)
+                    self._pcursors.pop(client.principal, None)
             self._router.remove(client.sub)
             self._client_of.pop(client.sub, None)
             client.sub = None
@@ -641,6 +685,8 @@ class Notifier:
 
     def _on_wake(self) -> None:
         messages = self._receiver.drain()
+        if not self._global_log:
+            self._note_due(messages)
         if self._fallback_delay != self._fallback_interval and self._loop is not None:
             # Busy again: the fallback looks soon again (it had backed off while idle).
             self._fallback_delay = self._fallback_interval
@@ -656,7 +702,7 @@ class Notifier:
     def _close_revoked(self) -> None:
         """Close, with CLOSE_REVOKED, every connection whose token auth.json no longer
         holds (its principal revoked, or given a new token)."""
-        self._auth.reload()
+        self._auth.reload(force=True)
         for ws in list(self._server.connections if self._server is not None else ()):
             conn = cast(_Connection, ws)
             if conn.principal and not self._auth.holds(conn.principal, conn.token_sha256):
@@ -674,7 +720,7 @@ class Notifier:
         """
         try:
             marks = self._store.pruned_marks()
-        except sqlite3.Error:
+        except self._errors:
             log.exception("cannot read the pruning watermarks")
             return
         raised = {p for p, t in marks.items() if t > self._pruned_seen.get(p, 0)}
@@ -686,12 +732,36 @@ class Notifier:
                 client.session.pruned(marks.get(sub.principal, 0))
                 client.flush()
 
+    def _note_due(self, messages: list[bytes]) -> None:
+        """Which principals' logs to read, from wake-ups "principal P is at seq N"; any
+        other look (or one that cannot be parsed) means every subscribed principal's."""
+        from services.wake_redis import parse_principal_wake
+
+        for m in messages:
+            if m in (PRUNED_WAKE, REVOKED_WAKE):
+                continue
+            told = parse_principal_wake(m)
+            if told is None:
+                self._all_due = True
+            elif told[1] > self._pcursors.get(told[0], told[1]):
+                self._due.add(told[0])
+
+    def _behind(self) -> bool:
+        if self._global_log:
+            return self._store.head() > self._cursor
+        behind = False
+        for principal, cursor in list(self._pcursors.items()):
+            if self._store.head(principal) > cursor:
+                self._due.add(principal)
+                behind = True
+        return behind
+
     def _on_timer(self) -> None:
         assert self._loop is not None
         self.stats["fallback_looks"] += 1
         try:
-            behind = self._store.head() > self._cursor
-        except sqlite3.Error as exc:
+            behind = self._behind()
+        except self._errors as exc:
             behind = True  # (not backing off while the log cannot be read)
             self._read_failed(exc)
             return
@@ -725,7 +795,7 @@ class Notifier:
         cpu = time.thread_time()
         try:
             more = self._read_turn()
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             self._read_failed(exc)  # read again shortly, from the same cursor
             return
         finally:
@@ -748,6 +818,8 @@ class Notifier:
 
     def _read_turn(self) -> bool:
         """Fan out a few pages of the log; returns whether more may be waiting."""
+        if not self._global_log:
+            return self._read_principals()
         if not self._router:
             # Nobody to send to: skip the events (a subscriber replays its own).
             self._cursor = max(self._cursor, self._store.head())
@@ -761,7 +833,35 @@ class Notifier:
                 return False
         return True
 
-    def _read_failed(self, exc: sqlite3.Error) -> None:
+    def _read_principals(self) -> bool:
+        """`_read_turn` where each principal has a log of its own: read the logs the
+        wake-ups named (all of them after a plain look), each from its own cursor."""
+        if self._all_due:
+            self._all_due = False
+            self._due.update(self._pcursors)
+        due, self._due = self._due, set()
+        more = False
+        for principal in due:
+            for _ in range(PAGES_PER_TURN):
+                cursor = self._pcursors.get(principal)
+                if cursor is None:  # no subscriber (any more)
+                    break
+                try:
+                    events = self._store.events_after(cursor, principal=principal, limit=PAGE)
+                except BaseException:
+                    self._due.add(principal)  # read it again (after the retry's delay)
+                    raise
+                if events:
+                    self._pcursors[principal] = events[-1].seq
+                    self._deliver(events)
+                if len(events) < PAGE:
+                    break
+            else:
+                self._due.add(principal)
+                more = True
+        return more
+
+    def _read_failed(self, exc: BaseException) -> None:
         """Reading the log failed: read again after a backoff (a wake-up may come first)."""
         if self._retry_delay == READ_RETRY_FIRST:
             log.warning("cannot read the event log (%s); trying again", exc)
@@ -778,19 +878,21 @@ class Notifier:
         texts: dict[int, str] = {}
         frames: dict[int, bytes] = {}
 
+        # By the event object (alive for the whole call): a log position is not unique
+        # across principals where each has a log of its own.
         def text_of(ev: Event) -> str:
-            text = texts.get(ev.log_pos)
+            text = texts.get(id(ev))
             if text is None:
-                text = texts[ev.log_pos] = encode_event(ev)
+                text = texts[id(ev)] = encode_event(ev)
             return text
 
         def frame_of(ev: Event) -> bytes:
-            frame = frames.get(ev.log_pos)
+            frame = frames.get(id(ev))
             if frame is None:
                 # What websockets' Protocol.send_text writes for a server (unmasked, no
                 # extension: compression is off), made once instead of per connection.
                 stats["framed"] += 1
-                frame = frames[ev.log_pos] = Frame(Opcode.TEXT, text_of(ev).encode()).serialize(
+                frame = frames[id(ev)] = Frame(Opcode.TEXT, text_of(ev).encode()).serialize(
                     mask=False, extensions=[])  # fmt: skip
             return frame
 
@@ -869,14 +971,27 @@ def main(argv: list[str] | None = None) -> int:
     layout = layout_from(args)
     raise_open_files_limit()
     try:
+        ssl_context = (server_tls_context(args.tls_cert, args.tls_key)
+                       if args.tls_cert is not None else None)  # fmt: skip
+    except ValueError as exc:
+        return cannot_start("notifier", exc)
+    try:
         config = load_config(layout)
-        store = TaskStore(layout.ledger_db)
-        receiver = WakeReceiver(layout.wake_address("notifier"))
+        backend = open_backend(getattr(args, "backend", None), layout)
+        store = backend.store()
+        receiver = backend.wake_source("notifier")
     except Exception as exc:
         return cannot_start("notifier", exc)
+    if not is_loopback(args.host) and ssl_context is None:
+        log.warning("serving plain ws on %s (--insecure-http): tokens cross the network in "
+                    "clear", args.host)  # fmt: skip
     notifier = Notifier(
-        store, Authenticator(layout), receiver, web_port=args.web_port, port=args.port,
+        store, Authenticator(layout, registry=backend.principals()), receiver,
+        web_port=args.web_port, host=args.host, port=args.port,
+        allowed_hosts=tuple(args.allowed_host), web_origins=tuple(args.web_origin),
+        ssl_context=ssl_context,
         max_outbox=config.notifier_max_outbox, max_connections=config.notifier_max_connections,
+        errors=backend.errors, global_log=backend.global_log,
     )  # fmt: skip
 
     async def run() -> None:
@@ -900,7 +1015,7 @@ def main(argv: list[str] | None = None) -> int:
         return cannot_start("notifier", exc, args.port)
     finally:
         receiver.close()
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(*backend.errors):
             store.close()
     log.info("notifier stopped")
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -51,6 +52,8 @@ def storage_problem(exc: BaseException) -> StorageProblem | None:
                 return StorageProblem.DISK_FULL
             elif "disk I/O error" in str(cur):
                 return StorageProblem.IO_ERROR
+        elif (redis_problem := _redis_problem(cur)) is not None:
+            return redis_problem
         elif isinstance(cur, OSError):
             if cur.errno in _NO_ROOM:
                 return StorageProblem.DISK_FULL
@@ -58,6 +61,21 @@ def storage_problem(exc: BaseException) -> StorageProblem | None:
                 return StorageProblem.IO_ERROR
         cur = cur.__cause__ or cur.__context__
         seen += 1
+    return None
+
+
+def _redis_problem(exc: BaseException) -> StorageProblem | None:
+    """A Redis backend's failure as a storage problem: out of memory (`maxmemory`: no
+    room, as a full disk) or the server unreachable (a failing storage: back off and
+    retry). Looked up, not imported: a process on SQLite never loads redis-py."""
+    errors = sys.modules.get("redis.exceptions")
+    if errors is None or not isinstance(exc, errors.RedisError):
+        return None
+    if isinstance(exc, errors.ResponseError) and str(exc).startswith("OOM"):
+        return StorageProblem.DISK_FULL
+    if isinstance(exc, (errors.ConnectionError, errors.TimeoutError, errors.BusyLoadingError,
+                        errors.ReadOnlyError)):  # fmt: skip
+        return StorageProblem.IO_ERROR
     return None
 
 

@@ -344,3 +344,88 @@ class GroupWriter:
                 result = Created(rec, event, queue_error if id(w) in enqueued else None)
             replies.append((w, result, None))
         _reply(replies)
+
+
+class SerialWriter:
+    """`GroupWriter`'s interface for a backend whose every write is one atomic round trip
+    of its own (Redis: a Lua script): no transaction to share, so no group commit. The
+    writes run in order in one thread (a principal's writes, and the log's seqs, follow
+    the order of its calls; the loop never waits on the network) and each is answered
+    after it is written; a new task is enqueued before its caller is answered.
+
+    Args:
+        store: the ledger (thread-safe; its connection pool serves the thread).
+        queue: where the tasks `create_task` makes go.
+    """
+
+    def __init__(self, store: Any, queue: BatchQueue | None = None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._store = store
+        self.queue = queue
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="herald-writer")
+        self._closed = False
+        self._pending = 0
+        self.groups = 0
+        self.writes = 0
+        self.enqueues = 0
+        self.inline = 0
+
+    def _submit(self, run: Callable[[], T]) -> asyncio.Future[T]:
+        if self._closed:
+            raise RuntimeError("the writer is closed")
+        self._pending += 1
+
+        def counted() -> T:
+            try:
+                return run()
+            finally:
+                self._pending -= 1
+
+        return asyncio.wrap_future(self._pool.submit(counted))
+
+    def write(self, run: Callable[[Any], T]) -> asyncio.Future[T]:
+        """Run `run(store)` in the writer's thread; a future of what it returns or raises."""
+        def one() -> T:
+            result = run(self._store)
+            self.groups += 1
+            self.writes += 1
+            return result
+
+        return self._submit(one)
+
+    def call(self, run: Callable[[], T]) -> asyncio.Future[T]:
+        """Run `run()` in the writer's thread, after the writes submitted before it."""
+        return self._submit(run)
+
+    async def create_task(self, *, enqueue: bool = True, **kwargs: Any) -> Created:
+        """`create_task(**kwargs)`, then (with `enqueue`, for a new task) its message."""
+        queue = self.queue if enqueue else None
+
+        def create() -> Created:
+            rec, event = self._store.create_task(**kwargs)
+            self.groups += 1
+            self.writes += 1
+            if queue is None or event is None:
+                return Created(rec, event)
+            self.enqueues += 1
+            try:
+                queue.enqueue_many([rec.id])
+            except Exception as exc:
+                return Created(rec, event, exc)
+            return Created(rec, event)
+
+        return await self._submit(create)
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    @property
+    def writing(self) -> int:
+        return min(1, self._pending)
+
+    def close(self) -> None:
+        """Write what is pending, then stop the thread (the store is its owner's)."""
+        self._closed = True
+        self._pool.shutdown(wait=True)

@@ -54,18 +54,19 @@ from services.config import load_config
 from services.core import search
 from services.core.envelope import encode_event
 from services.core.errors import HeraldError, ValidationFailed
-from services.core.events import EventType
+from services.core.events import Event, EventType
 from services.core.params import args_schema, shown, validate_args
 from services.core.states import TaskState
 from services.core.taskschema import FIELD_NAMES, task_links
 from services.core.taskview import iso
 from services.layout import DataLayout
 from services.store.activity import OUTCOMES
+from services.store.backend import Backend, EventWaker, open_backend
 from services.store.failures import DiskWatch
 from services.store.sqlite import TaskRecord, TaskStore
 from services.store.writer import GroupWriter
 from services.tasks.catalog import Catalog, TaskSpec
-from services.web.browser import BrowserAuth
+from services.web.browser import BrowserAuth, notifier_url
 from services.web.errors import JSON_HEADERS, dumps, error_middleware, error_response
 from services.web.limits import connection_middleware, read_body
 from services.web.openapi import MAX_CURSOR, openapi_document
@@ -258,6 +259,7 @@ class TaskApi:
             config's worker.max_attempts).
         authenticator: what each principal may do (its capabilities).
         runtime_dir: the runtime dir, one of Herald's own folders no task may touch.
+        backend: the storage (services.store.backend; default: the data dir's SQLite).
     """
 
     def __init__(
@@ -271,16 +273,24 @@ class TaskApi:
         max_lost: int,
         authenticator: Authenticator | None = None,
         runtime_dir: Path | str | None = None,
+        backend: Backend | None = None,
     ) -> None:
+        backend = backend or open_backend(None, layout)
+        self.backend = backend
         self.layout = layout
         self.authenticator = authenticator or Authenticator(layout)
         self.protected = protected_dirs(layout, runtime_dir)
         self.catalog = catalog
         self.store = store
         self.queue = queue
-        self.writer = GroupWriter(store.path, queue)  # every write of this loop
+        self.writer = backend.writer(store, queue)  # every write of this loop
         self.worker_wake = worker_wake
         self.notifier_wake = notifier_wake
+        # Events recorded here, told to the notifier(s): per principal where each has a
+        # log of its own (services.store.backend.EventWaker).
+        self.notify = EventWaker(notifier_wake, per_principal=None if backend.global_log
+                                 else getattr(notifier_wake, "wake_principal", None))
+        self._soon: list[Event] = []  # "queued" events to tell it of shortly
         self.max_lost = max_lost
         self._notifier_pending = False
         self.disk = DiskWatch(layout.root)
@@ -296,7 +306,8 @@ class TaskApi:
         config = load_config(layout)
         self.browser = BrowserAuth(layout, self.authenticator, notifier_wake,
                                    idle=config.session_idle, max_age=config.session_max_age)
-        self.events = EventFeed(store, self.authenticator)
+        self.events = EventFeed(store, self.authenticator, errors=backend.errors,
+                                global_log=backend.global_log)
         self.browser.signed_out.append(self.events.recheck)
 
     # ------------------------------------------------------------------ tasks
@@ -366,7 +377,7 @@ class TaskApi:
             self._enqueue_later(rec.id, soon=True)
         else:
             self.worker_wake.wake(b"!" + rec.id.encode())
-        self._wake_notifier_soon()
+        self._wake_notifier_soon(event)
         return web.Response(body=dumps(task_json(rec)), status=202, headers=headers)
 
     def _enqueue_later(self, task_id: str, *, soon: bool = False) -> None:
@@ -420,19 +431,21 @@ class TaskApi:
             return
         future.add_done_callback(done)
 
-    def _wake_notifier_soon(self) -> None:
+    def _wake_notifier_soon(self, event: Event) -> None:
         """Wake the notifier for a "queued" event a moment later, one wake-up for every
         submit of that moment. The worker wakes it within milliseconds anyway when it
         starts the task (which pushes the "queued" event too); this one is for a task that
         waits for a free slot. Waking it at once would have the notifier and its clients
         compete for the CPU with the worker and this response."""
+        self._soon.append(event)
         if self._notifier_pending:
             return
         self._notifier_pending = True
 
         def wake() -> None:
             self._notifier_pending = False
-            self.notifier_wake.wake()
+            events, self._soon = self._soon, []
+            self.notify.recorded(events)
 
         asyncio.get_running_loop().call_later(QUEUED_NOTIFY_DELAY, wake)
 
@@ -566,7 +579,7 @@ class TaskApi:
         if event is not None:
             if event.type is EventType.CANCEL_REQUESTED:
                 self.worker_wake.wake(b"cancel")
-            self.notifier_wake.wake()
+            self.notify.recorded([event])
         elif rec.state.terminal:
             return error_response(
                 HeraldError("already_finished", f"The task has already {rec.state.value}.", 409),
@@ -693,6 +706,8 @@ class TaskApi:
             "problems": self.catalog.problems,
             # Whether attempts run confined by the kernel ("landlock ABI 7") or why not.
             "sandbox": landlock.support().describe(),
+            # Where this principal's live channel is, as clients reach it (remote ones too).
+            "ws": notifier_url(self.layout, request),
         }
         if problem is not None:
             body["detail"] = problem[1]
@@ -747,6 +762,7 @@ def make_app(
     *,
     authenticator: Authenticator | None = None,
     runtime_dir: Path | str | None = None,
+    backend: Backend | None = None,
 ) -> web.Application:
     """The aiohttp application of the HTTP API, ready for an AppRunner.
 
@@ -755,10 +771,11 @@ def make_app(
         catalog, store, queue, worker_wake, notifier_wake, max_lost: see `TaskApi`.
         authenticator: resolves bearer tokens to principals and their capabilities.
         runtime_dir: the runtime dir (no task may touch it, nor the data dir).
+        backend: see `TaskApi`.
     """
     authenticator = authenticator or Authenticator(layout)
     api = TaskApi(layout, catalog, store, queue, worker_wake, notifier_wake, max_lost,
-                  authenticator, runtime_dir)  # fmt: skip
+                  authenticator, runtime_dir, backend)  # fmt: skip
     app = web.Application(
         client_max_size=MAX_BODY,
         middlewares=[connection_middleware, error_middleware(api.disk),

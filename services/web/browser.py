@@ -31,6 +31,7 @@ The CSRF token is an HMAC of the cookie: it needs no storage, and nothing that i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import html
@@ -47,9 +48,9 @@ from aiohttp import web
 
 from services.auth import (
     Authenticator,
+    Exposure,
     Session,
     SessionStore,
-    browser_origins,
     hash_token,
     session_cookie_name,
 )
@@ -71,6 +72,21 @@ LOGIN_PATH = "/login"
 CREDENTIAL = web.RequestKey("credential", str)
 SESSION = web.RequestKey("session", Session)
 SESSION_COOKIE = web.RequestKey("session_cookie", str)
+# How the web service is reached (set by services/web/server.py before it serves; absent:
+# loopback names on the port a request arrived on, plain HTTP), and the notifier's public
+# URL when it runs on another host (`--notifier-url`).
+EXPOSURE = web.AppKey("exposure", Exposure)
+NOTIFIER_URL = web.AppKey("notifier_url", str)
+
+
+def exposure_of(request: web.Request, port: int | None) -> Exposure:
+    """How the service that got `request` (on `port`) is reached."""
+    exposure = request.app.get(EXPOSURE)
+    if exposure is None:
+        return Exposure.local(port or 0)
+    if not exposure.port and port:  # listening on any free port: the one it got
+        return dataclasses.replace(exposure, port=port)
+    return exposure
 
 
 def csrf_token(cookie: str) -> str:
@@ -84,7 +100,7 @@ def csrf_problem(request: web.Request, cookie: str, port: int) -> str | None:
     if request.method in SAFE_METHODS:
         return None
     origin = request.headers.get("Origin")
-    if origin is None or origin.lower() not in browser_origins(port):
+    if origin is None or origin.lower() not in exposure_of(request, port).browser_origins():
         return "a request made with the session cookie must come from Herald's own page " \
                "(its Origin header)"  # fmt: skip
     given = request.headers.get(CSRF_HEADER, "")
@@ -166,7 +182,9 @@ class BrowserAuth:
                               "token, not with a browser session.", 403)  # fmt: skip
         self.purge()
         ticket = self.mint(request[PRINCIPAL], request[CREDENTIAL])
-        url = f"http://127.0.0.1:{own_port(request)}{LOGIN_PATH}?ticket={ticket}"
+        exposure = exposure_of(request, own_port(request))
+        host = exposure.names[0] if exposure.names and not exposure.loopback else "127.0.0.1"
+        url = f"{exposure.scheme}://{host}:{exposure.port}{LOGIN_PATH}?ticket={ticket}"
         body = {"ticket": ticket, "url": url, "expires_in": TICKET_SECONDS}
         return web.Response(
             body=dumps(body), status=201, headers={**JSON_HEADERS, "Cache-Control": "no-store"}
@@ -191,8 +209,10 @@ class BrowserAuth:
                 "Referrer-Policy": "no-referrer",
             },
         )
+        # Secure over TLS: the browser then never sends it over plain HTTP.
         resp.set_cookie(session_cookie_name(own_port(request)), cookie, httponly=True,
-                        samesite="Strict", path="/", max_age=int(self.max_age))  # fmt: skip
+                        samesite="Strict", path="/", max_age=int(self.max_age),
+                        secure=exposure_of(request, own_port(request)).tls)  # fmt: skip
         return resp
 
     async def session_info(self, request: web.Request) -> web.Response:
@@ -250,15 +270,27 @@ class BrowserAuth:
         return self.sessions.purge(self.auth.holds)
 
     def _notifier_url(self, request: web.Request) -> str | None:
-        """The notifier's WebSocket URL, under the host name the page was opened as (the
-        cookie is the host's: 127.0.0.1 and localhost do not share it)."""
-        try:
-            services = json.loads(self.layout.status_file.read_bytes())["services"]
-            port = int(services["notifier"]["port"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        host = (request.headers.get("Host") or "127.0.0.1").rsplit(":", 1)[0]
-        return f"ws://{host}:{port}/ws"
+        """The notifier's WebSocket URL as clients reach it: `--notifier-url` when it runs
+        on another host, else its port (the supervisor's status file) under the host name
+        the page was opened as (the cookie is the host's: 127.0.0.1 and localhost do not
+        share it), wss when the notifier serves TLS."""
+        return notifier_url(self.layout, request)
+
+
+def notifier_url(layout: DataLayout, request: web.Request) -> str | None:
+    """Where clients of `request`'s web service find the notifier (None: nowhere known)."""
+    public = request.app.get(NOTIFIER_URL)
+    if public:
+        return public
+    try:
+        services = json.loads(layout.status_file.read_bytes())["services"]
+        notifier = services["notifier"]
+        port = int(notifier["port"])
+        scheme = "wss" if str(notifier.get("url") or "").startswith("wss:") else "ws"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    host = (request.headers.get("Host") or "127.0.0.1").rsplit(":", 1)[0]
+    return f"{scheme}://{host}:{port}/ws"
 
 
 def _ticket_refused(request: web.Request) -> web.Response:

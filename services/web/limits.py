@@ -65,6 +65,7 @@ MAX_HEADER_LINE = 8191
 FD_RESERVE = 128
 LISTEN_BACKLOG = 1024  # connections the kernel queues while none can be accepted
 ACCEPT_RETRY = 0.1  # seconds before accepting again after accept() failed (EMFILE, say)
+TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a TLS handshake may take (as a request head: 10 s)
 # With no hard limit, the soft one is raised this far.
 FD_TARGET = 65536
 
@@ -386,12 +387,15 @@ class GuardedSite(web.BaseSite):
         guard: the bounds; by default a cap below this process's fd limit.
         backlog: connections the kernel queues before they are accepted.
         access_log: where each request is logged (None: nowhere).
+        ssl_context: serve TLS with it (None: plain HTTP); a handshake must end within
+            `TLS_HANDSHAKE_TIMEOUT`, as a request head must arrive in time.
     """
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
                  guard: ConnectionGuard | None = None, backlog: int = LISTEN_BACKLOG,
-                 access_log: logging.Logger | None = None) -> None:  # fmt: skip
-        super().__init__(runner, backlog=backlog)
+                 access_log: logging.Logger | None = None,
+                 ssl_context: Any = None) -> None:  # fmt: skip
+        super().__init__(runner, backlog=backlog, ssl_context=ssl_context)
         self.host = host
         self.port = port
         self.access_log = access_log
@@ -406,7 +410,8 @@ class GuardedSite(web.BaseSite):
 
     @property
     def name(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     async def start(self) -> None:
         await super().start()
@@ -462,8 +467,13 @@ class GuardedSite(web.BaseSite):
 
     async def _connect(self, sock: socket.socket) -> None:
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(self._connection, sock)
-        except OSError:  # the client went away already
+            if self._ssl_context is None:
+                await asyncio.get_running_loop().connect_accepted_socket(self._connection, sock)
+            else:
+                await asyncio.get_running_loop().connect_accepted_socket(
+                    self._connection, sock, ssl=self._ssl_context,
+                    ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)  # fmt: skip
+        except OSError:  # the client went away already, or its TLS handshake failed
             sock.close()
         finally:
             self.guard.connected()

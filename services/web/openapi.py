@@ -227,6 +227,8 @@ SCHEMAS: dict[str, Any] = {
             "detail": {"type": "string", "description":
                        "Why the data disk refuses writes (status disk_full, storage_error)"},
             "version": {"type": "string"},
+            "ws": {"type": ["string", "null"], "description":
+                   "The notifier's WebSocket URL as clients reach it (null: none known)"},
             "services": {
                 "type": "object",
                 "additionalProperties": {

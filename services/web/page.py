@@ -92,11 +92,16 @@ def load_static(folder: Path = STATIC_DIR) -> dict[str, StaticFile]:
     return files
 
 
-def content_security_policy(notifier_port: int | None) -> str:
-    """The page's policy: this origin only, and the notifier's WebSocket (when known)."""
+def content_security_policy(notifier_port: int | None, notifier_url: str | None = None) -> str:
+    """The page's policy: this origin only, and the notifier's WebSocket (when known: on
+    loopback by its port, and at its public URL, wss with TLS or on another host)."""
     connect = ["'self'"]
     if notifier_port is not None:
         connect += [f"ws://127.0.0.1:{notifier_port}", f"ws://localhost:{notifier_port}"]
+    if notifier_url:
+        public = notifier_url.split("/ws", 1)[0]
+        if public not in connect:
+            connect.append(public)
     return "; ".join([
         "default-src 'self'",
         "script-src 'self'",
@@ -126,16 +131,19 @@ class Page:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def _headers(self, cache: str) -> dict[str, str]:
+    def _headers(self, cache: str, request: web.Request) -> dict[str, str]:
+        from services.web.browser import notifier_url
+
         return {
             **_COMMON,
             "Cache-Control": cache,
-            "Content-Security-Policy": content_security_policy(self._notifier_port()),
+            "Content-Security-Policy": content_security_policy(
+                self._notifier_port(), notifier_url(self.layout, request)),
         }
 
     async def index(self, request: web.Request) -> web.Response:
         """GET /: the page (signed in), or how to sign in."""
-        headers = self._headers("no-store")
+        headers = self._headers("no-store", request)
         headers["Vary"] = "Cookie"
         if SESSION not in request:
             return web.Response(body=SIGNED_OUT.encode(), headers={
@@ -149,7 +157,7 @@ class Page:
         found = self.files.get(request.match_info["name"])
         if found is None:
             raise HeraldError("not_found", "No such file.", 404)
-        headers = {**self._headers("no-cache"), "ETag": found.etag}
+        headers = {**self._headers("no-cache", request), "ETag": found.etag}
         if found.etag in request.headers.get("If-None-Match", ""):
             return web.Response(status=304, headers=headers)
         return web.Response(body=found.body,

@@ -3,7 +3,8 @@ browser's session cookie.
 
 - `Host`, `Origin` and `Authorization` may each appear once: two of one are 400 (proxies
   and servers disagree on which one counts, the first or the last).
-- Host must name this server by a loopback name and its own port (DNS rebinding). A
+- Host must name this server by a loopback name (for a loopback bind) or one of its
+  `--allowed-host` names, and its own port (DNS rebinding). A
   request target in absolute form (`GET http://evil.example:P/api/tasks`) must name it
   the same way, or it is 403.
 - A request with an Origin header must come from Herald's own page (cross-site requests);
@@ -40,6 +41,7 @@ from services.auth import (
 from services.core.errors import HeraldError
 from services.web.browser import (
     CREDENTIAL,
+    EXPOSURE,
     LOGIN_PATH,
     SESSION,
     SESSION_COOKIE,
@@ -82,17 +84,18 @@ def repeated_header(request: web.Request) -> str | None:
     return None
 
 
-def foreign_target(request: web.Request, port: int) -> bool:
+def foreign_target(request: web.Request, port: int, names: tuple[str, ...] = (),
+                   loopback: bool = True, scheme: str = "http") -> bool:  # fmt: skip
     """Whether the request target is in absolute form and names another server than this
     one (the origin form `/api/...` names none)."""
     target = request.raw_path  # the request line's target, as sent
     if target.startswith("/"):
         return False
-    scheme, sep, rest = target.partition("://")
-    if not sep or scheme.lower() != "http":
+    given, sep, rest = target.partition("://")
+    if not sep or given.lower() != scheme:
         return True  # "*", "evil.example:80" (authority form) or another scheme
     authority = rest.split("/", 1)[0].split("?", 1)[0]
-    return "@" in authority or not _host_ok(authority, port)
+    return "@" in authority or not _host_ok(authority, port, names, loopback)
 
 
 def security_middleware(authenticator: Authenticator,
@@ -109,17 +112,21 @@ def security_middleware(authenticator: Authenticator,
                 HeraldError("bad_request", f"The {repeated} header is given more than once.",
                             400)  # fmt: skip
             )
-        if port is not None and foreign_target(request, port):
+        exposure = request.app.get(EXPOSURE)  # None: loopback names, plain HTTP
+        names = exposure.names if exposure is not None else ()
+        loopback = exposure.loopback if exposure is not None else True
+        scheme = exposure.scheme if exposure is not None else "http"
+        if port is not None and foreign_target(request, port, names, loopback, scheme):
             return error_response(
                 HeraldError("forbidden_host", "The request target names another server.", 403)
             )
         # The raw header: request.host falls back to a DNS lookup of this machine's name.
-        if port is None or not _host_ok(request.headers.get("Host"), port):
+        if port is None or not _host_ok(request.headers.get("Host"), port, names, loopback):
             return error_response(
                 HeraldError("forbidden_host", "The Host header does not name this server.", 403)
             )
         origin = request.headers.get("Origin")
-        if origin is not None and not _origin_ok(origin, port):
+        if origin is not None and not _origin_ok(origin, port, names, scheme, loopback):
             return error_response(
                 HeraldError("forbidden_origin", "Requests from this origin are refused.", 403)
             )

@@ -92,8 +92,12 @@ class EventFeed:
     """
 
     def __init__(self, store: TaskStore, authenticator: Authenticator, *,
-                 poll_min: float = POLL_MIN, poll_max: float = POLL_MAX) -> None:  # fmt: skip
+                 poll_min: float = POLL_MIN, poll_max: float = POLL_MAX,
+                 errors: tuple[type[BaseException], ...] = (sqlite3.Error,),
+                 global_log: bool = True) -> None:  # fmt: skip
         self._store = store
+        self._errors = errors
+        self._global_log = global_log
         self._auth = authenticator
         self._poll_min, self._poll_max = poll_min, poll_max
         self._streams: set[_Stream] = set()
@@ -123,21 +127,28 @@ class EventFeed:
 
     # ------------------------------------------------------------------ poller
 
+    def _heads(self) -> object:
+        """Where the log is: its head (SQLite's one log), or the head of every streamed
+        principal's own (a backend whose log is one per principal)."""
+        if self._global_log:
+            return self._store.head()
+        return sorted((p, self._store.head(p)) for p in {s.principal for s in self._streams})
+
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
     async def _poll(self) -> None:
         delay = self._poll_min
-        head = self._store.head()
+        head = self._heads()
         self.marks = self._store.pruned_marks()
         while self._streams:
             await asyncio.sleep(delay)
             self.polls += 1
             try:
-                now_head = self._store.head()
+                now_head = self._heads()
                 marks = self._store.pruned_marks()
-            except sqlite3.Error as exc:  # a failing disk: look again later
+            except self._errors as exc:  # a failing disk: look again later
                 log.warning("cannot read the event log: %s", exc)
                 delay = self._poll_max
                 continue
@@ -190,7 +201,7 @@ class EventFeed:
             await self._serve(stream, since)
         except (ConnectionResetError, TimeoutError, RuntimeError):
             pass  # gone, or cut off for not reading: it resumes from its Last-Event-ID
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             log.warning("cannot read the event log for %s: %s", stream.principal, exc)
         finally:
             self._streams.discard(stream)

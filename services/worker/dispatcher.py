@@ -46,13 +46,12 @@ import selectors
 import shutil
 import signal
 import socket
-import sqlite3
 import tempfile
 import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from services.core.errors import ErrorCode
 from services.core.events import Event, EventType
@@ -62,13 +61,12 @@ from services.landlock import Support
 from services.landlock import support as landlock_support
 from services.layout import DataLayout
 from services.own_dirs import own_dirs
-from services.queue import TaskQueue
 from services.runtime import parent_gone
-from services.store import TaskStore
+from services.store.backend import Backend, Ledger, open_backend
 from services.store.failures import StorageProblem, storage_problem
 from services.store.sqlite import JOURNAL_SIZE_LIMIT, TaskRecord, worker_identity
 from services.tasks.catalog import MAX_TIMEOUT, Catalog, TaskSpec
-from services.wake import PRUNED_WAKE, WakeReceiver, WakeSender
+from services.wake import PRUNED_WAKE, WakeSender
 from services.worker import pool, protocol, sandbox
 from services.worker.executor import describe_exit, runners_each
 from services.worker.pool import Attempt, ExecutorProcess, ExecutorState, StopReason
@@ -117,6 +115,26 @@ MiB = 1024 * 1024
 MAX_DETAIL = 64 * 1024  # characters of an error's `detail` (JSON) that are kept
 
 
+class _Waker(Protocol):
+    def wake(self, payload: bytes = ...) -> None: ...
+    def close(self) -> None: ...
+
+
+class _PairWake:
+    """A wake-up of this process's own loop through its signal socket pair (which the loop
+    watches: any byte wakes it). Never blocks: a full pair is awake already."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def wake(self, payload: bytes = b"!") -> None:
+        with contextlib.suppress(OSError):
+            self._sock.send(b"\0")
+
+    def close(self) -> None:
+        pass  # the pair is the dispatcher's
+
+
 def _error_of(raw: Any) -> dict[str, Any]:
     """An executor's error object, checked: code and message are strings."""
     if not isinstance(raw, dict):
@@ -158,8 +176,11 @@ class Dispatcher:
                  retention_keep: int | None = None,
                  prune_interval: float = PRUNE_INTERVAL, confine: bool = True,
                  policy_for: Callable[[TaskRecord], sandbox.Policy] | None = None,
+                 backend: Backend | None = None,
                  ) -> None:  # fmt: skip
         self.layout = layout
+        self.backend = backend or open_backend(None, layout)
+        self._errors = self.backend.errors
         self.catalog = catalog
         self.concurrency = max(1, concurrency)
         self._runners_each = runners_each(self.concurrency)  # (see executor.py)
@@ -176,11 +197,17 @@ class Dispatcher:
         self.policy_for = policy_for or (lambda rec: self._owner_policy)
         self._temp = TempRoot()
         # Commits here never checkpoint: the checkpointer thread does it off the hot path.
-        self.store = TaskStore(layout.ledger_db, checkpoint_pages=0)
-        self.queue = TaskQueue(layout, checkpoint_pages=0)
-        self._notifier = WakeSender(layout.wake_address("notifier"))
-        self._receiver = WakeReceiver(layout.wake_address("worker"))
-        self._self_wake = WakeSender(layout.wake_address("worker"))
+        self.store = self.backend.store(checkpoint_pages=0)
+        self.queue = self.backend.queue(checkpoint_pages=0)
+        self._notifier = self.backend.event_waker()
+        self._told: list[Event] = []  # events recorded since the notifier was last woken
+        self._receiver = self.backend.wake_source("worker")
+        self._sig_r, self._sig_w = socket.socketpair()
+        # Its own loop's wake-up (a stop request): on the worker's own socket where that is
+        # local (SQLite); else (every worker of a Redis backend hears the channel) on the
+        # signal socket pair, which wakes this loop alone.
+        self._self_wake: _Waker = (WakeSender(layout.wake_address("worker"))
+                                   if self.backend.local_files else _PairWake(self._sig_w))
         self._selector = selectors.DefaultSelector()
         self._executors: dict[int, ExecutorProcess] = {}  # by pid
         self._running: dict[str, ExecutorProcess] = {}  # by task id
@@ -194,7 +221,6 @@ class Dispatcher:
         self._stop_requested = False  # set by a signal handler (see request_stop)
         self._hurry = False  # a second stop request: no grace for running attempts
         self._dirty = threading.Event()
-        self._sig_r, self._sig_w = socket.socketpair()
         self._post: list[Callable[[], None]] = []  # after the round's commit
         # The round's writes, run at its end: (write, droppable).
         self._writes: list[tuple[Callable[[], object], bool]] = []
@@ -287,7 +313,8 @@ class Dispatcher:
             self._handle(self.recover)
         if self.sandbox.available:
             self._temp.sweep_once()  # the folders of workers that were killed
-        threading.Thread(target=self._checkpoints, name="checkpoint", daemon=True).start()
+        housekeeping = self._checkpoints if self.backend.local_files else self._prunes
+        threading.Thread(target=housekeeping, name="checkpoint", daemon=True).start()
         while not self.stopping:
             self._handle(self._before_sleep)
             self._handle(self._dispatch)
@@ -437,13 +464,18 @@ class Dispatcher:
     def _published(self, event: Event | None) -> Event | None:
         if event is not None:
             self._notify = True
+            self._told.append(event)
             if event.terminal:
                 self._urgent = True
         return event
 
     def _wake_notifier(self) -> None:
         self._notify_due = None
-        self._notifier.wake()
+        told, self._told = self._told, []
+        if told:
+            self._notifier.recorded(told)
+        else:
+            self._notifier.wake()
 
     def _timeout(self) -> float:
         now = time.monotonic()
@@ -981,7 +1013,7 @@ class Dispatcher:
         try:
             with self.store.batch(isolated=False):
                 yield
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             problem = storage_problem(exc)
             if problem is not None:
                 self._storage_failed(exc, problem)
@@ -1241,6 +1273,9 @@ class Dispatcher:
         past the journal size limit once the writes have stopped, so that neither file
         stays at a burst's size.
         """
+        from services.queue import TaskQueue  # (SQLite's: the data dir's files)
+        from services.store.sqlite import TaskStore
+
         store = TaskStore(self.layout.ledger_db, checkpoint_pages=0)
         queue = TaskQueue(self.layout, checkpoint_pages=0)
         refused = False
@@ -1285,7 +1320,25 @@ class Dispatcher:
                 refused = False
         store.close()
 
-    def _prune(self, store: TaskStore) -> None:
+    def _prunes(self) -> None:
+        """Housekeeping where the storage is not the data dir's files (Redis): retention
+        alone, at most every `prune_interval` seconds, and only while things are written."""
+        store = self.backend.store()
+        next_prune = time.monotonic()
+        while not self._stopping.is_set():
+            self._dirty.wait()
+            self._stopping.wait(max(0.0, next_prune - time.monotonic()))
+            if self._stopping.is_set():
+                break
+            self._dirty.clear()
+            next_prune = time.monotonic() + self.prune_interval
+            try:
+                self._prune(store)
+            except Exception as exc:
+                log.warning("retention put off: %s", exc)
+        store.close()
+
+    def _prune(self, store: Ledger) -> None:
         """One retention pass, in short transactions (see TaskStore.prune)."""
         if self.retention_seconds is None and self.retention_keep is None:
             return
@@ -1371,7 +1424,7 @@ class Dispatcher:
             time.sleep(0.01)
         try:
             self.store.reap(release=self.identity)
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             log.warning("could not give the tasks back now (%s); their leases will", exc)
         self._close()
 

@@ -17,6 +17,7 @@ from services.runtime import (
     setup_logging,
     watch_stdin,
 )
+from services.store.backend import open_backend
 from services.tasks.catalog import load_catalog
 from services.worker import sandbox
 from services.worker.dispatcher import Dispatcher
@@ -46,12 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(layout)
         catalog = load_catalog(config.task_modules)
         concurrency = args.workers if args.workers else config.worker_threads
-        authenticator = Authenticator(layout)
+        backend = open_backend(getattr(args, "backend", None), layout)
+        authenticator = Authenticator(layout, registry=backend.principals())
         dispatcher = Dispatcher(layout, catalog, concurrency,
                                 max_tasks_per_executor=config.max_tasks_per_executor,
                                 max_executor_memory=config.max_executor_memory,
                                 retention_seconds=config.retention_seconds,
                                 retention_keep=config.retention_keep,
+                                backend=backend,
                                 policy_for=lambda rec: policy_of(authenticator, rec.principal,
                                                                  dispatcher.own_dirs))  # fmt: skip
     except Exception as exc:

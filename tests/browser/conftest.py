@@ -21,7 +21,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 @pytest.fixture(scope="module")
 def herald(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     runtime = tmp_path_factory.mktemp("runtime")
-    inst = start_serve(tmp_path_factory.mktemp("data"), runtime, "--workers", "2")
+    inst = start_serve(tmp_path_factory.mktemp("data"), runtime, "--concurrency", "2")
     yield inst
     inst.stop()
 

@@ -33,7 +33,7 @@ def main(out: Path) -> None:
         files = root / "files"
         files.mkdir()
         (files / "sales.csv").write_text(CSV)
-        inst = start_serve(root / "data", root / "runtime", "--workers", "3")
+        inst = start_serve(root / "data", root / "runtime", "--concurrency", "3")
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=str(CHROMIUM))

@@ -20,6 +20,6 @@ def runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def herald(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path) -> Iterator[Instance]:
-    inst = start_serve(tmp_path_factory.mktemp("data"), runtime_dir, "--workers", "2")
+    inst = start_serve(tmp_path_factory.mktemp("data"), runtime_dir, "--concurrency", "2")
     yield inst
     inst.stop()

@@ -54,6 +54,7 @@ class Instance:
     pumper: threading.Thread
 
     clients: list[HeraldClient] = field(default_factory=list)
+    started_output: str = ""  # what `herald serve` printed up to "Press Ctrl-C to stop."
 
     @property
     def client(self) -> HeraldClient:
@@ -129,7 +130,7 @@ def start_serve(data_dir: Path, runtime: Path, *extra: str) -> Instance:
         seen.append(line)
         if "Press Ctrl-C to stop" in line:
             break
-    inst = Instance(proc, data_dir, env, lines, pumper)
+    inst = Instance(proc, data_dir, env, lines, pumper, started_output="".join(seen))
     with os_environ(env):
         assert read_instance(data_dir) is not None
     return inst

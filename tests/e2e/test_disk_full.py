@@ -35,7 +35,7 @@ def disk(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def full_disk_instance(disk: Path, tmp_path: Path) -> Iterator[Instance]:
-    inst = start_serve(disk / "data", tmp_path / "runtime", "--workers", "2")
+    inst = start_serve(disk / "data", tmp_path / "runtime", "--concurrency", "2")
     try:
         yield inst
     finally:

@@ -102,7 +102,7 @@ def test_process_output_is_streamed(herald):
 
 
 def test_cancel_a_queued_and_a_running_task(tmp_path, runtime_dir):
-    inst = start_serve(tmp_path / "data", runtime_dir, "--workers", "1")
+    inst = start_serve(tmp_path / "data", runtime_dir, "--concurrency", "1")
     try:
         client = inst.client
         with client.events() as stream:
@@ -175,13 +175,13 @@ def test_principals_never_see_each_other(herald):
 
 def test_queued_and_interrupted_tasks_survive_a_restart(tmp_path, runtime_dir):
     data = tmp_path / "data"
-    inst = start_serve(data, runtime_dir, "--workers", "1")
+    inst = start_serve(data, runtime_dir, "--concurrency", "1")
     client = inst.client
     running = client.submit("demo.answer", {"seconds": 30})
     queued = client.submit("demo.answer", {"seconds": 0})
     wait_for(lambda: client.get(running["id"])["state"] == "running")
     assert inst.stop() == 0
-    inst = start_serve(data, runtime_dir, "--workers", "2")
+    inst = start_serve(data, runtime_dir, "--concurrency", "2")
     try:
         client = inst.client
         wait_for(lambda: client.get(queued["id"])["state"] == "succeeded")

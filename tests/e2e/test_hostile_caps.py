@@ -23,7 +23,7 @@ from tests.e2e.harness import Instance, start_serve, wait_for
 @pytest.fixture(scope="module")
 def herald(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     root = tmp_path_factory.mktemp("hostile")
-    inst = start_serve(root / "data", root / "runtime", "--workers", "2")
+    inst = start_serve(root / "data", root / "runtime", "--concurrency", "2")
     yield inst
     inst.stop()
 

@@ -87,7 +87,7 @@ def test_prune_deletes_old_tasks_and_resuming_clients_reload_or_get_what_they_mi
 
 def test_prune_works_without_a_running_instance(tmp_path, runtime_dir):
     data = tmp_path / "data"
-    inst = start_serve(data, runtime_dir, "--workers", "1")
+    inst = start_serve(data, runtime_dir, "--concurrency", "1")
     client = inst.client
     with client.events() as stream:
         _run_tasks(client, stream, 4)

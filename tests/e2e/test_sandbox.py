@@ -33,7 +33,7 @@ def herald(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(ROOT)
     try:
-        inst = start_serve(data, root / "runtime", "--workers", "2")
+        inst = start_serve(data, root / "runtime", "--concurrency", "2")
     finally:
         if saved is None:
             del os.environ["PYTHONPATH"]

@@ -23,7 +23,7 @@ needs_landlock = pytest.mark.skipif(not landlock.support().available,
                                     reason=f"sandbox {landlock.support().describe()}")
 
 FAST_RESTARTS = "[supervisor]\nrestart_max_delay = 0.5\n"
-SHORT = ["--workers", "4"]
+SHORT = ["--concurrency", "4"]
 
 
 def _serve_env(data_dir: Path, runtime: Path) -> dict[str, str]:

@@ -70,7 +70,7 @@ def herald(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     (data / "config.toml").write_text('[tasks]\nmodules = ["cli_tasks"]\n')
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYTHONPATH", str(plugins))
-        inst = start_serve(data, root / "runtime", "--workers", "3")
+        inst = start_serve(data, root / "runtime", "--concurrency", "3")
     yield inst
     inst.stop()
 

@@ -21,7 +21,7 @@ def herald(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     root = tmp_path_factory.mktemp("cli-output")
     data = root / "data"
     data.mkdir(mode=0o700)
-    inst = start_serve(data, root / "runtime", "--workers", "2")
+    inst = start_serve(data, root / "runtime", "--concurrency", "2")
     yield inst
     inst.stop()
 

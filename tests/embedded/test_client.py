@@ -29,7 +29,7 @@ FAST = {"delays": lambda: reconnect_delays(first=0.01, cap=0.05)}
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     root = tmp_path_factory.mktemp("client")
-    inst = start_serve(root / "data", root / "runtime", "--workers", "2")
+    inst = start_serve(root / "data", root / "runtime", "--concurrency", "2")
     yield inst
     inst.stop()
 
