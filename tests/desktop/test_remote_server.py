@@ -439,3 +439,53 @@ async def test_a_self_signed_server_without_its_ca_is_a_tls_failure(tls_herald, 
     with pytest.raises(ServerCheckError) as caught:
         await check_server(api, "wrong", str(pki["ca"]))
     assert caught.value.failure is CheckFailure.UNAUTHORIZED and "401" in caught.value.message
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def tls_remote(env: Path, pki: dict[str, Path]) -> Iterator[Remote]:
+    """A real `herald serve` over https and wss, its certificate signed by the test's CA."""
+    serve = start_serve(env / "tls-data", env / "tls-runtime",
+                        "--listen", f"127.0.0.1:{free_port()}",
+                        "--notifier-listen", f"127.0.0.1:{free_port()}",
+                        "--allowed-host", "127.0.0.1", "--tls-cert", str(pki["cert"]),
+                        "--tls-key", str(pki["key"]))  # fmt: skip
+    try:
+        remote = Remote(serve)
+        assert remote.url.startswith("https://")
+        yield remote
+    finally:
+        serve.stop()
+
+
+def test_the_app_on_a_herald_served_over_https_and_wss(env, remote, tls_remote, pki, aloop,
+                                                      qtbot):  # fmt: skip
+    save(env, "lab", remote.url, remote.token)
+    r = App(env, qtbot, server="lab")
+    try:
+        r.wait_live()
+        box = open_dialog(r)
+        box.saved_box.setCurrentIndex(0)
+        box.fill("secure", tls_remote.url, tls_remote.token)  # no CA file: not trusted
+        qtbot.mouseClick(box.connect_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: "certificate could not be verified" in box.result_text(),
+                        timeout=WAIT)  # fmt: skip
+        assert "secure" not in ServerBook(r.settings).names()
+        box.fill("secure", tls_remote.url, tls_remote.token, str(pki["ca"]))
+        qtbot.mouseClick(box.connect_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: r.app.monitor.remote.name == "secure", timeout=WAIT)
+        r.wait_live()
+        assert r.app.monitor.api_url.startswith("https://")
+        assert r.app.monitor.ws_url.startswith("wss://")
+        task_id = r.run_task("demo.answer", seconds=0.3)
+        r.wait_state(task_id, "succeeded")
+        assert r.app.model.task_by_id(task_id)["result"] == 42
+    finally:
+        r.quit()
