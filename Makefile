@@ -6,7 +6,7 @@ STAMP := $(VENV)/.stamp-install
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: run serve test check lint bench bench-compare bytecode screenshot screenshot-browser \
-	system-deps browser-deps xvfb-deps dist smoke clean
+	system-deps browser-deps redis-deps xvfb-deps dist smoke clean
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -46,6 +46,17 @@ browser-deps:
 				apt-get install -y -qq chromium >/dev/null; \
 		else echo "the browser tests need: sudo apt-get install chromium"; fi; fi
 
+# The Redis backend's tests (tests/contract, tests/redis_server.py) start Debian's
+# redis-server themselves, each on a free port in a temp dir; the system's service is unused.
+REDIS_SERVER := /usr/bin/redis-server
+redis-deps:
+	@if [ ! -x "$(REDIS_SERVER)" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing redis-server for the Redis backend's tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq redis-server >/dev/null; \
+		else echo "the Redis backend's tests need: sudo apt-get install redis-server"; fi; fi
+
 # Herald's own modules compiled ahead (as pip does for what it installs): otherwise, where
 # PYTHONDONTWRITEBYTECODE is set, each service compiles them again at every start (~0.4 s
 # of CPU across the four processes here). Quick when nothing changed.
@@ -62,7 +73,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy services/core services/store embedded
 
-test: $(STAMP) system-deps browser-deps lint
+test: $(STAMP) system-deps browser-deps redis-deps lint
 	QT_QPA_PLATFORM=offscreen $(BIN)/pytest
 
 # `make bench BACKEND=redis`: the same figures on SQLite and Redis side by side (it starts

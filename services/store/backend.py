@@ -53,6 +53,10 @@ class Ledger(Protocol):
     """The task ledger and the event log (`services.store.sqlite.TaskStore` is the
     reference; the contract suite in tests/contract/ holds every backend to it)."""
 
+    # Whether `batch()` is one transaction (an exception leaving it undoes every write
+    # inside: SQLite) or a plain block of writes each atomic on its own (Redis).
+    atomic_batches: bool
+
     def close(self) -> None: ...
     def batch(self, *, isolated: bool = True) -> AbstractContextManager[None]: ...
 
@@ -240,6 +244,10 @@ class Backend:
 
         return WakeSender(self.layout.wake_address(service))
 
+    def loop_waker(self, service: str) -> Waker:
+        """`waker` for a process on an asyncio loop (the web): never waits on it."""
+        return self.waker(service)
+
     def wake_source(self, service: str) -> WakeSource:
         """The wake-ups sent to `service` (this process being it)."""
         from services.wake import WakeReceiver
@@ -276,7 +284,7 @@ class RedisBackend(Backend):
         from services.store.redisstore import RedisTaskStore
 
         options.pop("checkpoint_pages", None)  # (a SQLite setting)
-        return RedisTaskStore(self.spec.url)  # type: ignore[return-value]
+        return RedisTaskStore(self.spec.url)
 
     def queue(self, **options: Any) -> Queue:
         from services.queue_redis import RedisTaskQueue
@@ -286,12 +294,17 @@ class RedisBackend(Backend):
     def waker(self, service: str) -> Waker:
         from services.wake_redis import RedisWakeSender
 
-        return RedisWakeSender(self.spec.url, wake_channel(service))  # type: ignore[no-any-return]
+        return RedisWakeSender(self.spec.url, wake_channel(self.spec, service))  # type: ignore[no-any-return]
+
+    def loop_waker(self, service: str) -> Waker:
+        from services.wake_redis import AsyncRedisWakeSender
+
+        return AsyncRedisWakeSender(self.spec.url, wake_channel(self.spec, service))  # type: ignore[no-any-return]
 
     def wake_source(self, service: str) -> WakeSource:
         from services.wake_redis import RedisWakeReceiver
 
-        return RedisWakeReceiver(self.spec.url, wake_channel(service))  # type: ignore[no-any-return]
+        return RedisWakeReceiver(self.spec.url, wake_channel(self.spec, service))  # type: ignore[no-any-return]
 
     def principals(self) -> PrincipalRegistry | None:
         from services.auth import PrincipalRegistry
@@ -308,9 +321,11 @@ class RedisBackend(Backend):
         return SerialWriter(store, queue)
 
 
-def wake_channel(service: str) -> str:
-    """The pub/sub channel of a service's wake-ups on Redis (every node of it listens)."""
-    return f"herald:wake:{service}"
+def wake_channel(spec: BackendSpec, service: str) -> str:
+    """The pub/sub channel of a service's wake-ups on Redis (every node of it listens).
+    Channels are shared by every database of a server: the name carries the database's."""
+    db = urlsplit(spec.url).path.lstrip("/") or "0"
+    return f"herald:{db}:wake:{service}"
 
 
 def open_backend(spec: BackendSpec | str | None, layout: DataLayout) -> Backend:

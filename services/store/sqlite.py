@@ -448,6 +448,9 @@ class TaskStore:
         checkpoint_pages: WAL size (pages) at which a commit checkpoints; 0: never.
     """
 
+    # `batch()` is one transaction: an exception leaving it undoes every write inside.
+    atomic_batches = True
+
     def __init__(
         self, path: Path | str, *, checkpoint_pages: int = SAFETY_CHECKPOINT_PAGES
     ) -> None:

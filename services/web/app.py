@@ -787,6 +787,10 @@ def make_app(
 
     async def close_writer(app: web.Application) -> None:
         await asyncio.to_thread(api.writer.close)  # what is pending is written first
+        for waker in (api.worker_wake, api.notifier_wake):
+            aclose = getattr(waker, "aclose", None)  # a sender on this loop (Redis's)
+            if aclose is not None:
+                await aclose()
 
     app.on_cleanup.append(close_writer)
     app.on_shutdown.append(api.events.close)  # open event streams end, clients resume

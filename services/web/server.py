@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         backend = open_backend(getattr(args, "backend", None), layout)
         store = backend.store()
         queue = backend.queue()
-        worker_wake = backend.waker("worker")
-        notifier_wake = backend.waker("notifier")
+        worker_wake = backend.loop_waker("worker")
+        notifier_wake = backend.loop_waker("notifier")
         registry = backend.principals()
         if registry is not None:
             registry.join(layout)  # this node's owner token is the cluster's (or the first)

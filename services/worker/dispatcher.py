@@ -399,12 +399,32 @@ class Dispatcher:
                 continue
             self._backlog.append(entry)
 
+    def _flush_one_by_one(self, writes: list[tuple[Callable[[], object], bool]]) -> None:
+        """`_flush` for a store whose writes are atomic one by one (Redis): nothing undoes
+        those that went through, so none is run twice; the first one the storage refuses
+        waits, with every write behind it, in order."""
+        self._backlog.clear()
+        for i, (write, _) in enumerate(writes):
+            try:
+                write()
+            except Exception as exc:
+                problem = storage_problem(exc)
+                if problem is not None:
+                    self._backlog.extend(writes[i:])
+                    self._storage_failed(exc, problem)
+                    return
+                log.exception("could not record an event")
+        self._storage_ok()
+
     def _flush(self) -> None:
         """Run the writes waiting, in order, in one transaction (group commit). If the
         disk refuses them, they stay and are tried again after a backoff; if one write
         fails for another reason (a bug), each is run on its own, and that one is lost."""
         writes = list(self._backlog)
         post = list(self._post)
+        if not self.store.atomic_batches:
+            self._flush_one_by_one(writes)
+            return
         try:
             with self.store.batch(isolated=False):
                 for write, _ in writes:

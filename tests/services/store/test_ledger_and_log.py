@@ -3,7 +3,6 @@
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -117,23 +116,6 @@ def test_reap_leaves_live_leases_and_releases_on_request(store):
     requeued, events = store.reap(release="otherhost:1:x")
     assert [r.id for r in requeued] == [rec.id]
     assert events[0].data["reason"] == "worker_stopped"
-
-
-def test_seq_is_commit_order_across_connections(tmp_path):
-    path = tmp_path / "herald.db"
-    stores = [TaskStore(path) for _ in range(3)]
-
-    def write(s: TaskStore) -> None:
-        for _ in range(50):
-            s.create_task(principal="a", name="x", args={})
-
-    threads = [threading.Thread(target=write, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    seqs = [e.seq for e in stores[0].events_after(0)]
-    assert seqs == sorted(seqs) and len(seqs) == len(set(seqs)) == 150
 
 
 def test_a_failure_waits_for_its_retry_in_the_ledger(store):
