@@ -18,6 +18,7 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from PySide6.QtCore import QSettings, Qt
@@ -335,6 +336,23 @@ def test_herald_server_names_the_saved_server(env, remote, monkeypatch):
 # ------------------------------------------------------------------------------- TLS
 
 
+def lan_address() -> str | None:
+    """This machine's address on a network (not loopback), if it has one: where the
+    route to the outside leaves from (a UDP connect sends nothing)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))
+            address = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+LAN = lan_address()
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A CA, and a certificate it signed for 127.0.0.1 (and another CA that signed
@@ -351,7 +369,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             f"/CN=Herald test {ca}", "-keyout", f"{ca}.key", "-out", f"{ca}.pem")  # fmt: skip
     run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
         "-keyout", "server.key", "-out", "server.csr")  # fmt: skip
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    names = "IP:127.0.0.1" + (f",IP:{LAN}" if LAN else "")
+    (d / "ext.cnf").write_text(f"subjectAltName={names}\n")
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
         "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem")  # fmt: skip
     return {"ca": d / "ca.pem", "other": d / "other-ca.pem", "cert": d / "server.pem",
@@ -489,3 +508,33 @@ def test_the_app_on_a_herald_served_over_https_and_wss(env, remote, tls_remote, 
         assert r.app.model.task_by_id(task_id)["result"] == 42
     finally:
         r.quit()
+
+
+@pytest.mark.skipif(LAN is None, reason="this machine has no address beyond loopback")
+def test_a_server_on_another_address_over_tls(env, pki, aloop, qtbot):
+    """A server bound beyond loopback (0.0.0.0) and reached by its network address, as
+    from another machine: the Host check lets the app in by that name, and Open in
+    browser is offered only because the server's sign-in links name that address."""
+    serve = start_serve(env / "lan-data", env / "lan-runtime",
+                        "--listen", f"0.0.0.0:{free_port()}",
+                        "--notifier-listen", f"0.0.0.0:{free_port()}",
+                        "--allowed-host", str(LAN), "--tls-cert", str(pki["cert"]),
+                        "--tls-key", str(pki["key"]))  # fmt: skip
+    try:
+        port = urlsplit(Remote(serve).url).port
+        url = f"https://{LAN}:{port}"
+        token = (serve.data_dir / "token").read_text().strip()
+        book = save(env, "lan", url, token)
+        book.save(Server("lan", url, str(pki["ca"])), token)
+        assert not book.get("lan").is_loopback
+        r = App(env, qtbot, server="lan")
+        try:
+            r.wait_live()
+            assert r.app.monitor.ws_url.startswith(f"wss://{LAN}:")
+            qtbot.waitUntil(r.window.open_browser_action.isEnabled, timeout=WAIT)
+            task_id = r.run_task("demo.answer", seconds=0)
+            r.wait_state(task_id, "succeeded")
+        finally:
+            r.quit()
+    finally:
+        serve.stop()
