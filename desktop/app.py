@@ -494,7 +494,8 @@ class DesktopApp(QObject):
         if server is None:
             self.window.set_server("")
         else:
-            self.window.set_server(server.name, server.url, sign_in_works=server.is_loopback)
+            self.window.set_server(server.name, server.url, sign_in_works=server.is_loopback,
+                                   files_here=server.is_loopback)  # fmt: skip
         self.window.set_servers(self.servers.names(), name if server is not None else "")
         self._update_title()
 
@@ -686,7 +687,8 @@ class DesktopApp(QObject):
         except Exception as exc:  # noqa: BLE001 (then it is said not to work)
             log.info("cannot ask %s for a sign-in link: %s", server.name, exc)
         if self.monitor.remote is server:
-            self.window.set_server(server.name, server.url, sign_in_works=works)
+            self.window.set_server(server.name, server.url, sign_in_works=works,
+                                   files_here=server.is_loopback)  # fmt: skip
 
     async def _open_in_browser(self) -> None:
         """Open the task page in the user's browser through a fresh one-time sign-in link

@@ -545,10 +545,13 @@ class MainWindow(QMainWindow):
             action.setData(name)
             action.triggered.connect(lambda _checked=False, n=name: self.server_chosen.emit(n))
 
-    def set_server(self, name: str, url: str = "", *, sign_in_works: bool = True) -> None:
+    def set_server(self, name: str, url: str = "", *, sign_in_works: bool = True,
+                   files_here: bool = True) -> None:  # fmt: skip
         """Say which Herald the window shows (`name` "": this computer's own services), and
-        disable what only makes sense for this computer's own, saying why."""
+        disable what only makes sense for this computer's own, saying why (`files_here`:
+        the server runs on this machine, so the files its results name are here)."""
         remote = bool(name)
+        self.detail.result_view.files_on = "" if files_here else name
         if remote:
             self.server_label.setText(f"Server: {name}")
             self.server_label.setToolTip(f"The tasks are those of the Herald at {url}")

@@ -534,6 +534,13 @@ def test_a_server_on_another_address_over_tls(env, pki, aloop, qtbot):
             qtbot.waitUntil(r.window.open_browser_action.isEnabled, timeout=WAIT)
             task_id = r.run_task("demo.answer", seconds=0)
             r.wait_state(task_id, "succeeded")
+            # A path a result names is the server's: a file of that name here is another.
+            view = r.window.detail.result_view
+            opened: list[object] = []
+            view.opener = lambda url: opened.append(url) or True
+            assert not view.open_path(str(serve.data_dir))
+            assert "on the server lan, not on this computer" in view.problem.text()
+            assert opened == []
         finally:
             r.quit()
     finally:
