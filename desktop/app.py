@@ -4,6 +4,11 @@ their tasks live.
 `main(data_dir)` is what plain `herald` runs. A second launch for the same data dir finds
 the first through a local socket, asks it to come to the front and exits.
 
+Which Herald it shows is the user's choice (File → Connect to server…, File → Switch to):
+this computer's own services, or a saved remote server (desktop.servers), for which it
+starts nothing. The last choice is used at the next start; `herald --server NAME` (or
+$HERALD_SERVER) picks one for this run.
+
 Quitting (the window's close button, Ctrl+Q, the File or tray menu) goes through
 `request_quit()`: with tasks running it opens a window-modal question (`open()`, never
 `exec()`: a nested event loop inside a coroutine loses other tasks' wake-ups, which froze
@@ -29,9 +34,10 @@ from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import qasync
-from PySide6.QtCore import QObject, QSettings, Qt, QTimer
+from PySide6.QtCore import QObject, QSettings, QSignalBlocker, Qt, QTimer
 from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QApplication
@@ -39,10 +45,20 @@ from PySide6.QtWidgets import QApplication
 from desktop.bridge import ClientBridge
 from desktop.notify import DesktopNotifications
 from desktop.removal import PendingRemoval
+from desktop.servers import (
+    THIS_COMPUTER,
+    Server,
+    ServerBook,
+    ServerCheckError,
+    UrlProblem,
+    check_server,
+    normalize_url,
+)
 from desktop.services import SERVICE_NAMES, ServiceMonitor
 from desktop.task_model import TaskModel
 from desktop.ui.main_window import MainWindow
 from desktop.ui.quit_dialog import QuitChoice, QuitDialog
+from desktop.ui.server_dialog import ServerDialog
 from embedded import herald_version
 from embedded.client import ApiError
 from services.core.retry import format_seconds
@@ -108,10 +124,19 @@ class DesktopApp(QObject):
         settings: where the window's state is remembered.
         self_check: quit with status 0 once the services are ready and live updates flow
             (status 1 if that fails): for smoke tests of a build.
+        server: the saved server to use (`--server NAME`; "local": this computer); None:
+            $HERALD_SERVER, else the last choice.
+        servers: the saved servers (default: in `settings`, tokens in the config dir).
+
+    Raises:
+        KeyError: `server` names no saved server.
     """
 
-    def __init__(self, data_dir: Path, settings: QSettings, *, self_check: bool = False) -> None:
+    def __init__(self, data_dir: Path, settings: QSettings, *, self_check: bool = False,
+                 server: str | None = None, servers: ServerBook | None = None) -> None:  # fmt: skip
         super().__init__()
+        self.servers = servers or ServerBook(settings)
+        chosen = self.servers.startup_choice(server)
         paint_on_the_gui_thread()  # before the window is shown
         self.data_dir = data_dir
         self.self_check = self_check
@@ -122,6 +147,11 @@ class DesktopApp(QObject):
         self.model = TaskModel(self)
         self.window = MainWindow(self.model, SERVICE_NAMES, str(self.monitor.layout.log_dir),
                                  app_icon(), settings)  # fmt: skip
+        self.server_dialog: ServerDialog | None = None  # while File → Connect… is open
+        self._switching: asyncio.Task[None] | None = None
+        if not self_check:  # `--server NAME` is the choice made last, for the next start too
+            self.servers.set_current(chosen)
+        self._use(chosen)
         self._quitting = False
         self.quit_dialog: QuitDialog | None = None  # while the quit question is open
         self._user_cancelled: set[str] = set()  # tasks this app asked to cancel
@@ -174,6 +204,8 @@ class DesktopApp(QObject):
         w.clear_finished_requested.connect(self._on_window_clear_finished_requested)
         w.restart_services_requested.connect(lambda: self._spawn(self._restart()))
         w.open_in_browser_requested.connect(lambda: self._spawn(self._open_in_browser()))
+        w.connect_dialog_requested.connect(self.open_server_dialog)
+        w.server_chosen.connect(self.switch_to)
         w.quit_requested.connect(self.request_quit)
         w.detail.save_output_requested.connect(
             lambda tid, path: self._spawn(self._save_output(tid, path)))
@@ -192,7 +224,9 @@ class DesktopApp(QObject):
         """Show the window, start everything, and return when the app has quit."""
         self.window.show()
         self.timings["window_shown"] = process_age()
-        self.window.show_status("Starting services…", 0)
+        remote = self.monitor.remote
+        self.window.show_status(f"Connecting to {remote.name}…" if remote is not None
+                                else "Starting services…", 0)  # fmt: skip
         await self.monitor.start()
         await self._done.wait()
         return self.exit_code
@@ -313,20 +347,29 @@ class DesktopApp(QObject):
     def _on_monitor_services_ready(self) -> None:
         self.timings.setdefault("services_ready", process_age())
         self.window.hide_failure()
-        who = (f"Connected to the Herald run by pid {self.monitor.attached_pid}"
-               if self.monitor.attached_pid else "Services ready")  # fmt: skip
+        remote = self.monitor.remote
+        if remote is not None:
+            who = f"Connected to {remote.name} ({remote.url}) as {self.monitor.principal}"
+        elif self.monitor.attached_pid:
+            who = f"Connected to the Herald run by pid {self.monitor.attached_pid}"
+        else:
+            who = "Services ready"
         self.window.show_status(who)
         self._spawn(self._open_bridge())
 
     async def _open_bridge(self) -> None:
         try:
-            await self.bridge.open(self.monitor.api_url, self.monitor.ws_url, self.monitor.token)
+            await self.bridge.open(self.monitor.api_url, self.monitor.ws_url, self.monitor.token,
+                                   self.monitor.tls)  # fmt: skip
         except Exception as exc:
             log.error("cannot talk to the services: %s", exc)
             self.window.show_failure(f"cannot talk to the services: {exc}")
             self.exit_code = 1 if self.self_check else self.exit_code
         else:
             self.timings.setdefault("history_loaded", process_age())
+            remote = self.monitor.remote
+            if remote is not None and not remote.is_loopback:
+                await self._check_sign_in(remote)
             # What the app holds once started lives as long as it does: out of the
             # collector's sight, a full collection under a stream of events scans only
             # what came since (one took 200 ms on this machine, a visible freeze).
@@ -430,13 +473,136 @@ class DesktopApp(QObject):
         parts = [f"{running} running"] if running else []
         if queued:
             parts.append(f"{queued} queued")
-        self.window.setWindowTitle("Herald" + (" — " + " · ".join(parts) if parts else ""))
+        remote = self.monitor.remote
+        title = f"Herald on {remote.name}" if remote is not None else "Herald"
+        self.window.setWindowTitle(title + (" — " + " · ".join(parts) if parts else ""))
 
     def _on_local_server_new_connection(self) -> None:
         assert self._local_server is not None
         sock = self._local_server.nextPendingConnection()
         sock.readyRead.connect(lambda: (sock.readAll(), self.window.bring_to_front()))
         sock.disconnected.connect(sock.deleteLater)
+
+    # --------------------------------------------------------------- servers
+
+    def _use(self, name: str) -> None:
+        """Point the monitor and the window at `name` (THIS_COMPUTER or a saved server);
+        nothing is started or stopped here."""
+        server = self.servers.get(name) if name != THIS_COMPUTER else None
+        token = (self.servers.token(name) or "") if server is not None else ""
+        self.monitor.use_remote(server, token)
+        if server is None:
+            self.window.set_server("")
+        else:
+            self.window.set_server(server.name, server.url, sign_in_works=server.is_loopback,
+                                   files_here=server.is_loopback)  # fmt: skip
+        self.window.set_servers(self.servers.names(), name if server is not None else "")
+        self._update_title()
+
+    def switch_to(self, name: str, *, again: bool = False) -> None:
+        """Use another Herald: stop talking to this one (stopping this computer's services
+        if the app runs them: their running tasks are put back in the queue, for the next
+        time), empty the table, and connect to `name` (THIS_COMPUTER: start our own).
+        `again`: even if it is the one in use (its saved URL or token changed)."""
+        if self._quitting:
+            return
+        current = self.monitor.remote.name if self.monitor.remote is not None else THIS_COMPUTER
+        switching = self._switching is not None and not self._switching.done()
+        if name == current and not again and not switching:
+            self.window.set_servers(self.servers.names(), current)  # (its check mark back)
+            return
+        self.servers.set_current(name)
+        self._switching = task = asyncio.ensure_future(self._switch(name, self._switching))
+        self._tasks.add(task)
+        task.add_done_callback(self._on_task_done)
+
+    async def _switch(self, name: str, before: asyncio.Task[None] | None) -> None:
+        if before is not None and not before.done():
+            await asyncio.wait({before})
+        label = name or "this computer"
+        self.window.show_status(f"Connecting to {label}…", 0)
+        self.window.set_loading(True)
+        doomed = self.removal.pending()  # removals still undoable: final now, on this server
+        if doomed:
+            with QSignalBlocker(self.removal):  # deleted here, before the bridge closes
+                self.removal.commit()
+            self.window.hide_undo()
+            await self._forget(doomed, quiet=True)
+        await self.bridge.close()
+        self.bridge.forget_position()  # the next server's seqs are its own
+        if self.monitor.owns_services:
+            self.window.show_status("Stopping this computer's services…", 0)
+            stop = asyncio.ensure_future(self.monitor.stop())
+            await asyncio.sleep(0)
+            self._hurry_worker()  # running tasks go back in the queue at once
+            try:
+                await asyncio.wait_for(stop, STOP_WAIT)
+            except TimeoutError:
+                log.error("the services did not stop within %.0f s", STOP_WAIT)
+        self.model.forget_all()
+        self.window.hide_failure()
+        self._use(name)
+        self.window.show_status(f"Connecting to {label}…", 0)
+        await self.monitor.start()
+
+    def open_server_dialog(self) -> None:
+        """File → Connect to server…: the dialog, without blocking the loop (`open()`)."""
+        if self.server_dialog is not None:
+            self.server_dialog.raise_()
+            self.server_dialog.activateWindow()
+            return
+        current = self.monitor.remote.name if self.monitor.remote is not None else ""
+        saved = [{"name": s.name, "url": s.url, "ca_file": s.ca_file}
+                 for s in self.servers.servers()]  # fmt: skip
+        box = ServerDialog(saved, current, self.window)
+        box.test_requested.connect(lambda values: self._spawn(self._check(box, values)))
+        box.connect_requested.connect(
+            lambda values: self._spawn(self._check(box, values, connect=True)))
+        box.remove_requested.connect(self._on_server_dialog_remove_requested)
+        box.finished.connect(lambda _result: self._on_server_dialog_finished(box))
+        self.server_dialog = box
+        box.open()
+
+    def _on_server_dialog_finished(self, box: ServerDialog) -> None:
+        if self.server_dialog is box:
+            self.server_dialog = None
+        box.deleteLater()
+
+    def _on_server_dialog_remove_requested(self, name: str) -> None:
+        in_use = self.monitor.remote is not None and self.monitor.remote.name == name
+        self.servers.remove(name)
+        self.window.set_servers(self.servers.names(), "" if in_use else (
+            self.monitor.remote.name if self.monitor.remote is not None else ""))  # fmt: skip
+        if in_use:
+            self.switch_to(THIS_COMPUTER)
+
+    async def _check(self, box: ServerDialog, values: dict[str, str], *,
+                     connect: bool = False) -> None:  # fmt: skip
+        """The dialog's Test (or Connect): check the server and say how it went; Connect
+        saves it and switches to it once the check passed, and saves nothing otherwise."""
+        name, token = values["name"], values["token"]
+        saved = self.servers.get(name)
+        if not token and saved is not None:
+            token = self.servers.token(name) or ""  # left empty: the saved one
+        try:
+            url = normalize_url(values["url"])
+        except UrlProblem as exc:
+            box.show_failed(str(exc))
+            return
+        try:
+            found = await check_server(url, token, values["ca_file"])
+        except ServerCheckError as exc:
+            box.show_failed(exc.message)
+            return
+        said = (f"Herald {found.version} answers at {found.api}; the token signs in as "
+                f"{found.principal}.")  # fmt: skip
+        if not connect:
+            box.show_passed(said)
+            return
+        self.servers.save(Server(name, url, values["ca_file"]), token)
+        box.show_passed(said)
+        box.accept()
+        self.switch_to(name, again=True)  # (its URL or token may have changed)
 
     # --------------------------------------------------------------- intents
 
@@ -507,6 +673,23 @@ class DesktopApp(QObject):
         await self.bridge.close()
         await self.monitor.restart()
 
+    async def _check_sign_in(self, server: Server) -> None:
+        """Whether the browser's sign-in works with a server on another machine: its
+        one-time links must name the server's own address (a server that names 127.0.0.1
+        means its own machine's loopback). Asked once per connection; the ticket it makes
+        is never used and lapses in a minute."""
+        works = False
+        try:
+            status, body = await self.bridge.client.request("POST", "/api/login-tickets")
+            if status == 201 and isinstance(body, dict):
+                link = urlsplit(str(body.get("url", "")))
+                works = (link.hostname or "").lower() == (urlsplit(server.url).hostname or "")
+        except Exception as exc:  # noqa: BLE001 (then it is said not to work)
+            log.info("cannot ask %s for a sign-in link: %s", server.name, exc)
+        if self.monitor.remote is server:
+            self.window.set_server(server.name, server.url, sign_in_works=works,
+                                   files_here=server.is_loopback)  # fmt: skip
+
     async def _open_in_browser(self) -> None:
         """Open the task page in the user's browser through a fresh one-time sign-in link
         (as `herald open`), saying in the status bar how it went: no dialog."""
@@ -574,8 +757,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def main(data_dir: Path, argv: list[str] | None = None, *, self_check: bool = False) -> int:
-    """Run the desktop app for `data_dir`; returns the exit status."""
+def main(data_dir: Path, argv: list[str] | None = None, *, self_check: bool = False,
+         server: str | None = None) -> int:  # fmt: skip
+    """Run the desktop app for `data_dir` (on the saved server `server`, see DesktopApp);
+    returns the exit status."""
     logging.basicConfig(level=os.environ.get("HERALD_LOG_LEVEL", "WARNING").upper(),
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")  # fmt: skip
     paint_on_the_gui_thread()
@@ -599,7 +784,11 @@ def main(data_dir: Path, argv: list[str] | None = None, *, self_check: bool = Fa
         settings = QSettings(os.path.join(scratch, "settings.ini"), QSettings.Format.IniFormat)
     else:
         settings = QSettings()
-    desktop = DesktopApp(data_dir, settings, self_check=self_check)
+    try:
+        desktop = DesktopApp(data_dir, settings, self_check=self_check, server=server)
+    except KeyError as exc:  # --server NAME of no saved server
+        print(f"herald: {exc.args[0]}", file=sys.stderr)
+        return 2
     if not self_check:
         desktop.listen_for_second_launch(key)
     # SIGTERM or SIGINT (a session logout, Ctrl-C in the terminal): quit cleanly, without

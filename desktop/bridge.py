@@ -90,16 +90,20 @@ class ClientBridge(QObject):
             raise RuntimeError("the bridge is not open")
         return self._client
 
-    async def open(self, api: str, ws: str, token: str) -> None:
-        """Connect to an instance: stream first, then catalog and history, then live."""
+    async def open(self, api: str, ws: str, token: str, tls: Any = None) -> None:
+        """Connect to an instance: stream first, then catalog and history, then live.
+        (`tls`: the TLS context of an https/wss server, None for the system's trust.)"""
         await self.close()
-        self._client = AsyncHeraldClient(api, ws, token)
-        self._stream = self._client.events(since=self.last_seq, on_state=self._on_stream_state)
-        await self._stream.open()
+        self._client = AsyncHeraldClient(api, ws, token, tls=tls)
+        self._stream = stream = self._client.events(since=self.last_seq,
+                                                    on_state=self._on_stream_state)  # fmt: skip
+        await stream.open()
         self._heard()
         await self._load()
-        self._reader = asyncio.ensure_future(self._read(self._stream))
-        self._watchdog = asyncio.ensure_future(self._watch(self._stream))
+        if self._stream is not stream:  # closed meanwhile (a quit, a switch of server)
+            return
+        self._reader = asyncio.ensure_future(self._read(stream))
+        self._watchdog = asyncio.ensure_future(self._watch(stream))
 
     async def _load(self, *, reload: bool = False) -> None:
         client = self.client
@@ -215,6 +219,11 @@ class ClientBridge(QObject):
         if status >= 400:
             raise ApiError.from_body(status, body)
         return body
+
+    def forget_position(self) -> None:
+        """Forget the last seq seen: the next `open()` is of another server, whose seqs are
+        its own (resuming from this one's would skip or replay events)."""
+        self.last_seq = None
 
     async def close(self) -> None:
         """Stop the stream and the HTTP session (the bridge may be opened again); each step

@@ -6,15 +6,21 @@ file that lets `herald submit` in a shell find this instance), and turns the sup
 callbacks into signals for the status bar and the log dock. When another instance (a
 headless `herald serve`) holds the data dir, the app attaches to it instead of starting a
 second set of services.
+
+Pointed at a remote server (`use_remote()`: a saved server, see desktop.servers) it starts
+nothing: `start()` checks the server (health, then the token) and takes its endpoints,
+and the lights say what the server's health says of each of its services.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from desktop.servers import Server, ServerCheckError, check_server
 from embedded.instance import AlreadyRunning, Instance, StartupError, wait_for_running
 from embedded.supervisor import ServiceState, ServiceStatus, Supervisor, SupervisorError
 
@@ -49,6 +55,10 @@ class ServiceMonitor(QObject):
         self.api_url = ""
         self.ws_url = ""
         self.attached_pid: int | None = None  # a headless instance we only talk to
+        self.tls: Any = None  # the TLS context of an https server (None: the default)
+        self.remote: Server | None = None  # the remote server used instead of our own
+        self._remote_token = ""
+        self.principal = ""  # who the remote server says the token is
         self._states: dict[str, str] = {n: ServiceState.STOPPED.value for n in SERVICE_NAMES}
 
     # ------------------------------------------------------------------ queries
@@ -61,7 +71,9 @@ class ServiceMonitor(QObject):
 
     @property
     def _supervisor(self) -> Supervisor | None:
-        return self.instance.supervisor if self.attached_pid is None else None
+        if self.remote is not None or self.attached_pid is not None:
+            return None
+        return self.instance.supervisor
 
     def logs(self, name: str) -> list[str]:
         sup = self._supervisor
@@ -80,8 +92,22 @@ class ServiceMonitor(QObject):
 
     # ------------------------------------------------------------------ control
 
+    def use_remote(self, server: Server | None, token: str = "") -> None:
+        """From the next `start()` on, use `server` (with its token) instead of this
+        computer's services; None: this computer's again. Stop first what runs."""
+        self.remote = server
+        self._remote_token = token if server is not None else ""
+        self.attached_pid = None
+        self.api_url = self.ws_url = self.token = self.principal = ""
+        self.tls = None
+        for name in SERVICE_NAMES:
+            self._set(name, ServiceState.STOPPED.value, "")
+
     async def start(self) -> bool:
-        """Start the services (or attach to a running instance); True once all are ready."""
+        """Start the services (or attach to a running instance, or check the remote
+        server); True once all are ready."""
+        if self.remote is not None:
+            return await self._start_remote(self.remote)
         try:
             info = await self.instance.start()
         except AlreadyRunning as exc:
@@ -108,9 +134,35 @@ class ServiceMonitor(QObject):
         self.services_ready.emit()
         return True
 
+    async def _start_remote(self, server: Server) -> bool:
+        for name in SERVICE_NAMES:
+            self._set(name, ServiceState.STARTING.value, f"connecting to {server.name}")
+        try:
+            found = await check_server(server.url, self._remote_token, server.ca_file)
+        except ServerCheckError as exc:
+            log.error("cannot use the server %s: %s", server.name, exc.message)
+            for name in SERVICE_NAMES:
+                self._set(name, ServiceState.FAILED.value, exc.message)
+            self.services_failed.emit(exc.message)
+            return False
+        if self.remote is not server:  # switched again meanwhile
+            return False
+        self.api_url, self.ws_url, self.token = found.api, found.ws, found.token
+        self.tls, self.principal = found.tls, found.principal
+        services = found.health.get("services") or {}
+        for name in SERVICE_NAMES:
+            status = services.get(name) if isinstance(services, dict) else None
+            state = str(status.get("state", "unknown")) if isinstance(status, dict) else "unknown"
+            message = (status.get("message") or "") if isinstance(status, dict) else ""
+            self._set(name, state, f"{name} on {server.name} ({server.url}): {state}"
+                      + (f": {message}" if message else ""))  # fmt: skip
+        self.services_ready.emit()
+        return True
+
     async def stop(self) -> None:
-        """Stop the services this app runs (an attached instance is left alone)."""
-        if self.attached_pid is None:
+        """Stop the services this app runs (an attached instance or a remote server is
+        left alone)."""
+        if self.attached_pid is None and self.remote is None:
             await self.instance.stop()
 
     async def restart(self) -> bool:

@@ -745,6 +745,21 @@ class TaskModel(QAbstractTableModel):
         for tid in finished:
             self.task_finished.emit(tid)
 
+    def forget_all(self) -> None:
+        """Empty the table and the history's paging and search state (the app switched to
+        another server: none of these tasks is its). Events still on their way for them
+        are ignored."""
+        self.remove_tasks([*self._ids(), *self._pending, *self._parked, *self._orphans])
+        self._removed.clear()  # (ids are the other server's; coming back loads them again)
+        self._parked.clear()
+        self._intake.clear()
+        self._cursors.clear()
+        self._hits.clear()
+        self._fetching = None
+        self._search = ("", ())
+        self.search_error = ""
+        self.search_changed.emit()
+
     def remove_tasks(self, ids: Iterable[str]) -> None:
         """Remove tasks from the table (not from the server); later events of theirs are
         ignored."""

@@ -166,6 +166,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None,
                    help="where Herald keeps its files (default: $HERALD_DATA_DIR or the "
                         "user data dir)")  # fmt: skip
+    p.add_argument("--server", default=None, metavar="NAME",
+                   help="the desktop app: use this saved server (File → Connect to server…) "
+                        "instead of this computer's services; local: this computer "
+                        "(default: $HERALD_SERVER, else the last choice)")  # fmt: skip
     # `herald service NAME` (the frozen app's children) is taken by main() before parsing:
     # it is no command of this parser, so no help lists it.
     sub = p.add_subparsers(dest="command", metavar="COMMAND",
@@ -337,7 +341,7 @@ def _main(argv: list[str]) -> int:
     data_dir = (args.data_dir.expanduser().resolve() if args.data_dir else default_data_dir())
     cmd = args.command
     if cmd is None:
-        return _gui(data_dir, args.self_check)
+        return _gui(data_dir, args.self_check, args.server)
     if cmd == "serve":
         return _serve(data_dir, args)
     if cmd == "token":
@@ -526,7 +530,7 @@ def _service(argv: list[str]) -> int:
     return EXIT_USAGE
 
 
-def _gui(data_dir: Path, self_check: bool = False) -> int:
+def _gui(data_dir: Path, self_check: bool = False, server: str | None = None) -> int:
     """The desktop app; headless serving where it cannot run (no display, no Qt)."""
     reason = ""
     if (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
@@ -546,7 +550,7 @@ def _gui(data_dir: Path, self_check: bool = False) -> int:
               "`herald submit`, `herald tasks` and the HTTP API from another shell.\n",
               file=sys.stderr)  # fmt: skip
         return _serve(data_dir, _parser().parse_args(["serve"]))
-    return int(gui_main(data_dir, self_check=self_check))
+    return int(gui_main(data_dir, self_check=self_check, server=server))
 
 
 def _token(data_dir: Path, args: argparse.Namespace) -> int:

@@ -40,6 +40,8 @@ from services.core.session import ClientSession
 from services.core.stream import StreamState, reconnect_delays
 
 if TYPE_CHECKING:
+    import ssl
+
     import aiohttp
     from websockets.asyncio.client import ClientConnection
 
@@ -54,6 +56,8 @@ __all__ = [
     "StreamClosed",
     "StreamState",
     "TaskPage",
+    "TlsFailure",
+    "tls_context",
 ]
 
 log = logging.getLogger("herald.client")
@@ -90,6 +94,42 @@ class NotRunning(RuntimeError):
 class ServiceUnavailable(ConnectionError):
     """Herald cannot be reached: refused, dropped or silent connections, on HTTP or the
     WebSocket. An OSError, so callers that catch those keep working."""
+
+
+class TlsFailure(ServiceUnavailable):
+    """The server was reached but its TLS certificate could not be verified (self-signed
+    without its CA file, another host's name, expired), or the TLS handshake failed."""
+
+
+def tls_context(ca_file: str | Path | None = None) -> ssl.SSLContext | None:
+    """The TLS context for an https/wss server: one that trusts `ca_file` (a PEM file of
+    the CA that signed a self-signed server's certificate) and nothing else, or None
+    for the libraries' default (the system's trust store, host names checked).
+
+    Raises:
+        OSError, ssl.SSLError: the CA file cannot be read or holds no certificate.
+    """
+    if not ca_file:
+        return None
+    import ssl as ssl_module  # here: plain-HTTP commands never load OpenSSL
+
+    return ssl_module.create_default_context(cafile=str(ca_file))
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) is a failed TLS handshake or certificate check."""
+    try:
+        import ssl as ssl_module
+    except ImportError:  # a process that hides OpenSSL speaks no TLS
+        return False
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl_module.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class StreamClosed(Exception):
@@ -182,15 +222,18 @@ class AsyncHeraldClient:
         token: the principal's bearer token.
         timeout: seconds a request may take in all before ServiceUnavailable.
         max_connections: concurrent HTTP connections kept to the API.
+        tls: for an https/wss server: the context to verify it with (`tls_context()`:
+            its CA file); None: the system's trust store. Unused for http/ws.
     """
 
     def __init__(self, api: str, ws: str, token: str, *, timeout: float = 30.0,
-                 max_connections: int = 8) -> None:  # fmt: skip
+                 max_connections: int = 8, tls: ssl.SSLContext | None = None) -> None:  # fmt: skip
         self.api = api.rstrip("/")
         self.ws = ws
         self.token = token
         self.timeout = timeout
         self.max_connections = max_connections
+        self.tls = tls
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
@@ -212,7 +255,10 @@ class AsyncHeraldClient:
             headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"},
             # Longer than the server's own keep-alive (75 s): the server decides when an
             # idle connection goes, and the loop notices before the connection is reused.
-            connector=aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=120),
+            connector=aiohttp.TCPConnector(
+                limit=self.max_connections, keepalive_timeout=120,
+                ssl=self.tls if self.tls is not None else True,
+            ),  # fmt: skip
             timeout=aiohttp.ClientTimeout(total=self.timeout),
         )
         return self._session
@@ -247,9 +293,13 @@ class AsyncHeraldClient:
                     status = resp.status
                 break
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if isinstance(exc, aiohttp.ClientSSLError) or _tls_failure(exc):
+                    raise TlsFailure(f"TLS failed with {self.api}: {exc}") from exc
                 if attempt or not retry or isinstance(exc, aiohttp.ClientConnectorError):
                     raise ServiceUnavailable(f"cannot reach Herald at {self.api}: {exc}") from exc
             except aiohttp.ClientError as exc:
+                if isinstance(exc, aiohttp.ClientSSLError) or _tls_failure(exc):
+                    raise TlsFailure(f"TLS failed with {self.api}: {exc}") from exc
                 raise ServiceUnavailable(f"cannot reach Herald at {self.api}: {exc}") from exc
             except TimeoutError as exc:
                 raise ServiceUnavailable(
@@ -384,7 +434,7 @@ class AsyncHeraldClient:
                give_up_after: float | None = None) -> AsyncEventStream:  # fmt: skip
         """The principal's event stream (not connected yet); see `AsyncEventStream`."""
         return AsyncEventStream(self.ws, self.token, since, on_state=on_state,
-                                give_up_after=give_up_after)  # fmt: skip
+                                give_up_after=give_up_after, tls=self.tls)  # fmt: skip
 
     async def close(self) -> None:
         """Close the HTTP session (the client may be used again: a new one opens)."""
@@ -434,6 +484,8 @@ class AsyncEventStream:
         open_timeout: seconds one connection attempt may take (handshake and welcome).
         delays: makes the schedule of waits between attempts (a fresh one after each
             successful connection).
+        tls: for a wss URL: the context to verify the server with (see
+            `AsyncHeraldClient`); None: the system's trust store.
     """
 
     def __init__(
@@ -446,8 +498,10 @@ class AsyncEventStream:
         give_up_after: float | None = None,
         open_timeout: float = 10.0,
         delays: Callable[[], Iterator[float]] = reconnect_delays,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
+        self.tls = tls
         self.token = token
         self.on_state = on_state
         self.give_up_after = give_up_after
@@ -651,7 +705,8 @@ class AsyncEventStream:
                         and loop.time() + delay - started > self.give_up_after):  # fmt: skip
                     self._give_up()
                     reason = error or "the connection was lost"
-                    raise ServiceUnavailable(
+                    gave_up = TlsFailure if isinstance(error, TlsFailure) else ServiceUnavailable
+                    raise gave_up(
                         f"no event stream from {self.url} for "
                         f"{loop.time() - started:.1f} s: {reason}"
                     ) from error
@@ -720,11 +775,15 @@ class AsyncEventStream:
         if since is not None:
             headers[SINCE_HEADER] = str(since)
         conn: ClientConnection | None = None
+        # websockets refuses an ssl context for a ws:// URL; wss:// without one verifies
+        # with the system's trust store.
+        tls = self.tls if self.url.startswith("wss:") else None
         try:
             async with asyncio.timeout(self.open_timeout):
                 conn = await connect(
                     self.url, additional_headers=headers, open_timeout=None,
                     max_size=MAX_MESSAGE, compression=None, proxy=None, close_timeout=2,
+                    ssl=tls,
                 )  # fmt: skip
                 session.connection_made()
                 welcome = session.receive_text(await conn.recv())
@@ -740,6 +799,8 @@ class AsyncEventStream:
         except (OSError, TimeoutError, WebSocketException, ProtocolError) as exc:
             if conn is not None:
                 conn.transport.abort()
+            if _tls_failure(exc):
+                raise TlsFailure(f"TLS failed with {self.url}: {exc}") from exc
             raise ServiceUnavailable(f"cannot connect to {self.url}: {exc or type(exc).__name__}"
                                      ) from exc  # fmt: skip
         except BaseException:

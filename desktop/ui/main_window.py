@@ -14,6 +14,8 @@ Signals:
     undo_requested(): the status bar's "Undo" of the last removal.
     restart_services_requested(): the "Restart services" action.
     open_in_browser_requested(): the "Open in browser" action (the task page, signed in).
+    connect_dialog_requested(): File → Connect to server… (the app opens the dialog).
+    server_chosen(name): File → Switch to → a saved server's name, or "" for this computer.
     quit_requested(): the user asked to quit (window closed, menu, tray, Ctrl+Q).
 """
 
@@ -104,6 +106,8 @@ class MainWindow(QMainWindow):
     undo_requested = Signal()
     restart_services_requested = Signal()
     open_in_browser_requested = Signal()
+    connect_dialog_requested = Signal()
+    server_chosen = Signal(str)
     quit_requested = Signal()
 
     def __init__(self, model: TaskModel, services: tuple[str, ...], log_dir: str,
@@ -116,6 +120,7 @@ class MainWindow(QMainWindow):
         self._notified_task: str | None = None
         self.notifier: Any = None  # notifications without a tray (see set_notifier)
         self._really_closing = False
+        self._failure_prefix = "Herald's services stopped working: "
         self.setWindowTitle("Herald")
         self.setWindowIcon(icon)
         self.setObjectName("main_window")
@@ -266,6 +271,12 @@ class MainWindow(QMainWindow):
         self.undo_button.clicked.connect(self.undo_requested)
         self.undo_button.hide()
         self.statusBar().addWidget(self.undo_button)
+        # Which Herald the window shows: this computer's own, or a remote server's.
+        self.server_label = QLabel("This computer")
+        self.server_label.setObjectName("server_label")
+        self.server_label.setToolTip("The tasks are this computer's own (File → Connect to "
+                                     "server… to use a remote Herald)")  # fmt: skip
+        self.statusBar().addPermanentWidget(self.server_label)
         self.statusBar().addPermanentWidget(self.lights)
         # A message goes when it is stale; one shown meanwhile starts the clock again.
         self._status_timer = QTimer(self)
@@ -336,6 +347,13 @@ class MainWindow(QMainWindow):
         self.open_browser_action = self._action(
             "Open in &browser", None, self.open_in_browser_requested, None,
             "Open the task page in your browser, signed in through a one-time link")
+        self.connect_action = self._action(
+            "Connect to &server…", None, self.connect_dialog_requested, None,
+            "Use a Herald that runs elsewhere (its URL and a token) instead of this "
+            "computer's own")  # fmt: skip
+        self.servers_menu = QMenu("S&witch to", self)
+        self.servers_menu.setObjectName("servers_menu")
+        self.set_servers([], "")
         # Ctrl+Q by name: the platform's standard Quit key is empty under some window
         # managers (and offscreen), and Ctrl is Cmd on macOS anyway.
         self.quit_action = self._action("&Quit", "Ctrl+Q", self.quit_requested)
@@ -363,6 +381,10 @@ class MainWindow(QMainWindow):
 
         menu = self.menuBar()
         file_menu = menu.addMenu("&File")
+        file_menu.setToolTipsVisible(True)  # a disabled action says why
+        file_menu.addAction(self.connect_action)
+        file_menu.addMenu(self.servers_menu)
+        file_menu.addSeparator()
         file_menu.addAction(self.open_browser_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
@@ -372,10 +394,12 @@ class MainWindow(QMainWindow):
                   self.clear_action):  # fmt: skip
             tasks_menu.addAction(a)
         view_menu = menu.addMenu("&View")
+        view_menu.setToolTipsVisible(True)
         view_menu.addAction(self.find_action)
         view_menu.addAction(self.logs_action)
         view_menu.addAction(self.activity_action)
         services_menu = menu.addMenu("&Services")
+        services_menu.setToolTipsVisible(True)
         services_menu.addAction(self.restart_action)
         help_menu = menu.addMenu("&Help")
         help_menu.addAction(self.about_action)
@@ -504,10 +528,57 @@ class MainWindow(QMainWindow):
     def show_failure(self, message: str) -> None:
         """The services could not start or one gave up: say so, offer a restart."""
         self.set_loading(False)  # nothing is coming: the empty table must not say it is
-        self.banner.setText(f"Herald's services stopped working: {message}")
+        self.banner.setText(f"{self._failure_prefix}{message}")
         self.banner.show()
         self.banner_button.show()
-        self.log_dock.show()
+        if self.logs_action.isEnabled():  # (a remote server's logs are not here)
+            self.log_dock.show()
+
+    def set_servers(self, names: list[str], current: str) -> None:
+        """The File → Switch to menu: this computer, then each saved server; `current` (a
+        name, "" for this computer) checked."""
+        self.servers_menu.clear()
+        for label, name in [("This computer", ""), *((n, n) for n in names)]:
+            action = self.servers_menu.addAction(label)
+            action.setCheckable(True)
+            action.setChecked(name == current)
+            action.setData(name)
+            action.triggered.connect(lambda _checked=False, n=name: self.server_chosen.emit(n))
+
+    def set_server(self, name: str, url: str = "", *, sign_in_works: bool = True,
+                   files_here: bool = True) -> None:  # fmt: skip
+        """Say which Herald the window shows (`name` "": this computer's own services), and
+        disable what only makes sense for this computer's own, saying why (`files_here`:
+        the server runs on this machine, so the files its results name are here)."""
+        remote = bool(name)
+        self.detail.result_view.files_on = "" if files_here else name
+        if remote:
+            self.server_label.setText(f"Server: {name}")
+            self.server_label.setToolTip(f"The tasks are those of the Herald at {url}")
+        else:
+            self.server_label.setText("This computer")
+            self.server_label.setToolTip("The tasks are this computer's own (File → Connect "
+                                         "to server… to use a remote Herald)")  # fmt: skip
+        self.restart_action.setEnabled(not remote)
+        self.restart_action.setToolTip(
+            f"{name}'s services run on the server: restart them there" if remote
+            else "Restart services")  # fmt: skip
+        self.logs_action.setEnabled(not remote)
+        self.logs_action.setToolTip(
+            f"The services' logs are on the server ({name}), not on this computer" if remote
+            else "Show the services' logs (Ctrl+L)")  # fmt: skip
+        if remote:
+            self.log_dock.hide()
+        self.open_browser_action.setEnabled(sign_in_works)
+        self.open_browser_action.setToolTip(
+            "Open the task page in your browser, signed in through a one-time link"
+            if sign_in_works else
+            f"The server's sign-in links are for its own machine (127.0.0.1): open "
+            f"{url} there, or run `herald open` on the server")  # fmt: skip
+        self.banner_button.setText("Connect again" if remote else "Restart services")
+        self.form.set_paths_local(not remote)
+        self._failure_prefix = (f"Cannot use the server {name}: " if remote
+                                else "Herald's services stopped working: ")  # fmt: skip
 
     def set_identity(self, me: dict[str, Any]) -> None:
         """Who the app is signed in as, and what it may do (shown in the About box)."""

@@ -70,6 +70,9 @@ class ResultView(QWidget):
         super().__init__(parent)
         # What opens a file: the desktop's own opener (tests give theirs).
         self.opener: Callable[[QUrl], bool] = QDesktopServices.openUrl
+        # The server whose files a result names when they are not on this computer (a
+        # remote server on another machine), "" when they are here.
+        self.files_on = ""
         self._shown: tuple[Any, ...] | None = None
         self._result: Any = None
         self.view: rv.ResultView | None = None
@@ -280,7 +283,11 @@ class ResultView(QWidget):
         """Hand `path` to the desktop's opener; say so when it could not (no application
         set for it, or the path is gone)."""
         name = os.path.basename(path.rstrip("/")) or path
-        if not os.path.exists(path):
+        if self.files_on:  # a file here by that name would be another file
+            message = (f"Could not open {name}: it is on the server {self.files_on}, not on "
+                       f"this computer ({path})")  # fmt: skip
+            ok = False
+        elif not os.path.exists(path):
             message = f"Could not open {name}: {path} no longer exists."
             ok = False
         else:

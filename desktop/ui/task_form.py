@@ -355,9 +355,11 @@ class _PathField(_TextField):
     Besides the server's checks on the text, it looks at what the path points at, as the
     server will (`services.core.params.path_problem`): a folder where a file is wanted, a
     file where a folder is, an existing destination while the task's Overwrite is off. A
-    path that does not exist yet is left to the server."""
+    path that does not exist yet is left to the server. On a remote server (`local` False)
+    the paths are the server's, not this computer's: only the server checks them."""
 
     editor: PathLineEdit
+    local = True  # whether the paths are this computer's (set by the form)
 
     def __init__(self, spec: dict[str, Any], param: Param | None, parent: QWidget,
                  browse: Callable[[_PathField, str], None]) -> None:  # fmt: skip
@@ -427,7 +429,7 @@ class _PathField(_TextField):
             value = self.read()
         except ValueError:
             return None
-        if value is MISSING:
+        if value is MISSING or not self.local:
             return None
         path = os.path.expanduser(value)
         if not os.path.isabs(path):
@@ -818,6 +820,7 @@ class TaskForm(QWidget):
         self._advanced_button: QToolButton | None = None
         self._advanced: QWidget | None = None
         self._busy = False
+        self._paths_local = True  # see set_paths_local
         self._general_error: QLabel | None = None
 
         self._stack = QStackedWidget(self)
@@ -1062,6 +1065,7 @@ class TaskForm(QWidget):
         field: _Field
         if spec.get("type") == ParamType.PATH.value:
             field = _PathField(spec, param, parent, self._on_browse_clicked)
+            field.local = self._paths_local
         else:
             field = _FIELD_TYPES.get(spec.get("type", ""), _TextField)(spec, param, parent)
         field.reset()
@@ -1250,6 +1254,14 @@ class TaskForm(QWidget):
             return
         self.remember_values()
         self.run_requested.emit(self._spec["name"], self.values(), self.time_limit())
+
+    def set_paths_local(self, local: bool) -> None:
+        """Whether the paths typed are this computer's (its own services) or a remote
+        server's: only this computer's are looked at here before the server checks them."""
+        self._paths_local = local
+        for field in self._fields.values():
+            if isinstance(field, _PathField):
+                field.local = local
 
     def set_busy(self, busy: bool) -> None:
         """While a submit is in flight: the Run button is disabled and says "Submitting…"."""
