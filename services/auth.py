@@ -247,6 +247,7 @@ def _save_entries(layout: DataLayout, entries: dict[str, PrincipalEntry]) -> Non
 REGISTRY_KEY = "herald:auth"
 REGISTRY_VERSION_KEY = "herald:auth:version"
 REGISTRY_RECHECK = 0.5  # seconds a node may go on with principals it read before
+REGISTRY_MISS_RECHECK = 0.05  # ... or, after an unknown token, at least this long
 
 
 class PrincipalRegistry:
@@ -543,7 +544,20 @@ class Authenticator:
         if not token:
             return None
         self.reload()
-        return self._match(hash_token(token))
+        found = self._match(hash_token(token))
+        if found is None and self._registry is not None and self._miss_recheck():
+            found = self._match(hash_token(token))  # a principal made on another node
+        return found
+
+    def _miss_recheck(self) -> bool:
+        """After an unknown token on a Redis backend: look at the registry again if the
+        last look is more than `REGISTRY_MISS_RECHECK` old (a principal just created on
+        another node is known here at once; a client sending bad tokens costs at most a
+        small GET every that often)."""
+        now = time.monotonic()
+        if now - (self._next_check - REGISTRY_RECHECK) < REGISTRY_MISS_RECHECK:
+            return False
+        return self.reload(force=True)
 
     def holds(self, principal: str, token_sha256: str) -> bool:
         """Whether `principal` still exists with this token (as last read; see `reload`).

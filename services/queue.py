@@ -63,6 +63,8 @@ def huey_redis() -> None:
         storage.Redis = redis.Redis
         storage.ConnectionError = redis.exceptions.ConnectionError
         storage.TimeoutError = redis.exceptions.TimeoutError
+        # (bound as a class attribute when the module was read: `redis_client = Redis`)
+        storage.RedisStorage.redis_client = redis.Redis
 
 
 _import_huey_without_redis()
