@@ -315,6 +315,8 @@ class Supervisor:
         self._notifier_base: list[str] = []
         if "web" in dep.services:
             web_args = [*base, "--port", str(web_port), *dep.listen_args(dep.web_host)]
+            if "worker" in dep.services and dep.worker_processes > 1:  # it wakes each
+                web_args += ["--worker-processes", str(dep.worker_processes)]
             if dep.notifier_url:
                 web_args += ["--notifier-url", dep.notifier_url]
             self._children["web"] = _Child(ServiceStatus("web", port=web_port), web_args)
@@ -322,8 +324,11 @@ class Supervisor:
             concurrency = ["--concurrency", str(worker_threads)] if worker_threads else []
             for i in range(dep.worker_processes):
                 name = "worker" if i == 0 else f"worker-{i + 1}"
-                self._children[name] = _Child(ServiceStatus(name), [*base, *concurrency],
-                                              kind="worker")  # fmt: skip
+                which = ([] if dep.worker_processes == 1 else
+                         ["--worker-processes", str(dep.worker_processes),
+                          "--worker-index", str(i + 1)])  # fmt: skip
+                self._children[name] = _Child(ServiceStatus(name),
+                                              [*base, *concurrency, *which], kind="worker")
         if "notifier" in dep.services:
             self._notifier_base = [*base, "--port", str(notifier_port),
                                    *dep.listen_args(dep.notifier_host)]  # fmt: skip

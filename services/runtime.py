@@ -124,6 +124,10 @@ def service_arguments(service: str, argv: list[str] | None) -> argparse.Namespac
     p.add_argument("--concurrency", "--workers", dest="workers", type=int, default=None,
                    help="attempts run at once (default: the config file's worker.concurrency, "
                         "else 4)")  # fmt: skip
+    p.add_argument("--worker-processes", type=int, default=1,
+                   help="how many worker processes the instance runs (the web wakes each)")
+    p.add_argument("--worker-index", type=int, default=1,
+                   help="which of them this worker is (1: the first)")
     p.add_argument("--backend", default=None, help="the storage: sqlite (the data dir, the "
                    "default) or redis://HOST:PORT/DB")  # fmt: skip
     p.add_argument("--log-level", default=os.environ.get("HERALD_LOG_LEVEL", "INFO"))

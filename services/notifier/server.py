@@ -89,7 +89,7 @@ from services.runtime import (
     setup_logging,
     watch_stdin,
 )
-from services.store.backend import Ledger, WakeSource, open_backend
+from services.store.backend import Ledger, WakeSource, backend_of
 from services.wake import PRUNED_WAKE, REVOKED_WAKE
 
 log = logging.getLogger("herald.notifier")
@@ -977,7 +977,7 @@ def main(argv: list[str] | None = None) -> int:
         return cannot_start("notifier", exc)
     try:
         config = load_config(layout)
-        backend = open_backend(getattr(args, "backend", None), layout)
+        backend = backend_of(args, layout)
         store = backend.store()
         receiver = backend.wake_source("notifier")
     except Exception as exc:

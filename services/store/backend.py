@@ -141,6 +141,24 @@ class WakeSource(Protocol):
     def close(self) -> None: ...
 
 
+class FanoutWaker:
+    """One service's wake-ups to each of its processes (SQLite's workers: a socket each)."""
+
+    def __init__(self, wakers: list[Waker]) -> None:
+        self.wakers = wakers
+
+    def wake(self, payload: bytes | None = None) -> None:
+        for w in self.wakers:
+            if payload is None:
+                w.wake()
+            else:
+                w.wake(payload)
+
+    def close(self) -> None:
+        for w in self.wakers:
+            w.close()
+
+
 class EventWaker:
     """What tells the notifier(s) that events were recorded. On SQLite a plain wake-up
     (the notifier reads the whole log from its cursor); on Redis one "principal P is at
@@ -224,9 +242,20 @@ class Backend:
     global_log = True
     local_files = True
 
-    def __init__(self, spec: BackendSpec, layout: DataLayout) -> None:
+    def __init__(self, spec: BackendSpec, layout: DataLayout, *, worker_processes: int = 1,
+                 worker_index: int = 1) -> None:  # fmt: skip
         self.spec = spec
         self.layout = layout
+        self.worker_processes = max(1, worker_processes)
+        self.worker_index = worker_index
+
+    def wake_address(self, service: str, index: int | None = None) -> str:
+        """The data dir's socket of a service's wake-ups: each worker process has its own
+        (the first the plain "worker"), since one datagram socket has one receiver."""
+        index = self.worker_index if index is None else index
+        if service == "worker" and index > 1:
+            service = f"worker-{index}"
+        return self.layout.wake_address(service)
 
     def store(self, **options: Any) -> Ledger:
         from services.store.sqlite import TaskStore
@@ -242,7 +271,10 @@ class Backend:
         """Wake-ups to `service` ("worker", "notifier") on this backend."""
         from services.wake import WakeSender
 
-        return WakeSender(self.layout.wake_address(service))
+        if service == "worker" and self.worker_processes > 1:  # every worker process
+            return FanoutWaker([WakeSender(self.wake_address("worker", i))
+                                for i in range(1, self.worker_processes + 1)])  # fmt: skip
+        return WakeSender(self.wake_address(service, 1))
 
     def loop_waker(self, service: str) -> Waker:
         """`waker` for a process on an asyncio loop (the web): never waits on it."""
@@ -252,7 +284,7 @@ class Backend:
         """The wake-ups sent to `service` (this process being it)."""
         from services.wake import WakeReceiver
 
-        return WakeReceiver(self.layout.wake_address(service))
+        return WakeReceiver(self.wake_address(service))
 
     def event_waker(self) -> EventWaker:
         return EventWaker(self.waker("notifier"))
@@ -274,8 +306,8 @@ class RedisBackend(Backend):
     global_log = False
     local_files = False
 
-    def __init__(self, spec: BackendSpec, layout: DataLayout) -> None:
-        super().__init__(spec, layout)
+    def __init__(self, spec: BackendSpec, layout: DataLayout, **workers: int) -> None:
+        super().__init__(spec, layout, **workers)
         import redis
 
         self.errors = (redis.RedisError,)
@@ -328,13 +360,21 @@ def wake_channel(spec: BackendSpec, service: str) -> str:
     return f"herald:{db}:wake:{service}"
 
 
-def open_backend(spec: BackendSpec | str | None, layout: DataLayout) -> Backend:
-    """The backend a `--backend` value names (see `parse_backend`)."""
+def open_backend(spec: BackendSpec | str | None, layout: DataLayout, *,
+                 worker_processes: int = 1, worker_index: int = 1) -> Backend:  # fmt: skip
+    """The backend a `--backend` value names (see `parse_backend`), for a service of an
+    instance with `worker_processes` workers (`worker_index`: which one this is)."""
     if not isinstance(spec, BackendSpec):
         spec = parse_backend(spec)
-    if spec.kind == "redis":
-        return RedisBackend(spec, layout)
-    return Backend(spec, layout)
+    kind = RedisBackend if spec.kind == "redis" else Backend
+    return kind(spec, layout, worker_processes=worker_processes, worker_index=worker_index)
+
+
+def backend_of(args: Any, layout: DataLayout) -> Backend:
+    """The backend of a service, from its parsed arguments (services.runtime)."""
+    return open_backend(getattr(args, "backend", None), layout,
+                        worker_processes=getattr(args, "worker_processes", 1),
+                        worker_index=getattr(args, "worker_index", 1))  # fmt: skip
 
 
 def storage_errors(*backends: Backend) -> tuple[type[BaseException], ...]:

@@ -39,7 +39,7 @@ from services.runtime import (
     setup_logging,
     watch_stdin,
 )
-from services.store.backend import open_backend
+from services.store.backend import backend_of
 from services.store.sqlite import WRITE_STATS
 from services.tasks.catalog import load_catalog
 from services.web.app import herald_version, make_app
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(layout)
         catalog = load_catalog(config.task_modules)
-        backend = open_backend(getattr(args, "backend", None), layout)
+        backend = backend_of(args, layout)
         store = backend.store()
         queue = backend.queue()
         worker_wake = backend.loop_waker("worker")

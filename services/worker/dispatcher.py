@@ -206,7 +206,7 @@ class Dispatcher:
         # Its own loop's wake-up (a stop request): on the worker's own socket where that is
         # local (SQLite); else (every worker of a Redis backend hears the channel) on the
         # signal socket pair, which wakes this loop alone.
-        self._self_wake: _Waker = (WakeSender(layout.wake_address("worker"))
+        self._self_wake: _Waker = (WakeSender(self.backend.wake_address("worker"))
                                    if self.backend.local_files else _PairWake(self._sig_w))
         self._selector = selectors.DefaultSelector()
         self._executors: dict[int, ExecutorProcess] = {}  # by pid

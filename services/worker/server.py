@@ -17,7 +17,7 @@ from services.runtime import (
     setup_logging,
     watch_stdin,
 )
-from services.store.backend import open_backend
+from services.store.backend import backend_of
 from services.tasks.catalog import load_catalog
 from services.worker import sandbox
 from services.worker.dispatcher import Dispatcher
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(layout)
         catalog = load_catalog(config.task_modules)
         concurrency = args.workers if args.workers else config.worker_threads
-        backend = open_backend(getattr(args, "backend", None), layout)
+        backend = backend_of(args, layout)
         authenticator = Authenticator(layout, registry=backend.principals())
         dispatcher = Dispatcher(layout, catalog, concurrency,
                                 max_tasks_per_executor=config.max_tasks_per_executor,
