@@ -287,7 +287,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="print completion candidates, one a line (what the scripts call): "
                         "tasks, ids, or params:TASK")  # fmt: skip
 
+    backend_help = ("the Redis backend whose principals to manage (redis://HOST:PORT/DB; "
+                    "default: this data dir's auth.json)")  # fmt: skip
     s = sub.add_parser("token", help="manage principals and their tokens")
+    s.add_argument("--backend", default=None, metavar="URL", help=backend_help)
     tsub = s.add_subparsers(dest="token_command", metavar="ACTION", required=True,
                            help="create, list or revoke")  # fmt: skip
     t = tsub.add_parser("create", help="create a principal (or renew its token and "
@@ -321,6 +324,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--vacuum", action="store_true",
                    help="then shrink herald.db to what it holds (freed space is otherwise "
                         "reused by new tasks; a running instance waits meanwhile)")  # fmt: skip
+    s.add_argument("--backend", default=None, metavar="URL",
+                   help="prune the Redis backend's ledger and log (redis://HOST:PORT/DB) "
+                        "instead of this data dir's")  # fmt: skip
     return p
 
 
@@ -561,10 +567,15 @@ def _token(data_dir: Path, args: argparse.Namespace) -> int:
 
     layout = DataLayout(data_dir)
     try:
+        backend = _cli_backend(args, layout)
+        registry = backend.principals()
         if args.token_command == "list":
-            return _token_list(load_entries(layout), args.json)
+            return _token_list(load_entries(layout) if registry is None else registry.load()[1],
+                               args.json)  # fmt: skip
         if args.token_command == "revoke":
-            if not revoke_principal(layout, args.name):
+            gone = (revoke_principal(layout, args.name) if registry is None
+                    else _revoke_in(registry, args.name))  # fmt: skip
+            if not gone:
                 print(f"herald: there is no principal {args.name!r}", file=sys.stderr)
                 return EXIT_FAILED
         else:
@@ -581,13 +592,19 @@ def _token(data_dir: Path, args: argparse.Namespace) -> int:
             if args.allow is not None:
                 _check_task_names(layout, args.allow, ALL_TASKS)
             token = create_principal(layout, args.name, allow=args.allow, roots=args.root,
-                                     read_roots=args.read_root, network=args.network)  # fmt: skip
+                                     read_roots=args.read_root, network=args.network,
+                                     registry=registry)  # fmt: skip
     except ValueError as exc:
         print(f"herald: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except backend.errors as exc:
+        print(f"herald: cannot reach {backend.spec}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     # A revoked or renewed token's open WebSockets are closed at once (the notifier looks
-    # again at auth.json on this wake-up; without it, within its fallback interval).
-    sender = WakeSender(layout.wake_address("notifier"))
+    # again at auth.json, or the registry, on this wake-up; without it, within its
+    # fallback interval). On Redis every notifier node hears it.
+    sender = backend.waker("notifier") if registry is not None else \
+        WakeSender(layout.wake_address("notifier"))  # fmt: skip
     sender.wake(REVOKED_WAKE)
     sender.close()
     if args.token_command == "revoke":
@@ -597,6 +614,28 @@ def _token(data_dir: Path, args: argparse.Namespace) -> int:
     print(f"Principal {args.name!r} created. Keep this token secret: send it as "
           "`Authorization: Bearer <token>`.", file=sys.stderr)  # fmt: skip
     return EXIT_OK
+
+
+def _cli_backend(args: argparse.Namespace, layout: Any) -> Any:
+    """The backend a command's `--backend` names (None: the data dir's SQLite).
+
+    Raises:
+        ValueError: not a backend, said for the user.
+    """
+    from services.store.backend import open_backend
+
+    try:
+        return open_backend(getattr(args, "backend", None), layout)
+    except ValueError as exc:
+        raise ValueError(f"--backend: {exc}") from None
+
+
+def _revoke_in(registry: Any, name: str) -> bool:
+    from services.auth import DEFAULT_PRINCIPAL
+
+    if name == DEFAULT_PRINCIPAL:
+        raise ValueError(f"{DEFAULT_PRINCIPAL!r} is the install's own principal")
+    return bool(registry.revoke(name))
 
 
 def _check_task_names(layout: Any, names: list[str], everything: str) -> None:
@@ -644,7 +683,12 @@ def _prune(data_dir: Path, args: argparse.Namespace) -> int:
     from services.store.sqlite import TaskStore
 
     layout = DataLayout(data_dir)
-    if not layout.ledger_db.exists():
+    try:
+        backend = _cli_backend(args, layout)
+    except ValueError as exc:
+        print(f"herald: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if backend.local_files and not layout.ledger_db.exists():
         print(f"herald: no task ledger in {data_dir}: nothing to prune", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -663,6 +707,8 @@ def _prune(data_dir: Path, args: argparse.Namespace) -> int:
         rules.append(f"finished more than {age} ago")
     if keep is not None:
         rules.append(f"beyond the newest {keep} finished")
+    if not backend.local_files:
+        return _prune_remote(backend, older_than, keep, rules)
     store = TaskStore(layout.ledger_db)
     try:
         done = store.prune(older_than=older_than, keep=keep)
@@ -682,6 +728,29 @@ def _prune(data_dir: Path, args: argparse.Namespace) -> int:
           + (f" ({' or '.join(rules)})" if rules else " (no retention rule is set)")
           + f"; {layout.ledger_db.name} is {sizes['db'] / 1e6:.1f} MB, its WAL "
             f"{sizes['wal'] / 1e6:.1f} MB.")  # fmt: skip
+    return EXIT_OK
+
+
+def _prune_remote(backend: Any, older_than: float | None, keep: int | None,
+                  rules: list[str]) -> int:  # fmt: skip
+    """`herald prune --backend redis://...`: retention on the Redis backend's ledger."""
+    from services.wake import PRUNED_WAKE
+
+    store = backend.store()
+    try:
+        done = store.prune(older_than=older_than, keep=keep)
+        if done.events:
+            sender = backend.waker("notifier")  # every notifier node
+            sender.wake(PRUNED_WAKE)
+            sender.close()
+    except backend.errors as exc:
+        print(f"herald: cannot reach {backend.spec}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        store.close()
+    print(f"Pruned {done.tasks} task(s) and {done.events} event(s)"
+          + (f" ({' or '.join(rules)})" if rules else " (no retention rule is set)")
+          + f" from {backend.spec}.")  # fmt: skip
     return EXIT_OK
 
 

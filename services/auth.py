@@ -414,9 +414,11 @@ def create_principal(
     roots: Iterable[str] = (),
     read_roots: Iterable[str] = (),
     network: bool = False,
+    registry: PrincipalRegistry | None = None,
 ) -> str:
     """Register a new principal (or give an existing one a new token and these
-    capabilities); returns the token.
+    capabilities); returns the token. With `registry`, in a Redis backend's registry
+    instead of the data dir's auth.json.
 
     Args:
         allow: the tasks it may run ("*": all); None: every task but `DEFAULT_DENIED`.
@@ -447,8 +449,11 @@ def create_principal(
     caps = Capabilities(name, allow=None if allow is None else frozenset(allow),
                         roots=resolved(roots), read_roots=resolved(read_roots),
                         network=network)  # fmt: skip
-    principals = load_entries(layout)
     token = new_token()
+    if registry is not None:
+        registry.create(name, PrincipalEntry(hash_token(token), caps))
+        return token
+    principals = load_entries(layout)
     principals[name] = PrincipalEntry(hash_token(token), caps)
     _save_entries(layout, principals)
     return token
