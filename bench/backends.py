@@ -92,9 +92,10 @@ class Instance:
         """Tokens of `n` new principals (`herald token create`)."""
         out = []
         for i in range(n):
-            args = [*HERALD, "token", "create", f"bench{i}"]
+            args = [*HERALD, "token"]
             if self.backend:
                 args += ["--backend", self.backend]
+            args += ["create", f"bench{i}"]
             out.append(subprocess.run(args, env=self.env, capture_output=True, text=True,
                                       check=True).stdout.strip())  # fmt: skip
         return out

@@ -66,9 +66,16 @@ class RedisServer:
         aof: `appendonly yes` with `appendfsync always` (every write on disk before its
             reply), for durability tests; otherwise nothing is persisted (`save ""`).
         port: a fixed port; by default a free one, kept across `restart()`.
+        host: the address it binds (another host's, for a multi-host test: then `port`
+            must be given, and `prefix` runs it there).
+        prefix: what the command line starts with (e.g. `ip netns exec NS`, which execs
+            redis-server: the process is still the server itself).
     """
 
-    def __init__(self, dir: str | os.PathLike[str], *, aof: bool = False, port: int | None = None):
+    def __init__(self, dir: str | os.PathLike[str], *, aof: bool = False, port: int | None = None,
+                 host: str = "127.0.0.1", prefix: tuple[str, ...] = ()):  # fmt: skip
+        self.host = host
+        self.prefix = prefix
         self.dir = Path(dir)
         self.aof = aof
         self._fixed_port = port
@@ -79,7 +86,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     @property
     def pid(self) -> int:
@@ -147,7 +154,7 @@ class RedisServer:
 
         Enough for PING, INFO and FLUSHALL without a client library; use redis-py for the rest.
         """
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+        with socket.create_connection((self.host, self.port), timeout=timeout) as s:
             s.sendall(_encode(*args))
             reply = b""
             while b"\r\n" not in reply:
@@ -187,8 +194,10 @@ class RedisServer:
 
     def _config(self) -> str:
         lines = [
-            "bind 127.0.0.1",
-            "protected-mode yes",
+            f"bind {self.host}",
+            # Protected mode admits loopback clients only (no password set): a server on
+            # another test host is reached from a private test network instead.
+            f"protected-mode {'yes' if self.host.startswith('127.') else 'no'}",
             f"port {self.port}",
             f'dir "{self.dir.resolve()}"',
             "daemonize no",
@@ -205,7 +214,7 @@ class RedisServer:
         conf.write_text(self._config())
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                [REDIS_SERVER, str(conf)],
+                [*self.prefix, REDIS_SERVER, str(conf)],
                 cwd=self.dir,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -29,8 +29,21 @@ runtime = base.runtime  # the fixture, for this module's tests
 QUICK = 5_000  # ms: what "within seconds" means for each quit branch, from the click
 
 
+_OTHERS: set[int] = set()  # below this process before the test began (not the app's)
+
+
+@pytest.fixture(autouse=True)
+def _not_the_apps() -> None:
+    """What other tests of the session left running below this process (the session's
+    redis-server, say) is neither counted nor killed here: it is not the app's."""
+    global _OTHERS
+    _OTHERS = set()
+    _OTHERS = descendants()
+
+
 def descendants() -> set[int]:
-    """Every live process below this one (services, the worker's attempt processes)."""
+    """Every live process below this one (services, the worker's attempt processes) that
+    the test started."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -44,7 +57,7 @@ def descendants() -> set[int]:
     while frontier:
         frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
         found |= frontier
-    return {p for p in found if pid_alive(p)}
+    return {p for p in found if pid_alive(p)} - _OTHERS
 
 
 def click_when_shown(window, text: str) -> list[QMessageBox]:
