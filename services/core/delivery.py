@@ -53,12 +53,14 @@ def plan_resume(since: int | None, head: int, pruned_through: int = 0) -> Resume
     `pruned_through` means some of the principal's events after it were deleted (whole
     finished tasks): what remains is replayed, and the client told to reload. Pruning
     another principal's events never concerns this one: the watermark is per principal.
+    A `since` of 0 has seen nothing that could be gone: all that remains is replayed,
+    without a reset (on Redis a principal's seqs start above a floor, its watermark).
     """
     if since is None:
         return ResumePlan(after=head, reset=False)
     if since > head:
         return ResumePlan(after=0, reset=True, reload=True)
-    return ResumePlan(after=since, reset=False, reload=since < pruned_through)
+    return ResumePlan(after=since, reset=False, reload=0 < since < pruned_through)
 
 
 @dataclass(eq=False)

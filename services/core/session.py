@@ -166,7 +166,7 @@ class ServerSession:
         """The replay is over; `pruned_through` is the principal's pruning watermark now.
         Queues a reset if pruning deleted events after `since` while it went on."""
         plan = self._plan
-        if self._since is not None and plan is not None and not plan.reload:
+        if self._since and plan is not None and not plan.reload:  # (0: saw nothing)
             if pruned_through > self._since:
                 self._out.append(encode_reset(RESET_PRUNED, pruned_through + 1))
                 self.reset_through = pruned_through
@@ -174,7 +174,7 @@ class ServerSession:
     def needs_pruned_check(self) -> bool:
         """Whether `replay_done` needs the watermark (else pass anything)."""
         plan = self._plan
-        return self._since is not None and plan is not None and not plan.reload
+        return bool(self._since) and plan is not None and not plan.reload
 
     def go_live(self) -> Subscription:
         """Queue caught_up; the returned subscription gets live events from its cursor on

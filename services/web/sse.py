@@ -220,7 +220,7 @@ class EventFeed:
                                    through)  # fmt: skip
         stream.cursor = plan.after
         await self._send_new(stream)
-        if since is not None and not plan.reload:
+        if since and not plan.reload:  # (since 0 saw nothing that could be gone)
             through = store.pruned_through(principal)  # pruned while it replayed
             if through > since and through > stream.reset_through:
                 await self._send_reset(stream, RESET_PRUNED, through)

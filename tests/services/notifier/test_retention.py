@@ -79,9 +79,30 @@ async def test_a_resume_message_after_pruning_gets_a_reset_too(
     with writer.store._write() as c:
         c.execute("UPDATE tasks SET finished_at = 0 WHERE id = ?", (old[0].task_id,))
     writer.store.prune(older_than=86400)
-    await ws.send(encode_resume(0))
+    await ws.send(encode_resume(old[0].seq))  # it saw the first event: the rest are gone
     assert (await recv(ws))["type"] == "welcome"
     assert (await recv(ws))["type"] == "reset"
+    assert (await recv(ws))["type"] == "caught_up"
+
+
+async def test_a_resume_from_nothing_after_pruning_replays_what_is_left_without_a_reset(
+    notifier, open_client, writer, recv, recv_events, start_session
+):
+    """Cursor 0 has seen nothing that could be gone (on Redis a principal's seqs start
+    above a floor that is its watermark: every first-time client would be told to reload)."""
+    from services.core.envelope import encode_resume
+
+    old = writer.lifecycle(LOCAL)
+    kept = writer.lifecycle(LOCAL)
+    ws = await open_client(notifier.url, since=kept[-1].seq)
+    await start_session(ws)
+    with writer.store._write() as c:
+        c.execute("UPDATE tasks SET finished_at = 0 WHERE id = ?", (old[0].task_id,))
+    writer.store.prune(older_than=86400)
+    await ws.send(encode_resume(0))
+    assert (await recv(ws))["type"] == "welcome"
+    replayed = [await recv(ws) for _ in kept]
+    assert [m.get("seq") for m in replayed] == [e.seq for e in kept]
     assert (await recv(ws))["type"] == "caught_up"
 
 
