@@ -829,6 +829,14 @@ def _wait(fut: concurrent.futures.Future[Any], timeout: float | None) -> bool:
             return True
         except TimeoutError:
             continue
+        except RuntimeError as exc:
+            # A Ctrl-C that lands inside Condition.wait just after it released its lock
+            # (CPython runs the handler there) leaves `with condition:` to release it
+            # again: "cannot release un-acquired lock" hides the KeyboardInterrupt. The
+            # lock is free either way; the Ctrl-C is what happened.
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                raise KeyboardInterrupt from None
+            raise
 
 
 class _LoopThread:

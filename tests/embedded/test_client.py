@@ -240,3 +240,24 @@ def test_blocking_client_closes_its_streams_and_thread(blocking: HeraldClient):
     assert c.health()["status"] in ("ok", "degraded")  # usable again: a new loop thread
     c.close()
     c.close()
+
+
+def test_a_ctrl_c_inside_a_conditions_wait_stays_a_ctrl_c():
+    """CPython may run the SIGINT handler inside Condition.wait right after it released its
+    lock; `with condition:` then fails to release it again and the RuntimeError hides the
+    KeyboardInterrupt (seen once in CI: `herald follow` printed a traceback, exit 1, instead
+    of "stopped following", exit 130). That race cannot be timed from a test: the future
+    here raises what it leaves behind."""
+    import concurrent.futures
+
+    from embedded.client import _wait
+
+    class Interrupted(concurrent.futures.Future):
+        def exception(self, timeout=None):
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise RuntimeError("cannot release un-acquired lock")  # noqa: B904
+
+    with pytest.raises(KeyboardInterrupt):
+        _wait(Interrupted(), 1.0)
