@@ -12,7 +12,7 @@ import logging
 import pickle
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from services.layout import DataLayout
@@ -76,6 +76,31 @@ from huey.storage import SqliteStorage  # noqa: E402
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "herald"
+
+
+# What reading a message that something else wrote may raise (Huey's deserializer).
+UNREADABLE = (HueyException, ValueError, TypeError, EOFError, pickle.UnpicklingError,
+              AttributeError, ImportError)  # fmt: skip
+
+
+def next_task_id(dequeue: Callable[[], Any], logger: logging.Logger = log) -> str | None:
+    """The task id of the next message `dequeue()` (a Huey's) hands out, or None when it
+    hands out none. A message that cannot be read, or names no task, is logged and
+    skipped: the ledger still has its task queued, and the worker's recovery enqueues it
+    again (on `logger`: the queue's own). Every storage's queue reads its messages
+    through this."""
+    while True:
+        try:
+            task = dequeue()
+        except UNREADABLE as exc:
+            logger.error("skipped a queue message that cannot be read: %s", exc)
+            continue
+        if task is None:
+            return None
+        try:
+            return str(task.args[0])
+        except (AttributeError, IndexError, TypeError):
+            logger.error("skipped a queue message without a task id: %r", task)
 
 
 class QueueBusy(Exception):
@@ -209,22 +234,9 @@ class TaskQueue:
     def dequeue(self) -> str | None:
         """The next task id, or None; Huey deletes the message as it hands it out.
 
-        A message that cannot be read (written by something else) is logged and skipped:
-        the ledger still has its task queued, and the worker's recovery enqueues it again.
+        A message that cannot be read is skipped (`next_task_id`).
         """
-        while True:
-            try:
-                task = self.huey.dequeue()
-            except (HueyException, ValueError, TypeError, EOFError,
-                    pickle.UnpicklingError, AttributeError, ImportError) as exc:  # fmt: skip
-                log.error("skipped a queue message that cannot be read: %s", exc)
-                continue
-            if task is None:
-                return None
-            try:
-                return str(task.args[0])
-            except (AttributeError, IndexError, TypeError):
-                log.error("skipped a queue message without a task id: %r", task)
+        return next_task_id(self.huey.dequeue)
 
     def checkpoint(self, *, truncate: bool = False, wait: float = 0.5) -> bool:
         """Copy the queue's WAL into its database (see TaskStore.checkpoint)."""

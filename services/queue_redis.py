@@ -19,23 +19,20 @@ read twice (re-enqueued while the first one was still on its way) is a claim tha
 from __future__ import annotations
 
 import logging
-import pickle
 import threading
 import time
+from typing import Any
 
 import redis
 from huey import RedisHuey
-from huey.exceptions import HueyException
 
-from services.queue import QUEUE_NAME, _run, huey_redis
+from services.queue import QUEUE_NAME, UNREADABLE, _run, huey_redis, next_task_id
 
 log = logging.getLogger(__name__)
 
 SOCKET_TIMEOUT = 5.0  # a reply owed by Redis for a non-blocking command
 CONNECT_TIMEOUT = 2.0
 
-_UNREADABLE = (HueyException, ValueError, TypeError, EOFError, pickle.UnpicklingError,
-               AttributeError, ImportError)  # fmt: skip
 
 
 class RedisTaskQueue:
@@ -89,42 +86,25 @@ class RedisTaskQueue:
         """The next task id, or None at once if the queue is empty; the message leaves the
         queue as it is handed out (no ack: see the module's docstring).
 
-        A message that cannot be read (written by something else) is logged and skipped:
-        the ledger still has its task queued, and the worker's recovery enqueues it again.
+        A message that cannot be read is skipped (`services.queue.next_task_id`).
         """
-        while True:
-            try:
-                task = self.huey.dequeue()
-            except _UNREADABLE as exc:
-                log.error("skipped a queue message that cannot be read: %s", exc)
-                continue
-            if task is None:
-                return None
-            task_id = _task_id(task)
-            if task_id is not None:
-                return task_id
+        return next_task_id(self.huey.dequeue, log)
 
     def dequeue_blocking(self, timeout: float) -> str | None:
         """The next task id, waiting up to `timeout` seconds for one (Huey's blocking
         dequeue: BRPOP, woken by the enqueue itself); None when none came."""
         deadline = time.monotonic() + timeout
+        storage = self._blocking.storage
+
+        def take() -> Any:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self.huey.dequeue()  # BRPOP's 0 would mean "for ever"
+            storage.read_timeout = max(left, 0.001)
+            return self._blocking.dequeue()
+
         with self._blocking_lock:
-            storage = self._blocking.storage
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return self.dequeue()  # BRPOP's 0 would mean "for ever"
-                storage.read_timeout = max(left, 0.001)
-                try:
-                    task = self._blocking.dequeue()
-                except _UNREADABLE as exc:
-                    log.error("skipped a queue message that cannot be read: %s", exc)
-                    continue
-                if task is None:
-                    return None
-                task_id = _task_id(task)
-                if task_id is not None:
-                    return task_id
+            return next_task_id(take, log)
 
     def wal_size(self) -> int:
         """0: Redis has no write-ahead log of Herald's to watch (services.queue has)."""
@@ -136,7 +116,7 @@ class RedisTaskQueue:
         for data in self.huey.storage.enqueued_items():
             try:
                 out.add(str(self.huey.deserialize_task(data).args[0]))
-            except (*_UNREADABLE, IndexError):
+            except (*UNREADABLE, IndexError):
                 continue  # logged when `dequeue` meets it
         return out
 
@@ -147,11 +127,3 @@ class RedisTaskQueue:
         """Close the connections (both pools)."""
         self.huey.storage.pool.disconnect()
         self._blocking.storage.pool.disconnect()
-
-
-def _task_id(task: object) -> str | None:
-    try:
-        return str(task.args[0])  # type: ignore[attr-defined]
-    except (AttributeError, IndexError, TypeError):
-        log.error("skipped a queue message without a task id: %r", task)
-        return None
